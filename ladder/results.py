@@ -1,0 +1,180 @@
+"""The results table: the one interface between training and fitting.
+
+Tidy: one row per run x checkpoint x task.
+
+| column     | type  | required | meaning                                                    |
+|------------|-------|----------|------------------------------------------------------------|
+| run        | str   | yes      | run name, e.g. `190M-2xC` or `7B-4T`                       |
+| role       | str   | yes      | `ladder` (fitted) or `target` (predicted)                  |
+| N          | int   | yes      | parameters as the paper counts them (all but input embedding) |
+| D          | float | yes      | tokens trained at this checkpoint                          |
+| step       | int   | yes      | optimizer step of the checkpoint                           |
+| task       | str   | yes      | task name (`mmlu`, `hellaswag`, ... or any)                 |
+| loss       | float | yes      | task loss: bits per byte of the correct answer             |
+| acc        | float | no       | accuracy in [0, 1] (the paper's: length-normalised)        |
+| size       | str   | no       | size preset, e.g. `190M`                                   |
+| multiplier | float | no       | Chinchilla multiple (D = x 20 N)                           |
+| flops      | float | no       | training FLOPs up to this checkpoint                       |
+
+Any further column is kept as an extra metric. Only this module knows the table's files: CSV or
+Parquet by suffix, validated on read, written atomically, never overwritten unless asked.
+Trainers append rows to `<run_dir>/eval.jsonl` through `append_eval_rows`; `ladder collect` reads
+them back with `read_eval_rows`.
+
+This module never imports torch.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+import pandas as pd
+
+from ladder.errors import LadderError
+
+REQUIRED_COLUMNS = ("run", "role", "N", "D", "step", "task", "loss")
+OPTIONAL_COLUMNS = ("acc", "size", "multiplier", "flops")
+ROLES = ("ladder", "target")
+EVAL_ROWS_FILE = "eval.jsonl"
+TABLE_SUFFIXES = (".csv", ".parquet")
+
+
+@dataclass
+class EvalRow:
+    """One evaluation of one checkpoint on one task: a row of the results table."""
+
+    run: str
+    role: str
+    N: int
+    D: float
+    step: int
+    task: str
+    loss: float
+    acc: float | None = None
+    size: str | None = None
+    multiplier: float | None = None
+    flops: float | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+    """Further metrics (acc_raw, soft, soft_log, n_questions, ...), flattened into columns."""
+
+    def to_dict(self) -> dict[str, Any]:
+        row = asdict(self)
+        row.update(row.pop("extra"))
+        return row
+
+
+def append_eval_rows(run_dir: str | os.PathLike, rows: Iterable[EvalRow]) -> None:
+    """Append rows to `<run_dir>/eval.jsonl`, flushed to disk (a crash loses no earlier row)."""
+    path = Path(run_dir) / EVAL_ROWS_FILE
+    lines = "".join(json.dumps(row.to_dict(), allow_nan=True) + "\n" for row in rows)
+    with open(path, "a", encoding="utf-8") as handle:
+        handle.write(lines)
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def read_eval_rows(run_dir: str | os.PathLike) -> list[dict[str, Any]]:
+    """The rows a run has written; a torn last line (killed mid-write) is ignored."""
+    path = Path(run_dir) / EVAL_ROWS_FILE
+    if not path.exists():
+        return []
+    rows = []
+    lines = path.read_text(encoding="utf-8").splitlines()
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            if number == len(lines):
+                break
+            raise LadderError(f"{path}:{number}: not a JSON object")
+    return rows
+
+
+def validate_table(table: pd.DataFrame, source: str = "results table") -> pd.DataFrame:
+    """Check the schema and values; return the table with canonical dtypes."""
+    missing = [column for column in REQUIRED_COLUMNS if column not in table.columns]
+    if missing:
+        raise LadderError(f"{source}: missing required column(s) {', '.join(missing)}")
+    if table.empty:
+        raise LadderError(f"{source}: no rows")
+    table = table.copy()
+    for column in ("run", "role", "task"):
+        if table[column].isna().any():
+            raise LadderError(f"{source}: empty values in column {column!r}")
+        table[column] = table[column].astype(str)
+    bad_roles = sorted(set(table["role"]) - set(ROLES))
+    if bad_roles:
+        raise LadderError(f"{source}: role must be 'ladder' or 'target', found {bad_roles}")
+    numeric = ["N", "D", "step", "loss"] + [c for c in ("acc", "multiplier", "flops") if c in table]
+    for column in numeric:
+        values = pd.to_numeric(table[column], errors="coerce")
+        if values.isna().any() and column in REQUIRED_COLUMNS:
+            row = int(np.flatnonzero(values.isna().to_numpy())[0])
+            raise LadderError(f"{source}: column {column!r} has a missing or non-numeric value (row {row + 1})")
+        finite = values.dropna()
+        if not np.isfinite(finite.to_numpy(dtype=float)).all():
+            raise LadderError(f"{source}: column {column!r} has an infinite value")
+        table[column] = values
+    for column in ("N", "D"):
+        if (table[column] <= 0).any():
+            raise LadderError(f"{source}: column {column!r} must be > 0")
+    if (table["loss"] <= 0).any():
+        raise LadderError(f"{source}: column 'loss' (bits per byte) must be > 0")
+    if "acc" in table and ((table["acc"] < 0) | (table["acc"] > 1)).any():
+        raise LadderError(f"{source}: column 'acc' must lie in [0, 1]")
+    table["N"] = table["N"].astype("int64")
+    table["step"] = table["step"].astype("int64")
+    return table
+
+
+def _check_suffix(path: Path) -> None:
+    if path.suffix not in TABLE_SUFFIXES:
+        raise LadderError(f"{path}: results tables are .csv or .parquet, not {path.suffix or 'no suffix'!r}")
+
+
+def read_table(path: str | os.PathLike) -> pd.DataFrame:
+    """Read and validate a results table (CSV or Parquet)."""
+    path = Path(path)
+    _check_suffix(path)
+    if not path.is_file():
+        raise LadderError(f"{path}: no such results table")
+    try:
+        table = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
+    except (ValueError, OSError, pd.errors.ParserError) as error:
+        raise LadderError(f"{path}: cannot read as {path.suffix[1:]}: {str(error).splitlines()[0]}")
+    return validate_table(table, source=str(path))
+
+
+def write_table(table: pd.DataFrame, path: str | os.PathLike, overwrite: bool = False) -> Path:
+    """Validate and write atomically (temporary file, then rename); refuse to overwrite unless asked."""
+    path = Path(path)
+    _check_suffix(path)
+    if path.exists() and not overwrite:
+        raise LadderError(f"{path} exists; pass --overwrite to replace it")
+    table = validate_table(table, source=f"table for {path}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix)
+    os.close(handle)
+    try:
+        if path.suffix == ".parquet":
+            table.to_parquet(temporary, index=False)
+        else:
+            table.to_csv(temporary, index=False)
+        os.replace(temporary, path)
+    finally:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+    return path
+
+
+def is_finite(value: Any) -> bool:
+    return value is not None and isinstance(value, (int, float)) and math.isfinite(value)
