@@ -162,7 +162,11 @@ class LadderConfig:
     wandb: WandbConfig = field(default_factory=WandbConfig)
     ladder: GridConfig = field(default_factory=GridConfig)
     multiplier: float = 1.0
-    """Chinchilla multiple of this rung: D = x 20 N."""
+    """Chinchilla multiple of this rung: D = x 20 N (ignored when train.tokens is set)."""
+    run_name: Optional[str] = None
+    """Name of the run in the results table; None = the run directory's name."""
+    role: str = "ladder"
+    """'ladder' (a rung that is fitted) or 'target' (a model to predict)."""
     run_dir: str = "runs/single/${model.preset}-${multiplier}xC"
     """The rung's run directory: config, checkpoints, metrics.jsonl, eval rows, DONE."""
     seed: int = 0
