@@ -64,7 +64,9 @@ PRESETS: dict[str, ModelShape] = {
         _paper("3B", 3328, 16, 16),
         _paper("7B", 4096, 32, 32, mlp_hidden=11008),
         _paper("13B", 5120, 40, 40, mlp_hidden=13824),
-        # CPU presets (N with the byte vocabulary): about 41k, 86k, 148k, 280k, 616k, 1.08M.
+        # CPU presets (N with the byte vocabulary): about 12k, 25k, 41k, 86k, 148k, 280k, 616k, 1.08M.
+        _cpu("femto", 16, 2, 2),
+        _cpu("pico", 24, 2, 2),
         _cpu("nano", 32, 2, 2),
         _cpu("micro", 48, 2, 3),
         _cpu("tiny", 64, 2, 4),
@@ -74,7 +76,7 @@ PRESETS: dict[str, ModelShape] = {
     )
 }
 
-CPU_PRESETS = ("nano", "micro", "tiny", "mini", "small", "base")
+CPU_PRESETS = ("femto", "pico", "nano", "micro", "tiny", "mini", "small", "base")
 
 
 def get_shape(name: str, vocab_size: int | None = None, seq_len: int | None = None) -> ModelShape:
