@@ -15,6 +15,8 @@ Tidy: one row per run x checkpoint x task.
 | size       | str   | no       | size preset, e.g. `190M`                                   |
 | multiplier | float | no       | Chinchilla multiple (D = x 20 N)                           |
 | flops      | float | no       | training FLOPs up to this checkpoint                       |
+| rerun      | bool  | no       | a repeat of another run of the same rung (fits skip it unless asked) |
+| chance     | float | no       | the task's chance accuracy (else known for the paper's tasks or `--chance`) |
 
 Any further column is kept as an extra metric. Only this module knows the table's files: CSV or
 Parquet by suffix, validated on read, written atomically, never overwritten unless asked.
@@ -40,7 +42,7 @@ import pandas as pd
 from ladder.errors import LadderError
 
 REQUIRED_COLUMNS = ("run", "role", "N", "D", "step", "task", "loss")
-OPTIONAL_COLUMNS = ("acc", "size", "multiplier", "flops")
+OPTIONAL_COLUMNS = ("acc", "size", "multiplier", "flops", "rerun", "chance")
 ROLES = ("ladder", "target")
 EVAL_ROWS_FILE = "eval.jsonl"
 TABLE_SUFFIXES = (".csv", ".parquet")
@@ -114,7 +116,7 @@ def validate_table(table: pd.DataFrame, source: str = "results table") -> pd.Dat
     bad_roles = sorted(set(table["role"]) - set(ROLES))
     if bad_roles:
         raise LadderError(f"{source}: role must be 'ladder' or 'target', found {bad_roles}")
-    numeric = ["N", "D", "step", "loss"] + [c for c in ("acc", "multiplier", "flops") if c in table]
+    numeric = ["N", "D", "step", "loss"] + [c for c in ("acc", "multiplier", "flops", "chance") if c in table]
     for column in numeric:
         values = pd.to_numeric(table[column], errors="coerce")
         if values.isna().any() and column in REQUIRED_COLUMNS:
@@ -131,9 +133,32 @@ def validate_table(table: pd.DataFrame, source: str = "results table") -> pd.Dat
         raise LadderError(f"{source}: column 'loss' (bits per byte) must be > 0")
     if "acc" in table and ((table["acc"] < 0) | (table["acc"] > 1)).any():
         raise LadderError(f"{source}: column 'acc' must lie in [0, 1]")
+    if "chance" in table and ((table["chance"] < 0) | (table["chance"] >= 1)).any():
+        raise LadderError(f"{source}: column 'chance' must lie in [0, 1)")
+    if "size" in table:
+        table["size"] = table["size"].map(lambda value: None if pd.isna(value) else str(value))
+    if "rerun" in table:
+        table["rerun"] = _as_bool(table["rerun"], source)
     table["N"] = table["N"].astype("int64")
     table["step"] = table["step"].astype("int64")
+    per_run = table.groupby("run")[["role", "N"]].nunique()
+    inconsistent = per_run[(per_run["role"] > 1) | (per_run["N"] > 1)].index.tolist()
+    if inconsistent:
+        raise LadderError(f"{source}: run {inconsistent[0]!r} has more than one role or N")
+    duplicated = table.duplicated(["run", "step", "task"])
+    if duplicated.any():
+        run, step, task = table.loc[duplicated.idxmax(), ["run", "step", "task"]]
+        raise LadderError(f"{source}: duplicate row for run {run!r}, step {step}, task {task!r}")
     return table
+
+
+def _as_bool(column: pd.Series, source: str) -> pd.Series:
+    """True/False, 1/0 or their strings (CSV round trip); missing means False."""
+    words = {"true": True, "false": False, "1": True, "0": False, "1.0": True, "0.0": False, "": False, "nan": False}
+    values = column.map(lambda value: words.get(str(value).strip().lower()) if not isinstance(value, bool) else value)
+    if values.isna().any():
+        raise LadderError(f"{source}: column 'rerun' must be true or false")
+    return values.astype(bool)
 
 
 def _check_suffix(path: Path) -> None:
