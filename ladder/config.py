@@ -145,9 +145,15 @@ class GridConfig:
     sweep_root: str = "runs/${ladder.name}"
     """Run directories go to <sweep_root>/<size>-<x>xC/."""
     gpu: str = "H100"
-    """GPU used for the plan's GPU-hours estimate."""
+    """GPU used for the plan's GPU-hours estimate (H100, H200, A100, V100)."""
+    peak_flops: Optional[float] = None
+    """Peak bf16 FLOP/s of one GPU for the plan; None looks `gpu` up in `ladder.sweep.plan`."""
     mfu: float = 0.4
     """Assumed model FLOPs utilisation for the plan's estimate."""
+    train_targets: bool = True
+    """`ladder sweep` trains the targets too (the CPU demo); false where they exist elsewhere."""
+    only: list[str] = field(default_factory=list)
+    """`ladder sweep` trains only these rungs (by name); empty = every rung of the grid."""
 
 
 @dataclass
@@ -167,6 +173,8 @@ class LadderConfig:
     """Name of the run in the results table; None = the run directory's name."""
     role: str = "ladder"
     """'ladder' (a rung that is fitted) or 'target' (a model to predict)."""
+    rung: Optional[str] = None
+    """Set by `ladder sweep` for each job: the grid rung (by name) this job trains."""
     run_dir: str = "runs/single/${model.preset}-${multiplier}xC"
     """The rung's run directory: config, checkpoints, metrics.jsonl, eval rows, DONE."""
     seed: int = 0

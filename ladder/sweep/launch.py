@@ -1,0 +1,239 @@
+"""`ladder sweep ladder=<grid>`: one Hydra multirun over the grid's rungs.
+
+The sweep is a real Hydra multirun with one sweep parameter, `rung=<name>,<name>,...`, so every
+Hydra launcher works: the basic one (sequential, in this process), `submitit_local` (one
+subprocess per rung) and `submitit_slurm` (one SLURM job per rung). Each job looks its rung up
+in the grid, points the config at `<sweep_root>/<rung>/` and calls `ladder.train.run_training`.
+
+- The whole grid is sized and validated before any job starts.
+- Rungs with a DONE marker are not launched (and a job that finds one returns at once); partial
+  ones resume from their checkpoint, because the trainer resumes whatever is in the run dir.
+- A job never raises: a failing rung gets a FAILED marker and the others carry on; the summary
+  at the end lists the failures and the exit code is 1.
+- Under submitit with several tasks per job (one per GPU), the job exports torch's env://
+  variables (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT) for the trainer.
+- Under submitit, the preemption/timeout signal (USR2 unless SUBMITIT_PREEMPT_SIGNAL says
+  otherwise) is first turned into SIGUSR1 for the trainer, which checkpoints and stops; then
+  submitit's own handler requeues the job, which resumes from that checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import sys
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import hydra
+from omegaconf import DictConfig
+
+from ladder.config import register_configs
+from ladder.errors import LadderError
+from ladder.grid import Rung
+from ladder.hydra_app import CONF_DIR, HYDRA_VERSION, compose_config
+from ladder.sweep.rungs import find_rung, rungs_to_train
+from ladder.sweep.state import DONE, FAILED, SWEEP_FILE, RungState, read_state, write_json_atomic
+
+log = logging.getLogger("ladder.sweep")
+
+HYDRA_FLAGS = ("--cfg", "-c", "--help", "-h", "--hydra-help", "--info", "--resolve", "--package", "-p")
+
+
+@dataclass(frozen=True)
+class JobResult:
+    """What one sweep job reports back to the launcher."""
+
+    rung: str
+    """Rung name."""
+    status: str
+    """'done', 'skipped' (already DONE), 'stopped' (max_steps or a signal) or 'failed'."""
+    error: str | None = None
+    """The error's one-line message when failed."""
+
+
+def configure_rung(cfg: DictConfig, rung: Rung, run_dir: Path) -> None:
+    """Point a composed config at one rung: its size, budget, role and run directory."""
+    cfg.model.preset = rung.size
+    if rung.multiplier is not None:
+        cfg.multiplier = rung.multiplier
+        cfg.train.tokens = None
+    else:
+        cfg.train.tokens = rung.tokens
+    cfg.role = rung.role
+    cfg.run_name = rung.name
+    cfg.run_dir = str(run_dir)
+
+
+def export_distributed_env() -> None:
+    """Under submitit with one task per GPU, export torch's env:// variables for the trainer.
+
+    torchrun sets them itself (RANK present): left alone.
+    """
+    if "RANK" in os.environ or not os.environ.get("SUBMITIT_EXECUTOR"):
+        return
+    import submitit
+
+    if submitit.JobEnvironment().num_tasks > 1:
+        # Each task sees all the node's GPUs; the trainer picks cuda:LOCAL_RANK.
+        submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
+
+
+class PreemptionRelay:
+    """Turns submitit's preemption signal into SIGUSR1 for the trainer, and requeues afterwards.
+
+    submitit's handler requeues the job and exits at once, in the middle of a training step. The
+    relay instead raises SIGUSR1 (the trainer checkpoints at the end of the step and returns
+    'stopped'), then hands the signal to submitit's handler, which requeues the job.
+    """
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self.submitit_handler: Callable | None = None
+        if not os.environ.get("SUBMITIT_EXECUTOR"):
+            return
+        from submitit import JobEnvironment
+
+        self.signum = JobEnvironment._usr_sig()
+        if self.signum == signal.SIGUSR1:
+            return  # the trainer's own SIGUSR1 handler replaces submitit's: nothing to relay
+        self.submitit_handler = signal.getsignal(self.signum)
+        self.received = False
+        signal.signal(self.signum, self._relay)
+
+    def _relay(self, signum: int, frame: Any) -> None:
+        self.received = True
+        os.kill(os.getpid(), signal.SIGUSR1)
+
+    def requeue_if_preempted(self) -> None:
+        if self.submitit_handler is not None and self.received and callable(self.submitit_handler):
+            log.info("rung stopped by the preemption signal: requeueing")
+            self.submitit_handler(self.signum, None)
+
+
+def write_failed(run_dir: Path, error: BaseException) -> None:
+    """FAILED marker, unless the trainer wrote its own (it knows the step)."""
+    if (run_dir / FAILED).exists():
+        return
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(
+        run_dir / FAILED,
+        {"error": f"{type(error).__name__}: {error}", "traceback": traceback.format_exc()},
+    )
+
+
+def sweep_job(cfg: DictConfig) -> JobResult:
+    """One rung: train it (resuming), or skip it if DONE; never raises for a failing rung."""
+    if cfg.rung is None:
+        raise LadderError("a sweep job needs rung=<name> (set by `ladder sweep`)")
+    rung = find_rung(cfg, cfg.rung)
+    run_dir = Path(cfg.ladder.sweep_root) / rung.name
+    configure_rung(cfg, rung, run_dir)
+    if (run_dir / DONE).exists():
+        log.info("%s: DONE, skipped", rung.name)
+        return JobResult(rung.name, "skipped")
+    export_distributed_env()
+    is_rank_zero = int(os.environ.get("RANK", "0")) == 0
+    relay = PreemptionRelay()
+    try:
+        from ladder.train import run_training
+
+        if is_rank_zero:
+            (run_dir / FAILED).unlink(missing_ok=True)  # a failed rung is retried by a new sweep
+        outcome = run_training(cfg)
+    except Exception as error:  # one failing rung must not stop the others
+        log.error("%s failed: %s", rung.name, error)
+        if is_rank_zero:
+            write_failed(run_dir, error)
+        return JobResult(rung.name, "failed", f"{type(error).__name__}: {error}")
+    relay.requeue_if_preempted()
+    return JobResult(rung.name, str(outcome.status))
+
+
+def run_multirun(argv: list[str]) -> None:
+    """Run `sweep_job` as the Hydra app `ladder sweep` with command line `argv` (a multirun)."""
+    register_configs()
+
+    @hydra.main(config_path=str(CONF_DIR), config_name="config", version_base=HYDRA_VERSION)
+    def app(cfg: DictConfig) -> JobResult:
+        return sweep_job(cfg)
+
+    saved_argv = sys.argv
+    sys.argv = ["ladder sweep", *argv]
+    try:
+        app()
+    except SystemExit as exit_:
+        if exit_.code not in (0, None):
+            raise LadderError(f"ladder sweep failed (Hydra exit code {exit_.code})") from None
+    finally:
+        sys.argv = saved_argv
+
+
+def summarize(root: Path, names: list[str]) -> tuple[str, int]:
+    """The end-of-sweep summary from the run dirs (launchers lose job results on requeue)."""
+    states = [read_state(root / name, name) for name in names]
+    failed = [state for state in states if state.status == "failed"]
+    lines = [f"sweep {root}: " + ", ".join(f"{count} {status}" for status, count in _counts(states).items())]
+    for state in states:
+        if state.status != "done":
+            lines.append(f"  {state.name}: {state.describe()}")
+    return "\n".join(lines), 1 if failed else 0
+
+
+def _counts(states: list[RungState]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for state in states:
+        counts[state.status] = counts.get(state.status, 0) + 1
+    return counts
+
+
+SWEEP_USAGE = """usage: ladder sweep ladder=<grid> [OVERRIDES...] [hydra/launcher=submitit_local|submitit_slurm]
+
+Train every rung of a grid into <ladder.sweep_root>/<rung>/ (Hydra multirun over rung names).
+Finished rungs (DONE) are skipped, partial ones resume, failures are listed at the end (exit 1).
+  ladder.only=[name,...]      train only these rungs
+  ladder.train_targets=false  leave the grid's targets out
+  --cfg hydra                 show the Hydra config (the launcher's settings) and exit"""
+
+
+def sweep_main(argv: list[str]) -> int:
+    if any(arg in ("-h", "--help") for arg in argv):
+        print(SWEEP_USAGE)
+        return 0
+    config_overrides = [a for a in argv if "=" in a and not a.startswith("-") and not a.lstrip("+~").startswith("hydra")]
+    if any(a.split("=", 1)[0].lstrip("+~") == "rung" for a in config_overrides):
+        raise LadderError("`ladder sweep` sets rung itself; choose rungs with ladder.only=[...]")
+    cfg = compose_config(config_overrides)
+    rungs = rungs_to_train(cfg)
+    root = Path(cfg.ladder.sweep_root).resolve()
+    names = [rung.name for rung in rungs]
+    showing_config = any(arg.split("=", 1)[0] in HYDRA_FLAGS for arg in argv)
+    pending = names if showing_config else [name for name in names if not (root / name / DONE).exists()]
+    if not pending:
+        print(f"sweep {root}: all {len(names)} rungs are DONE")
+        return 0
+    if len(pending) < len(names):
+        print(f"sweep {root}: {len(names) - len(pending)} of {len(names)} rungs are DONE, skipped")
+    if not showing_config:
+        root.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(root / SWEEP_FILE, {"grid": cfg.ladder.name, "rungs": names})
+    run_multirun(
+        [
+            # Hydra shows a config (--cfg ...) in run mode only: show the first rung's.
+            *(["--multirun", f"rung={','.join(pending)}"] if not showing_config else [f"rung={pending[0]}"]),
+            # Absolute, so that jobs running elsewhere (SLURM nodes, subprocesses) agree on it.
+            f"ladder.sweep_root={root}",
+            f"hydra.sweep.dir={root}",
+            "hydra.sweep.subdir=${rung}",
+            *[arg for arg in argv if arg.split("=", 1)[0].lstrip("+~") != "ladder.sweep_root"],
+        ]
+    )
+    if showing_config:
+        return 0
+    summary, code = summarize(root, names)
+    print(summary)
+    return code

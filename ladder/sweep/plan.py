@@ -1,0 +1,198 @@
+"""`ladder plan ladder=<grid>`: every rung sized, its compute and cost, before anything runs.
+
+Prints one row per rung (ladder rungs, then targets) and the ladder's compute as a share of its
+targets' compute: the paper's point is that a ladder costs about 1% of the models it predicts.
+No torch: planning a paper-size grid needs no GPU stack.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from omegaconf import DictConfig
+
+from ladder.errors import LadderError
+from ladder.grid import Rung
+from ladder.hydra_app import compose_config
+from ladder.sizes import flops_per_token, non_embedding_params, total_params
+from ladder.sweep.rungs import grid_rungs
+
+# Dense bf16 tensor-core peak FLOP/s of one GPU (vendor datasheets, SXM parts; V100: fp16).
+GPU_PEAK_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "V100": 125e12}
+
+# Kaplan et al. (2020), eq. 1.1: converged loss (nats/token, WebText2) of a model with N
+# non-embedding parameters trained to convergence; a scale guide, not a prediction for this data.
+KAPLAN_NC = 8.8e13
+KAPLAN_ALPHA_N = 0.076
+
+PAPER_SHARE_PERCENT = 1.06  # the paper's ladder cost as a share of its 7B-4T and 13B-5T targets
+
+
+@dataclass(frozen=True)
+class PlanRow:
+    """One rung of the plan, with its compute and estimated cost."""
+
+    rung: Rung
+    """The sized rung."""
+    total_params: int
+    """Every parameter (both embeddings)."""
+    non_embedding_params: int
+    """Kaplan's N: neither the input embedding nor the output layer."""
+    flops_6nd: float
+    """Training compute 6 N D (paper N)."""
+    flops_attention: float
+    """Training compute with the attention term: (6 N + 12 layers d seq) D."""
+    gpu_hours: float
+    """flops_attention / (peak FLOP/s x MFU), in GPU-hours."""
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A grid's rungs, its cost and the ladder's share of its targets' compute."""
+
+    grid: str
+    """Grid name."""
+    gpu: str
+    """GPU of the estimate."""
+    peak_flops: float
+    """Peak FLOP/s of that GPU."""
+    mfu: float
+    """Assumed model FLOPs utilisation."""
+    rows: list[PlanRow]
+    """Ladder rungs, then targets."""
+
+    def total(self, role: str, field: str) -> float:
+        return sum(getattr(row, field) for row in self.rows if row.rung.role == role)
+
+    def share(self, field: str) -> float | None:
+        """Ladder compute / target compute (None without targets)."""
+        targets = self.total("target", field)
+        return self.total("ladder", field) / targets if targets > 0 else None
+
+
+def peak_flops_of(cfg: DictConfig) -> float:
+    if cfg.ladder.peak_flops is not None:
+        if not cfg.ladder.peak_flops > 0:
+            raise LadderError(f"ladder.peak_flops must be > 0, got {cfg.ladder.peak_flops}")
+        return float(cfg.ladder.peak_flops)
+    gpu = str(cfg.ladder.gpu)
+    if gpu.upper() not in GPU_PEAK_FLOPS:
+        raise LadderError(
+            f"no peak FLOP/s known for GPU {gpu!r} ({', '.join(GPU_PEAK_FLOPS)}); set ladder.peak_flops"
+        )
+    return GPU_PEAK_FLOPS[gpu.upper()]
+
+
+def make_plan(cfg: DictConfig) -> Plan:
+    """Size every rung of `cfg.ladder` and estimate its cost."""
+    if not 0 < cfg.ladder.mfu <= 1:
+        raise LadderError(f"ladder.mfu must lie in (0, 1], got {cfg.ladder.mfu}")
+    peak = peak_flops_of(cfg)
+    rows = []
+    for rung in grid_rungs(cfg):
+        dense, with_attention = flops_per_token(rung.shape)
+        rows.append(
+            PlanRow(
+                rung=rung,
+                total_params=total_params(rung.shape),
+                non_embedding_params=non_embedding_params(rung.shape),
+                flops_6nd=dense * rung.tokens,
+                flops_attention=with_attention * rung.tokens,
+                gpu_hours=with_attention * rung.tokens / (peak * cfg.ladder.mfu) / 3600,
+            )
+        )
+    return Plan(grid=cfg.ladder.name, gpu=str(cfg.ladder.gpu), peak_flops=peak, mfu=cfg.ladder.mfu, rows=rows)
+
+
+def kaplan_loss(non_embedding_n: int) -> float:
+    """Kaplan et al.'s converged loss L(N) = (8.8e13 / N)^0.076, nats per token."""
+    return (KAPLAN_NC / non_embedding_n) ** KAPLAN_ALPHA_N
+
+
+def human(value: float) -> str:
+    """12345678 -> '12.3M'."""
+    for threshold, suffix in ((1e12, "T"), (1e9, "B"), (1e6, "M"), (1e3, "k")):
+        if abs(value) >= threshold:
+            return f"{value / threshold:.3g}{suffix}"
+    return f"{value:.3g}"
+
+
+def format_table(header: list[str], rows: list[list[str]]) -> str:
+    """Columns right-aligned except the first."""
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+    lines = []
+    for row in [header, *rows]:
+        cells = [row[0].ljust(widths[0])] + [cell.rjust(width) for cell, width in zip(row[1:], widths[1:])]
+        lines.append("  ".join(cells).rstrip())
+    return "\n".join(lines)
+
+
+def format_plan(plan: Plan) -> str:
+    header = [
+        "rung", "role", "N", "total", "non-emb", "D", "batch", "steps", "peak LR", "warmup",
+        "FLOPs 6ND", "FLOPs +attn", f"{plan.gpu}-h",
+    ]
+    rows = [
+        [
+            row.rung.name,
+            row.rung.role,
+            f"{row.rung.n_params:,}",
+            human(row.total_params),
+            human(row.non_embedding_params),
+            human(row.rung.tokens),
+            f"{row.rung.batch_sequences}x{row.rung.seq_len}",
+            f"{row.rung.steps:,}",
+            f"{row.rung.peak_lr:.3g}",
+            f"{row.rung.warmup_steps:,}",
+            f"{row.flops_6nd:.3g}",
+            f"{row.flops_attention:.3g}",
+            f"{row.gpu_hours:,.1f}" if row.gpu_hours >= 1 else f"{row.gpu_hours:.2g}",
+        ]
+        for row in plan.rows
+    ]
+    lines = [
+        f"grid {plan.grid}: {sum(r.rung.role == 'ladder' for r in plan.rows)} ladder rungs, "
+        f"{sum(r.rung.role == 'target' for r in plan.rows)} targets "
+        f"(N: paper count, all but the input embedding; D: tokens; batch: sequences x length; "
+        f"warmup: steps)",
+        "",
+        format_table(header, rows),
+        "",
+        f"GPU-hours at {plan.mfu:.0%} MFU on {plan.gpu} ({plan.peak_flops:.3g} FLOP/s peak): "
+        f"ladder {plan.total('ladder', 'gpu_hours'):,.1f}, targets {plan.total('target', 'gpu_hours'):,.1f}",
+    ]
+    share_6nd, share_attention = plan.share("flops_6nd"), plan.share("flops_attention")
+    if share_6nd is not None and share_attention is not None:
+        lines.append(
+            f"ladder compute as a share of its targets': {share_6nd:.2%} (6ND), "
+            f"{share_attention:.2%} (with attention); the paper reports {PAPER_SHARE_PERCENT}% "
+            f"for its ladder vs 7B-4T + 13B-5T"
+        )
+    guide_rows = []
+    seen: set[str] = set()
+    for row in plan.rows:
+        if row.rung.size not in seen:
+            seen.add(row.rung.size)
+            guide_rows.append([row.rung.size, human(row.non_embedding_params), f"{kaplan_loss(row.non_embedding_params):.3f}"])
+    lines += [
+        "",
+        "Kaplan et al. (2020) converged-loss guide L(N) = (8.8e13 / N)^0.076 nats/token "
+        "(N non-embedding; fitted on WebText2: a scale guide, not a prediction for this data):",
+        format_table(["size", "N non-emb", "L(N)"], guide_rows),
+    ]
+    return "\n".join(lines)
+
+
+PLAN_USAGE = """usage: ladder plan [OVERRIDES...]
+
+Show every rung of a grid: N, total and non-embedding parameters, D, batch, steps, peak LR,
+warmup, FLOPs and GPU-hours; the ladder's compute as a share of its targets'.
+Overrides are Hydra's: ladder=paper, ladder.gpu=A100, ladder.mfu=0.35, model.seq_len=2048, ..."""
+
+
+def plan_main(argv: list[str]) -> int:
+    if any(arg in ("-h", "--help") for arg in argv):
+        print(PLAN_USAGE)
+        return 0
+    print(format_plan(make_plan(compose_config(argv))))
+    return 0

@@ -1,0 +1,148 @@
+"""The state of a rung, read from its run directory alone (the trainer's files and markers).
+
+done: DONE exists. failed: FAILED exists. running: metrics.jsonl written within the last
+RUNNING_WINDOW_S seconds. partial: trained some steps, not running now (resumes on the next
+sweep). pending: nothing trained yet. Progress is the last metrics.jsonl record against
+rung.json's step count; the ETA assumes the last record's tokens/s.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+DONE = "DONE"
+FAILED = "FAILED"
+RUNG_FILE = "rung.json"
+METRICS_FILE = "metrics.jsonl"
+SWEEP_FILE = "sweep.json"  # written by `ladder sweep` at the sweep root: grid name and rung names
+RUNNING_WINDOW_S = 600.0
+TAIL_BYTES = 65536
+
+
+def write_json_atomic(path: Path, payload: dict[str, Any]) -> None:
+    """Temporary file in the same directory, then rename: readers never see half a file."""
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as stream:
+            json.dump(payload, stream, indent=1)
+        os.replace(temporary, path)
+    finally:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+
+
+def read_json(path: Path) -> dict[str, Any] | None:
+    """A JSON object, or None when absent, torn or not an object."""
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def last_record(path: Path) -> dict[str, Any] | None:
+    """The last complete JSON line of a JSONL file (reads only its tail)."""
+    try:
+        with open(path, "rb") as stream:
+            stream.seek(0, os.SEEK_END)
+            size = stream.tell()
+            stream.seek(max(0, size - TAIL_BYTES))
+            lines = stream.read().decode("utf-8", errors="replace").splitlines()
+    except OSError:
+        return None
+    for line in reversed(lines):
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue  # a torn last line of a killed writer, or a cut first line of the tail
+        if isinstance(record, dict):
+            return record
+    return None
+
+
+@dataclass
+class RungState:
+    """Where one rung stands."""
+
+    name: str
+    """Rung name (its run directory's name)."""
+    status: str
+    """done, running, partial, failed or pending."""
+    step: int | None = None
+    """Last logged step."""
+    steps: int | None = None
+    """Steps of the full budget (rung.json)."""
+    loss: float | None = None
+    """Last logged training loss."""
+    eta_s: float | None = None
+    """Seconds left at the last logged tokens/s (running rungs)."""
+    idle_s: float | None = None
+    """Seconds since metrics.jsonl was last written."""
+    error: str | None = None
+    """FAILED's error message."""
+
+    @property
+    def progress(self) -> str:
+        if self.step is None:
+            return "-"
+        return f"{self.step}/{self.steps}" if self.steps else str(self.step)
+
+    def describe(self) -> str:
+        parts = [self.status]
+        if self.step is not None:
+            parts.append(f"step {self.progress}")
+        if self.loss is not None:
+            parts.append(f"loss {self.loss:.4g}")
+        if self.eta_s is not None and self.status == "running":
+            parts.append(f"ETA {format_duration(self.eta_s)}")
+        if self.idle_s is not None and self.status == "partial":
+            parts.append(f"last write {format_duration(self.idle_s)} ago")
+        if self.error:
+            parts.append(self.error)
+        return ", ".join(parts)
+
+
+def format_duration(seconds: float) -> str:
+    seconds = max(0, int(seconds))
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    if seconds < 86400:
+        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+    return f"{seconds // 86400}d{seconds % 86400 // 3600:02d}h"
+
+
+def read_state(run_dir: Path, name: str | None = None, now: float | None = None) -> RungState:
+    now = time.time() if now is None else now
+    state = RungState(name=name or run_dir.name, status="pending")
+    rung = read_json(run_dir / RUNG_FILE) or {}
+    state.steps = rung.get("steps")
+    metrics = run_dir / METRICS_FILE
+    record = last_record(metrics) if metrics.exists() else None
+    if record is not None:
+        state.step = record.get("step")
+        state.loss = record.get("loss")
+        state.idle_s = now - metrics.stat().st_mtime
+        tokens_per_s = record.get("tokens_per_s")
+        batch_tokens = (rung.get("batch_sequences") or 0) * (rung.get("seq_len") or 0)
+        if tokens_per_s and batch_tokens and state.steps and state.step is not None:
+            state.eta_s = (state.steps - state.step) * batch_tokens / tokens_per_s
+    if (run_dir / DONE).exists():
+        state.status = "done"
+        done = read_json(run_dir / DONE) or {}
+        state.step = done.get("step", state.step)
+        state.loss = done.get("loss", state.loss)
+    elif (run_dir / FAILED).exists():
+        state.status = "failed"
+        failed = read_json(run_dir / FAILED) or {}
+        state.error = str(failed.get("error", "see the run's log")).splitlines()[0]
+    elif record is not None:
+        state.status = "running" if state.idle_s is not None and state.idle_s < RUNNING_WINDOW_S else "partial"
+    return state

@@ -1,0 +1,68 @@
+"""`ladder status <sweep_root>`: where each rung of a sweep stands.
+
+Rungs are the sweep's (sweep.json, written by `ladder sweep`, lists them, so rungs not started
+yet show as pending) plus any run directory found under the root.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ladder.errors import LadderError
+from ladder.sweep.plan import format_table
+from ladder.sweep.state import DONE, FAILED, METRICS_FILE, RUNG_FILE, SWEEP_FILE, RungState, format_duration, read_json, read_state
+
+RUN_DIR_MARKERS = (RUNG_FILE, METRICS_FILE, DONE, FAILED)
+
+
+def sweep_states(root: Path) -> list[RungState]:
+    """Every rung of the sweep at `root`, in the sweep's order, then other run dirs by name."""
+    if not root.is_dir():
+        raise LadderError(f"{root}: no such sweep directory")
+    names = list((read_json(root / SWEEP_FILE) or {}).get("rungs", []))
+    found = sorted(
+        path.name
+        for path in root.iterdir()
+        if path.is_dir() and not path.name.startswith(".") and any((path / m).exists() for m in RUN_DIR_MARKERS)
+    )
+    names += [name for name in found if name not in names]
+    if not names:
+        raise LadderError(f"{root}: no sweep here (neither {SWEEP_FILE} nor run directories)")
+    return [read_state(root / name, name) for name in names]
+
+
+def format_status(root: Path, states: list[RungState]) -> str:
+    header = ["rung", "status", "progress", "loss", "ETA", "note"]
+    rows = [
+        [
+            state.name,
+            state.status,
+            state.progress,
+            "-" if state.loss is None else f"{state.loss:.4g}",
+            format_duration(state.eta_s) if state.status == "running" and state.eta_s is not None else "-",
+            state.error
+            or (f"idle {format_duration(state.idle_s)}" if state.status == "partial" and state.idle_s else ""),
+        ]
+        for state in states
+    ]
+    counts: dict[str, int] = {}
+    for state in states:
+        counts[state.status] = counts.get(state.status, 0) + 1
+    summary = ", ".join(f"{count} {status}" for status, count in counts.items())
+    return f"{root}: {summary}\n\n{format_table(header, rows)}"
+
+
+STATUS_USAGE = """usage: ladder status SWEEP_ROOT
+
+Each rung: done / running (metrics written in the last 10 minutes) / partial (resumes on the next
+sweep) / failed / pending, its step against the budget, its last training loss and an ETA."""
+
+
+def status_main(argv: list[str]) -> int:
+    if not argv or any(arg in ("-h", "--help") for arg in argv) or len(argv) != 1:
+        print(STATUS_USAGE)
+        return 0 if argv and argv[0] in ("-h", "--help") else 2
+    root = Path(argv[0])
+    states = sweep_states(root)
+    print(format_status(root, states))
+    return 1 if any(state.status == "failed" for state in states) else 0
