@@ -11,7 +11,13 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING
+from omegaconf import MISSING, OmegaConf
+
+from ladder.grid import rung_name
+
+# ${rung_name:tiny,1.0} -> tiny-1xC (ladder.grid.rung_name), for the default run_dir. Registered on
+# import so that any process that unpickles a ladder config (e.g. a submitit job) can resolve it.
+OmegaConf.register_new_resolver("rung_name", lambda size, x: rung_name(str(size), float(x)), replace=True)
 
 
 @dataclass
@@ -80,6 +86,8 @@ class TrainConfig:
     """Warn of a loss spike when loss exceeds this many times its recent median."""
     gpu: Optional[str] = None
     """GPU model for MFU when the device name is not recognised (e.g. 'H100')."""
+    val_tokens: int = 65_536
+    """Validation tokens scored for val_bpb at each evaluation (the split's first windows)."""
 
 
 @dataclass
@@ -175,7 +183,7 @@ class LadderConfig:
     """'ladder' (a rung that is fitted) or 'target' (a model to predict)."""
     rung: Optional[str] = None
     """Set by `ladder sweep` for each job: the grid rung (by name) this job trains."""
-    run_dir: str = "runs/single/${model.preset}-${multiplier}xC"
+    run_dir: str = "runs/single/${rung_name:${model.preset},${multiplier}}"
     """The rung's run directory: config, checkpoints, metrics.jsonl, eval rows, DONE."""
     seed: int = 0
     """Seed of initialisation and data order."""

@@ -1,0 +1,192 @@
+"""The decoder of the OLMo 2 ladder, in one file.
+
+    tokens -> Embedding -> n_layers x Block -> RMSNorm -> Linear (untied) -> logits
+
+    Block, post-norm (OLMo 2, the default)      Block, pre-norm (GPT-2/Llama, for comparison)
+      h = x + RMSNorm(Attention(x))               h = x + Attention(RMSNorm(x))
+      y = h + RMSNorm(SwiGLU(h))                  y = h + SwiGLU(RMSNorm(h))
+
+No biases anywhere. Attention uses QK-norm (RMSNorm of the full query and key projections, as
+OLMo 2), rotary position embeddings (RoPE, theta 500,000) and
+`F.scaled_dot_product_attention(is_causal=True)`. Every weight matrix is initialised from
+N(0, init_std^2) truncated at 3 std; norm weights start at 1.
+
+Speed (see scripts/bench_train.py): q, k and v come from one fused Linear, the SwiGLU gate and
+up projections from another; RoPE is one complex multiplication with cos/sin precomputed once as a
+buffer; RMSNorm is torch's fused `F.rms_norm`; no tensor is copied or transposed except where SDPA
+needs the heads in front.
+
+The parameter count matches `ladder.sizes` exactly (tests/test_sizes.py checks it).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ladder.errors import LadderError
+from ladder.sizes import ModelShape
+
+NORM_EPS = 1e-6
+NORM_PLACEMENTS = ("post", "pre")
+
+
+class RMSNorm(nn.Module):
+    """RMSNorm(x) = x / sqrt(mean(x^2) + eps) * weight  (Zhang & Sennrich 2019), no bias."""
+
+    def __init__(self, dim: int, eps: float = NORM_EPS):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # One fused kernel (forward and backward) instead of pow/mean/rsqrt/mul.
+        return F.rms_norm(x, self.weight.shape, self.weight, self.eps)
+
+
+def rope_frequencies(seq_len: int, head_dim: int, theta: float) -> torch.Tensor:
+    """Complex rotations e^{i t w_j} for positions t < seq_len, w_j = theta^(-2j/head_dim).
+
+    Shape [seq_len, 1, head_dim/2]: broadcast over heads. RoPE (Su et al. 2021) rotates each pair
+    (x_2j, x_2j+1) of a query or key by the angle t * w_j, so that q_t . k_s depends on t - s only.
+    """
+    if head_dim % 2:
+        raise LadderError(f"RoPE needs an even head dimension, got {head_dim}")
+    inv_freq = theta ** (-torch.arange(0, head_dim, 2, dtype=torch.float64) / head_dim)
+    angles = torch.outer(torch.arange(seq_len, dtype=torch.float64), inv_freq)
+    return torch.polar(torch.ones_like(angles), angles).to(torch.complex64).unsqueeze(1)
+
+
+def apply_rope(x: torch.Tensor, freqs: torch.Tensor) -> torch.Tensor:
+    """Rotate x [B, T, H, head_dim] by freqs [T, 1, head_dim/2]: one complex multiply.
+
+    Viewing consecutive pairs as complex numbers, the rotation (a, b) -> (a cos - b sin,
+    a sin + b cos) is (a + ib) * e^{i angle}. The views are free; only the product is computed.
+    """
+    pairs = torch.view_as_complex(x.float().unflatten(-1, (-1, 2)))
+    return torch.view_as_real(pairs * freqs[: x.shape[1]]).flatten(-2).type_as(x)
+
+
+class Attention(nn.Module):
+    """Causal multi-head self-attention with QK-norm and RoPE."""
+
+    def __init__(self, shape: ModelShape, qk_norm: bool):
+        super().__init__()
+        d = shape.d_model
+        self.n_heads = shape.n_heads
+        self.head_dim = shape.head_dim
+        self.qkv = nn.Linear(d, 3 * d, bias=False)  # W_q, W_k, W_v stacked: 3 d^2
+        self.out = nn.Linear(d, d, bias=False)  # W_o: d^2
+        # OLMo 2 normalises the whole query and key vectors (all heads at once), before RoPE.
+        self.q_norm = RMSNorm(d) if qk_norm else None
+        self.k_norm = RMSNorm(d) if qk_norm else None
+
+    def forward(self, x: torch.Tensor, rope: torch.Tensor) -> torch.Tensor:
+        batch, seq, d = x.shape
+        q, k, v = self.qkv(x).split(d, dim=-1)  # views into one [B, T, 3d] product
+        if self.q_norm is not None:
+            q, k = self.q_norm(q), self.k_norm(k)
+        heads = (batch, seq, self.n_heads, self.head_dim)
+        q = apply_rope(q.reshape(heads), rope)
+        k = apply_rope(k.reshape(heads), rope)
+        v = v.view(heads)
+        # softmax(q k^T / sqrt(head_dim) + causal mask) v; SDPA wants [B, H, T, head_dim] (views).
+        y = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), is_causal=True)
+        return self.out(y.transpose(1, 2).reshape(batch, seq, d))
+
+
+class SwiGLU(nn.Module):
+    """SwiGLU(x) = W_down (silu(W_gate x) * (W_up x))  (Shazeer 2020); hidden size from the shape."""
+
+    def __init__(self, shape: ModelShape):
+        super().__init__()
+        self.hidden = shape.mlp_hidden
+        self.gate_up = nn.Linear(shape.d_model, 2 * shape.mlp_hidden, bias=False)  # W_gate, W_up stacked
+        self.down = nn.Linear(shape.mlp_hidden, shape.d_model, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        gate, up = self.gate_up(x).split(self.hidden, dim=-1)
+        return self.down(F.silu(gate) * up)
+
+
+class Block(nn.Module):
+    """One transformer layer: attention then MLP, each with a residual connection and an RMSNorm."""
+
+    def __init__(self, shape: ModelShape, norm_placement: str, qk_norm: bool):
+        super().__init__()
+        self.post_norm = norm_placement == "post"
+        self.attention = Attention(shape, qk_norm)
+        self.attention_norm = RMSNorm(shape.d_model)
+        self.mlp = SwiGLU(shape)
+        self.mlp_norm = RMSNorm(shape.d_model)
+
+    def forward(self, x: torch.Tensor, rope: torch.Tensor) -> torch.Tensor:
+        if self.post_norm:
+            # OLMo 2: x + Norm(f(x)); the residual stream itself is never normalised.
+            x = x + self.attention_norm(self.attention(x, rope))
+            return x + self.mlp_norm(self.mlp(x))
+        x = x + self.attention(self.attention_norm(x), rope)
+        return x + self.mlp(self.mlp_norm(x))
+
+
+class Decoder(nn.Module):
+    """Decoder-only LM: `forward(idx [B, T]) -> logits [B, T, vocab]`."""
+
+    def __init__(
+        self,
+        shape: ModelShape,
+        *,
+        norm_placement: str = "post",
+        qk_norm: bool = True,
+        rope_theta: float = 500_000.0,
+        init_std: float = 0.02,
+    ):
+        super().__init__()
+        if norm_placement not in NORM_PLACEMENTS:
+            raise LadderError(f"norm_placement must be 'post' or 'pre', got {norm_placement!r}")
+        if shape.d_model % shape.n_heads:
+            raise LadderError(f"d_model {shape.d_model} is not divisible by n_heads {shape.n_heads}")
+        self.shape = shape
+        self.seq_len = shape.seq_len
+        self.embed = nn.Embedding(shape.vocab_size, shape.d_model)  # input embedding: V x d
+        self.blocks = nn.ModuleList(Block(shape, norm_placement, qk_norm) for _ in range(shape.n_layers))
+        self.final_norm = RMSNorm(shape.d_model)
+        self.lm_head = nn.Linear(shape.d_model, shape.vocab_size, bias=False)  # untied output layer: V x d
+        # Not a parameter and not saved: recomputed from the shape, so checkpoints stay portable.
+        self.register_buffer("rope", rope_frequencies(shape.seq_len, shape.head_dim, rope_theta), persistent=False)
+        self.init_weights(init_std)
+
+    @torch.no_grad()
+    def init_weights(self, std: float) -> None:
+        """Weights ~ N(0, std^2) truncated to [-3 std, 3 std]; norm weights = 1."""
+        for module in self.modules():
+            if isinstance(module, (nn.Linear, nn.Embedding)):
+                nn.init.trunc_normal_(module.weight, mean=0.0, std=std, a=-3 * std, b=3 * std)
+            elif isinstance(module, RMSNorm):
+                nn.init.ones_(module.weight)
+
+    def forward(self, idx: torch.Tensor) -> torch.Tensor:
+        if idx.shape[1] > self.seq_len:
+            raise LadderError(f"input of {idx.shape[1]} tokens is longer than the model's {self.seq_len}")
+        x = self.embed(idx)
+        for block in self.blocks:
+            x = block(x, self.rope)
+        return self.lm_head(self.final_norm(x))
+
+    def num_params(self) -> int:
+        """Every parameter (the RoPE buffer is not one)."""
+        return sum(p.numel() for p in self.parameters())
+
+
+def decoder_from_config(shape: ModelShape, model_cfg) -> Decoder:
+    """The Decoder for `shape` with the architecture options of a `model` config node."""
+    return Decoder(
+        shape,
+        norm_placement=model_cfg.norm_placement,
+        qk_norm=model_cfg.qk_norm,
+        rope_theta=model_cfg.rope_theta,
+        init_std=model_cfg.init_std,
+    )

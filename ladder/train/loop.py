@@ -1,0 +1,398 @@
+"""`run_training(cfg)`: train one rung to its token budget in its run directory.
+
+Re-entrant (the sweep calls it once per rung in one process): no global state is left behind,
+signal handlers are restored, the process group and wandb run are closed. The same call on the
+same run_dir resumes from `checkpoint/latest.pt`; on a finished run (DONE) it does nothing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import signal
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+import torch
+import torch.nn.functional as F
+from omegaconf import DictConfig, OmegaConf
+from torch.nn.parallel import DistributedDataParallel
+from tqdm import tqdm
+
+from ladder.errors import LadderError
+from ladder.grid import Rung, make_rung
+from ladder.model import decoder_from_config
+from ladder.sizes import flops_per_token, get_shape
+from ladder.train import checkpoint as ckpt
+from ladder.train import distributed
+from ladder.train.evaluation import TaskEvaluator, validation_bpb
+from ladder.train.metrics import Throughput, device_peak_flops, memory_mb
+from ladder.train.optim import Schedule, build_optimizer
+from ladder.train.rundir import RunDir, config_differences
+from ladder.train.stability import StabilityMonitor, is_finite
+from ladder.train.tracking import Tracker
+
+log = logging.getLogger("ladder.train")
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)  # SLURM preemption sends SIGTERM (or SIGUSR1 if asked)
+MICRO_BATCH_TOKENS = {"cpu": 16_384, "cuda": 32_768}  # default tokens per forward pass
+
+
+@dataclass(frozen=True)
+class RunOutcome:
+    """What `run_training` did."""
+
+    status: str
+    """'done' (trained to the end), 'skipped' (was already DONE) or 'stopped' (max_steps or a signal)."""
+    run_dir: Path
+    step: int
+    """Optimizer steps completed."""
+    tokens: int
+    """Tokens trained on."""
+    loss: float | None
+    """Training loss of the last step (None if skipped without a DONE record)."""
+
+
+def rung_for(cfg: DictConfig, vocab_size: int | None = None) -> Rung:
+    """The rung this config trains (paper rules for batch, LR, warmup, steps; config overrides win)."""
+    tokens = cfg.train.tokens
+    return make_rung(
+        cfg.model.preset,
+        None if tokens is not None else cfg.multiplier,
+        tokens=tokens,
+        name=run_name(cfg),
+        role=cfg.role,
+        vocab_size=vocab_size if vocab_size is not None else cfg.model.vocab_size,
+        seq_len=cfg.model.seq_len,
+        batch=cfg.train.batch_size,
+        lr=cfg.optim.lr,
+        lr_rule=cfg.optim.lr_rule,
+        warmup_tokens=cfg.optim.warmup_tokens,
+    )
+
+
+def run_name(cfg: DictConfig) -> str:
+    return cfg.run_name or Path(cfg.run_dir).name
+
+
+def run_training(cfg: DictConfig) -> RunOutcome:
+    """Train the rung of `cfg` in `cfg.run_dir` (resuming if it has a checkpoint)."""
+    rung_for(cfg)  # a bad preset, multiplier or override fails here, before any work
+    run_dir = RunDir(Path(cfg.run_dir))
+    done = run_dir.read_done()
+    if done is not None:
+        log.info("%s is already done (step %s, loss %.4f); nothing to do", run_dir.path, done["step"], done["loss"])
+        return RunOutcome("skipped", run_dir.path, done["step"], done["tokens"], done["loss"])
+    ctx = distributed.setup(cfg.device)
+    try:
+        with _stop_on_signals() as stop_requested:
+            return _Trainer(cfg, run_dir, ctx, stop_requested).run()
+    finally:
+        ctx.close()
+
+
+@contextlib.contextmanager
+def _stop_on_signals() -> Iterator[threading.Event]:
+    """SIGTERM/SIGUSR1 set an event (the loop checkpoints and stops); old handlers are restored."""
+    stop = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield stop  # signals can only be handled in the main thread
+        return
+    previous = {sig: signal.signal(sig, lambda signum, frame: stop.set()) for sig in STOP_SIGNALS}
+    try:
+        yield stop
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _default_micro_batch(per_rank: int, seq_len: int, device: torch.device) -> int:
+    """The largest divisor of the per-rank batch within MICRO_BATCH_TOKENS tokens (at least 1)."""
+    limit = max(1, MICRO_BATCH_TOKENS[device.type] // seq_len)
+    return max(d for d in range(1, per_rank + 1) if per_rank % d == 0 and d <= limit)
+
+
+class _Trainer:
+    """One training session of one run (a fresh start or a resume)."""
+
+    def __init__(self, cfg: DictConfig, run_dir: RunDir, ctx: distributed.DistContext, stop_requested: threading.Event):
+        self.cfg, self.run_dir, self.ctx, self.stop_requested = cfg, run_dir, ctx, stop_requested
+        self.device = ctx.device
+        self.started = time.perf_counter()
+
+        from ladder.data import TokenLoader, prepare_corpus
+
+        # Rank 0 prepares the corpus (idempotent); the others then find it ready.
+        if ctx.is_main:
+            self.corpus = prepare_corpus(cfg.data)
+        ctx.barrier()
+        if not ctx.is_main:
+            self.corpus = prepare_corpus(cfg.data)
+        vocab = self.corpus.tokenizer.vocab_size
+        if cfg.model.vocab_size is not None and cfg.model.vocab_size < vocab:
+            raise LadderError(f"model.vocab_size={cfg.model.vocab_size} is smaller than the tokenizer's {vocab}")
+        self.rung = rung_for(cfg, cfg.model.vocab_size or vocab)
+        rung = self.rung
+        self.flops_per_token = flops_per_token(rung.shape)  # (6N, 6N + attention)
+
+        if rung.batch_sequences % ctx.world_size:
+            raise LadderError(f"global batch {rung.batch_sequences} is not divisible by {ctx.world_size} processes")
+        per_rank = rung.batch_sequences // ctx.world_size
+        micro = cfg.train.micro_batch_size or _default_micro_batch(per_rank, rung.seq_len, self.device)
+        if per_rank % micro:
+            raise LadderError(f"train.micro_batch_size={micro} does not divide the {per_rank} sequences per process")
+        self.n_micro = per_rank // micro
+        self.micro = micro
+        self.loader = TokenLoader(self.corpus.train_path, rung.seq_len, rung.batch_sequences, cfg.seed, ctx.rank, ctx.world_size)
+
+        precision = cfg.train.precision
+        if precision == "auto":
+            precision = "bf16" if self.device.type == "cuda" else "fp32"
+        if precision not in ("bf16", "fp32"):
+            raise LadderError(f"train.precision must be auto, bf16 or fp32, got {precision!r}")
+        self.precision = precision
+
+        torch.manual_seed(cfg.seed)
+        self.model = decoder_from_config(rung.shape, cfg.model).to(self.device)
+        self.optimizer = build_optimizer(cfg.optim, self.model, rung.peak_lr, self.device)
+        self.schedule = Schedule(rung.peak_lr, rung.warmup_steps, rung.steps, cfg.optim.final_lr_ratio)
+        self.stability = StabilityMonitor(spike_factor=cfg.train.spike_factor)
+        self.step = 0
+        self.elapsed_before = 0.0  # wall seconds of earlier sessions of this run
+        self.last_loss: float | None = None
+
+        module: torch.nn.Module = self.model
+        if ctx.distributed:
+            # broadcast_buffers=False: the only buffer (RoPE) is a constant; no per-step broadcast.
+            device_ids = [self.device.index] if self.device.type == "cuda" else None
+            module = DistributedDataParallel(module, device_ids=device_ids, broadcast_buffers=False)
+        self.ddp = module if ctx.distributed else None
+        compile_ = cfg.train.compile if cfg.train.compile is not None else self.device.type == "cuda"
+        self.train_module = torch.compile(module) if compile_ else module
+
+        self.throughput = Throughput(self.flops_per_token[1], device_peak_flops(self.device, cfg.train.gpu), ctx.world_size)
+        self.tasks = (
+            TaskEvaluator(cfg.tasks, self.corpus, run_dir.path, self.device) if ctx.is_main and cfg.tasks.names else None
+        )
+        self.tracker: Tracker | None = None
+
+    # -- context managers -------------------------------------------------------------------
+
+    def autocast(self):
+        if self.precision == "bf16":
+            return torch.autocast(self.device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    # -- state ------------------------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "schedule": {"peak_lr": self.schedule.peak_lr, "warmup_steps": self.schedule.warmup_steps,
+                         "total_steps": self.schedule.total_steps, "final_ratio": self.schedule.final_ratio},
+            "step": self.step,
+            "tokens": self.step * self.rung.batch_tokens,
+            "data": {"seed": self.cfg.seed, "next_step": self.step},  # the loader is a function of (seed, step)
+            "rng": ckpt.capture_rng(),
+            "stability": self.stability.state_dict(),
+            "elapsed": self.elapsed_before + time.perf_counter() - self.started,
+            "last_loss": self.last_loss,
+            "config": OmegaConf.to_container(self.cfg, resolve=True),
+            "shape": ckpt.shape_to_dict(self.rung.shape),
+        }
+
+    def save(self, path: Path | None = None) -> Path:
+        """Checkpoint (rank 0 writes; every rank waits so none runs ahead of a checkpoint)."""
+        path = path or self.run_dir.latest_checkpoint
+        if self.ctx.is_main:
+            ckpt.save_checkpoint(path, self.state_dict())
+        self.ctx.barrier()
+        return path
+
+    def resume(self) -> None:
+        state = ckpt.read_checkpoint(self.run_dir.latest_checkpoint)
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.stability.load_state_dict(state["stability"])
+        ckpt.restore_rng(state["rng"])
+        self.step = int(state["step"])
+        self.elapsed_before = float(state["elapsed"])
+        self.last_loss = state["last_loss"]
+        if self.ctx.is_main:
+            self.run_dir.truncate_metrics(self.step)
+        log.info("resumed %s at step %d of %d", self.run_dir.path, self.step, self.rung.steps)
+
+    # -- the run ----------------------------------------------------------------------------
+
+    def run(self) -> RunOutcome:
+        cfg, rung, ctx = self.cfg, self.rung, self.ctx
+        resolved = OmegaConf.to_container(cfg, resolve=True)
+        if self.run_dir.latest_checkpoint.is_file():
+            differences = config_differences(self.run_dir.read_config(), resolved)
+            if differences:
+                raise LadderError(
+                    f"{self.run_dir.path} holds a run with another config ({'; '.join(differences[:3])}); "
+                    "use another run_dir to train this one"
+                )
+            self.resume()
+        elif ctx.is_main:
+            self.run_dir.start(resolved, self.rung_record())
+        ctx.barrier()
+        if ctx.is_main:
+            self.run_dir.clear_failed()
+            self.tracker = Tracker(cfg, self.run_dir.path, run_name(cfg), resolved)
+        try:
+            return self.train()
+        except LadderError as error:
+            self.fail(error)
+            raise
+        except Exception as error:  # a bug or a broken machine: record it for `ladder status`
+            self.fail(error)
+            raise
+        finally:
+            if self.tracker is not None:
+                self.tracker.finish()
+
+    def rung_record(self) -> dict[str, Any]:
+        rung = self.rung
+        dense, with_attention = self.flops_per_token
+        return {
+            "name": rung.name, "size": rung.size, "multiplier": rung.multiplier, "role": rung.role,
+            "N": rung.n_params, "D": rung.tokens, "steps": rung.steps, "batch_sequences": rung.batch_sequences,
+            "seq_len": rung.seq_len, "peak_lr": rung.peak_lr, "warmup_steps": rung.warmup_steps,
+            "flops": rung.flops, "flops_with_attention": with_attention * rung.tokens,
+            "flops_per_token": dense, "flops_per_token_with_attention": with_attention,
+            "vocab_size": rung.shape.vocab_size, "d_model": rung.shape.d_model, "n_layers": rung.shape.n_layers,
+            "n_heads": rung.shape.n_heads, "total_params": self.model.num_params(),
+        }
+
+    def fail(self, error: BaseException) -> None:
+        if self.ctx.is_main:
+            self.run_dir.write_failed({"step": self.step, "error": f"{type(error).__name__}: {error}"})
+
+    def train(self) -> RunOutcome:
+        cfg, rung, ctx = self.cfg, self.rung, self.ctx
+        last_step = rung.steps if cfg.train.max_steps is None else min(rung.steps, cfg.train.max_steps)
+        bar = tqdm(total=last_step, initial=self.step, unit="step", disable=None if ctx.is_main else True,
+                   desc=run_name(cfg), dynamic_ncols=True)
+        clipped_since_log, steps_since_log = 0, 0
+        self.model.train()
+        try:
+            while self.step < last_step:
+                if ctx.any(self.stop_requested.is_set()):
+                    path = self.save()
+                    log.warning("stop signal: checkpoint at step %d written to %s", self.step, path)
+                    return self.outcome("stopped")
+                loss, grad_norm, lr = self.train_step()
+                self.step += 1
+                self.last_loss = loss
+                steps_since_log += 1
+                clipped_since_log += int(0 < cfg.optim.grad_clip < grad_norm)
+                if self.stability.record(self.step, loss, grad_norm) and ctx.is_main:
+                    log.warning("loss spike at step %d: %.4f > %.1f x recent median", self.step, loss, cfg.train.spike_factor)
+                bar.update(1)
+                bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
+                final = self.step == rung.steps
+                evaluate = final or self.step % cfg.train.eval_interval == 0
+                if final or evaluate or self.step % cfg.train.log_interval == 0 or self.step == last_step:
+                    record = self.metrics_record(loss, grad_norm, lr, clipped_since_log / steps_since_log)
+                    if evaluate:
+                        record |= self.evaluate()
+                    if ctx.is_main:
+                        self.run_dir.append_metrics(record)
+                        self.tracker.log(record, self.step)
+                    clipped_since_log, steps_since_log = 0, 0
+                if final or self.step == last_step or self.step % cfg.train.checkpoint_interval == 0:
+                    self.save()
+        finally:
+            bar.close()
+        if self.step < rung.steps:
+            log.info("stopped at train.max_steps=%d (of %d); the same command resumes", self.step, rung.steps)
+            return self.outcome("stopped")
+        return self.finish()
+
+    def train_step(self) -> tuple[float, float, float]:
+        """One optimizer step over the global batch: (loss, pre-clip grad norm, lr)."""
+        cfg = self.cfg
+        lr = self.schedule.apply(self.optimizer, self.step)
+        self.throughput.start_step()
+        loss_sum = torch.zeros((), device=self.device)
+        for micro in range(self.n_micro):
+            inputs, targets = self.loader.batch(self.step, micro, self.n_micro)
+            inputs, targets = inputs.to(self.device, non_blocking=True), targets.to(self.device, non_blocking=True)
+            # DDP all-reduces gradients on the last micro-batch only.
+            sync = self.ddp is None or micro == self.n_micro - 1
+            with contextlib.nullcontext() if sync else self.ddp.no_sync():
+                with self.autocast():
+                    logits = self.train_module(inputs)
+                    loss = F.cross_entropy(logits.flatten(0, 1), targets.flatten())
+                (loss / self.n_micro).backward()
+            loss_sum += loss.detach()
+        max_norm = cfg.optim.grad_clip if cfg.optim.grad_clip > 0 else math.inf
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm).item()
+        loss = self.ctx.mean(loss_sum.item() / self.n_micro)
+        if not is_finite(loss, grad_norm):
+            self.nonfinite(loss, grad_norm)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.throughput.end_step(self.rung.batch_tokens)
+        return loss, grad_norm, lr
+
+    def nonfinite(self, loss: float, grad_norm: float) -> None:
+        """Save the state that produced the NaN/inf (before the update) and stop with a clear error."""
+        path = self.save(self.run_dir.checkpoint_dir / f"diagnostic-step{self.step + 1}.pt")
+        raise LadderError(
+            f"step {self.step + 1}: loss {loss} / gradient norm {grad_norm} is not finite "
+            f"(learning rate {self.schedule.lr_at(self.step):.3g}); diagnostic checkpoint {path}; "
+            f"the last good checkpoint is {self.run_dir.latest_checkpoint.name} (try a lower optim.lr)"
+        )
+
+    def metrics_record(self, loss: float, grad_norm: float, lr: float, clip_fraction: float) -> dict[str, Any]:
+        speed = self.throughput.report()
+        tokens = self.step * self.rung.batch_tokens
+        return {
+            "step": self.step, "tokens": tokens, "loss": loss, "lr": lr, "grad_norm": grad_norm,
+            "clip": clip_fraction, "tokens_per_s": speed["tokens_per_s"], "flops_per_s": speed["flops_per_s"],
+            "mfu": speed["mfu"], "mem": memory_mb(self.device), "flops": self.flops_per_token[0] * tokens,
+        }
+
+    def evaluate(self) -> dict[str, Any]:
+        """Validation bpb and task scores on rank 0 (the others wait); time excluded from tokens/s."""
+        record: dict[str, Any] = {}
+        if self.ctx.is_main:
+            record["val_bpb"] = validation_bpb(
+                self.model, self.corpus.val_path, seq_len=self.rung.seq_len, batch_size=self.micro,
+                max_tokens=self.cfg.train.val_tokens, bytes_per_token=self.corpus.val_bytes_per_token,
+                device=self.device, autocast=self.autocast,
+            )
+            if self.tasks is not None:
+                tokens = self.step * self.rung.batch_tokens
+                record |= self.tasks(self.model, step=self.step, tokens=tokens, row_fields={
+                    "run": run_name(self.cfg), "role": self.rung.role, "N": self.rung.n_params,
+                    "size": self.rung.size, "multiplier": self.rung.multiplier,
+                    "flops": self.flops_per_token[0] * tokens,
+                })
+        self.ctx.barrier()
+        return record
+
+    def outcome(self, status: str) -> RunOutcome:
+        return RunOutcome(status, self.run_dir.path, self.step, self.step * self.rung.batch_tokens, self.last_loss)
+
+    def finish(self) -> RunOutcome:
+        suggested = self.stability.suggested_clip()
+        done = {
+            "step": self.step, "tokens": self.step * self.rung.batch_tokens, "loss": self.last_loss,
+            "wall_seconds": self.elapsed_before + time.perf_counter() - self.started,
+            "suggested_clip": suggested, "loss_spikes": self.stability.spikes,
+        }
+        if self.ctx.is_main:
+            self.run_dir.write_done(done)
+            log.info("done: %d steps, %d tokens, loss %.4f; grad-norm p90 (suggested clip) %s",
+                     self.step, done["tokens"], self.last_loss, f"{suggested:.3g}" if suggested else "n/a")
+        self.ctx.barrier()
+        return self.outcome("done")

@@ -1,0 +1,120 @@
+"""The run directory: the only thing a rung leaves behind (layout in docs/train.md).
+
+    config.yaml    resolved config          rung.json     the rung's sizing (N, D, steps, ...)
+    metrics.jsonl  one record per logged step                eval.jsonl    results-table rows
+    checkpoint/    latest.pt (+ diagnostic-step<k>.pt after a NaN)
+    DONE           written last: final step, tokens, loss, wall seconds
+    FAILED         the error of a run that died (removed when it is resumed)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ladder.errors import LadderError
+from ladder.train.checkpoint import CHECKPOINT_DIR, LATEST
+
+CONFIG, RUNG, METRICS, DONE, FAILED = "config.yaml", "rung.json", "metrics.jsonl", "DONE", "FAILED"
+
+# Keys that may change between sessions of one run without changing what it computes.
+RESUMABLE_CHANGES = (
+    "train.max_steps", "train.log_interval", "train.eval_interval", "train.checkpoint_interval",
+    "train.compile", "train.micro_batch_size", "train.val_tokens", "train.spike_factor", "train.gpu",
+    "tasks.", "wandb.", "device", "run_dir", "run_name", "extra.", "ladder.", "rung", "data.prepared_root",
+)
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+class RunDir:
+    """Reads and writes the files of one run directory."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        return self.path / CHECKPOINT_DIR
+
+    @property
+    def latest_checkpoint(self) -> Path:
+        return self.checkpoint_dir / LATEST
+
+    def read_done(self) -> dict[str, Any] | None:
+        path = self.path / DONE
+        return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+    def read_config(self) -> dict[str, Any]:
+        path = self.path / CONFIG
+        if not path.is_file():
+            raise LadderError(f"{self.path} has a checkpoint but no {CONFIG}; not a ladder run directory")
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+
+    def start(self, config: dict[str, Any], rung: dict[str, Any]) -> None:
+        """A fresh run: the resolved config and the rung's sizing, before the first step."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        _write_atomic(self.path / CONFIG, yaml.safe_dump(config, sort_keys=False))
+        _write_atomic(self.path / RUNG, json.dumps(rung, indent=2) + "\n")
+        _write_atomic(self.path / METRICS, "")
+
+    def append_metrics(self, record: dict[str, Any]) -> None:
+        with open(self.path / METRICS, "a", encoding="utf-8") as handle:
+            handle.write(json.dumps(record) + "\n")
+            handle.flush()
+
+    def read_metrics(self) -> list[dict[str, Any]]:
+        path = self.path / METRICS
+        if not path.is_file():
+            return []
+        rows = []
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:  # a torn last line from a killed process
+                break
+        return rows
+
+    def truncate_metrics(self, step: int) -> None:
+        """Drop records after `step` (logged after the checkpoint a resumed run starts from)."""
+        kept = [row for row in self.read_metrics() if row["step"] <= step]
+        _write_atomic(self.path / METRICS, "".join(json.dumps(row) + "\n" for row in kept))
+
+    def write_done(self, record: dict[str, Any]) -> None:
+        _write_atomic(self.path / DONE, json.dumps(record, indent=2) + "\n")
+
+    def write_failed(self, record: dict[str, Any]) -> None:
+        self.path.mkdir(parents=True, exist_ok=True)
+        _write_atomic(self.path / FAILED, json.dumps(record, indent=2) + "\n")
+
+    def clear_failed(self) -> None:
+        (self.path / FAILED).unlink(missing_ok=True)
+
+
+def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(tree, dict):
+        flat: dict[str, Any] = {}
+        for key, value in tree.items():
+            flat |= _flatten(value, f"{prefix}{key}.")
+        return flat or {prefix.rstrip("."): {}}
+    return {prefix.rstrip("."): tree}
+
+
+def config_differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """'key: old -> new' for every key that differs and would change what the run computes."""
+    old_flat, new_flat = _flatten(old), _flatten(new)
+    differences = []
+    for key in sorted(set(old_flat) | set(new_flat)):
+        if any(key == k or (k.endswith(".") and key.startswith(k)) for k in RESUMABLE_CHANGES):
+            continue
+        if old_flat.get(key) != new_flat.get(key):
+            differences.append(f"{key}: {old_flat.get(key)!r} -> {new_flat.get(key)!r}")
+    return differences

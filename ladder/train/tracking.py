@@ -1,0 +1,56 @@
+"""The wandb mirror of metrics.jsonl (which stays the source of truth).
+
+Offline by default (no account or network needed; `wandb sync <run_dir>/wandb/offline-run-*`
+uploads later); `disabled` (cfg.wandb.mode or WANDB_MODE=disabled) skips wandb entirely. The run id
+is derived from the run directory's absolute path, so a resumed run continues the same wandb run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig
+
+log = logging.getLogger("ladder.train")
+
+WANDB_MODES = ("offline", "online", "disabled")
+
+
+def wandb_run_id(run_dir: Path, name: str) -> str:
+    """Stable across sessions of one run directory; distinct for different directories."""
+    digest = hashlib.sha1(str(run_dir.resolve()).encode()).hexdigest()[:8]
+    safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in name)
+    return f"{safe}-{digest}"
+
+
+class Tracker:
+    """Logs metric records to wandb, or does nothing when wandb is disabled."""
+
+    def __init__(self, cfg: DictConfig, run_dir: Path, name: str, config: dict[str, Any]):
+        mode = os.environ.get("WANDB_MODE") or cfg.wandb.mode
+        if mode not in WANDB_MODES:
+            from ladder.errors import LadderError
+
+            raise LadderError(f"wandb.mode must be one of {', '.join(WANDB_MODES)}, got {mode!r}")
+        self.run = None
+        if mode == "disabled":
+            return
+        import wandb
+
+        self.run = wandb.init(
+            project=cfg.wandb.project, entity=cfg.wandb.entity, name=name, id=wandb_run_id(run_dir, name),
+            resume="allow", mode=mode, dir=str(run_dir), config=config, reinit="create_new",
+        )
+
+    def log(self, record: dict[str, Any], step: int) -> None:
+        if self.run is not None:
+            self.run.log({key: value for key, value in record.items() if value is not None}, step=step)
+
+    def finish(self) -> None:
+        if self.run is not None:
+            self.run.finish()
+            self.run = None
