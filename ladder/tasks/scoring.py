@@ -1,0 +1,235 @@
+"""Scoring a language model on multiple-choice tasks, with the metrics of the paper's evaluator.
+
+Per question, with ll_i = sum of ln p over the tokens of continuation i given its context:
+- bpb      = -ll_gold x log2(e) / UTF-8 bytes of the gold continuation without its leading space
+- acc_raw  = [argmax_i ll_i == gold]
+- acc_len_norm = [argmax_i ll_i / characters(continuation_i) == gold]   (leading space counted)
+- soft     = softmax_i(s_i)[gold], soft_log = log_softmax_i(s_i)[gold], with s_i the task's primary
+             normalisation of ll_i (per character for len_norm tasks, raw for acc tasks)
+A task's value is the mean over questions (MMLU: the category-weighted mean), never total bits
+over total bytes. This mirrors OLMo's in-loop `ICLMetric` (ai2-olmo-eval), which the paper used.
+
+Speed: contexts and continuations are tokenized separately (as the paper's code does) and each
+distinct (context, continuation) pair is run once. Sequences are sorted by length and batched, so
+padding is small; only the continuation positions go through the softmax, so a large vocabulary
+costs little.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from dataclasses import asdict, dataclass
+from typing import Any, Protocol, Sequence
+
+import numpy as np
+import torch
+
+from ladder.errors import LadderError
+from ladder.tasks.task import Question, Task, answer_text
+
+LOG2_E = 1.0 / math.log(2.0)
+
+
+class Encoder(Protocol):
+    """What scoring needs of a tokenizer (`ladder.data.Tokenizer` is one)."""
+
+    def encode(self, text: str) -> list[int]: ...
+
+
+@dataclass
+class TaskScore:
+    """A model's score on one task."""
+
+    loss: float
+    """Mean over questions of the gold continuation's bits per byte (the paper's task loss)."""
+    acc: float
+    """The paper's accuracy for this task: acc_len_norm, or acc_raw for tasks whose primary metric is 'acc'."""
+    acc_len_norm: float
+    """Accuracy choosing by log-probability per character of the continuation."""
+    acc_raw: float
+    """Accuracy choosing by summed log-probability."""
+    soft: float
+    """Mean probability of the gold choice after normalising over the choices."""
+    soft_log: float
+    """Mean log-probability of the gold choice after normalising over the choices."""
+    n_questions: int
+    """Questions scored."""
+    chance: float
+    """Accuracy of uniform guessing (mean of 1 / choices)."""
+
+    def extra(self) -> dict[str, Any]:
+        """The metrics that go to the results table as extra columns (loss and acc have their own)."""
+        row = asdict(self)
+        del row["loss"], row["acc"]
+        return row
+
+
+def continuation_logprobs(
+    model: torch.nn.Module,
+    requests: Sequence[tuple[Sequence[int], Sequence[int]]],
+    *,
+    seq_len: int,
+    device: str | torch.device = "cpu",
+    batch_size: int = 32,
+    progress: bool = False,
+) -> np.ndarray:
+    """Sum of ln p of each request's continuation tokens given its context tokens.
+
+    The input is context + continuation minus its last token, cut from the left to `seq_len`
+    tokens (the paper's truncation); the model must be causal, so right padding is harmless.
+    """
+    if batch_size <= 0:
+        raise LadderError(f"batch_size must be positive, got {batch_size}")
+    inputs: list[list[int]] = []
+    for context, continuation in requests:
+        if not context:
+            raise LadderError("a task context tokenizes to nothing; the first answer token would have no prediction")
+        if len(continuation) > seq_len:
+            raise LadderError(
+                f"an answer of {len(continuation)} tokens is longer than the model's context ({seq_len} tokens)"
+            )
+        inputs.append((list(context) + list(continuation))[:-1][-seq_len:])
+    order = sorted(range(len(requests)), key=lambda i: -len(inputs[i]))
+    totals = np.zeros(len(requests), dtype=np.float64)
+    batches = range(0, len(order), batch_size)
+    if progress and sys.stderr.isatty():
+        from tqdm import tqdm
+
+        batches = tqdm(batches, desc="eval", unit="batch", leave=False)
+    for start in batches:
+        members = order[start : start + batch_size]
+        width = len(inputs[members[0]])
+        idx = torch.zeros((len(members), width), dtype=torch.long)
+        rows, positions, targets, owners = [], [], [], []
+        for row, member in enumerate(members):
+            tokens = inputs[member]
+            idx[row, : len(tokens)] = torch.tensor(tokens, dtype=torch.long)
+            continuation = requests[member][1]
+            first = len(tokens) - len(continuation)
+            rows += [row] * len(continuation)
+            positions += range(first, len(tokens))
+            targets += continuation
+            owners += [member] * len(continuation)
+        logits = model(idx.to(device))
+        picked = logits[torch.tensor(rows, device=logits.device), torch.tensor(positions, device=logits.device)]
+        # float32 at least (bf16 logits would cost precision); a float64 model keeps float64.
+        logprobs = torch.log_softmax(picked if picked.dtype == torch.float64 else picked.float(), dim=-1)
+        gold = logprobs.gather(1, torch.tensor(targets, device=logits.device).unsqueeze(1)).squeeze(1)
+        np.add.at(totals, np.asarray(owners), gold.double().cpu().numpy())
+    return totals
+
+
+def question_metrics(question: Question, logliks: np.ndarray, primary_metric: str) -> dict[str, float]:
+    """The per-question metrics from the summed log-probabilities of its choices."""
+    lengths = np.array([len(choice) for choice in question.choices], dtype=np.float64)
+    per_char = logliks / lengths
+    normalised = per_char if primary_metric == "len_norm" else logliks
+    log_soft = normalised - np.logaddexp.reduce(normalised)
+    gold_bytes = len(answer_text(question.choices[question.gold]).encode("utf-8"))
+    return {
+        "loss": float(-logliks[question.gold] * LOG2_E / gold_bytes),
+        "acc_len_norm": float(np.argmax(per_char) == question.gold),
+        "acc_raw": float(np.argmax(logliks) == question.gold),
+        "soft": float(np.exp(log_soft[question.gold])),
+        "soft_log": float(log_soft[question.gold]),
+    }
+
+
+def aggregate(task: Task, per_question: list[dict[str, float]]) -> TaskScore:
+    """Task means of the per-question metrics (weighted by group when the task says so)."""
+    names = ("loss", "acc_len_norm", "acc_raw", "soft", "soft_log")
+    if task.group_weights:
+        groups: dict[str, list[dict[str, float]]] = {}
+        for question, metrics in zip(task.questions, per_question):
+            groups.setdefault(question.group or "", []).append(metrics)
+        present = {g: w for g, w in task.group_weights.items() if g in groups}
+        if not present:
+            raise LadderError(f"task {task.name}: no question belongs to a weighted group")
+        total = sum(present.values())
+        means = {
+            name: sum(w * float(np.mean([m[name] for m in groups[g]])) for g, w in present.items()) / total
+            for name in names
+        }
+    else:
+        means = {name: float(np.mean([m[name] for m in per_question])) for name in names}
+    primary = means["acc_len_norm"] if task.primary_metric == "len_norm" else means["acc_raw"]
+    return TaskScore(
+        loss=means["loss"],
+        acc=primary,
+        acc_len_norm=means["acc_len_norm"],
+        acc_raw=means["acc_raw"],
+        soft=means["soft"],
+        soft_log=means["soft_log"],
+        n_questions=len(per_question),
+        chance=task.chance,
+    )
+
+
+def model_seq_len(model: torch.nn.Module, seq_len: int | None) -> int:
+    """The context length to score with: the argument, else `model.seq_len`."""
+    value = seq_len if seq_len is not None else getattr(model, "seq_len", None)
+    if value is None:
+        raise LadderError("the model has no seq_len attribute; pass seq_len= to evaluate()")
+    return int(value)
+
+
+def evaluate(
+    model: torch.nn.Module,
+    tokenizer: Encoder,
+    tasks: Sequence[Task],
+    *,
+    device: str | torch.device = "cpu",
+    batch_size: int = 32,
+    seq_len: int | None = None,
+    progress: bool = False,
+) -> dict[str, TaskScore]:
+    """Score `model` (idx LongTensor[B,T] -> logits [B,T,V]) on every task; returns name -> score.
+
+    Puts the model in eval mode under torch.no_grad() and restores its training mode afterwards,
+    so the trainer can call it in-loop.
+    """
+    seq_len = model_seq_len(model, seq_len)
+    encoded: dict[str, tuple[int, ...]] = {}
+
+    def encode(text: str) -> tuple[int, ...]:
+        if text not in encoded:
+            encoded[text] = tuple(tokenizer.encode(text))
+        return encoded[text]
+
+    # Each distinct (context, continuation) is scored once, however many questions share it.
+    request_index: dict[tuple[str, str], int] = {}
+    requests: list[tuple[tuple[int, ...], tuple[int, ...]]] = []
+    layout: list[list[list[int]]] = []
+    for task in tasks:
+        if not task.questions:
+            raise LadderError(f"task {task.name} has no questions")
+        task_layout = []
+        for question in task.questions:
+            indices = []
+            for pair in question.pairs():
+                if pair not in request_index:
+                    request_index[pair] = len(requests)
+                    requests.append((encode(pair[0]), encode(pair[1])))
+                indices.append(request_index[pair])
+            task_layout.append(indices)
+        layout.append(task_layout)
+
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            logliks = continuation_logprobs(
+                model, requests, seq_len=seq_len, device=device, batch_size=batch_size, progress=progress
+            )
+    finally:
+        model.train(was_training)
+
+    scores: dict[str, TaskScore] = {}
+    for task, task_layout in zip(tasks, layout):
+        per_question = [
+            question_metrics(question, logliks[indices], task.primary_metric)
+            for question, indices in zip(task.questions, task_layout)
+        ]
+        scores[task.name] = aggregate(task, per_question)
+    return scores
