@@ -117,6 +117,11 @@ def human(value: float) -> str:
     return f"{value:.3g}"
 
 
+def hours(value: float) -> str:
+    """GPU-hours: whole hours when large, 3 significant digits when small."""
+    return f"{value:,.0f}" if value >= 100 else f"{value:.3g}"
+
+
 def format_table(header: list[str], rows: list[list[str]]) -> str:
     """Columns right-aligned except the first."""
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
@@ -146,27 +151,29 @@ def format_plan(plan: Plan) -> str:
             f"{row.rung.warmup_steps:,}",
             f"{row.flops_6nd:.3g}",
             f"{row.flops_attention:.3g}",
-            f"{row.gpu_hours:,.1f}" if row.gpu_hours >= 1 else f"{row.gpu_hours:.2g}",
+            hours(row.gpu_hours),
         ]
         for row in plan.rows
     ]
+    n_ladder = sum(r.rung.role == "ladder" for r in plan.rows)
+    n_targets = len(plan.rows) - n_ladder
     lines = [
-        f"grid {plan.grid}: {sum(r.rung.role == 'ladder' for r in plan.rows)} ladder rungs, "
-        f"{sum(r.rung.role == 'target' for r in plan.rows)} targets "
+        f"grid {plan.grid}: {n_ladder} ladder rung{'s' * (n_ladder != 1)}, "
+        f"{n_targets} target{'s' * (n_targets != 1)} "
         f"(N: paper count, all but the input embedding; D: tokens; batch: sequences x length; "
         f"warmup: steps)",
         "",
         format_table(header, rows),
         "",
         f"GPU-hours at {plan.mfu:.0%} MFU on {plan.gpu} ({plan.peak_flops:.3g} FLOP/s peak): "
-        f"ladder {plan.total('ladder', 'gpu_hours'):,.1f}, targets {plan.total('target', 'gpu_hours'):,.1f}",
+        f"ladder {hours(plan.total('ladder', 'gpu_hours'))}, targets {hours(plan.total('target', 'gpu_hours'))}",
     ]
     share_6nd, share_attention = plan.share("flops_6nd"), plan.share("flops_attention")
     if share_6nd is not None and share_attention is not None:
         lines.append(
             f"ladder compute as a share of its targets': {share_6nd:.2%} (6ND), "
-            f"{share_attention:.2%} (with attention); the paper reports {PAPER_SHARE_PERCENT}% "
-            f"for its ladder vs 7B-4T + 13B-5T"
+            f"{share_attention:.2%} (with attention)"
+            + (f"; the paper reports {PAPER_SHARE_PERCENT}% for this ladder" if plan.grid == "paper" else "")
         )
     guide_rows = []
     seen: set[str] = set()

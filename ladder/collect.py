@@ -1,0 +1,189 @@
+"""`ladder collect`: run directories (or a wandb project) -> one results table.
+
+    ladder collect runs/demo -o results/demo.csv
+    ladder collect runs/a runs/b/190M-1xC -o results/ab.parquet --overwrite
+    ladder collect --wandb ENTITY/PROJECT -o results/team.csv
+
+A root is a run directory itself (it has eval.jsonl or rung.json) or a folder of run
+directories (a sweep root). Every evaluation row a run wrote is kept, one per run x step x task;
+a step evaluated twice (a rung resumed from a checkpoint older than its last evaluation) keeps
+the later row. Extra columns the rows carry (chance, acc_raw, ...) are kept.
+
+From wandb, each run's full history is read through the public API (`scan_history`, not the
+sampled `history`): keys `eval/<task>/<metric>` (metric: loss, acc, or any other score), with
+`step` (or wandb's `_step`) and `tokens` (D); N, role, size and multiplier come from the run's
+config key `rung` (the trainer logs rung.json there), else from `model.preset`, `multiplier`,
+`role` and `train.tokens` as `ladder train` would size the rung.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from pathlib import Path
+from typing import Any, Iterable
+
+import pandas as pd
+
+from ladder.errors import LadderError
+from ladder.results import EVAL_ROWS_FILE, OPTIONAL_COLUMNS, REQUIRED_COLUMNS, read_eval_rows, validate_table, write_table
+from ladder.sweep.state import RUNG_FILE, read_json
+
+KEY_COLUMNS = ["run", "step", "task"]
+RUNG_COLUMNS = {"role": "role", "N": "N", "size": "size", "multiplier": "multiplier"}
+WANDB_EVAL_KEY = re.compile(r"^eval/(?P<task>.+)/(?P<metric>[^/]+)$")
+
+
+def is_run_dir(path: Path) -> bool:
+    return (path / EVAL_ROWS_FILE).is_file() or (path / RUNG_FILE).is_file()
+
+
+def run_dirs_under(root: Path) -> list[Path]:
+    """`root` itself if it is a run directory, else its run-directory children."""
+    if not root.is_dir():
+        raise LadderError(f"{root}: no such directory")
+    if is_run_dir(root):
+        return [root]
+    found = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".") and is_run_dir(p))
+    if not found:
+        raise LadderError(f"{root}: neither a run directory nor a folder of run directories ({EVAL_ROWS_FILE})")
+    return found
+
+
+def rows_of_run_dir(run_dir: Path) -> list[dict[str, Any]]:
+    """A run's evaluation rows, with what its rung.json knows filled in where a row lacks it."""
+    rung = read_json(run_dir / RUNG_FILE) or {}
+    rows = read_eval_rows(run_dir)
+    for row in rows:
+        row.setdefault("run", rung.get("name", run_dir.name))
+        for column, key in RUNG_COLUMNS.items():
+            if row.get(column) is None and rung.get(key) is not None:
+                row[column] = rung[key]
+    return rows
+
+
+def order_columns(table: pd.DataFrame) -> pd.DataFrame:
+    """Schema columns first (required, then optional), then the extra metrics in their order."""
+    known = [c for c in (*REQUIRED_COLUMNS, *OPTIONAL_COLUMNS) if c in table.columns]
+    return table[known + [c for c in table.columns if c not in known]]
+
+
+def table_from_rows(rows: list[dict[str, Any]], source: str) -> pd.DataFrame:
+    """Rows -> a validated table; a repeated run x step x task keeps its last row."""
+    if not rows:
+        raise LadderError(f"{source}: no evaluation rows")
+    table = pd.DataFrame(rows)
+    missing = [column for column in KEY_COLUMNS if column not in table.columns]
+    if missing:
+        raise LadderError(f"{source}: evaluation rows lack {', '.join(missing)}")
+    table = table.drop_duplicates(KEY_COLUMNS, keep="last")
+    table = table.sort_values(["run", "step", "task"], kind="stable").reset_index(drop=True)
+    return validate_table(order_columns(table), source=source)
+
+
+def collect_run_dirs(roots: Iterable[Path]) -> pd.DataFrame:
+    """Every run directory under `roots` -> one table; a run name found twice is an error."""
+    rows: list[dict[str, Any]] = []
+    origin: dict[str, Path] = {}
+    empty: list[str] = []
+    for root in roots:
+        for run_dir in run_dirs_under(Path(root)):
+            run_rows = rows_of_run_dir(run_dir)
+            if not run_rows:
+                empty.append(run_dir.name)
+                continue
+            for name in {row["run"] for row in run_rows}:
+                if name in origin and origin[name] != run_dir:
+                    raise LadderError(f"run {name!r} is in both {origin[name]} and {run_dir}")
+                origin[name] = run_dir
+            rows += run_rows
+    if empty:
+        print(f"ladder collect: no evaluation rows yet in {', '.join(empty)}", file=sys.stderr)
+    return table_from_rows(rows, source=", ".join(str(root) for root in roots))
+
+
+def rung_facts_from_wandb_config(config: dict[str, Any]) -> dict[str, Any]:
+    """N, role, size and multiplier of a wandb run, from its logged rung or its ladder config."""
+    rung = config.get("rung")
+    if isinstance(rung, dict) and rung.get("N") is not None:
+        return {column: rung.get(key) for column, key in RUNG_COLUMNS.items()}
+    model = config.get("model") or {}
+    if not isinstance(model, dict) or "preset" not in model:
+        raise LadderError("wandb run config has neither `rung` nor `model.preset`: not a ladder run")
+    from ladder.grid import make_rung
+
+    train = config.get("train") or {}
+    tokens = train.get("tokens")
+    multiplier = None if tokens is not None else float(config.get("multiplier", 1.0))
+    rung = make_rung(
+        model["preset"], multiplier, tokens=tokens, vocab_size=model.get("vocab_size"), seq_len=model.get("seq_len")
+    )
+    return {"role": config.get("role", "ladder"), "N": rung.n_params, "size": rung.size, "multiplier": multiplier}
+
+
+def rows_from_wandb_history(name: str, config: dict[str, Any], history: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One wandb run's full history -> results-table rows (one per logged step x task)."""
+    facts = rung_facts_from_wandb_config(config)
+    rows = []
+    for record in history:
+        by_task: dict[str, dict[str, Any]] = {}
+        for key, value in record.items():
+            match = WANDB_EVAL_KEY.match(key)
+            if match and value is not None:
+                by_task.setdefault(match["task"], {})[match["metric"]] = value
+        if not by_task:
+            continue
+        step = record.get("step", record.get("_step"))
+        tokens = record.get("tokens", record.get("train/tokens"))
+        if step is None or tokens is None:
+            raise LadderError(f"wandb run {name!r}: an eval record lacks step or tokens")
+        for task, metrics in by_task.items():
+            if "loss" not in metrics:
+                continue
+            rows.append({"run": name, **facts, "D": float(tokens), "step": int(step), "task": task, **metrics})
+    return rows
+
+
+def collect_wandb(path: str) -> pd.DataFrame:
+    """Every run of the wandb project ENTITY/PROJECT -> one table (public API, full history)."""
+    if path.count("/") != 1 or not all(path.split("/")):
+        raise LadderError(f"--wandb takes ENTITY/PROJECT, got {path!r}")
+    import wandb
+
+    try:
+        runs = list(wandb.Api().runs(path))
+    except Exception as error:  # wandb raises its own types for auth, network and missing projects
+        raise LadderError(f"wandb project {path}: {str(error).splitlines()[0] if str(error) else type(error).__name__}")
+    rows: list[dict[str, Any]] = []
+    for run in runs:
+        config = {key: value for key, value in dict(run.config).items() if not key.startswith("_")}
+        rows += rows_from_wandb_history(run.name, config, run.scan_history())
+    return table_from_rows(rows, source=f"wandb project {path}")
+
+
+def collect_main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="ladder collect", description="Run directories or a wandb project -> one results table."
+    )
+    parser.add_argument("roots", nargs="*", type=Path, help="sweep roots or run directories")
+    parser.add_argument("-o", "--output", required=True, type=Path, help="table to write (.csv or .parquet)")
+    parser.add_argument("--wandb", metavar="ENTITY/PROJECT", action="append", default=[], help="also read this wandb project")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing table")
+    args = parser.parse_args(argv)
+    if not args.roots and not args.wandb:
+        raise LadderError("give run directories or --wandb ENTITY/PROJECT")
+    if args.output.exists() and not args.overwrite:
+        raise LadderError(f"{args.output} exists; pass --overwrite to replace it")
+    tables = ([collect_run_dirs(args.roots)] if args.roots else []) + [collect_wandb(p) for p in args.wandb]
+    seen: set[str] = set()
+    for source in tables:
+        repeated = seen & set(source["run"])
+        if repeated:
+            raise LadderError(f"run {sorted(repeated)[0]!r} comes from two sources; collect them separately")
+        seen |= set(source["run"])
+    table = tables[0] if len(tables) == 1 else validate_table(order_columns(pd.concat(tables, ignore_index=True)))
+    write_table(table, args.output, overwrite=args.overwrite)
+    runs = table["run"].nunique()
+    print(f"{args.output}: {len(table)} rows, {runs} runs, {table['task'].nunique()} tasks, {table['step'].nunique()} steps")
+    return 0
