@@ -1,0 +1,121 @@
+"""The decoder: shapes, causality, RoPE, initialisation, norms; optimizer groups and schedule."""
+
+import math
+
+import pytest
+import torch
+
+from ladder.errors import LadderError
+from ladder.model import Decoder, apply_rope, rope_frequencies
+from ladder.sizes import get_shape
+from ladder.train.optim import OPTIMIZERS, Schedule, build_optimizer, param_groups
+from ladder.config import OptimConfig
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    torch.manual_seed(0)
+    return Decoder(get_shape("tiny"))
+
+
+def test_forward_gives_logits_over_the_vocabulary(tiny):
+    idx = torch.randint(0, 256, (2, 32))
+    logits = tiny(idx)
+    assert logits.shape == (2, 32, 256) and logits.dtype == torch.float32
+    # At init the output is near uniform: loss ~ ln(256).
+    loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1), idx.flatten())
+    assert loss.item() == pytest.approx(math.log(256), abs=0.3)
+
+
+def test_attention_is_causal(tiny):
+    idx = torch.randint(0, 256, (1, 40))
+    changed = idx.clone()
+    changed[0, 30:] = (changed[0, 30:] + 1) % 256
+    with torch.no_grad():
+        a, b = tiny(idx), tiny(changed)
+    torch.testing.assert_close(a[:, :30], b[:, :30])
+    assert not torch.allclose(a[:, 30:], b[:, 30:])
+
+
+def test_rope_scores_depend_only_on_relative_position():
+    freqs = rope_frequencies(64, 8, 500_000.0)
+    q, k = torch.randn(1, 1, 1, 8), torch.randn(1, 1, 1, 8)
+
+    def score(t, s):
+        qt = apply_rope(q.expand(1, 64, 1, 8).contiguous(), freqs)[0, t, 0]
+        ks = apply_rope(k.expand(1, 64, 1, 8).contiguous(), freqs)[0, s, 0]
+        return (qt * ks).sum().item()
+
+    assert score(10, 3) == pytest.approx(score(40, 33), abs=1e-5)
+    assert score(10, 3) != pytest.approx(score(10, 9), abs=1e-3)
+    # Position 0 is not rotated; norms are preserved.
+    x = torch.randn(1, 64, 2, 8)
+    rotated = apply_rope(x, freqs)
+    torch.testing.assert_close(rotated[:, 0], x[:, 0])
+    torch.testing.assert_close(rotated.norm(dim=-1), x.norm(dim=-1))
+
+
+def test_initialisation_is_truncated_normal():
+    torch.manual_seed(0)
+    model = Decoder(get_shape("base"), init_std=0.02)
+    weights = torch.cat([model.blocks[0].mlp.gate_up.weight.flatten(), model.lm_head.weight.flatten()])
+    assert weights.abs().max().item() <= 0.06 + 1e-7  # 3 std
+    assert weights.std().item() == pytest.approx(0.02 * 0.986, rel=0.03)  # std of N truncated at 3 sigma
+    assert torch.all(model.blocks[0].attention.q_norm.weight == 1)
+
+
+def test_rope_is_a_buffer_not_a_parameter_nor_saved(tiny):
+    assert "rope" not in tiny.state_dict()
+    assert all("rope" not in name for name, _ in tiny.named_parameters())
+
+
+def test_architecture_options():
+    shape = get_shape("tiny")
+    pre = Decoder(shape, norm_placement="pre")
+    assert pre(torch.randint(0, 256, (1, 8))).shape == (1, 8, 256)
+    no_qk = Decoder(shape, qk_norm=False)
+    assert Decoder(shape).num_params() - no_qk.num_params() == 2 * shape.n_layers * shape.d_model
+    with pytest.raises(LadderError):
+        Decoder(shape, norm_placement="sandwich")
+    with pytest.raises(LadderError, match="longer"):
+        Decoder(shape)(torch.zeros(1, shape.seq_len + 1, dtype=torch.long))
+
+
+def test_no_weight_decay_on_embeddings_and_norms(tiny):
+    decay, no_decay = param_groups(tiny, 0.1)
+    assert decay["weight_decay"] == 0.1 and no_decay["weight_decay"] == 0.0
+    no_decay_ids = {id(p) for p in no_decay["params"]}
+    assert id(tiny.embed.weight) in no_decay_ids
+    assert id(tiny.final_norm.weight) in no_decay_ids
+    assert id(tiny.blocks[0].attention.k_norm.weight) in no_decay_ids
+    assert id(tiny.lm_head.weight) not in no_decay_ids
+    assert len(decay["params"]) + len(no_decay["params"]) == len(list(tiny.parameters()))
+    # Every matrix but the embedding decays: 4 per block (qkv, out, gate_up, down) + lm_head.
+    assert len(decay["params"]) == 4 * 2 + 1
+
+
+@pytest.mark.parametrize("name", OPTIMIZERS)
+def test_every_optimizer_takes_a_step(name):
+    torch.manual_seed(0)
+    model = Decoder(get_shape("femto"))
+    optimizer = build_optimizer(OptimConfig(name=name), model, 1e-3, torch.device("cpu"))
+    before = model.lm_head.weight.detach().clone()
+    model(torch.randint(0, 256, (2, 16))).sum().backward()
+    optimizer.step()
+    assert not torch.equal(before, model.lm_head.weight)
+
+
+def test_unknown_optimizer_is_refused(tiny):
+    with pytest.raises(LadderError, match="unknown optimizer"):
+        build_optimizer(OptimConfig(name="lion"), tiny, 1e-3, torch.device("cpu"))
+
+
+def test_schedule_warmup_then_cosine_to_a_tenth():
+    schedule = Schedule(peak_lr=1.0, warmup_steps=10, total_steps=110, final_ratio=0.1)
+    assert schedule.lr_at(0) == pytest.approx(0.1)
+    assert schedule.lr_at(9) == pytest.approx(1.0)
+    assert schedule.lr_at(10) == pytest.approx(1.0)
+    assert schedule.lr_at(59.5) == pytest.approx(0.55)  # half-way through the decay
+    assert schedule.lr_at(109) == pytest.approx(0.1)
+    lrs = [schedule.lr_at(s) for s in range(10, 110)]
+    assert all(a >= b for a, b in zip(lrs, lrs[1:]))
