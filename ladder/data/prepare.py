@@ -29,6 +29,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from functools import cached_property
+from itertools import islice
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -243,6 +244,8 @@ class _SplitWriter:
     dtype: np.dtype
     separator: np.ndarray
     separator_bytes: int
+    keep_bounds: bool
+    """Record each document's [start, stop) (validation only: train may have millions)."""
     tokens: int = 0
     documents: int = 0
     bytes: int = 0
@@ -254,7 +257,8 @@ class _SplitWriter:
     def add(self, ids: np.ndarray, n_bytes: int) -> None:
         self._handle.write(ids.astype(self.dtype, copy=False).tobytes())
         self._handle.write(self.separator.tobytes())
-        self.bounds.append((self.tokens, self.tokens + len(ids)))
+        if self.keep_bounds:
+            self.bounds.append((self.tokens, self.tokens + len(ids)))
         self.tokens += len(ids) + len(self.separator)
         self.bytes += n_bytes + self.separator_bytes
         self.documents += 1
@@ -280,18 +284,26 @@ def _build(
     vocab, eos = (fixed.vocab_size, fixed.eos_id) if fixed else (0, None)
     dtype = token_dtype(vocab) if fixed else np.dtype(np.uint16)
 
-    documents: list[tuple[int, Document]] = []
-    for index, source in enumerate(tqdm(sources, desc="reading sources", disable=not show)):
-        before = len(documents)
-        documents.extend((index, doc) for doc in read_documents(source, eos, vocab, dtype))
-        if len(documents) == before:
+    def documents() -> Iterator[tuple[int, Document]]:
+        """(source index, document) of every source, read afresh on each call."""
+        for index, source in enumerate(sources):
+            for doc in read_documents(source, eos, vocab, dtype):
+                yield index, doc
+
+    # Documents are streamed (memory does not grow with the corpus): a first pass counts them,
+    # so that the split holds out exactly round(val_fraction x documents).
+    counts = np.zeros(len(sources), dtype=np.int64)
+    for index, _ in tqdm(documents(), desc="counting documents", unit="doc", disable=not show):
+        counts[index] += 1
+    for source, count in zip(sources, counts):
+        if count == 0:
             raise LadderError(f"source {source.spec} has no documents (only empty text?)")
-    n_val = _validation_count(len(documents), val_fraction)
-    in_val = np.zeros(len(documents), dtype=bool)
-    in_val[np.random.default_rng(seed).permutation(len(documents))[:n_val]] = True
+    n_documents = int(counts.sum())
+    in_val = np.zeros(n_documents, dtype=bool)
+    in_val[np.random.default_rng(seed).permutation(n_documents)[: _validation_count(n_documents, val_fraction)]] = True
 
     tokenizer = fixed or install_tokenizer(
-        tokenizer_spec, (doc.text for (_, doc), val in zip(documents, in_val) if not val and doc.text), out
+        tokenizer_spec, (doc.text for (_, doc), val in zip(documents(), in_val) if not val and doc.text), out
     )
     dtype = token_dtype(tokenizer.vocab_size)
     separator = np.asarray(
@@ -300,26 +312,26 @@ def _build(
     # An end-of-text id is not text (0 bytes); the byte tokenizer's blank line is.
     separator_bytes = 0 if tokenizer.eos_id is not None else len(separator)
     writers = {
-        split: _SplitWriter(out / file, dtype, separator, separator_bytes)
-        for split, file in (("train", TRAIN_FILE), ("val", VAL_FILE))
+        "train": _SplitWriter(out / TRAIN_FILE, dtype, separator, separator_bytes, keep_bounds=False),
+        "val": _SplitWriter(out / VAL_FILE, dtype, separator, separator_bytes, keep_bounds=True),
     }
     per_source = [
         {"train_documents": 0, "val_documents": 0, "train_tokens": 0, "val_tokens": 0} for _ in sources
     ]
-    progress = tqdm(total=len(documents), desc="tokenizing", unit="doc", disable=not show)
-    for start in range(0, len(documents), ENCODE_BATCH):
-        batch = documents[start : start + ENCODE_BATCH]
-        texts = [doc.text for _, doc in batch if doc.text is not None]
-        encoded = iter(tokenizer.encode_array(texts))
-        for offset, (source_index, doc) in enumerate(batch):
+    progress = tqdm(total=n_documents, desc="tokenizing", unit="doc", disable=not show)
+    stream, position = documents(), 0
+    while batch := list(islice(stream, ENCODE_BATCH)):
+        encoded = iter(tokenizer.encode_array([doc.text for _, doc in batch if doc.text is not None]))
+        for source_index, doc in batch:
             if doc.text is not None:
                 ids, n_bytes = next(encoded), len(doc.text.encode("utf-8"))
             else:
                 ids, n_bytes = doc.tokens, len(tokenizer.decode(doc.tokens).encode("utf-8"))
-            split = "val" if in_val[start + offset] else "train"
+            split = "val" if in_val[position] else "train"
             writers[split].add(ids, n_bytes)
             per_source[source_index][f"{split}_documents"] += 1
             per_source[source_index][f"{split}_tokens"] += len(ids) + len(separator)
+            position += 1
         progress.update(len(batch))
     progress.close()
     np.save(out / VAL_INDEX, np.asarray(writers["val"].bounds, dtype=np.int64).reshape(-1, 2))

@@ -143,3 +143,33 @@ def _write(path: Path, text: str) -> str:
 def _ids(path: Path, ids: list[int]) -> str:
     np.save(path, np.asarray(ids, dtype=np.int64))
     return str(path)
+
+
+def test_failed_rebuild_keeps_the_previous_corpus(tmp_path):
+    jsonl = tmp_path / "docs.jsonl"
+    jsonl.write_text("".join(json.dumps({"text": f"doc {i}"}) + "\n" for i in range(10)))
+    cfg = config(tmp_path, [str(jsonl)])
+    first = prepare_corpus(cfg)
+    jsonl.write_text(jsonl.read_text() + "{broken\n")
+    with pytest.raises(LadderError, match="docs.jsonl:11: malformed JSON"):
+        prepare_corpus(cfg)
+    assert open_corpus(first.root).manifest == first.manifest
+    assert sorted(p.name for p in (tmp_path / "prepared").iterdir()) == [".c.lock", "c"]
+
+
+def _prepare_in_child(cfg: DataConfig, queue) -> None:
+    queue.put(prepare_corpus(cfg).reused)
+
+
+def test_parallel_prepares_build_once(tmp_path):
+    import multiprocessing
+
+    cfg = config(tmp_path, [str(write_texts(tmp_path / "t", 30))])
+    context = multiprocessing.get_context("fork")
+    queue = context.Queue()
+    children = [context.Process(target=_prepare_in_child, args=(cfg, queue)) for _ in range(3)]
+    for child in children:
+        child.start()
+    for child in children:
+        child.join(timeout=60)
+    assert sorted(queue.get(timeout=5) for _ in children) == [False, True, True]
