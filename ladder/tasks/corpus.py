@@ -156,8 +156,10 @@ def next_line_task(documents: Sequence[str], n_questions: int = DEFAULT_QUESTION
     for doc_index, document in enumerate(documents):
         offset = 0
         for line in document.split("\n"):
-            if 8 <= len(line) <= 120 and line == line.strip():
-                lines.append((doc_index, offset, line))
+            # Trailing spaces (Markdown line breaks) are not part of the answer.
+            text = line.rstrip()
+            if 8 <= len(text) <= 120 and text == text.lstrip():
+                lines.append((doc_index, offset, text))
             offset += len(line) + 1
     by_length = sorted(range(len(lines)), key=lambda i: len(lines[i][2]))
     lengths = [len(lines[i][2]) for i in by_length]

@@ -1,0 +1,95 @@
+"""`ladder eval CHECKPOINT [tasks.names=[...]] [tasks=cpu] [device=cuda] [-o table.csv]`.
+
+Scores a saved checkpoint (a .pt file or a run directory) on tasks and prints one results-table
+row per task; `-o` writes them as a results table (CSV or Parquet). Overrides are the Hydra
+`tasks.*` keys (and `device`); without task names the run's own `tasks.names` are used.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from ladder.errors import LadderError
+from ladder.results import EvalRow, write_table
+
+
+def _checkpoint_position(path: Path) -> tuple[int, int]:
+    """(step, tokens) stored in a checkpoint, read lazily (the weights are memory-mapped, not loaded)."""
+    import torch
+
+    state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    return int(state.get("step", 0)), int(state.get("tokens", 0))
+
+
+def _paper_n(run_dir: Path, model: Any) -> int:
+    rung = run_dir / "rung.json"
+    if rung.is_file():
+        return int(json.loads(rung.read_text(encoding="utf-8"))["N"])
+    from ladder.sizes import paper_params
+
+    return paper_params(model.shape)
+
+
+def _needs_corpus(names: list[str]) -> bool:
+    from ladder.tasks.corpus import CORPUS_TASKS
+
+    return any(name.split("=", 1)[-1] in CORPUS_TASKS for name in names)
+
+
+def score_checkpoint(checkpoint: str, overrides: list[str]) -> list[EvalRow]:
+    """Results-table rows (one per task) for the checkpoint under `checkpoint`."""
+    from ladder.data import load_tokenizer, prepare_corpus
+    from ladder.hydra_app import compose_config
+    from ladder.tasks import evaluate, load_tasks
+    from ladder.train.checkpoint import find_checkpoint, load_model
+
+    path = find_checkpoint(checkpoint)
+    model, run_cfg = load_model(path)
+    step, tokens = _checkpoint_position(path)
+    cfg = compose_config(overrides)
+    names = [str(name) for name in (cfg.tasks.names or run_cfg.tasks.names)]
+    if not names:
+        raise LadderError("no tasks to score: pass tasks.names=[...] or a task list such as tasks=cpu")
+    corpus = None
+    if _needs_corpus(names) or run_cfg.data.tokenizer != "byte":
+        corpus = prepare_corpus(run_cfg.data)
+    tokenizer = corpus.tokenizer if corpus is not None else load_tokenizer("byte")
+    tasks = load_tasks(names, corpus=corpus, max_questions=cfg.tasks.max_questions, seed=cfg.tasks.seed)
+    model.to(cfg.device)
+    scores = evaluate(model, tokenizer, tasks, device=cfg.device, batch_size=cfg.tasks.batch_size, progress=True)
+    run_dir = path.parent.parent if path.parent.name == "checkpoint" else path.parent
+    fields = {
+        "run": run_cfg.get("run_name") or run_dir.name,
+        "role": run_cfg.get("role", "ladder"),
+        "N": _paper_n(run_dir, model),
+        "D": float(tokens),
+        "step": step,
+        "size": run_cfg.model.preset,
+        "multiplier": float(run_cfg.multiplier),
+    }
+    return [EvalRow(task=name, loss=s.loss, acc=s.acc, extra=s.extra(), **fields) for name, s in scores.items()]
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="ladder eval", description=__doc__.split("\n\n")[1])
+    parser.add_argument("checkpoint", help="checkpoint .pt file or run directory")
+    parser.add_argument("overrides", nargs="*", help="tasks.names=[arc_easy,...], tasks=cpu, tasks.max_questions=N, device=cuda")
+    parser.add_argument("-o", "--output", help="write the rows as a results table (.csv or .parquet)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --output")
+    args = parser.parse_args(argv)
+    bad = [item for item in args.overrides if "=" not in item]
+    if bad:
+        raise LadderError(f"expected key=value overrides after the checkpoint, got {bad[0]!r}")
+    rows = score_checkpoint(args.checkpoint, args.overrides)
+    table = pd.DataFrame([row.to_dict() for row in rows])
+    columns = ["run", "step", "D", "task", "loss", "acc", "acc_raw", "chance", "n_questions"]
+    print(table[columns].to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    if args.output:
+        write_table(table, args.output, overwrite=args.overwrite)
+        print(f"wrote {len(rows)} rows to {args.output}")
+    return 0
