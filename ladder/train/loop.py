@@ -346,10 +346,12 @@ class _Trainer:
     def nonfinite(self, loss: float, grad_norm: float) -> None:
         """Save the state that produced the NaN/inf (before the update) and stop with a clear error."""
         path = self.save(self.run_dir.checkpoint_dir / f"diagnostic-step{self.step + 1}.pt")
+        latest = self.run_dir.latest_checkpoint
+        good = f"the last good checkpoint is {latest}" if latest.is_file() else "no earlier checkpoint"
         raise LadderError(
             f"step {self.step + 1}: loss {loss} / gradient norm {grad_norm} is not finite "
             f"(learning rate {self.schedule.lr_at(self.step):.3g}); diagnostic checkpoint {path}; "
-            f"the last good checkpoint is {self.run_dir.latest_checkpoint.name} (try a lower optim.lr)"
+            f"{good} (try a lower optim.lr or optim.grad_clip)"
         )
 
     def metrics_record(self, loss: float, grad_norm: float, lr: float, clip_fraction: float) -> dict[str, Any]:

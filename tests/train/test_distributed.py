@@ -1,0 +1,28 @@
+"""DDP: two CPU processes (gloo, launched by torchrun) train exactly what one process trains."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from conftest import REFERENCE_STEPS, femto_overrides, losses
+
+
+def test_two_gloo_processes_match_one_process_at_the_same_global_batch(tmp_path, prepared_root, reference):
+    run_dir = tmp_path / "femto-ddp"
+    env = {**os.environ, "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1"}
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "ladder", "train",
+        f"run_dir={run_dir}", f"data.prepared_root={prepared_root}", "wandb.mode=disabled",
+        *femto_overrides(REFERENCE_STEPS),
+    ]
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    config = json.loads((run_dir / "rung.json").read_text())
+    assert config["batch_sequences"] == 8  # the same global batch, 4 sequences per process
+    expected, got = losses(reference), losses(run_dir)
+    assert sorted(got) == sorted(expected)  # only rank 0 logged: one record per step
+    assert max(abs(got[s] - expected[s]) for s in expected) < 1e-4
+    assert json.loads((run_dir / "DONE").read_text())["loss"] == pytest.approx(expected[REFERENCE_STEPS], abs=1e-4)

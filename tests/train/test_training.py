@@ -1,0 +1,129 @@
+"""End to end on CPU: loss falls, the run dir is complete, resume is exact, errors are clear."""
+
+import json
+import os
+import signal
+import threading
+import time
+
+import pytest
+import torch
+
+from ladder import cli
+from ladder.errors import LadderError
+from ladder.results import REQUIRED_COLUMNS, read_eval_rows
+from ladder.train import run_training
+from ladder.train.checkpoint import load_model
+
+from conftest import REFERENCE_STEPS as STEPS
+from conftest import femto_overrides, losses
+
+
+def test_loss_falls_on_tiny_and_the_run_dir_is_complete(tmp_path, make_cfg):
+    run_dir = tmp_path / "tiny"
+    cfg = make_cfg(run_dir, "model=tiny", f"train.tokens={40 * 16 * 256}", "train.log_interval=5",
+                   "train.eval_interval=20")
+    outcome = run_training(cfg)
+    assert (outcome.status, outcome.step, outcome.tokens) == ("done", 40, 40 * 16 * 256)
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [5, 10, 15, 20, 25, 30, 35, 40]
+    assert records[-1]["loss"] < records[0]["loss"] - 1.5  # from ~5.3 (ln 256 = 5.5) to below 3
+    assert {"step", "tokens", "loss", "lr", "grad_norm", "clip", "tokens_per_s", "mfu", "mem"} <= set(records[0])
+    assert records[0]["mfu"] is None  # no peak FLOP/s for a CPU
+    assert [r["step"] for r in records if "val_bpb" in r] == [20, 40]
+    assert 1.5 < records[-1]["val_bpb"] < records[3]["val_bpb"] + 0.3
+    rung = json.loads((run_dir / "rung.json").read_text())
+    assert (rung["name"], rung["N"], rung["steps"], rung["batch_sequences"]) == ("tiny", 148_032, 40, 16)
+    done = json.loads((run_dir / "DONE").read_text())
+    assert done["step"] == 40 and done["loss"] == records[-1]["loss"] and done["suggested_clip"] > 0
+    assert (run_dir / "config.yaml").is_file() and (run_dir / "checkpoint" / "latest.pt").is_file()
+    # A finished run re-run does nothing and says so.
+    again = run_training(cfg)
+    assert again.status == "skipped" and again.loss == done["loss"]
+    # The checkpoint rebuilds the model for `ladder eval`.
+    model, saved_cfg = load_model(run_dir)
+    assert saved_cfg.model.preset == "tiny" and not model.training
+    assert model(torch.zeros(1, 4, dtype=torch.long)).shape == (1, 4, 256)
+
+
+def test_resume_after_max_steps_matches_uninterrupted(tmp_path, make_cfg, reference):
+    run_dir = tmp_path / "femto"
+    first = run_training(make_cfg(run_dir, *femto_overrides(STEPS), "train.max_steps=23"))
+    assert first.status == "stopped" and first.step == 23 and not (run_dir / "DONE").exists()
+    second = run_training(make_cfg(run_dir, *femto_overrides(STEPS)))
+    assert second.status == "done" and second.step == STEPS
+    expected, got = losses(reference), losses(run_dir)
+    assert sorted(got) == list(range(1, STEPS + 1))  # no step logged twice or lost
+    assert got[STEPS] == pytest.approx(expected[STEPS], abs=1e-6)
+    assert max(abs(got[s] - expected[s]) for s in expected) < 1e-6
+
+
+def test_sigterm_checkpoints_and_the_same_command_resumes_exactly(tmp_path, make_cfg, reference):
+    run_dir = tmp_path / "femto"
+    cfg = make_cfg(run_dir, *femto_overrides(STEPS))
+    previous_handler = signal.getsignal(signal.SIGTERM)
+
+    def preempt():  # SLURM-style: SIGTERM once the run is under way
+        while not (run_dir / "metrics.jsonl").is_file() or len((run_dir / "metrics.jsonl").read_text().splitlines()) < 5:
+            time.sleep(0.005)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    killer = threading.Thread(target=preempt)
+    killer.start()
+    stopped = run_training(cfg)
+    killer.join()
+    assert stopped.status == "stopped" and 5 <= stopped.step < STEPS
+    assert signal.getsignal(signal.SIGTERM) is previous_handler  # handler restored (re-entrant)
+    assert (run_dir / "checkpoint" / "latest.pt").is_file() and not (run_dir / "DONE").exists()
+    finished = run_training(cfg)
+    assert finished.status == "done"
+    assert finished.loss == pytest.approx(losses(reference)[STEPS], abs=1e-6)
+
+
+def test_nonfinite_loss_stops_with_a_clear_error_and_a_diagnostic_checkpoint(tmp_path, make_cfg):
+    run_dir = tmp_path / "diverge"
+    with pytest.raises(LadderError, match=r"step 2: loss nan .* not finite .*diagnostic checkpoint"):
+        run_training(make_cfg(run_dir, *femto_overrides(10), "optim.lr=1e30"))
+    assert (run_dir / "checkpoint" / "diagnostic-step2.pt").is_file()
+    assert "not finite" in json.loads((run_dir / "FAILED").read_text())["error"]
+    assert not (run_dir / "DONE").exists()
+
+
+def test_changed_config_is_not_resumed_silently(tmp_path, make_cfg):
+    run_dir = tmp_path / "femto"
+    run_training(make_cfg(run_dir, *femto_overrides(10), "train.max_steps=2"))
+    with pytest.raises(LadderError, match="another config.*optim.weight_decay"):
+        run_training(make_cfg(run_dir, *femto_overrides(10), "optim.weight_decay=0.0"))
+
+
+@pytest.mark.parametrize("override", ["model.preset=42M", "multiplier=-1", "model=42M", "train.tokens=-5"])
+def test_bad_preset_or_multiplier_is_refused_before_any_work(tmp_path, prepared_root, capsys, override):
+    run_dir = tmp_path / "never"
+    code = cli.main(["train", override, f"run_dir={run_dir}", f"data.prepared_root={tmp_path / 'data'}"])
+    assert code == 2
+    error = capsys.readouterr().err.strip()
+    assert error.startswith("ladder train: error:") and len(error.splitlines()) == 1
+    # Nothing was trained or prepared (Hydra may have created the run dir for its log).
+    assert not (run_dir / "metrics.jsonl").exists() and not (run_dir / "checkpoint").exists()
+    assert not (tmp_path / "data").exists()
+
+
+def test_default_run_dir_uses_the_rung_name(make_cfg):
+    from ladder.hydra_app import compose_config
+
+    assert compose_config([]).run_dir == "runs/single/tiny-1xC"
+    assert compose_config(["model=micro", "multiplier=0.5"]).run_dir == "runs/single/micro-0.5xC"
+
+
+def test_task_evaluation_writes_results_rows(tmp_path, make_cfg):
+    task_file = tmp_path / "colors.jsonl"
+    questions = [{"context": f"The sky number {i} is", "choices": [" blue", " green"], "gold": 0} for i in range(6)]
+    task_file.write_text("".join(json.dumps(q) + "\n" for q in questions))
+    run_dir = tmp_path / "femto-tasks"
+    cfg = make_cfg(run_dir, *femto_overrides(6), "train.eval_interval=3", f"tasks.names=[{task_file}]",
+                   "tasks.max_questions=4", "run_name=femto-demo")
+    run_training(cfg)
+    rows = read_eval_rows(run_dir)
+    assert [(row["step"], row["D"], row["task"]) for row in rows] == [(3, 3 * 2048.0, "colors"), (6, 6 * 2048.0, "colors")]
+    assert set(REQUIRED_COLUMNS) <= set(rows[0]) and rows[0]["run"] == "femto-demo" and rows[0]["N"] == 12_432
+    assert rows[0]["n_questions"] == 4 and 0 <= rows[1]["acc"] <= 1 and rows[1]["loss"] > 0
