@@ -10,8 +10,8 @@ a step evaluated twice (a rung resumed from a checkpoint older than its last eva
 the later row. Extra columns the rows carry (chance, acc_raw, ...) are kept.
 
 From wandb, each run's full history is read through the public API (`scan_history`, not the
-sampled `history`): keys `eval/<task>/<metric>` (metric: loss, acc, or any other score), with
-`step` (or wandb's `_step`) and `tokens` (D); N, role, size and multiplier come from the run's
+sampled `history`): keys `<task>/<metric>` as `ladder train` logs them (or `eval/<task>/<metric>`;
+metric: loss, acc, acc_raw, soft, soft_log), with `step` (or wandb's `_step`) and `tokens` (D); N, role, size and multiplier come from the run's
 config key `rung` (the trainer logs rung.json there), else from `model.preset`, `multiplier`,
 `role` and `train.tokens` as `ladder train` would size the rung.
 """
@@ -32,7 +32,8 @@ from ladder.sweep.state import RUNG_FILE, read_json
 
 KEY_COLUMNS = ["run", "step", "task"]
 RUNG_COLUMNS = {"role": "role", "N": "N", "size": "size", "multiplier": "multiplier"}
-WANDB_EVAL_KEY = re.compile(r"^eval/(?P<task>.+)/(?P<metric>[^/]+)$")
+# `<task>/<metric>` or `eval/<task>/<metric>`; `train/...` and `val/...` are training curves, not tasks.
+WANDB_EVAL_KEY = re.compile(r"^(?!train/|val/)(?:eval/)?(?P<task>.+)/(?P<metric>loss|acc|acc_raw|soft|soft_log)$")
 
 
 def is_run_dir(path: Path) -> bool:

@@ -105,8 +105,8 @@ def test_wandb_history_rows_from_logged_rung():
     config = {"rung": {"name": "190M-1xC", "N": 190_354_176, "role": "ladder", "size": "190M", "multiplier": 1.0}}
     history = [
         {"_step": 100, "step": 100, "tokens": 5.2e7, "train/loss": 4.0},  # a training record: no rows
-        {"_step": 200, "step": 200, "tokens": 1.05e8, "eval/hellaswag/loss": 1.1, "eval/hellaswag/acc": 0.31,
-         "eval/hellaswag/acc_raw": 0.29, "eval/mmlu/loss": 1.6, "eval/mmlu/acc": None},
+        {"_step": 200, "step": 200, "tokens": 1.05e8, "hellaswag/loss": 1.1, "hellaswag/acc": 0.31,
+         "eval/hellaswag/acc_raw": 0.29, "mmlu/loss": 1.6, "mmlu/acc": None, "val_bpb": 1.2},
     ]
     rows = rows_from_wandb_history("190M-1xC", config, history)
     table = pd.DataFrame(rows).set_index("task")

@@ -19,7 +19,7 @@ in the grid, points the config at `<sweep_root>/<rung>/` and calls `ladder.train
 
 from __future__ import annotations
 
-import json
+import contextlib
 import logging
 import os
 import signal
@@ -27,7 +27,7 @@ import sys
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import hydra
 from omegaconf import DictConfig
@@ -87,32 +87,55 @@ class PreemptionRelay:
     """Turns submitit's preemption signal into SIGUSR1 for the trainer, and requeues afterwards.
 
     submitit's handler requeues the job and exits at once, in the middle of a training step. The
-    relay instead raises SIGUSR1 (the trainer checkpoints at the end of the step and returns
-    'stopped'), then hands the signal to submitit's handler, which requeues the job.
+    relay instead raises SIGUSR1 while the trainer runs (it checkpoints at the end of the step and
+    returns 'stopped'), then hands the signal to submitit's handler, which requeues the job.
     """
 
     def __init__(self) -> None:
         self.signum: int | None = None
         self.submitit_handler: Callable | None = None
+        self.training = False
+        self.received = False
         if not os.environ.get("SUBMITIT_EXECUTOR"):
             return
         from submitit import JobEnvironment
 
-        self.signum = JobEnvironment._usr_sig()
-        if self.signum == signal.SIGUSR1:
-            return  # the trainer's own SIGUSR1 handler replaces submitit's: nothing to relay
-        self.submitit_handler = signal.getsignal(self.signum)
-        self.received = False
-        signal.signal(self.signum, self._relay)
+        signum = JobEnvironment._usr_sig()
+        handler = signal.getsignal(signum)
+        if signum == signal.SIGUSR1 or not callable(handler):
+            return  # the trainer's own SIGUSR1 handler stands in for submitit's: nothing to relay
+        self.signum, self.submitit_handler = signum, handler
+        signal.signal(signum, self._relay)
 
     def _relay(self, signum: int, frame: Any) -> None:
         self.received = True
-        os.kill(os.getpid(), signal.SIGUSR1)
+        if self.training:
+            os.kill(os.getpid(), signal.SIGUSR1)
+        elif self.submitit_handler is not None:
+            self.submitit_handler(signum, frame)
+
+    @contextlib.contextmanager
+    def while_training(self) -> Iterator[None]:
+        self.training = True
+        try:
+            yield
+        finally:
+            self.training = False
 
     def requeue_if_preempted(self) -> None:
-        if self.submitit_handler is not None and self.received and callable(self.submitit_handler):
+        if self.submitit_handler is not None and self.received:
             log.info("rung stopped by the preemption signal: requeueing")
             self.submitit_handler(self.signum, None)
+
+
+class SweepStop:
+    """Set when this process is told to stop (SIGTERM/SIGUSR1): remaining rungs do not start.
+
+    While a rung trains, the trainer's handler takes the signal (checkpoint, 'stopped'); the
+    job then sets this. Between rungs, the sweep's own handler sets it.
+    """
+
+    requested = False
 
 
 def write_failed(run_dir: Path, error: BaseException) -> None:
@@ -136,6 +159,8 @@ def sweep_job(cfg: DictConfig) -> JobResult:
     if (run_dir / DONE).exists():
         log.info("%s: DONE, skipped", rung.name)
         return JobResult(rung.name, "skipped")
+    if SweepStop.requested:
+        return JobResult(rung.name, "not started")
     export_distributed_env()
     is_rank_zero = int(os.environ.get("RANK", "0")) == 0
     relay = PreemptionRelay()
@@ -144,14 +169,33 @@ def sweep_job(cfg: DictConfig) -> JobResult:
 
         if is_rank_zero:
             (run_dir / FAILED).unlink(missing_ok=True)  # a failed rung is retried by a new sweep
-        outcome = run_training(cfg)
+        with relay.while_training():
+            outcome = run_training(cfg)
     except Exception as error:  # one failing rung must not stop the others
         log.error("%s failed: %s", rung.name, error)
         if is_rank_zero:
             write_failed(run_dir, error)
         return JobResult(rung.name, "failed", f"{type(error).__name__}: {error}")
-    relay.requeue_if_preempted()
+    max_steps = cfg.train.max_steps
+    if outcome.status == "stopped" and (max_steps is None or outcome.step < max_steps):
+        relay.requeue_if_preempted()  # under submitit: requeued, and this process exits
+        SweepStop.requested = True
     return JobResult(rung.name, str(outcome.status))
+
+
+@contextlib.contextmanager
+def stop_between_rungs() -> Iterator[None]:
+    """SIGTERM/SIGUSR1 outside a rung's training stop the sweep before its next rung."""
+
+    def request_stop(signum: int, frame: Any) -> None:
+        SweepStop.requested = True
+
+    previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGTERM, signal.SIGUSR1)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def run_multirun(argv: list[str]) -> None:
@@ -164,8 +208,10 @@ def run_multirun(argv: list[str]) -> None:
 
     saved_argv = sys.argv
     sys.argv = ["ladder sweep", *argv]
+    SweepStop.requested = False
     try:
-        app()
+        with stop_between_rungs():
+            app()
     except SystemExit as exit_:
         if exit_.code not in (0, None):
             raise LadderError(f"ladder sweep failed (Hydra exit code {exit_.code})") from None
@@ -176,12 +222,19 @@ def run_multirun(argv: list[str]) -> None:
 def summarize(root: Path, names: list[str]) -> tuple[str, int]:
     """The end-of-sweep summary from the run dirs (launchers lose job results on requeue)."""
     states = [read_state(root / name, name) for name in names]
+    for state in states:
+        if state.status in ("running", "partial"):
+            state.status = "stopped"  # the launcher has returned: no job of this sweep still runs
     failed = [state for state in states if state.status == "failed"]
     lines = [f"sweep {root}: " + ", ".join(f"{count} {status}" for status, count in _counts(states).items())]
     for state in states:
         if state.status != "done":
             lines.append(f"  {state.name}: {state.describe()}")
-    return "\n".join(lines), 1 if failed else 0
+    if SweepStop.requested:
+        lines.append("stopped by a signal: the same command resumes the sweep")
+    elif any(state.status in ("stopped", "pending") for state in states):
+        lines.append("unfinished rungs resume from their checkpoints when the same command is run again")
+    return "\n".join(lines), 1 if failed or SweepStop.requested else 0
 
 
 def _counts(states: list[RungState]) -> dict[str, int]:
@@ -229,6 +282,7 @@ def sweep_main(argv: list[str]) -> int:
             f"ladder.sweep_root={root}",
             f"hydra.sweep.dir={root}",
             "hydra.sweep.subdir=${rung}",
+            "hydra.job.name=sweep",  # each rung's log: <run dir>/sweep.log
             *[arg for arg in argv if arg.split("=", 1)[0].lstrip("+~") != "ladder.sweep_root"],
         ]
     )
