@@ -135,3 +135,28 @@ def test_submitit_local_launcher_runs_rungs_in_subprocesses(tmp_path, data_dir, 
     logs = list((root / ".submitit").glob("*/*_log.out"))
     assert len(logs) == 4  # one subprocess per rung, each with its own log
     assert all("done:" in log.read_text() for log in logs)
+
+
+def test_sigterm_checkpoints_the_rung_and_stops_the_sweep(tmp_path, data_dir):
+    """SIGTERM (SLURM's preemption, a Ctrl-C'd tmux): the rung checkpoints, later rungs do not start."""
+    root = tmp_path / "runs"
+    overrides = grid_overrides(root, data_dir, multipliers="[0.004,0.001]") + [
+        "ladder.sizes=[pico]", "train.eval_interval=100", "train.checkpoint_interval=100",
+    ]
+    run_dir = root / "pico-0.004xC"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "ladder.cli", "sweep", *overrides],
+        env=env(), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+    )
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline and process.poll() is None:
+        if (run_dir / "metrics.jsonl").exists() and len(metrics_steps(run_dir)) >= 2:
+            break
+        time.sleep(0.1)
+    process.send_signal(signal.SIGTERM)
+    out, _ = process.communicate(timeout=90)
+    assert process.returncode == 1, out
+    assert "stopped by a signal: the same command resumes the sweep" in out
+    assert "pico-0.001xC: pending" in out
+    assert not (run_dir / "DONE").exists() and (run_dir / "checkpoint" / "latest.pt").is_file()
+    assert not (root / "pico-0.001xC" / "metrics.jsonl").exists()
