@@ -1,0 +1,14 @@
+"""Two-stage task scaling-law fitting (Bhagia et al. 2024): step 1 L(N, D), step 2 Acc(L), chained.
+
+Modules: points (table -> fitting points), step1, step2, chain (chained prediction, single-step
+baseline), batched (vectorised least squares for the bootstrap), bootstrap (prediction
+intervals), variance (checkpoint-to-checkpoint noise), pipeline (a whole table), cli.
+
+Never imports torch.
+"""
+
+import os
+
+# The fits are thousands of tiny problems: BLAS threads only add contention (L-BFGS-B slows by
+# 10x on a busy 2-core machine). Effective only when numpy is not imported yet; users may override.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")

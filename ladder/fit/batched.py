@@ -4,7 +4,8 @@ A vectorised Levenberg-Marquardt: every problem b minimises sum_m w[b, m] rho(r[
 with rho the square (r^2 / 2) or the Huber function of threshold 1 (residuals are pre-scaled).
 Huber is handled by iteratively reweighted least squares: the weight min(1, 1/|r|) turns the
 Huber gradient J^T psi(r) into J^T W r, and each accepted step decreases the true objective.
-Bounds are kept by projecting each step onto the box. All problems share the residual function
+Bounds: parameters on a bound that the step would push out are held (active set), the rest of
+the step is projected onto the box. All problems share the residual function
 and iterate together until each has stopped improving.
 """
 
@@ -15,7 +16,7 @@ from typing import Callable
 import numpy as np
 
 ResidualFn = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
-"""theta [B, P] -> (residuals [B, M], Jacobian [B, M, P])"""
+"""(theta [B, P], rows [B]) -> (residuals [B, M], Jacobian [B, P, M]: one row per parameter)"""
 
 
 def objective(residuals: np.ndarray, weights: np.ndarray, huber: bool) -> np.ndarray:
@@ -27,38 +28,54 @@ def objective(residuals: np.ndarray, weights: np.ndarray, huber: bool) -> np.nda
 
 def solve(residual_fn: ResidualFn, theta0: np.ndarray, weights: np.ndarray, lower: np.ndarray,
           upper: np.ndarray, *, huber: bool, max_iter: int = 200, rtol: float = 1e-10) -> tuple[np.ndarray, np.ndarray]:
-    """Minimise every problem from its start; returns (theta [B, P], objective [B])."""
+    """Minimise every problem from its start; returns (theta [B, P], objective [B]).
+
+    `residual_fn(theta, rows)` evaluates the problems `rows` (indices into the batch) at `theta`,
+    so that problems that have stopped improving cost nothing more.
+    """
     theta = np.clip(theta0.astype(float), lower, upper)
-    residuals, jacobian = residual_fn(theta)
+    residuals, jacobian = residual_fn(theta, np.arange(len(theta)))
     value = objective(residuals, weights, huber)
     damping = np.full(len(theta), 1e-3)
-    active = np.ones(len(theta), dtype=bool)
+    active = np.flatnonzero(np.isfinite(value))
     identity = np.eye(theta.shape[1])
+    slack = 1e-7 * np.where(np.isfinite(upper - lower), upper - lower, 1.0)  # "on the bound", within rounding
     for _ in range(max_iter):
-        if not active.any():
+        if len(active) == 0:
             break
-        irls = weights * (np.minimum(1.0, 1.0 / np.maximum(np.abs(residuals), 1e-300)) if huber else 1.0)
-        weighted = jacobian.transpose(0, 2, 1) * irls[:, None, :]
-        gradient = np.matmul(weighted, residuals[:, :, None])[:, :, 0]
-        normal = np.matmul(weighted, jacobian)
+        r, jac, w = residuals[active], jacobian[active], weights[active]
+        irls = w * (np.minimum(1.0, 1.0 / np.maximum(np.abs(r), 1e-300)) if huber else 1.0)
+        weighted = jac * irls[:, None, :]
+        gradient = np.matmul(weighted, r[:, :, None])[:, :, 0]
+        normal = np.matmul(weighted, jac.transpose(0, 2, 1))
         diagonal = np.diagonal(normal, axis1=1, axis2=2)
-        system = normal + damping[:, None, None] * (diagonal[:, :, None] * identity + 1e-12 * identity)
+        system = normal + damping[active, None, None] * (diagonal[:, :, None] * identity + 1e-12 * identity)
+        # Parameters on a bound whose descent direction leaves the box are held there (active set),
+        # so the step uses the remaining ones instead of being clipped into a poor direction.
+        current = theta[active]
+        pinned = ((current <= lower + slack) & (gradient > 0)) | ((current >= upper - slack) & (gradient < 0))
+        free = ~pinned
+        gradient = gradient * free
+        system = system * free[:, :, None] * free[:, None, :] + identity * pinned[:, :, None]
         try:
             step = np.linalg.solve(system, -gradient[:, :, None])[:, :, 0]
         except np.linalg.LinAlgError:
             step = -gradient / np.maximum(np.abs(diagonal), 1e-12)
         step = np.where(np.isfinite(step), step, 0.0)
-        candidate = np.where(active[:, None], np.clip(theta + step, lower, upper), theta)
-        new_residuals, new_jacobian = residual_fn(candidate)
-        new_value = objective(new_residuals, weights, huber)
+        candidate = np.clip(np.where(pinned, np.clip(current, lower, upper), current + step), lower, upper)
+        new_residuals, new_jacobian = residual_fn(candidate, active)
+        new_value = objective(new_residuals, w, huber)
         new_value = np.where(np.isfinite(new_value), new_value, np.inf)
-        better = active & (new_value < value)
-        improvement = np.where(better, value - new_value, 0.0)
-        theta = np.where(better[:, None], candidate, theta)
-        residuals = np.where(better[:, None], new_residuals, residuals)
-        jacobian = np.where(better[:, None, None], new_jacobian, jacobian)
-        damping = np.where(better, damping / 3.0, damping * 4.0)
-        settled = better & (improvement <= rtol * np.maximum(value, 1e-300))
-        value = np.where(better, new_value, value)
-        active &= ~settled & (damping < 1e12)
+        better = new_value < value[active]
+        improved = active[better]
+        improvement = value[improved] - new_value[better]
+        settled = improved[improvement <= rtol * np.maximum(value[improved], 1e-300)]
+        theta[improved] = candidate[better]
+        residuals[improved] = new_residuals[better]
+        jacobian[improved] = new_jacobian[better]
+        value[improved] = new_value[better]
+        damping[active] = np.where(better, damping[active] / 3.0, damping[active] * 4.0)
+        keep = damping[active] < 1e12
+        keep &= ~np.isin(active, settled)
+        active = active[keep]
     return theta, value

@@ -82,7 +82,7 @@ class TargetPoint:
     """mean accuracy over its last checkpoints (NaN when not trained or no accuracy)"""
 
 
-def chance_level(table: pd.DataFrame, task: str, default: float | None) -> float:
+def chance_level(table: pd.DataFrame, task: str, default: float | None = None) -> float:
     """The task's `chance` column if present, else the paper's value, else `default` (0.25 if None)."""
     if "chance" in table:
         values = table.loc[table["task"] == task, "chance"].dropna().unique()
@@ -90,9 +90,9 @@ def chance_level(table: pd.DataFrame, task: str, default: float | None) -> float
             raise LadderError(f"task {task!r} has more than one chance level: {sorted(values)}")
         if len(values) == 1:
             return float(values[0])
-    if default is not None:
-        return float(default)
-    return PAPER_CHANCE.get(task, DEFAULT_CHANCE)
+    if task in PAPER_CHANCE:
+        return PAPER_CHANCE[task]
+    return DEFAULT_CHANCE if default is None else float(default)
 
 
 def size_labels(table: pd.DataFrame) -> pd.Series:

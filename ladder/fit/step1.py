@@ -33,6 +33,7 @@ TERM_STARTS = (0.02, 0.15, 0.6)
 E_STARTS = (0.1, 0.5, 0.9)
 BOUND_TOLERANCE = 1e-6
 POLISHED = 5  # best grid end points that L-BFGS-B polishes
+REFIT_ITERATIONS = 60  # bootstrap refits start next to their optimum
 
 
 @dataclass
@@ -97,15 +98,15 @@ class Step1Problem:
         self.upper = np.array([term[1], EXPONENT_BOUNDS[1], term[1], EXPONENT_BOUNDS[1], math.log(self.loss.max())])
 
     def residuals(self, theta: np.ndarray, log_loss: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Log residuals in units of delta and their Jacobian; theta [B, 5], log_loss [B, M]."""
+        """Log residuals in units of delta and their Jacobian; theta [B, 5], log_loss [B or 1, M]."""
         a, alpha, b, beta, e = (theta[:, i : i + 1] for i in range(N_PARAMS))
         size_term = np.exp(a - alpha * self.log_n)
         data_term = np.exp(b - beta * self.log_d)
         floor = np.exp(e) * np.ones_like(size_term)
         predicted = size_term + data_term + floor
         residual = (np.log(predicted) - log_loss) / self.delta
-        jacobian = np.stack([size_term, -size_term * self.log_n, data_term, -data_term * self.log_d, floor], axis=2)
-        return residual, jacobian / (predicted * self.delta)[:, :, None]
+        jacobian = np.stack([size_term, -size_term * self.log_n, data_term, -data_term * self.log_d, floor], axis=1)
+        return residual, jacobian / (predicted * self.delta)[:, None, :]
 
     def starts(self) -> np.ndarray:
         """The grid of initial values (conditioned parameters)."""
@@ -157,12 +158,12 @@ def fit_step1(N, D, loss, *, delta: float = 1e-3, what: str = "step 1") -> Step1
     def value_and_gradient(theta: np.ndarray) -> tuple[float, np.ndarray]:
         residual, jacobian = problem.residuals(theta[None, :], log_loss)
         psi = np.clip(residual, -1.0, 1.0)
-        return float(batched.objective(residual, ones, huber=True)[0]), (psi[0] @ jacobian[0])
+        return float(batched.objective(residual, ones, huber=True)[0]), jacobian[0] @ psi[0]
 
     # Every start of the grid is run at once by the vectorised solver; L-BFGS-B then polishes the
     # best distinct end points (running it from all starts costs ~25x more and ends in the same place).
     starts = problem.starts()
-    ends, values = batched.solve(lambda t: problem.residuals(t, np.repeat(log_loss, len(t), axis=0)), starts,
+    ends, values = batched.solve(lambda t, rows: problem.residuals(t, log_loss), starts,
                                  np.ones((len(starts), len(problem.loss))), problem.lower, problem.upper, huber=True)
     order = np.argsort(np.where(np.isfinite(values), values, np.inf))
     polish_from = [ends[i] for i in order[:POLISHED]] + [starts[order[0]]]
@@ -187,8 +188,9 @@ def refit_step1(problem: Step1Problem, loss: np.ndarray, weights: np.ndarray, st
     n_sets, n_starts = len(loss), len(starts)
     log_loss = np.repeat(np.log(loss), n_starts, axis=0)
     theta0 = np.tile(starts, (n_sets, 1))
-    theta, value = batched.solve(lambda t: problem.residuals(t, log_loss), theta0,
-                                 np.repeat(weights, n_starts, axis=0), problem.lower, problem.upper, huber=True)
+    theta, value = batched.solve(lambda t, rows: problem.residuals(t, log_loss[rows]), theta0,
+                                 np.repeat(weights, n_starts, axis=0), problem.lower, problem.upper, huber=True,
+                                 max_iter=REFIT_ITERATIONS, rtol=1e-7)
     best = np.argmin(value.reshape(n_sets, n_starts), axis=1)
     return theta.reshape(n_sets, n_starts, N_PARAMS)[np.arange(n_sets), best]
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from scipy.optimize import least_squares
+from scipy.special import expit
 
 from ladder.errors import LadderError
 from ladder.fit import batched
@@ -26,12 +27,12 @@ ANCHOR = (0.0, 1.0)  # (loss, accuracy) of a perfect model
 K_MAX = 1e3
 BOUND_TOLERANCE = 1e-6
 POLISHED = 3  # best grid end points that scipy polishes
+REFIT_ITERATIONS = 30  # bootstrap refits start at the full-data optimum
 
 
-def sigmoid(loss, a: float, k: float, L0: float, b: float) -> np.ndarray:
-    """Acc(L); a numerically safe logistic (no overflow warnings for steep k)."""
-    z = -k * (np.asarray(loss, dtype=float) - L0)
-    return a * np.exp(-np.logaddexp(0.0, z)) + b
+def sigmoid(loss, a, k, L0, b) -> np.ndarray:
+    """Acc(L) (expit: no overflow for steep k)."""
+    return a * expit(k * (np.asarray(loss, dtype=float) - L0)) + b
 
 
 @dataclass
@@ -90,13 +91,17 @@ class Step2Problem:
         self.upper = np.array([0.0, K_MAX, 10.0 * float(np.max(self.x)), 1.0])
 
     def residuals(self, theta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Residuals [B, M] and Jacobian [B, M, 4] for thetas [B, 4]."""
+        """Residuals [B, M] and Jacobian [B, 4, M] for thetas [B, 4]."""
         a, k, L0, b = (theta[:, i : i + 1] for i in range(N_PARAMS))
         shifted = self.x[None, :] - L0
-        s = np.exp(-np.logaddexp(0.0, -k * shifted))
-        slope = s * (1.0 - s)
+        jacobian = np.empty((len(theta), N_PARAMS, len(self.x)))
+        s = expit(k * shifted, out=jacobian[:, 0, :])
         residual = a * s + b - self.y[None, :]
-        jacobian = np.stack([s, a * slope * shifted, -a * slope * k, np.ones_like(s)], axis=2)
+        slope = s * (1.0 - s)
+        slope *= a
+        np.multiply(slope, shifted, out=jacobian[:, 1, :])
+        np.multiply(slope, -k, out=jacobian[:, 2, :])
+        jacobian[:, 3, :] = 1.0
         return residual, jacobian
 
     def starts(self) -> np.ndarray:
@@ -124,7 +129,7 @@ def fit_step2(loss, acc, chance: float, *, what: str = "step 2") -> Step2Fit:
     problem = Step2Problem(loss, acc, chance)
     check_points(np.asarray(loss), np.asarray(acc), what)
     starts = problem.starts()
-    ends, values = batched.solve(problem.residuals, starts, np.ones((len(starts), len(problem.x))),
+    ends, values = batched.solve(lambda t, rows: problem.residuals(t), starts, np.ones((len(starts), len(problem.x))),
                                  problem.lower, problem.upper, huber=False)
     order = np.argsort(np.where(np.isfinite(values), values, np.inf))
     best = None
@@ -132,7 +137,7 @@ def fit_step2(loss, acc, chance: float, *, what: str = "step 2") -> Step2Fit:
         # least_squares needs a start strictly inside the bounds.
         inside = np.clip(start, problem.lower + 1e-9, problem.upper - 1e-9)
         result = least_squares(lambda t: problem.residuals(t[None, :])[0][0], inside,
-                               jac=lambda t: problem.residuals(t[None, :])[1][0],
+                               jac=lambda t: problem.residuals(t[None, :])[1][0].T,
                                bounds=(problem.lower, problem.upper), method="trf", x_scale="jac",
                                ftol=1e-12, xtol=1e-12, gtol=1e-12, max_nfev=20000)
         if np.isfinite(result.cost) and (best is None or result.cost < best.cost):
@@ -160,7 +165,7 @@ def refit_step2(problem: Step2Problem, weights: np.ndarray, starts: np.ndarray) 
     """
     n_sets, n_starts = len(weights), len(starts)
     theta0 = np.tile(starts, (n_sets, 1))
-    theta, value = batched.solve(problem.residuals, theta0, np.repeat(weights, n_starts, axis=0),
-                                 problem.lower, problem.upper, huber=False)
+    theta, value = batched.solve(lambda t, rows: problem.residuals(t), theta0, np.repeat(weights, n_starts, axis=0),
+                                 problem.lower, problem.upper, huber=False, max_iter=REFIT_ITERATIONS, rtol=1e-7)
     best = np.argmin(value.reshape(n_sets, n_starts), axis=1)
     return theta.reshape(n_sets, n_starts, N_PARAMS)[np.arange(n_sets), best]

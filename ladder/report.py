@@ -1,0 +1,243 @@
+"""Tables and plots of a ladder fit (PNG through matplotlib's Agg backend; no display needed).
+
+Reusable pieces (the demo calls them too):
+- `plot_loss_curves(df, path, x, y, by)`: one line per group of a tidy frame (training curves);
+- `plot_step1(fit, path)`: loss vs D per task, one line per size, targets marked;
+- `plot_step2(fit, path)`: accuracy vs loss per task, the sigmoid through the points;
+- `plot_pred_vs_actual(fit, path)`: predicted vs actual accuracy of every target and task;
+- `plot_fit(fit, out_dir)`: all three; `markdown_report(fit, images)`: the report text;
+- `format_predictions(predictions)`: the table `ladder fit` prints.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from ladder.fit.variance import variance_summary  # noqa: E402
+
+if TYPE_CHECKING:
+    from ladder.fit.pipeline import LadderFit
+
+COLORS = plt.get_cmap("viridis")
+
+
+def _grid(count: int) -> tuple[plt.Figure, list[plt.Axes]]:
+    columns = min(4, max(count, 1))
+    rows = math.ceil(max(count, 1) / columns)
+    figure, axes = plt.subplots(rows, columns, figsize=(3.6 * columns, 3.0 * rows), squeeze=False)
+    flat = list(axes.flat)
+    for unused in flat[count:]:
+        unused.axis("off")
+    return figure, flat[:count]
+
+
+def _save(figure: plt.Figure, path: str | os.PathLike) -> Path:
+    path = Path(path)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return path
+
+
+def plot_loss_curves(df: pd.DataFrame, path: str | os.PathLike, x: str = "tokens", y: str = "loss",
+                     by: str = "run", *, title: str | None = None, logx: bool = True) -> Path:
+    """One line per `by` group of `y` against `x` (e.g. training loss vs tokens per run)."""
+    for column in (x, y, by):
+        if column not in df:
+            raise ValueError(f"plot_loss_curves: no column {column!r}")
+    figure, axis = plt.subplots(figsize=(6.4, 4.4))
+    groups = list(df.groupby(by, sort=True))
+    for position, (name, group) in enumerate(groups):
+        group = group.sort_values(x)
+        axis.plot(group[x], group[y], label=str(name), lw=1.2, color=COLORS(position / max(len(groups) - 1, 1)))
+    if logx and (df[x] > 0).all():
+        axis.set_xscale("log")
+    axis.set_xlabel(x)
+    axis.set_ylabel(y)
+    if title:
+        axis.set_title(title)
+    axis.legend(fontsize=7, ncols=2 if len(groups) > 8 else 1)
+    axis.grid(alpha=0.3)
+    return _save(figure, path)
+
+
+def plot_step1(fit: "LadderFit", path: str | os.PathLike) -> Path:
+    """Per task: step-1 points (loss vs D), the fitted L(N, D) per size, targets actual (x) and predicted (o)."""
+    figure, axes = _grid(len(fit.tasks))
+    for axis, task_fit in zip(axes, fit.tasks.values()):
+        points = task_fit.points1
+        targets = fit.targets.get(task_fit.task, [])
+        d_max = max([points.D.max()] + [t.D for t in targets])
+        d_grid = np.geomspace(points.D.min() * 0.8, d_max * 1.2, 100)
+        sizes = list(dict.fromkeys(points.sizes))
+        for position, size in enumerate(sizes):
+            color = COLORS(position / max(len(sizes) - 1 + bool(targets), 1))
+            members = [i for i, s in enumerate(points.sizes) if s == size]
+            axis.scatter(points.D[members], points.loss[members], color=color, s=18, label=size, zorder=3)
+            axis.plot(d_grid, task_fit.step1.predict(points.N[members[0]], d_grid), color=color, lw=1, ls="--")
+        for target in targets:
+            color = "crimson"
+            axis.plot(d_grid, task_fit.step1.predict(target.N, d_grid), color=color, lw=1, ls=":")
+            axis.scatter([target.D], [task_fit.step1.predict(target.N, target.D)], color=color, marker="o",
+                         facecolors="none", s=40, label=f"{target.run} predicted", zorder=4)
+            if math.isfinite(target.actual_loss):
+                axis.scatter([target.D], [target.actual_loss], color=color, marker="x", s=40,
+                             label=f"{target.run} actual", zorder=4)
+        axis.set_xscale("log")
+        axis.set_title(task_fit.task, fontsize=9)
+        axis.set_xlabel("tokens D")
+        axis.set_ylabel("task loss (bpb)")
+        axis.grid(alpha=0.3)
+        axis.legend(fontsize=6)
+    return _save(figure, path)
+
+
+def plot_step2(fit: "LadderFit", path: str | os.PathLike) -> Path:
+    """Per task with accuracies: the step-2 points, the fitted sigmoid, targets actual (x) and predicted (o)."""
+    with_acc = [f for f in fit.tasks.values() if f.step2 is not None]
+    figure, axes = _grid(len(with_acc))
+    for axis, task_fit in zip(axes, with_acc):
+        points = task_fit.points2
+        sizes = task_fit.points1.sizes
+        size_of_point = np.array(sizes)[points.run_index]
+        unique_sizes = list(dict.fromkeys(sizes))
+        for position, size in enumerate(unique_sizes):
+            chosen = size_of_point == size
+            axis.scatter(points.loss[chosen], points.acc[chosen], s=4, alpha=0.5, label=size,
+                         color=COLORS(position / max(len(unique_sizes), 1)))
+        targets = fit.targets.get(task_fit.task, [])
+        losses = [points.loss.min(), points.loss.max()] + [t.actual_loss for t in targets if math.isfinite(t.actual_loss)]
+        losses += [float(task_fit.step1.predict(t.N, t.D)) for t in targets]
+        low, high = min(losses), max(losses)
+        grid = np.linspace(low - 0.2 * (high - low), high + 0.05 * (high - low), 200)
+        axis.plot(grid, task_fit.step2.predict(grid), color="black", lw=1)
+        axis.axhline(task_fit.chance, color="grey", lw=0.8, ls=":")
+        for target in targets:
+            pred_loss = float(task_fit.step1.predict(target.N, target.D))
+            axis.scatter([pred_loss], [task_fit.step2.predict(pred_loss)], color="crimson", marker="o",
+                         facecolors="none", s=40, label=f"{target.run} predicted", zorder=4)
+            if math.isfinite(target.actual_acc):
+                axis.scatter([target.actual_loss], [target.actual_acc], color="crimson", marker="x", s=40,
+                             label=f"{target.run} actual", zorder=4)
+        axis.set_title(task_fit.task, fontsize=9)
+        axis.set_xlabel("task loss (bpb)")
+        axis.set_ylabel("accuracy")
+        axis.grid(alpha=0.3)
+        axis.legend(fontsize=6)
+    return _save(figure, path)
+
+
+def plot_pred_vs_actual(fit: "LadderFit", path: str | os.PathLike) -> Path:
+    """Predicted (with its interval) against actual accuracy, one point per task x target."""
+    rows = fit.predictions.dropna(subset=["pred_acc", "actual_acc"])
+    figure, axis = plt.subplots(figsize=(5.2, 5.0))
+    markers = "osD^v<>P*X"
+    for position, (target, group) in enumerate(rows.groupby("target")):
+        errors = np.vstack([group["pred_acc"] - group["pred_acc_lo"], group["pred_acc_hi"] - group["pred_acc"]])
+        errors = np.where(np.isfinite(errors), np.maximum(errors, 0), 0)
+        axis.errorbar(group["actual_acc"], group["pred_acc"], yerr=errors, fmt=markers[position % len(markers)],
+                      ms=5, capsize=2, lw=0.8, label=str(target))
+        for _, row in group.iterrows():
+            axis.annotate(row["task"], (row["actual_acc"], row["pred_acc"]), fontsize=6, xytext=(3, 3),
+                          textcoords="offset points")
+    values = pd.concat([rows["actual_acc"], rows["pred_acc"]]) if len(rows) else pd.Series([0.0, 1.0])
+    low, high = float(values.min()) - 0.05, float(values.max()) + 0.05
+    axis.plot([low, high], [low, high], color="grey", lw=0.8, ls="--")
+    axis.set_xlim(low, high)
+    axis.set_ylim(low, high)
+    axis.set_xlabel("actual accuracy")
+    axis.set_ylabel("predicted accuracy (chained)")
+    axis.grid(alpha=0.3)
+    if len(rows):
+        axis.legend(fontsize=7)
+    return _save(figure, path)
+
+
+def plot_fit(fit: "LadderFit", out_dir: str | os.PathLike) -> list[Path]:
+    """step1.png, step2.png (when any task has accuracies) and pred_vs_actual.png (when targets have them)."""
+    out_dir = Path(out_dir)
+    images = [plot_step1(fit, out_dir / "step1.png")]
+    if any(f.step2 is not None for f in fit.tasks.values()):
+        images.append(plot_step2(fit, out_dir / "step2.png"))
+    if fit.predictions[["pred_acc", "actual_acc"]].notna().all(axis=1).any():
+        images.append(plot_pred_vs_actual(fit, out_dir / "pred_vs_actual.png"))
+    return images
+
+
+def _number(value, digits: int = 4) -> str:
+    if isinstance(value, (float, np.floating)):
+        if not math.isfinite(value):
+            return ""
+        return f"{value:.{digits}g}" if abs(value) >= 1e4 or (value != 0 and abs(value) < 1e-3) else f"{value:.{digits}f}"
+    return str(value)
+
+
+def format_predictions(predictions: pd.DataFrame) -> str:
+    """The readable table `ladder fit` and `ladder predict` print."""
+    if predictions.empty:
+        return "(no targets to predict)"
+    shown = pd.DataFrame({
+        "task": predictions["task"],
+        "target": predictions["target"],
+        "pred loss": predictions["pred_loss"].map(lambda v: _number(v, 4)),
+        "actual loss": predictions["actual_loss"].map(lambda v: _number(v, 4)),
+        "pred acc": predictions["pred_acc"].map(lambda v: _number(100 * v, 2)),
+        "interval": [
+            f"[{100 * lo:.1f}, {100 * hi:.1f}]" if math.isfinite(lo) and math.isfinite(hi) else ""
+            for lo, hi in zip(predictions["pred_acc_lo"], predictions["pred_acc_hi"])
+        ],
+        "actual acc": predictions["actual_acc"].map(lambda v: _number(100 * v, 2)),
+        "abs err": predictions["abs_err"].map(lambda v: f"{v:+.2f}" if math.isfinite(v) else ""),
+        "single-step err": predictions["single_step_abs_err"].map(lambda v: f"{v:+.2f}" if math.isfinite(v) else ""),
+    })
+    return shown.to_string(index=False)
+
+
+def _markdown_table(frame: pd.DataFrame) -> str:
+    header = "| " + " | ".join(map(str, frame.columns)) + " |"
+    rule = "|" + "|".join("---" for _ in frame.columns) + "|"
+    body = ["| " + " | ".join(_number(v) for v in row) + " |" for row in frame.itertuples(index=False)]
+    return "\n".join([header, rule] + body)
+
+
+def markdown_report(fit: "LadderFit", images: list[Path] | None = None) -> str:
+    """A self-contained markdown report: predictions, parameters, flags, variance, plots."""
+    options = fit.options
+    lines = [
+        "# Ladder fit",
+        "",
+        f"Ladder runs ({len(fit.ladder_runs)}): {', '.join(fit.ladder_runs)}.",
+        f"Step 1: mean of the last {options.last_n} checkpoints per run, Huber(delta={options.delta:g}) on log residuals.",
+        f"Step 2: first {options.skip_fraction:.0%} of each run dropped, trailing mean of {options.window}, anchor (0, 1).",
+        f"Intervals: {options.level:.0%} bootstrap over runs and checkpoints, {options.bootstrap} replicates.",
+        "",
+        "## Predictions",
+        "",
+        "Errors are predicted minus actual, in accuracy points (abs_err) and percent (rel_err).",
+        "",
+    ]
+    columns = ["task", "target", "pred_loss", "actual_loss", "pred_acc", "pred_acc_lo", "pred_acc_hi", "actual_acc",
+               "abs_err", "single_step_abs_err"]
+    lines += [_markdown_table(fit.predictions[columns]) if not fit.predictions.empty else "(no targets)", ""]
+    lines += ["## Parameters", "", _markdown_table(fit.params[["task", "chance", "A", "alpha", "B", "beta", "E", "a", "k",
+                                                                "L0", "b", "step1_rmse_log", "step2_rmse"]]), ""]
+    flagged = fit.params[fit.params["flags"] != ""]
+    if len(flagged):
+        lines += ["## Flags", ""] + [f"- {row.task}: {row.flags}" for row in flagged.itertuples()] + [""]
+    summary = variance_summary(fit.variance)
+    lines += ["## Checkpoint-to-checkpoint variance", "",
+              f"Median over ladder runs of the spread over each run's last {options.variance_window} checkpoints.", "",
+              _markdown_table(summary) if not summary.empty else "(none)", ""]
+    if images:
+        lines += ["## Plots", ""] + [f"![{image.stem}]({image.name})" for image in images] + [""]
+    return "\n".join(lines)
