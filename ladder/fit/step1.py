@@ -148,6 +148,11 @@ def check_points(N: np.ndarray, D: np.ndarray, loss: np.ndarray, what: str) -> N
         raise LadderError(f"{what}: step 1 needs at least 2 token counts D")
 
 
+def _rank(result) -> float:
+    # Ends that agree to 1e-9 are the same optimum: prefer one the optimiser reports as converged.
+    return float(result.fun) * (1.0 if result.success else 1.0 + 1e-9)
+
+
 def fit_step1(N, D, loss, *, delta: float = 1e-3, what: str = "step 1") -> Step1Fit:
     """Multi-start L-BFGS-B fit of L(N, D); the lowest objective over the grid of starts wins."""
     problem = Step1Problem(N, D, loss, delta)
@@ -172,7 +177,7 @@ def fit_step1(N, D, loss, *, delta: float = 1e-3, what: str = "step 1") -> Step1
     for start in polish_from:
         result = minimize(value_and_gradient, start, jac=True, method="L-BFGS-B", bounds=bounds,
                           options={"maxiter": 2000, "ftol": 1e-13, "gtol": 1e-9})
-        if np.isfinite(result.fun) and (best is None or result.fun < best.fun):
+        if np.isfinite(result.fun) and (best is None or _rank(result) < _rank(best)):
             best = result
     if best is None:
         raise LadderError(f"{what}: the optimiser failed from every start (non-finite objective)")

@@ -1,0 +1,146 @@
+"""`ladder import-olmo`, `ladder fit` and `ladder predict`: argument parsing and printing only."""
+
+from __future__ import annotations
+
+import argparse
+import math
+from pathlib import Path
+
+from ladder.errors import LadderError
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports mistakes as a LadderError (one line, exit 2 through ladder.cli)."""
+
+    def error(self, message: str):
+        raise LadderError(f"{message} (see `{self.prog} --help`)")
+
+
+def _names(text: str) -> list[str]:
+    names = [part.strip() for part in text.split(",") if part.strip()]
+    if not names:
+        raise argparse.ArgumentTypeError("expected a comma-separated list")
+    return names
+
+
+def _numbers(text: str) -> list[float]:
+    try:
+        return [float(part.rstrip("xC")) for part in _names(text)]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected numbers separated by commas, got {text!r}")
+
+
+def _add_selection(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("selection and fitting")
+    group.add_argument("--sizes", type=_names, help="ladder sizes to use, e.g. 190M,370M,760M,1B (default: all)")
+    group.add_argument("--multipliers", type=_numbers, help="token multipliers to use, e.g. 1,2,5,10 (default: all)")
+    group.add_argument("--tasks", type=_names, help="tasks to fit (default: every task in the table)")
+    group.add_argument("--reruns", action="store_true", help="also use runs marked as reruns")
+    group.add_argument("--chance", type=float, help="chance accuracy of tasks that have no `chance` column and are "
+                                                    "not the paper's (default 0.25)")
+    group.add_argument("--bootstrap", type=int, default=1000, help="bootstrap replicates for intervals (0: none)")
+    group.add_argument("--level", type=float, default=0.9, help="interval coverage (default 0.9)")
+    group.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+    group.add_argument("--last-n", type=int, default=5, help="checkpoints averaged per run for step 1 (default 5)")
+    group.add_argument("--skip", type=float, default=0.1, help="share of each run's first checkpoints left out of step 2")
+    group.add_argument("--window", type=int, default=5, help="step 2 trailing moving-average window (default 5)")
+    group.add_argument("--delta", type=float, default=1e-3, help="step 1 Huber threshold on log residuals")
+
+
+def _options(args: argparse.Namespace):
+    from ladder.fit.pipeline import FitOptions
+
+    return FitOptions(
+        sizes=args.sizes, multipliers=args.multipliers, tasks=args.tasks, include_reruns=args.reruns,
+        chance=args.chance, last_n=args.last_n, skip_fraction=args.skip, window=args.window, delta=args.delta,
+        bootstrap=args.bootstrap, level=args.level, seed=args.seed,
+    )
+
+
+def import_olmo_main(argv: list[str]) -> int:
+    parser = _Parser(prog="ladder import-olmo", description="OLMo ladder CSV exports -> a results table.")
+    parser.add_argument("directory", help="folder with <size>-<x>xC.csv files (and peteish7/13 target files)")
+    parser.add_argument("-o", "--output", required=True, help="results table to write (.csv or .parquet)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing table")
+    args = parser.parse_args(argv)
+
+    from ladder.olmo_import import import_olmo
+    from ladder.results import write_table
+
+    if Path(args.output).exists() and not args.overwrite:
+        raise LadderError(f"{args.output} exists; pass --overwrite to replace it")
+    table = import_olmo(args.directory)
+    path = write_table(table, args.output, overwrite=args.overwrite)
+    runs = table.groupby("role")["run"].nunique()
+    print(f"wrote {len(table)} rows to {path}: {runs.get('ladder', 0)} ladder runs, {runs.get('target', 0)} targets, "
+          f"tasks {', '.join(dict.fromkeys(table['task']))}")
+    return 0
+
+
+def fit_main(argv: list[str]) -> int:
+    parser = _Parser(prog="ladder fit", description="Two-stage fit of a results table; predicts its targets.")
+    parser.add_argument("table", help="results table (.csv or .parquet)")
+    parser.add_argument("--out", required=True, help="output folder: predictions.csv, params.csv, variance.csv, "
+                                                     "report.md, PNG plots")
+    parser.add_argument("--overwrite", action="store_true", help="replace results already in --out")
+    parser.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
+    _add_selection(parser)
+    args = parser.parse_args(argv)
+
+    from ladder.fit.pipeline import check_out_dir, fit_table, write_outputs
+    from ladder.report import format_predictions
+    from ladder.results import read_table
+
+    check_out_dir(args.out, args.overwrite)  # fail before fitting, not after
+    fit = fit_table(read_table(args.table), _options(args))
+    written = write_outputs(fit, args.out, overwrite=args.overwrite, plots=not args.no_plots)
+    print(format_predictions(fit.predictions))
+    for row in fit.params.itertuples():
+        if row.flags:
+            print(f"flag: {row.task}: {row.flags}")
+    print(f"wrote {', '.join(path.name for path in written)} to {args.out}")
+    return 0
+
+
+def parse_target(text: str) -> tuple[str, float, float]:
+    """NAME:N:D -> (name, N, D); N and D may use exponents or underscores (7B:6.89e9:3.9e12)."""
+    parts = text.split(":")
+    if len(parts) != 3 or not parts[0]:
+        raise LadderError(f"--target {text!r}: expected NAME:N:D, e.g. 7B:6.89e9:3.95e12")
+    try:
+        n, d = (float(part.replace("_", "")) for part in parts[1:])
+    except ValueError:
+        raise LadderError(f"--target {text!r}: N and D must be numbers")
+    if not (math.isfinite(n) and math.isfinite(d) and n > 0 and d > 0):
+        raise LadderError(f"--target {text!r}: N and D must be finite and > 0")
+    return parts[0], n, d
+
+
+def predict_main(argv: list[str]) -> int:
+    parser = _Parser(prog="ladder predict", description="Fit a results table and predict targets not trained yet.")
+    parser.add_argument("table", help="results table (.csv or .parquet)")
+    parser.add_argument("--target", action="append", required=True, metavar="NAME:N:D",
+                        help="a model to predict (repeatable), e.g. 7B-4T:6887575552:3945065873408")
+    parser.add_argument("--out", help="also write the predictions to this CSV file")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
+    _add_selection(parser)
+    args = parser.parse_args(argv)
+    targets = [parse_target(text) for text in args.target]
+
+    import pandas as pd
+
+    from ladder.fit.pipeline import fit_table
+    from ladder.report import format_predictions
+    from ladder.results import read_table
+
+    if args.out and Path(args.out).exists() and not args.overwrite:
+        raise LadderError(f"{args.out} exists; pass --overwrite to replace it")
+    fit = fit_table(read_table(args.table), _options(args))
+    predictions = pd.concat([fit.predict(n, d, name) for name, n, d in targets], ignore_index=True)
+    print(format_predictions(predictions))
+    if args.out:
+        from ladder.results import write_csv_atomic
+
+        write_csv_atomic(predictions, args.out)
+        print(f"wrote {args.out}")
+    return 0
