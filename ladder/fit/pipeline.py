@@ -1,0 +1,307 @@
+"""The two-stage fit of a whole results table: every task, every target, with intervals.
+
+`fit_table` selects the ladder runs (sizes, multipliers, reruns), fits step 1 and step 2 and the
+single-step baseline per task, bootstraps prediction intervals, predicts every `role=target` run
+and measures checkpoint-to-checkpoint variance. `write_outputs` writes predictions.csv,
+params.csv, variance.csv, report.md and the plots only once everything has been computed.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ladder.errors import LadderError
+from ladder.fit.bootstrap import BootstrapFits, bootstrap_task, interval
+from ladder.fit.chain import SingleStepFit, fit_single_step
+from ladder.fit.points import (
+    Step1Points, Step2Points, TargetPoint, chance_level, size_labels, step1_points, step2_points, target_points,
+)
+from ladder.fit.step1 import Step1Fit, fit_step1
+from ladder.fit.step2 import Step2Fit, fit_step2
+from ladder.fit.variance import checkpoint_variance
+from ladder.results import validate_table
+
+OUTPUT_FILES = ("predictions.csv", "params.csv", "variance.csv", "report.md")
+PREDICTION_COLUMNS = (
+    "task", "target", "N", "D", "pred_loss", "pred_loss_lo", "pred_loss_hi", "actual_loss", "loss_rel_err",
+    "pred_acc", "pred_acc_lo", "pred_acc_hi", "actual_acc", "abs_err", "rel_err",
+    "step2_acc", "step2_abs_err", "single_step_acc", "single_step_abs_err",
+)
+NEAR_CHANCE_MARGIN = 0.02  # accuracies within this of chance carry little signal for step 2
+
+
+@dataclass
+class FitOptions:
+    """What to fit and how (the `ladder fit` options)."""
+
+    sizes: list[str] | None = None
+    """ladder sizes to use (the `size` column, or N=<count> without one); None: all"""
+    multipliers: list[float] | None = None
+    """token multipliers to use; None: all"""
+    tasks: list[str] | None = None
+    """tasks to fit; None: every task in the table"""
+    include_reruns: bool = False
+    """use runs marked `rerun` as further ladder runs"""
+    chance: float | None = None
+    """chance accuracy for tasks with no `chance` column that are not the paper's (default 0.25)"""
+    last_n: int = 5
+    """checkpoints averaged into each run's step-1 point (and a target's actual values)"""
+    skip_fraction: float = 0.1
+    """share of each run's first checkpoints left out of step 2"""
+    window: int = 5
+    """trailing moving-average window of step 2"""
+    delta: float = 1e-3
+    """Huber threshold of step 1 (on log residuals)"""
+    bootstrap: int = 1000
+    """bootstrap replicates for the prediction intervals (0: none)"""
+    level: float = 0.9
+    """coverage of the prediction intervals"""
+    seed: int = 0
+    """bootstrap seed"""
+    variance_window: int = 10
+    """last checkpoints of each run used by the variance analysis"""
+
+    def check(self) -> None:
+        if self.last_n < 1 or self.window < 1 or self.variance_window < 2:
+            raise LadderError("--last-n and --window must be >= 1, --variance-window >= 2")
+        if not 0.0 <= self.skip_fraction < 1.0:
+            raise LadderError(f"--skip must lie in [0, 1), got {self.skip_fraction}")
+        if not 0.0 < self.level < 1.0:
+            raise LadderError(f"--level must lie in (0, 1), got {self.level}")
+        if self.bootstrap < 0:
+            raise LadderError(f"--bootstrap must be >= 0, got {self.bootstrap}")
+        if self.chance is not None and not 0.0 <= self.chance < 1.0:
+            raise LadderError(f"--chance must lie in [0, 1), got {self.chance}")
+        if not self.delta > 0:
+            raise LadderError(f"--delta must be > 0, got {self.delta}")
+
+
+@dataclass
+class TaskFit:
+    """Everything fitted for one task."""
+
+    task: str
+    """task name"""
+    chance: float
+    """chance accuracy used by step 2"""
+    points1: Step1Points
+    """step-1 points (one per ladder run)"""
+    step1: Step1Fit
+    """L(N, D)"""
+    points2: Step2Points | None = None
+    """step-2 points; None for a task without accuracies"""
+    step2: Step2Fit | None = None
+    """Acc(L); None for a task without accuracies"""
+    single: SingleStepFit | None = None
+    """single-step baseline; None without accuracies or with fewer runs than its parameters"""
+    boot: BootstrapFits | None = None
+    """bootstrap refits; None when no bootstrap was asked for"""
+    flags: list[str] = field(default_factory=list)
+    """warnings about this task's fits"""
+
+
+@dataclass
+class LadderFit:
+    """The fit of a results table: per-task fits, predictions for its targets, parameters, variance."""
+
+    options: FitOptions
+    """the options used"""
+    tasks: dict[str, TaskFit]
+    """fits per task, in table order"""
+    targets: dict[str, list[TargetPoint]]
+    """per task, the table's target runs"""
+    ladder_runs: list[str]
+    """the ladder runs used"""
+    variance: pd.DataFrame
+    """checkpoint-to-checkpoint variance per run and task"""
+    predictions: pd.DataFrame = field(init=False)
+    """one row per task x target (PREDICTION_COLUMNS)"""
+    params: pd.DataFrame = field(init=False)
+    """one row per task: parameters, diagnostics, flags"""
+
+    def __post_init__(self) -> None:
+        rows = [self._prediction(fit, target) for fit in self.tasks.values() for target in self.targets.get(fit.task, [])]
+        self.predictions = pd.DataFrame(rows, columns=list(PREDICTION_COLUMNS))
+        self.params = pd.DataFrame([_param_row(fit) for fit in self.tasks.values()])
+
+    def predict(self, N: float, D: float, name: str = "target") -> pd.DataFrame:
+        """Predictions for a model not trained yet (actual columns empty)."""
+        if not (math.isfinite(N) and math.isfinite(D) and N > 0 and D > 0):
+            raise LadderError(f"target {name!r}: N and D must be finite and > 0")
+        nan = math.nan
+        rows = [self._prediction(fit, TargetPoint(name, N, D, nan, nan)) for fit in self.tasks.values()]
+        return pd.DataFrame(rows, columns=list(PREDICTION_COLUMNS))
+
+    def _prediction(self, fit: TaskFit, target: TargetPoint) -> dict:
+        pred_loss = float(fit.step1.predict(target.N, target.D))
+        row = {column: math.nan for column in PREDICTION_COLUMNS}
+        row.update(task=fit.task, target=target.run, N=target.N, D=target.D, pred_loss=pred_loss,
+                   actual_loss=target.actual_loss, loss_rel_err=100 * (pred_loss - target.actual_loss) / target.actual_loss,
+                   actual_acc=target.actual_acc)
+        boot_loss, boot_acc = fit.boot.predict(target.N, target.D) if fit.boot is not None else (None, None)
+        if boot_loss is not None:
+            row["pred_loss_lo"], row["pred_loss_hi"] = interval(boot_loss, self.options.level)
+        if fit.step2 is not None:
+            pred_acc = float(fit.step2.predict(pred_loss))
+            row.update(pred_acc=pred_acc, abs_err=100 * (pred_acc - target.actual_acc),
+                       rel_err=100 * (pred_acc - target.actual_acc) / target.actual_acc)
+            if boot_acc is not None:
+                row["pred_acc_lo"], row["pred_acc_hi"] = interval(boot_acc, self.options.level)
+            if math.isfinite(target.actual_loss):
+                row["step2_acc"] = float(fit.step2.predict(target.actual_loss))
+                row["step2_abs_err"] = 100 * (row["step2_acc"] - target.actual_acc)
+        if fit.single is not None:
+            row["single_step_acc"] = float(fit.single.predict(target.N, target.D))
+            row["single_step_abs_err"] = 100 * (row["single_step_acc"] - target.actual_acc)
+        return row
+
+
+def _param_row(fit: TaskFit) -> dict:
+    row = {"task": fit.task, "chance": fit.chance, **fit.step1.as_dict()}
+    row.update({name: math.nan for name in ("a", "k", "L0", "b")})
+    if fit.step2 is not None:
+        row.update(fit.step2.as_dict())
+    row.update(
+        step1_points=fit.step1.n_points, step1_objective=fit.step1.objective, step1_rmse_log=fit.step1.rmse_log,
+        step1_starts=fit.step1.n_starts, step1_converged=fit.step1.converged, step1_at_bound=" ".join(fit.step1.at_bound),
+        step2_points=fit.step2.n_points if fit.step2 else 0, step2_sse=fit.step2.sse if fit.step2 else math.nan,
+        step2_rmse=fit.step2.rmse if fit.step2 else math.nan, step2_starts=fit.step2.n_starts if fit.step2 else 0,
+        step2_converged=fit.step2.converged if fit.step2 else math.nan,
+        step2_at_bound=" ".join(fit.step2.at_bound) if fit.step2 else "",
+        single_step_sse=fit.single.sse if fit.single else math.nan,
+        flags="; ".join(fit.flags),
+    )
+    return row
+
+
+def _parse_selection(values: list, available: list, option: str) -> list:
+    missing = [value for value in values if value not in available]
+    if missing:
+        shown = ", ".join(str(v) for v in available)
+        raise LadderError(f"{option}: {', '.join(str(m) for m in missing)} not in the table (it has: {shown})")
+    return values
+
+
+def select_ladder(table: pd.DataFrame, options: FitOptions) -> pd.DataFrame:
+    """The ladder rows the options select (reruns, sizes, multipliers)."""
+    ladder = table[table["role"] == "ladder"]
+    if ladder.empty:
+        raise LadderError("the table has no ladder runs (role=ladder)")
+    if not options.include_reruns and "rerun" in ladder:
+        ladder = ladder[~ladder["rerun"].astype(bool)]
+    if options.sizes is not None:
+        labels = size_labels(ladder)
+        available = list(dict.fromkeys(labels[ladder.sort_values("N").index]))
+        _parse_selection(options.sizes, available, "--sizes")
+        ladder = ladder[labels.isin(options.sizes)]
+    if options.multipliers is not None:
+        if "multiplier" not in ladder:
+            raise LadderError("--multipliers: the table has no 'multiplier' column")
+        available = sorted(ladder["multiplier"].dropna().unique().tolist())
+        _parse_selection([float(m) for m in options.multipliers], available, "--multipliers")
+        ladder = ladder[ladder["multiplier"].isin([float(m) for m in options.multipliers])]
+    if ladder.empty:
+        raise LadderError("no ladder runs left after selecting --sizes/--multipliers")
+    return ladder
+
+
+def _has_accuracy(rows: pd.DataFrame) -> bool:
+    return "acc" in rows and bool(np.isfinite(rows["acc"].to_numpy(dtype=float)).any())
+
+
+def fit_task(task: str, ladder: pd.DataFrame, chance: float, options: FitOptions, seed: int) -> TaskFit:
+    """Both steps, the baseline and the bootstrap for one task's ladder rows."""
+    what = f"task {task!r}"
+    points1 = step1_points(ladder, options.last_n)
+    fit = TaskFit(task, chance, points1, fit_step1(points1.N, points1.D, points1.loss, delta=options.delta, what=what))
+    if not fit.step1.converged:
+        fit.flags.append("step 1 did not converge")
+    if fit.step1.at_bound:
+        fit.flags.append(f"step 1 at bound: {' '.join(fit.step1.at_bound)}")
+    if _has_accuracy(ladder):
+        fit.points2 = step2_points(ladder, points1.runs, options.skip_fraction, options.window)
+        fit.step2 = fit_step2(fit.points2.loss, fit.points2.acc, chance, what=what)
+        if not fit.step2.converged:
+            fit.flags.append("step 2 did not converge")
+        if fit.step2.at_bound:
+            fit.flags.append(f"step 2 at bound: {' '.join(fit.step2.at_bound)}")
+        if float(np.max(fit.points2.acc)) < chance + NEAR_CHANCE_MARGIN:
+            fit.flags.append("accuracy near chance: step 2 is unreliable")
+        if np.isfinite(points1.acc).all():
+            fit.single = fit_single_step(points1.N, points1.D, points1.acc, fit.step1, fit.step2)
+    if options.bootstrap > 0:
+        fit.boot = bootstrap_task(points1, fit.step1, fit.points2, fit.step2, replicates=options.bootstrap,
+                                  delta=options.delta, seed=seed)
+    return fit
+
+
+def fit_table(table: pd.DataFrame, options: FitOptions | None = None, **overrides) -> LadderFit:
+    """Fit every (selected) task of a results table and predict its targets.
+
+    Options come as a FitOptions and/or keyword overrides of its fields, e.g.
+    `fit_table(table, sizes=["190M", "370M"], bootstrap=0)`.
+    """
+    options = replace(options or FitOptions(), **overrides)
+    options.check()
+    table = validate_table(table)
+    available_tasks = list(dict.fromkeys(table["task"]))
+    tasks = _parse_selection(options.tasks, available_tasks, "--tasks") if options.tasks is not None else available_tasks
+    ladder = select_ladder(table, options)
+    targets_rows = table[table["role"] == "target"]
+    fits, targets = {}, {}
+    for index, task in enumerate(tasks):
+        task_rows = ladder[ladder["task"] == task]
+        if task_rows.empty:
+            raise LadderError(f"task {task!r} has no rows in the selected ladder runs")
+        fits[task] = fit_task(task, task_rows, chance_level(table, task, options.chance), options, options.seed + index)
+        target_rows = targets_rows[targets_rows["task"] == task]
+        targets[task] = target_points(target_rows, options.last_n) if not target_rows.empty else []
+    used = table[table["task"].isin(tasks) & (table.index.isin(ladder.index) | (table["role"] == "target"))]
+    return LadderFit(options, fits, targets, sorted(ladder["run"].unique()),
+                     checkpoint_variance(used, options.variance_window))
+
+
+def check_out_dir(out_dir: str | os.PathLike, overwrite: bool) -> Path:
+    """Refuse an output directory that already holds results, unless asked to overwrite."""
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise LadderError(f"{out_dir} exists and is not a directory")
+    existing = [name for name in OUTPUT_FILES if (out_dir / name).exists()]
+    if existing and not overwrite:
+        raise LadderError(f"{out_dir} already holds results ({', '.join(existing)}); pass --overwrite to replace them")
+    return out_dir
+
+
+def write_outputs(fit: LadderFit, out_dir: str | os.PathLike, *, overwrite: bool = False, plots: bool = True) -> list[Path]:
+    """Write predictions.csv, params.csv, variance.csv, report.md and plots (PNG) into `out_dir`.
+
+    Everything is first written to a temporary directory beside it; files are moved into place
+    (each atomically) only when all have been written, so a failure leaves no partial results.
+    """
+    from ladder import report  # matplotlib is imported only when writing
+
+    out_dir = check_out_dir(out_dir, overwrite)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.tmp-"))
+    try:
+        fit.predictions.to_csv(staging / "predictions.csv", index=False)
+        fit.params.to_csv(staging / "params.csv", index=False)
+        fit.variance.to_csv(staging / "variance.csv", index=False)
+        images = report.plot_fit(fit, staging) if plots else []
+        (staging / "report.md").write_text(report.markdown_report(fit, images), encoding="utf-8")
+        out_dir.mkdir(exist_ok=True)
+        written = []
+        for path in sorted(staging.iterdir()):
+            os.replace(path, out_dir / path.name)
+            written.append(out_dir / path.name)
+        return written
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
