@@ -80,7 +80,8 @@ def export_distributed_env() -> None:
 
     if submitit.JobEnvironment().num_tasks > 1:
         # Each task sees all the node's GPUs; the trainer picks cuda:LOCAL_RANK.
-        submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
+        dist = submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
+        log.info("torch.distributed: rank %d of %d, master %s:%d", dist.rank, dist.world_size, dist.master_addr, dist.master_port)
 
 
 class PreemptionRelay:

@@ -160,3 +160,18 @@ def test_sigterm_checkpoints_the_rung_and_stops_the_sweep(tmp_path, data_dir):
     assert "pico-0.001xC: pending" in out
     assert not (run_dir / "DONE").exists() and (run_dir / "checkpoint" / "latest.pt").is_file()
     assert not (root / "pico-0.001xC" / "metrics.jsonl").exists()
+
+
+def test_submitit_local_two_tasks_per_rung_train_with_ddp(tmp_path, data_dir):
+    """tasks_per_node=2: submitit starts two processes for the rung; the job exports RANK,
+    WORLD_SIZE, LOCAL_RANK, MASTER_ADDR/PORT and the trainer runs DDP (gloo on CPU)."""
+    root = tmp_path / "runs"
+    overrides = grid_overrides(root, data_dir, multipliers="[0.004]") + [
+        "ladder.sizes=[pico]", "train.eval_interval=100", "hydra/launcher=local", "hydra.launcher.tasks_per_node=2",
+    ]
+    assert main(["sweep", *overrides]) == 0
+    assert json.loads((root / "pico-0.004xC" / "DONE").read_text())["step"] == 16
+    logs = sorted((root / ".submitit").glob("*/*_log.out"))
+    assert [log.name.split("_")[1] for log in logs] == ["0", "1"]  # task 0 and task 1 of one job
+    assert ["rank 0 of 2" in log.read_text() for log in logs] == [True, False]
+    assert ["rank 1 of 2" in log.read_text() for log in logs] == [False, True]
