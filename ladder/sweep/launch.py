@@ -261,7 +261,15 @@ def sweep_main(argv: list[str]) -> int:
     config_overrides = [a for a in argv if "=" in a and not a.startswith("-") and not a.lstrip("+~").startswith("hydra")]
     if any(a.split("=", 1)[0].lstrip("+~") == "rung" for a in config_overrides):
         raise LadderError("`ladder sweep` sets rung itself; choose rungs with ladder.only=[...]")
-    cfg = compose_config(config_overrides)
+    try:
+        cfg = compose_config(config_overrides)
+    except LadderError as error:
+        if "HydraConfig was not set" in str(error):
+            raise LadderError(
+                "the config uses ${hydra:...} outside Hydra's own keys (e.g. in ladder.sweep_root): "
+                "the sweep resolves it before any job exists; use a fixed path"
+            ) from None
+        raise
     rungs = rungs_to_train(cfg)
     root = Path(cfg.ladder.sweep_root).resolve()
     names = [rung.name for rung in rungs]

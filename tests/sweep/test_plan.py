@@ -76,3 +76,8 @@ def test_grid_rungs_and_train_selection():
     assert len(rungs_to_train(paper)) == 16  # the paper's targets are not trained by default
     only = compose_config(["ladder=demo", "ladder.only=[mini-1xC,femto-2xC]"])
     assert [rung.name for rung in rungs_to_train(only)] == ["mini-1xC", "femto-2xC"]
+
+
+def test_sweep_root_with_hydra_interpolation_is_refused(capsys):
+    assert main(["sweep", "ladder=cpu", "ladder.sweep_root=runs/${hydra:job.num}"]) == 2
+    assert "use a fixed path" in capsys.readouterr().err
