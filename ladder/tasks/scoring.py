@@ -9,10 +9,11 @@ Per question, with ll_i = sum of ln p over the tokens of continuation i given it
 A task's value is the mean over questions (MMLU: the category-weighted mean), never total bits
 over total bytes. This mirrors OLMo's in-loop `ICLMetric` (ai2-olmo-eval), which the paper used.
 
-Speed: contexts and continuations are tokenized separately (as the paper's code does) and each
-distinct (context, continuation) pair is run once. Sequences are sorted by length and batched, so
-padding is small; only the continuation positions go through the softmax, so a large vocabulary
-costs little.
+Speed: contexts and continuations are tokenized separately (as the paper's code does). With
+ladder's Decoder the context of a question is run once for all its choices (ladder.tasks.prefix);
+with any other model each distinct (context, continuation) pair is run once. Sequences are sorted
+by length and batched, so padding is small; only the continuation positions go through the
+softmax, so a large vocabulary costs little.
 """
 
 from __future__ import annotations
@@ -20,12 +21,13 @@ from __future__ import annotations
 import math
 import sys
 from dataclasses import asdict, dataclass
-from typing import Any, Protocol, Sequence
+from typing import Any, Iterable, Protocol, Sequence
 
 import numpy as np
 import torch
 
 from ladder.errors import LadderError
+from ladder.tasks.prefix import shared_context_logprobs, unwrap_decoder
 from ladder.tasks.task import Question, Task, answer_text
 
 LOG2_E = 1.0 / math.log(2.0)
@@ -65,6 +67,15 @@ class TaskScore:
         return row
 
 
+def with_progress(batches: Sequence[Any], enabled: bool) -> Iterable[Any]:
+    """`batches` with a tqdm bar when asked and stderr is a terminal."""
+    if not (enabled and sys.stderr.isatty()):
+        return batches
+    from tqdm import tqdm
+
+    return tqdm(batches, desc="eval", unit="batch", leave=False)
+
+
 def continuation_logprobs(
     model: torch.nn.Module,
     requests: Sequence[tuple[Sequence[int], Sequence[int]]],
@@ -83,21 +94,11 @@ def continuation_logprobs(
         raise LadderError(f"batch_size must be positive, got {batch_size}")
     inputs: list[list[int]] = []
     for context, continuation in requests:
-        if not context:
-            raise LadderError("a task context tokenizes to nothing; the first answer token would have no prediction")
-        if len(continuation) > seq_len:
-            raise LadderError(
-                f"an answer of {len(continuation)} tokens is longer than the model's context ({seq_len} tokens)"
-            )
+        check_request(context, continuation, seq_len)
         inputs.append((list(context) + list(continuation))[:-1][-seq_len:])
     order = sorted(range(len(requests)), key=lambda i: -len(inputs[i]))
     totals = np.zeros(len(requests), dtype=np.float64)
-    batches = range(0, len(order), batch_size)
-    if progress and sys.stderr.isatty():
-        from tqdm import tqdm
-
-        batches = tqdm(batches, desc="eval", unit="batch", leave=False)
-    for start in batches:
+    for start in with_progress(range(0, len(order), batch_size), progress):
         members = order[start : start + batch_size]
         width = len(inputs[members[0]])
         idx = torch.zeros((len(members), width), dtype=torch.long)
@@ -118,6 +119,16 @@ def continuation_logprobs(
         gold = logprobs.gather(1, torch.tensor(targets, device=logits.device).unsqueeze(1)).squeeze(1)
         np.add.at(totals, np.asarray(owners), gold.double().cpu().numpy())
     return totals
+
+
+def check_request(context: Sequence[int], continuation: Sequence[int], seq_len: int) -> None:
+    """A (context, continuation) pair the model can score, or a LadderError saying why not."""
+    if not context:
+        raise LadderError("a task context tokenizes to nothing; the first answer token would have no prediction")
+    if len(continuation) > seq_len:
+        raise LadderError(f"an answer of {len(continuation)} tokens is longer than the model's context ({seq_len} tokens)")
+    if not continuation:
+        raise LadderError("a task answer tokenizes to nothing")
 
 
 def question_metrics(question: Question, logliks: np.ndarray, primary_metric: str) -> dict[str, float]:
@@ -197,30 +208,49 @@ def evaluate(
             encoded[text] = tuple(tokenizer.encode(text))
         return encoded[text]
 
-    # Each distinct (context, continuation) is scored once, however many questions share it.
+    # With ladder's Decoder, a question whose choices share one context runs that context once
+    # (ladder.tasks.prefix); other questions and models score each distinct (context,
+    # continuation) pair once, however many questions share it.
+    decoder = unwrap_decoder(model)
+    shared: list[tuple[tuple[int, ...], list[tuple[int, ...]]]] = []
     request_index: dict[tuple[str, str], int] = {}
     requests: list[tuple[tuple[int, ...], tuple[int, ...]]] = []
-    layout: list[list[list[int]]] = []
+    layout: list[list[tuple[str, Any]]] = []
     for task in tasks:
         if not task.questions:
             raise LadderError(f"task {task.name} has no questions")
-        task_layout = []
+        task_layout: list[tuple[str, Any]] = []
         for question in task.questions:
+            if decoder is not None and question.contexts is None:
+                context = encode(question.context)
+                choices = [encode(choice) for choice in question.choices]
+                for choice in choices:
+                    check_request(context, choice, seq_len)
+                task_layout.append(("shared", len(shared)))
+                shared.append((context, choices))
+                continue
             indices = []
             for pair in question.pairs():
                 if pair not in request_index:
                     request_index[pair] = len(requests)
                     requests.append((encode(pair[0]), encode(pair[1])))
                 indices.append(request_index[pair])
-            task_layout.append(indices)
+            task_layout.append(("pairs", indices))
         layout.append(task_layout)
 
     was_training = model.training
     model.eval()
     try:
         with torch.no_grad():
-            logliks = continuation_logprobs(
+            pair_logliks = continuation_logprobs(
                 model, requests, seq_len=seq_len, device=device, batch_size=batch_size, progress=progress
+            )
+            shared_logliks = (
+                shared_context_logprobs(
+                    decoder, shared, seq_len=seq_len, device=device, batch_size=batch_size, progress=progress
+                )
+                if shared
+                else []
             )
     finally:
         model.train(was_training)
@@ -228,8 +258,12 @@ def evaluate(
     scores: dict[str, TaskScore] = {}
     for task, task_layout in zip(tasks, layout):
         per_question = [
-            question_metrics(question, logliks[indices], task.primary_metric)
-            for question, indices in zip(task.questions, task_layout)
+            question_metrics(
+                question,
+                shared_logliks[where] if kind == "shared" else pair_logliks[where],
+                task.primary_metric,
+            )
+            for question, (kind, where) in zip(task.questions, task_layout)
         ]
         scores[task.name] = aggregate(task, per_question)
     return scores
