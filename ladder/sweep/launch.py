@@ -51,7 +51,8 @@ class JobResult:
     rung: str
     """Rung name."""
     status: str
-    """'done', 'skipped' (already DONE), 'stopped' (max_steps or a signal) or 'failed'."""
+    """'done', 'skipped' (already DONE), 'stopped' (max_steps or a signal), 'failed', or
+    'not started' (the sweep was stopped by a signal before this rung)."""
     error: str | None = None
     """The error's one-line message when failed."""
 
@@ -245,13 +246,15 @@ def _counts(states: list[RungState]) -> dict[str, int]:
     return counts
 
 
-SWEEP_USAGE = """usage: ladder sweep ladder=<grid> [OVERRIDES...] [hydra/launcher=submitit_local|submitit_slurm]
+SWEEP_USAGE = """usage: ladder sweep ladder=<grid> [OVERRIDES...] [hydra/launcher=local|slurm]
 
 Train every rung of a grid into <ladder.sweep_root>/<rung>/ (Hydra multirun over rung names).
 Finished rungs (DONE) are skipped, partial ones resume, failures are listed at the end (exit 1).
-  ladder.only=[name,...]      train only these rungs
-  ladder.train_targets=false  leave the grid's targets out
-  --cfg hydra                 show the Hydra config (the launcher's settings) and exit"""
+  ladder.only=[name,...]          train only these rungs
+  ladder.train_targets=true|false train the grid's targets too, or not
+  hydra/launcher=local            every rung at once, one subprocess each (submitit)
+  hydra/launcher=slurm            one SLURM job per rung: hydra.launcher.partition=..., see docs/sweep.md
+  --cfg hydra                     show the Hydra config (the launcher's settings) and exit"""
 
 
 def sweep_main(argv: list[str]) -> int:
