@@ -35,7 +35,7 @@ PREDICTION_COLUMNS = (
     "pred_acc", "pred_acc_lo", "pred_acc_hi", "actual_acc", "abs_err", "rel_err",
     "step2_acc", "step2_abs_err", "single_step_acc", "single_step_abs_err",
 )
-NEAR_CHANCE_MARGIN = 0.02  # accuracies within this of chance carry little signal for step 2
+NEAR_CHANCE_MARGIN = 0.02  # accuracy barely above chance, or rising less than this, carries little signal
 
 
 @dataclass
@@ -233,8 +233,10 @@ def fit_task(task: str, ladder: pd.DataFrame, chance: float, options: FitOptions
             fit.flags.append("step 2 did not converge")
         if fit.step2.at_bound:
             fit.flags.append(f"step 2 at bound: {' '.join(fit.step2.at_bound)}")
-        if float(np.max(fit.points2.acc)) < chance + NEAR_CHANCE_MARGIN:
-            fit.flags.append("accuracy near chance: step 2 is unreliable")
+        points2 = fit.points2
+        rise = float(fit.step2.predict(points2.loss.min()) - fit.step2.predict(points2.loss.max()))
+        if rise < NEAR_CHANCE_MARGIN or float(np.quantile(points2.acc, 0.9)) < chance + NEAR_CHANCE_MARGIN:
+            fit.flags.append("accuracy near chance or flat across the ladder: step 2 is unreliable")
         if np.isfinite(points1.acc).all():
             fit.single = fit_single_step(points1.N, points1.D, points1.acc, fit.step1, fit.step2)
     if options.bootstrap > 0:

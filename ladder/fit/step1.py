@@ -140,12 +140,12 @@ def check_points(N: np.ndarray, D: np.ndarray, loss: np.ndarray, what: str) -> N
         raise LadderError(f"{what}: step 1 points contain NaN or infinite values")
     if (values <= 0).any():
         raise LadderError(f"{what}: step 1 needs N, D and loss > 0")
-    if len(loss) < N_PARAMS:
-        raise LadderError(f"{what}: step 1 has {len(loss)} ladder run(s), fewer than its {N_PARAMS} parameters")
     if len(np.unique(N)) < 2:
         raise LadderError(f"{what}: step 1 needs at least 2 model sizes, the ladder has one (N={int(N[0])})")
     if len(np.unique(D)) < 2:
         raise LadderError(f"{what}: step 1 needs at least 2 token counts D")
+    if len(loss) < N_PARAMS:
+        raise LadderError(f"{what}: step 1 has {len(loss)} ladder run(s), fewer than its {N_PARAMS} parameters")
 
 
 def _rank(result) -> float:

@@ -1,0 +1,154 @@
+"""The whole-table fit, its outputs and the commands, on synthetic tables with known answers."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from fit_synthetic import STEP1, STEP2, loss_law, make_table, sigmoid_law
+
+from ladder.cli import main
+from ladder.fit.pipeline import PREDICTION_COLUMNS, fit_table, write_outputs
+from ladder.results import write_table
+
+BIG = (2e9, 2e9 * 20 * 5)
+
+
+@pytest.fixture
+def table_path(tmp_path):
+    table = make_table(targets={"big": BIG}, loss_noise=0.002, acc_noise=0.005, tasks=("alpha", "beta"))
+    return write_table(table, tmp_path / "table.csv")
+
+
+def test_fit_predicts_the_target_of_a_known_law(tmp_path):
+    table = make_table(targets={"big": BIG}, checkpoints=12)
+    fit = fit_table(table, bootstrap=40, last_n=1)  # step-1 points exactly on the law
+    row = fit.predictions.iloc[0]
+    truth_loss = float(loss_law(STEP1, *BIG))
+    assert row["pred_loss"] == pytest.approx(truth_loss, rel=2e-3)
+    assert row["actual_loss"] == pytest.approx(truth_loss)
+    assert row["pred_acc"] == pytest.approx(float(sigmoid_law(STEP2, truth_loss)), abs=0.01)
+    assert abs(row["abs_err"]) < 1.0
+    assert row["pred_acc_lo"] <= row["pred_acc"] <= row["pred_acc_hi"]
+    assert list(fit.predictions.columns) == list(PREDICTION_COLUMNS)
+    params = fit.params.iloc[0]
+    assert params["alpha"] == pytest.approx(STEP1["alpha"], rel=0.02)
+    assert params["k"] == pytest.approx(STEP2["k"], rel=0.05)
+    written = {path.name for path in write_outputs(fit, tmp_path / "out")}
+    assert {"predictions.csv", "params.csv", "variance.csv", "report.md", "step1.png", "step2.png",
+            "pred_vs_actual.png"} <= written
+    assert pd.read_csv(tmp_path / "out" / "predictions.csv")["pred_loss"].iloc[0] == pytest.approx(row["pred_loss"])
+    assert not list(tmp_path.glob(".out.tmp-*"))
+
+
+def test_fit_command_writes_outputs_and_refuses_to_overwrite(table_path, tmp_path, capsys):
+    out = tmp_path / "fit"
+    assert main(["fit", str(table_path), "--out", str(out), "--bootstrap", "20", "--tasks", "beta"]) == 0
+    printed = capsys.readouterr().out
+    assert "big" in printed and "beta" in printed
+    predictions = pd.read_csv(out / "predictions.csv")
+    assert predictions["task"].tolist() == ["beta"]
+    assert main(["fit", str(table_path), "--out", str(out), "--bootstrap", "0"]) == 2
+    assert "pass --overwrite" in capsys.readouterr().err
+    assert main(["fit", str(table_path), "--out", str(out), "--bootstrap", "0", "--overwrite", "--no-plots"]) == 0
+    assert sorted(pd.read_csv(out / "predictions.csv")["task"]) == ["alpha", "beta"]
+
+
+def test_sizes_and_multipliers_select_ladder_runs_only(table_path, tmp_path):
+    table = pd.read_csv(table_path)
+    fit = fit_table(table, sizes=["s2", "s3", "s4"], multipliers=[2, 5, 10], bootstrap=0, tasks=["alpha"])
+    assert len(fit.ladder_runs) == 9 and "big" in fit.predictions["target"].tolist()
+
+
+def test_step1_only_table(tmp_path, capsys):
+    table = make_table(step2=None, targets={"big": BIG}).drop(columns=["acc"])
+    path = write_table(table, tmp_path / "loss_only.parquet")
+    assert main(["fit", str(path), "--out", str(tmp_path / "out"), "--bootstrap", "20", "--last-n", "1"]) == 0
+    predictions = pd.read_csv(tmp_path / "out" / "predictions.csv")
+    assert predictions["pred_loss"].iloc[0] == pytest.approx(float(loss_law(STEP1, *BIG)), rel=2e-3)
+    assert predictions[["pred_acc", "pred_acc_lo", "pred_acc_hi", "actual_acc"]].isna().all().all()
+    assert np.isfinite(predictions[["pred_loss_lo", "pred_loss_hi"]].to_numpy()).all()
+    assert pd.read_csv(tmp_path / "out" / "params.csv")[["a", "k", "L0", "b"]].isna().all().all()
+    assert not (tmp_path / "out" / "step2.png").exists()
+
+
+def test_task_without_accuracies_beside_one_with(tmp_path):
+    with_acc = make_table(tasks=("scored",))
+    loss_only = make_table(step2=None, tasks=("bpb_only",))
+    fit = fit_table(pd.concat([with_acc, loss_only]), bootstrap=0)
+    assert fit.tasks["scored"].step2 is not None and fit.tasks["bpb_only"].step2 is None
+
+
+def test_unknown_task_uses_chance_column_then_default():
+    table = make_table(tasks=("t1", "t2"))
+    table["chance"] = np.where(table["task"] == "t1", 0.5, np.nan)
+    fit = fit_table(table, bootstrap=0, chance=0.1)
+    assert fit.tasks["t1"].chance == 0.5 and fit.tasks["t2"].chance == 0.1
+    assert fit_table(make_table(), bootstrap=0).tasks["synth"].chance == 0.25
+
+
+def test_near_chance_noisy_accuracies_are_flagged_not_fatal():
+    table = make_table(step2={"a": -0.01, "k": 1.0, "L0": 1.0, "b": 0.26}, acc_noise=0.02)
+    fit = fit_table(table, bootstrap=20)
+    assert "near chance" in fit.params["flags"].iloc[0]
+    assert np.isfinite(fit.params[["a", "k", "L0", "b"]].to_numpy(dtype=float)).all()
+
+
+def test_predict_command(table_path, tmp_path, capsys):
+    out = tmp_path / "pred.csv"
+    assert main(["predict", str(table_path), "--target", f"huge:{4e9:g}:{4e9 * 400:g}", "--bootstrap", "20",
+                 "--last-n", "1", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "huge" in printed
+    predictions = pd.read_csv(out)
+    assert set(predictions["task"]) == {"alpha", "beta"}
+    assert predictions["pred_loss"].iloc[0] == pytest.approx(float(loss_law(STEP1, 4e9, 4e9 * 400)), rel=0.03)
+    assert predictions["actual_acc"].isna().all()
+    assert main(["predict", str(table_path), "--target", "x:1e9"]) == 2
+    assert "NAME:N:D" in capsys.readouterr().err
+
+
+def _bad_table(tmp_path, change) -> str:
+    table = make_table(targets={"big": BIG})
+    table = change(table)
+    path = tmp_path / "bad.csv"
+    table.to_csv(path, index=False)
+    return str(path)
+
+
+@pytest.mark.parametrize("change,message", [
+    (lambda t: t.drop(columns=["loss"]), "missing required column(s) loss"),
+    (lambda t: t.assign(loss=t["loss"].where(t.index != 3, np.nan)), "'loss' has a missing"),
+    (lambda t: t.assign(loss=t["loss"].where(t.index != 3, np.inf)), "'loss' has an infinite"),
+    (lambda t: t.assign(N=t["N"].where(t.index != 3, 0)), "'N' must be > 0"),
+    (lambda t: t.assign(D=t["D"].where(t.index != 3, -5.0)), "'D' must be > 0"),
+    (lambda t: t[t["run"].isin(["s1-1xC", "s2-1xC", "s3-1xC", "s4-1xC", "big"])], "fewer than its 5 parameters"),
+    (lambda t: t[t["size"].isin(["s1", "big"])], "at least 2 model sizes"),
+])
+def test_bad_tables_fail_with_one_line_and_write_nothing(tmp_path, capsys, change, message):
+    out = tmp_path / "out"
+    assert main(["fit", _bad_table(tmp_path, change), "--out", str(out), "--bootstrap", "0"]) == 2
+    error = capsys.readouterr().err
+    assert message in error and error.count("\n") == 1
+    assert not out.exists() and not list(tmp_path.glob(".out*"))
+
+
+@pytest.mark.parametrize("option,message", [
+    (["--tasks", "synth,nope"], "--tasks: nope not in the table"),
+    (["--sizes", "s1,s9"], "--sizes: s9 not in the table"),
+    (["--multipliers", "1,3"], "--multipliers: 3.0 not in the table"),
+    (["--level", "1.5"], "--level must lie in (0, 1)"),
+    (["--bootstrap", "many"], "invalid int value"),
+])
+def test_bad_options_fail_with_one_line(tmp_path, capsys, option, message):
+    assert main(["fit", _bad_table(tmp_path, lambda t: t), "--out", str(tmp_path / "out"), *option]) == 2
+    error = capsys.readouterr().err
+    assert message in error and error.count("\n") == 1
+    assert not (tmp_path / "out").exists()
+
+
+def test_missing_table_and_import_errors(tmp_path, capsys):
+    assert main(["fit", str(tmp_path / "none.csv"), "--out", str(tmp_path / "o")]) == 2
+    assert "no such results table" in capsys.readouterr().err
+    assert main(["import-olmo", str(tmp_path), "-o", str(tmp_path / "t.csv")]) == 2
+    assert "no OLMo ladder files" in capsys.readouterr().err
