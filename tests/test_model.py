@@ -119,3 +119,22 @@ def test_schedule_warmup_then_cosine_to_a_tenth():
     assert schedule.lr_at(109) == pytest.approx(0.1)
     lrs = [schedule.lr_at(s) for s in range(10, 110)]
     assert all(a >= b for a, b in zip(lrs, lrs[1:]))
+
+
+@pytest.mark.parametrize("with_residual", [False, True])
+def test_rmsnorm_matches_torch_forward_and_backward(with_residual):
+    from ladder.model import RMSNorm
+
+    torch.manual_seed(0)
+    norm = RMSNorm(32)
+    with torch.no_grad():
+        norm.weight.uniform_(0.5, 1.5)
+    x = torch.randn(3, 5, 32, dtype=torch.float64, requires_grad=True)
+    residual = torch.randn(3, 5, 32, dtype=torch.float64, requires_grad=True) if with_residual else None
+    norm = norm.double()
+    out = norm(x, residual)
+    expected = torch.nn.functional.rms_norm(x, (32,), norm.weight, 1e-6) + (residual if with_residual else 0)
+    torch.testing.assert_close(out, expected)
+    grad = torch.randn_like(out)
+    inputs = (x, norm.weight) + ((residual,) if with_residual else ())
+    torch.testing.assert_close(torch.autograd.grad(out, inputs, grad), torch.autograd.grad(expected, inputs, grad))
