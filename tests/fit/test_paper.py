@@ -1,0 +1,43 @@
+"""Acceptance: the paper's 7B chained errors from its public ladder results (../shared)."""
+
+from __future__ import annotations
+
+import pytest
+from fit_synthetic import OLMO_DIR
+
+from ladder.fit.pipeline import fit_table
+from ladder.olmo_import import import_olmo
+
+pytestmark = pytest.mark.skipif(not OLMO_DIR.is_dir(), reason=f"paper data not found at {OLMO_DIR}")
+
+# Bhagia et al. 2024, 7B-4T chained prediction minus actual, accuracy points.
+PAPER_ERRORS = {
+    "mmlu": -0.63, "hellaswag": 1.17, "arc_challenge": -10.45, "arc_easy": -7.97,
+    "piqa": -0.83, "csqa": 3.07, "socialiqa": -1.19, "openbookqa": -5.23,
+}
+
+
+@pytest.fixture(scope="module")
+def paper_table():
+    return import_olmo(OLMO_DIR)
+
+
+def test_import_keeps_sizes_multipliers_reruns_and_the_7b(paper_table):
+    ladder = paper_table[paper_table["role"] == "ladder"]
+    assert set(ladder["size"]) == {"190M", "370M", "760M", "1B", "3B"}
+    assert sorted(ladder["multiplier"].unique()) == [0.5, 1, 2, 5, 10]
+    assert set(ladder.loc[ladder["rerun"], "run"]) == {f"{s}-1xC-rerun" for s in ("190M", "370M", "760M", "1B", "3B")}
+    target = paper_table[(paper_table["run"] == "7B-4T") & (paper_table["task"] == "mmlu")].iloc[0]
+    assert target["N"] == 6_887_575_552 and target["D"] == 3_945_065_873_408
+    assert target["loss"] == pytest.approx(0.7770, abs=1e-4)  # category-weighted MMLU bpb
+    assert list(dict.fromkeys(paper_table["task"])) == list(PAPER_ERRORS)
+
+
+def test_paper_grid_reproduces_the_7b_errors(paper_table):
+    fit = fit_table(paper_table, sizes=["190M", "370M", "760M", "1B"], multipliers=[1, 2, 5, 10], bootstrap=0)
+    assert len(fit.ladder_runs) == 16
+    errors = fit.predictions.set_index("task")["abs_err"]
+    for task, paper in PAPER_ERRORS.items():
+        assert errors[task] == pytest.approx(paper, abs=0.02), task
+    mmlu = fit.predictions.set_index("task").loc["mmlu"]
+    assert mmlu["pred_loss"] == pytest.approx(0.7869, abs=1e-3)

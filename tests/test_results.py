@@ -1,0 +1,76 @@
+"""The results table: schema validation, CSV/Parquet round trips, eval rows of run dirs."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from ladder.errors import LadderError
+from ladder.results import EvalRow, append_eval_rows, read_eval_rows, read_table, validate_table, write_table
+
+
+def _table() -> pd.DataFrame:
+    return pd.DataFrame({
+        "run": ["a-1xC", "a-1xC", "b-1xC", "big"],
+        "role": ["ladder", "ladder", "ladder", "target"],
+        "N": [100, 100, 200, 1000],
+        "D": [1e4, 2e4, 4e4, 1e6],
+        "step": [1, 2, 2, 10],
+        "task": ["t", "t", "t", "t"],
+        "loss": [2.0, 1.8, 1.6, 1.2],
+        "acc": [0.3, np.nan, 0.4, 0.6],
+        "size": ["a", "a", "b", "big"],
+        "rerun": [False, False, True, False],
+        "chance": [0.25] * 4,
+        "soft": [0.1, 0.2, 0.3, 0.4],
+    })
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".parquet"])
+def test_round_trip_keeps_values_and_types(tmp_path, suffix):
+    path = write_table(_table(), tmp_path / f"results{suffix}")
+    table = read_table(path)
+    assert table["N"].dtype == np.int64 and table["rerun"].dtype == bool
+    assert table["rerun"].tolist() == [False, False, True, False]
+    assert table["soft"].tolist() == [0.1, 0.2, 0.3, 0.4]  # extra metrics kept
+    assert np.isnan(table["acc"].iloc[1])  # optional columns may be empty
+    with pytest.raises(LadderError, match="pass --overwrite"):
+        write_table(_table(), path)
+    write_table(_table().assign(loss=1.0), path, overwrite=True)
+    assert read_table(path)["loss"].tolist() == [1.0] * 4
+
+
+@pytest.mark.parametrize("change,message", [
+    (lambda t: t.drop(columns=["task"]), "missing required column(s) task"),
+    (lambda t: t.assign(role=["ladder", "ladder", "ladder", "other"]), "role must be"),
+    (lambda t: t.assign(loss=[2.0, np.nan, 1.6, 1.2]), "'loss' has a missing"),
+    (lambda t: t.assign(D=[1e4, np.inf, 4e4, 1e6]), "'D' has an infinite"),
+    (lambda t: t.assign(N=[100, 100, 0, 1000]), "'N' must be > 0"),
+    (lambda t: t.assign(acc=[0.3, 1.5, 0.4, 0.6]), "'acc' must lie in"),
+    (lambda t: t.assign(step=[1, 1, 2, 10]), "duplicate row for run 'a-1xC'"),
+    (lambda t: t.assign(N=[100, 101, 200, 1000]), "more than one role or N"),
+    (lambda t: t.assign(rerun=["no", "x", "y", "z"]), "'rerun' must be true or false"),
+    (lambda t: t.iloc[:0], "no rows"),
+])
+def test_validation_names_the_problem(change, message):
+    with pytest.raises(LadderError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        validate_table(change(_table()))
+
+
+def test_read_errors(tmp_path):
+    with pytest.raises(LadderError, match="no such results table"):
+        read_table(tmp_path / "missing.csv")
+    with pytest.raises(LadderError, match="are .csv or .parquet"):
+        read_table(tmp_path / "table.json")
+
+
+def test_eval_rows_append_and_survive_a_torn_line(tmp_path):
+    rows = [EvalRow("r", "ladder", 10, 100.0, 1, "t", 1.5, acc=0.3, extra={"soft": 0.2}),
+            EvalRow("r", "ladder", 10, 200.0, 2, "t", 1.4)]
+    append_eval_rows(tmp_path, rows)
+    with open(tmp_path / "eval.jsonl", "a") as handle:
+        handle.write('{"run": "r", "ro')  # killed mid-write
+    read = read_eval_rows(tmp_path)
+    assert [row["step"] for row in read] == [1, 2] and read[0]["soft"] == 0.2
+    assert validate_table(pd.DataFrame(read))["loss"].tolist() == [1.5, 1.4]
