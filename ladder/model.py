@@ -80,7 +80,7 @@ class RMSNorm(nn.Module):
 
     def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
         """Norm(x), or residual + Norm(x) when a residual is given."""
-        if x.is_cuda:  # a fused CUDA kernel (and torch.compile fuses the add)
+        if x.is_cuda or torch.compiler.is_compiling():  # fused CUDA kernel; inductor fuses it (and the add)
             y = F.rms_norm(x, self.weight.shape, self.weight, self.eps)
             return y if residual is None else residual + y
         return _RMSNormFunction.apply(x, self.weight, self.eps, residual)
@@ -100,13 +100,19 @@ def rope_frequencies(seq_len: int, head_dim: int, theta: float) -> torch.Tensor:
 
 
 def apply_rope(x: torch.Tensor, freqs: torch.Tensor) -> torch.Tensor:
-    """Rotate x [B, T, H, head_dim] by freqs [T, 1, head_dim/2]: one complex multiply.
+    """Rotate x [B, T, H, head_dim] pairwise: (a, b) -> (a cos - b sin, a sin + b cos).
 
-    Viewing consecutive pairs as complex numbers, the rotation (a, b) -> (a cos - b sin,
-    a sin + b cos) is (a + ib) * e^{i angle}. The views are free; only the product is computed.
+    `freqs` is either complex [T, 1, head_dim/2] or its real view [T, 1, head_dim/2, 2] (cos, sin).
+    Complex (eager): viewing the pairs as a + ib, the rotation is one multiply by e^{i angle}; the
+    views are free, so it is a single pass over x. Real (under torch.compile, whose code
+    generator has no complex numbers): the same formula written out, which it fuses into one kernel.
     """
-    pairs = torch.view_as_complex(x.float().unflatten(-1, (-1, 2)))
-    return torch.view_as_real(pairs * freqs[: x.shape[1]]).flatten(-2).type_as(x)
+    pairs = x.float().unflatten(-1, (-1, 2))
+    freqs = freqs[: x.shape[1]]
+    if freqs.is_complex():
+        return torch.view_as_real(torch.view_as_complex(pairs) * freqs).flatten(-2).type_as(x)
+    a, b, cos, sin = pairs[..., 0], pairs[..., 1], freqs[..., 0], freqs[..., 1]
+    return torch.stack((a * cos - b * sin, a * sin + b * cos), dim=-1).flatten(-2).type_as(x)
 
 
 class Attention(nn.Module):
@@ -194,8 +200,10 @@ class Decoder(nn.Module):
         self.blocks = nn.ModuleList(Block(shape, norm_placement, qk_norm) for _ in range(shape.n_layers))
         self.final_norm = RMSNorm(shape.d_model)
         self.lm_head = nn.Linear(shape.d_model, shape.vocab_size, bias=False)  # untied output layer: V x d
-        # Not a parameter and not saved: recomputed from the shape, so checkpoints stay portable.
-        self.register_buffer("rope", rope_frequencies(shape.seq_len, shape.head_dim, rope_theta), persistent=False)
+        # Not parameters and not saved: recomputed from the shape, so checkpoints stay portable.
+        rope = rope_frequencies(shape.seq_len, shape.head_dim, rope_theta)
+        self.register_buffer("rope", rope, persistent=False)
+        self.register_buffer("rope_real", torch.view_as_real(rope).clone(), persistent=False)
         self.init_weights(init_std)
 
     @torch.no_grad()
@@ -211,8 +219,9 @@ class Decoder(nn.Module):
         if idx.shape[1] > self.seq_len:
             raise LadderError(f"input of {idx.shape[1]} tokens is longer than the model's {self.seq_len}")
         x = self.embed(idx)
+        rope = self.rope_real if torch.compiler.is_compiling() else self.rope
         for block in self.blocks:
-            x = block(x, self.rope)
+            x = block(x, rope)
         return self.lm_head(self.final_norm(x))
 
     def num_params(self) -> int:
