@@ -7,6 +7,8 @@ multiple-choice form and with the same metrics. Questions come from validation d
 
 - corpus_next_word: the true next word against three words of the same length and capitalisation
   drawn from the same documents by frequency (so unigram knowledge alone does not help).
+- corpus_spelling: the true next word (6+ letters) against three misspellings of it, each with
+  two neighbouring inner letters swapped, so spelling (learnt first) decides.
 - corpus_next_words: the true next three words against three-word runs from elsewhere.
 - corpus_next_line: the true next line against lines from elsewhere of similar length.
 Contexts are the preceding text cut at a word boundary, at most CONTEXT_CHARS characters, so the
@@ -114,6 +116,29 @@ def next_word_task(documents: Sequence[str], n_questions: int = DEFAULT_QUESTION
     return Task(name, _sample_questions(name, len(spans), make, n_questions, seed), source="validation documents")
 
 
+def spelling_task(documents: Sequence[str], n_questions: int = DEFAULT_QUESTIONS, seed: int = 0) -> Task:
+    """corpus_spelling (see the module docstring)."""
+    name = "corpus_spelling"
+    spans = [s for s in _words(documents) if s[2] - s[1] >= 6]
+
+    def make(rng: random.Random, position: int) -> Question | None:
+        doc_index, start, end = spans[position]
+        document = documents[doc_index]
+        word = document[start:end]
+        context = _context_before(document, start - 1)
+        if context is None:
+            return None
+        # Swap two neighbouring letters, never the first or last (the word stays readable).
+        swaps = {word[:i] + word[i + 1] + word[i] + word[i + 2 :] for i in range(1, len(word) - 2)} - {word}
+        if len(swaps) < N_CHOICES - 1:
+            return None
+        distractors = rng.sample(sorted(swaps), N_CHOICES - 1)
+        choices, gold = _place_gold(rng, " " + word, [" " + d for d in distractors])
+        return Question(context, choices, gold, f"{doc_index}:{start}")
+
+    return Task(name, _sample_questions(name, len(spans), make, n_questions, seed), source="validation documents")
+
+
 def next_words_task(
     documents: Sequence[str], n_questions: int = DEFAULT_QUESTIONS, seed: int = 0, n_words: int = 3
 ) -> Task:
@@ -188,6 +213,7 @@ def next_line_task(documents: Sequence[str], n_questions: int = DEFAULT_QUESTION
 
 
 CORPUS_TASKS: dict[str, Callable[..., Task]] = {
+    "corpus_spelling": spelling_task,
     "corpus_next_word": next_word_task,
     "corpus_next_words": next_words_task,
     "corpus_next_line": next_line_task,

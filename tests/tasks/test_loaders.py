@@ -176,7 +176,7 @@ def _documents() -> list[str]:
     return ["\n".join(verse[(start + i) % 5] for i in range(40)) for start in range(5)]
 
 
-@pytest.mark.parametrize("name", ["corpus_next_word", "corpus_next_words", "corpus_next_line"])
+@pytest.mark.parametrize("name", ["corpus_spelling", "corpus_next_word", "corpus_next_words", "corpus_next_line"])
 def test_corpus_tasks_are_four_way_deterministic_and_balanced(name):
     task = corpus_task(name, _documents(), n_questions=120, seed=0)
     again = corpus_task(name, _documents(), n_questions=120, seed=0)
@@ -188,8 +188,14 @@ def test_corpus_tasks_are_four_way_deterministic_and_balanced(name):
         assert len(set(question.choices)) == 4 and 40 <= len(question.context) <= 160
     golds = Counter(q.gold for q in task.questions)
     assert min(golds.values()) > 15  # the gold position is random, not always first
-    if name == "corpus_next_word":
+    if name in ("corpus_next_word", "corpus_spelling"):
         assert all(len({len(c) for c in q.choices}) == 1 for q in task.questions)
+    if name == "corpus_spelling":
+        for question in task.questions:
+            gold = question.choices[question.gold]
+            for choice in question.choices:
+                differ = [i for i in range(len(gold)) if choice[i] != gold[i]]
+                assert choice == gold or (len(differ) == 2 and differ[1] == differ[0] + 1 and sorted(choice) == sorted(gold))
 
 
 def test_corpus_tasks_need_validation_text():
