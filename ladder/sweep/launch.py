@@ -30,7 +30,10 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import hydra
-from omegaconf import DictConfig
+from hydra import compose, initialize_config_dir
+from hydra.errors import HydraException
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from ladder.config import register_configs
 from ladder.errors import LadderError
@@ -246,6 +249,22 @@ def _counts(states: list[RungState]) -> dict[str, int]:
     return counts
 
 
+def check_sweep_root(overrides: list[str]) -> None:
+    """Refuse a sweep_root that uses Hydra's job state: it is resolved once, before any job exists."""
+    register_configs()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base=HYDRA_VERSION):
+        try:
+            raw = compose(config_name="config", overrides=overrides)
+        except (HydraException, OmegaConfBaseException, ValueError):
+            return  # compose_config reports the bad override
+    sweep_root = OmegaConf.to_container(raw.ladder, resolve=False)["sweep_root"]
+    if "${hydra:" in str(sweep_root):
+        raise LadderError(
+            f"ladder.sweep_root={sweep_root} uses ${{hydra:...}}: the sweep resolves it once, before any "
+            "job exists; use a fixed path"
+        )
+
+
 SWEEP_USAGE = """usage: ladder sweep ladder=<grid> [OVERRIDES...] [hydra/launcher=local|slurm]
 
 Train every rung of a grid into <ladder.sweep_root>/<rung>/ (Hydra multirun over rung names).
@@ -264,15 +283,8 @@ def sweep_main(argv: list[str]) -> int:
     config_overrides = [a for a in argv if "=" in a and not a.startswith("-") and not a.lstrip("+~").startswith("hydra")]
     if any(a.split("=", 1)[0].lstrip("+~") == "rung" for a in config_overrides):
         raise LadderError("`ladder sweep` sets rung itself; choose rungs with ladder.only=[...]")
-    try:
-        cfg = compose_config(config_overrides)
-    except LadderError as error:
-        if "HydraConfig was not set" in str(error):
-            raise LadderError(
-                "the config uses ${hydra:...} outside Hydra's own keys (e.g. in ladder.sweep_root): "
-                "the sweep resolves it before any job exists; use a fixed path"
-            ) from None
-        raise
+    check_sweep_root(config_overrides)
+    cfg = compose_config(config_overrides)
     rungs = rungs_to_train(cfg)
     root = Path(cfg.ladder.sweep_root).resolve()
     names = [rung.name for rung in rungs]

@@ -1,7 +1,8 @@
-"""Real sweeps of a 2 x 2 CPU grid (femto, pico x two tiny budgets): basic and submitit_local
-launchers, skip on rerun, resume after a kill, then collect and fit.
+"""Real sweeps of tiny CPU grids: the basic launcher (3 sizes x 2 budgets and a target, enough
+for the fitter), submitit_local (2 x 2), skip on rerun, resume after a kill, stop on SIGTERM,
+two processes per rung (DDP), then collect and fit.
 
-Rungs are a few steps of 2 x 64 tokens so that the whole file runs in about a minute.
+Rungs are 2 to 26 steps of 2 x 64 tokens so that the whole file runs in about a minute.
 """
 
 from __future__ import annotations
@@ -14,22 +15,39 @@ import sys
 import time
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from ladder.cli import main
 from ladder.results import read_table
 
-RUNGS = ["femto-0.001xC", "femto-0.002xC", "pico-0.001xC", "pico-0.002xC"]
-STEPS = {"femto-0.001xC": 2, "femto-0.002xC": 4, "pico-0.001xC": 4, "pico-0.002xC": 8}
+# Steps = ceil(multiplier x 20 N / 128 tokens per step).
+STEPS = {
+    "femto-0.001xC": 2, "femto-0.002xC": 4, "pico-0.001xC": 4, "pico-0.002xC": 8,
+    "nano-0.001xC": 7, "nano-0.002xC": 13, "nano-0.004xC": 26,
+}
+GRID_2X2 = ["femto-0.001xC", "femto-0.002xC", "pico-0.001xC", "pico-0.002xC"]
+BASIC_GRID = [  # the order of the sweep: ladder rungs by size, then the target
+    "femto-0.001xC", "femto-0.002xC", "pico-0.001xC", "pico-0.002xC", "nano-0.001xC", "nano-0.002xC", "nano-0.004xC",
+]
 
 
 def grid_overrides(root: Path, data: Path, multipliers: str = "[0.001,0.002]") -> list[str]:
+    """The cpu grid at tiny budgets: femto, pico x `multipliers`, without its target."""
     return [
         "ladder=cpu", "ladder.train_targets=false", f"ladder.multipliers={multipliers}",
         f"ladder.sweep_root={root}", f"data.prepared_root={data}", "wandb.mode=disabled",
         "tasks.names=[corpus_next_word]", "tasks.max_questions=8",
         "train.batch_size=2", "model.seq_len=64", "train.val_tokens=512",
         "train.log_interval=1", "train.eval_interval=2", "train.checkpoint_interval=1",
+    ]
+
+
+def basic_overrides(root: Path, data: Path) -> list[str]:
+    """femto, pico, nano x 2 budgets and the target nano-0.004xC, evaluated at every step."""
+    return grid_overrides(root, data) + [
+        "ladder.sizes=[femto,pico,nano]", "ladder.train_targets=true", "train.eval_interval=1",
+        "ladder.targets=[{name: nano-0.004xC, size: nano, multiplier: 0.004}]",
     ]
 
 
@@ -48,35 +66,36 @@ def data_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def basic_sweep(tmp_path_factory, data_dir):
-    """One sweep of the 2 x 2 grid through the basic (in-process, sequential) launcher."""
+    """One sweep through the basic (in-process, sequential) launcher."""
     root = tmp_path_factory.mktemp("basic") / "runs"
     started = time.perf_counter()
-    code = main(["sweep", *grid_overrides(root, data_dir)])
+    code = main(["sweep", *basic_overrides(root, data_dir)])
     return root, code, time.perf_counter() - started
 
 
 def test_basic_launcher_trains_every_rung(basic_sweep, capsys):
     root, code, seconds = basic_sweep
     assert code == 0, f"sweep failed after {seconds:.0f}s"
-    assert json.loads((root / "sweep.json").read_text()) == {"grid": "cpu", "rungs": RUNGS}
-    for name in RUNGS:
+    assert json.loads((root / "sweep.json").read_text()) == {"grid": "cpu", "rungs": BASIC_GRID}
+    for name in BASIC_GRID:
         run_dir = root / name
         done = json.loads((run_dir / "DONE").read_text())
         assert done["step"] == STEPS[name]
         rung = json.loads((run_dir / "rung.json").read_text())
-        assert (rung["name"], rung["role"], rung["steps"]) == (name, "ladder", STEPS[name])
+        role = "target" if name == "nano-0.004xC" else "ladder"
+        assert (rung["name"], rung["role"], rung["steps"]) == (name, role, STEPS[name])
         assert (run_dir / "config.yaml").is_file() and (run_dir / ".hydra" / "config.yaml").is_file()
         assert metrics_steps(run_dir) == list(range(1, STEPS[name] + 1))
     assert main(["status", str(root)]) == 0
-    assert "4 done" in capsys.readouterr().out
+    assert "7 done" in capsys.readouterr().out
 
 
 def test_rerun_skips_finished_rungs(basic_sweep, capsys):
     root, _, _ = basic_sweep
-    stamps = {name: (root / name / "DONE").stat().st_mtime_ns for name in RUNGS}
-    assert main(["sweep", *grid_overrides(root, Path("unused"))]) == 0
-    assert "all 4 rungs are DONE" in capsys.readouterr().out
-    assert {name: (root / name / "DONE").stat().st_mtime_ns for name in RUNGS} == stamps
+    stamps = {name: (root / name / "DONE").stat().st_mtime_ns for name in BASIC_GRID}
+    assert main(["sweep", *basic_overrides(root, Path("unused"))]) == 0
+    assert "all 7 rungs are DONE" in capsys.readouterr().out
+    assert {name: (root / name / "DONE").stat().st_mtime_ns for name in BASIC_GRID} == stamps
 
 
 def test_collect_then_fit_round_trip(basic_sweep, tmp_path, capsys):
@@ -84,16 +103,19 @@ def test_collect_then_fit_round_trip(basic_sweep, tmp_path, capsys):
     table_path = tmp_path / "results" / "cpu.csv"
     assert main(["collect", str(root), "-o", str(table_path)]) == 0
     table = read_table(table_path)
-    assert sorted(table["run"].unique()) == RUNGS
+    assert sorted(table["run"].unique()) == sorted(BASIC_GRID)
     assert set(table["task"]) == {"corpus_next_word"}
+    assert len(table) == sum(STEPS.values())  # evaluated at every step
     last = table.sort_values("step").groupby("run").tail(1).set_index("run")
-    assert {name: int(last.loc[name, "step"]) for name in RUNGS} == STEPS
+    assert {name: int(last.loc[name, "step"]) for name in BASIC_GRID} == STEPS
     assert last.loc["pico-0.002xC", "D"] == 8 * 128 and last.loc["pico-0.002xC", "N"] == 24_792
+    assert last.loc["nano-0.004xC", "role"] == "target"
     assert "chance" in table.columns and set(table["chance"]) == {0.25}
-    pytest.importorskip("ladder.fit.cli", reason="the fitter's CLI has not landed")
     fit_dir = tmp_path / "fit"
-    code = main(["fit", str(table_path), "-o", str(fit_dir)])
+    code = main(["fit", str(table_path), "--out", str(fit_dir), "--bootstrap", "0", "--no-plots"])
     assert code == 0, capsys.readouterr().err
+    predictions = pd.read_csv(fit_dir / "predictions.csv")
+    assert set(predictions["target"]) == {"nano-0.004xC"} and set(predictions["task"]) == {"corpus_next_word"}
 
 
 def test_killed_rung_resumes(tmp_path, data_dir):
@@ -130,7 +152,7 @@ def test_submitit_local_launcher_runs_rungs_in_subprocesses(tmp_path, data_dir, 
     root = tmp_path / "runs"
     code = main(["sweep", *grid_overrides(root, data_dir), "hydra/launcher=local"])
     assert code == 0, capsys.readouterr().out
-    for name in RUNGS:
+    for name in GRID_2X2:
         assert json.loads((root / name / "DONE").read_text())["step"] == STEPS[name]
     logs = list((root / ".submitit").glob("*/*_log.out"))
     assert len(logs) == 4  # one subprocess per rung, each with its own log
@@ -153,6 +175,7 @@ def test_sigterm_checkpoints_the_rung_and_stops_the_sweep(tmp_path, data_dir):
         if (run_dir / "metrics.jsonl").exists() and len(metrics_steps(run_dir)) >= 2:
             break
         time.sleep(0.1)
+    assert process.poll() is None and len(metrics_steps(run_dir)) >= 2, "the rung was not training within 90 s"
     process.send_signal(signal.SIGTERM)
     out, _ = process.communicate(timeout=90)
     assert process.returncode == 1, out
