@@ -18,9 +18,10 @@ softmax, so a large vocabulary costs little.
 
 from __future__ import annotations
 
+import logging
 import math
 import sys
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any, Iterable, Protocol, Sequence
 
 import numpy as np
@@ -31,6 +32,7 @@ from ladder.tasks.prefix import shared_context_logprobs, unwrap_decoder
 from ladder.tasks.task import Question, Task, answer_text
 
 LOG2_E = 1.0 / math.log(2.0)
+log = logging.getLogger(__name__)
 
 
 class Encoder(Protocol):
@@ -220,7 +222,13 @@ def evaluate(
         if not task.questions:
             raise LadderError(f"task {task.name} has no questions")
         task_layout: list[tuple[str, Any]] = []
+        too_long = 0
         for question in task.questions:
+            if any(len(encode(choice)) > seq_len for choice in question.choices):
+                # No prediction for the answer's first tokens: the question cannot be scored.
+                task_layout.append(("skip", None))
+                too_long += 1
+                continue
             if decoder is not None and question.contexts is None:
                 context = encode(question.context)
                 choices = [encode(choice) for choice in question.choices]
@@ -236,6 +244,11 @@ def evaluate(
                     requests.append((encode(pair[0]), encode(pair[1])))
                 indices.append(request_index[pair])
             task_layout.append(("pairs", indices))
+        if too_long == len(task.questions):
+            raise LadderError(f"task {task.name}: every question has an answer longer than the model's context ({seq_len} tokens)")
+        if too_long:
+            log.warning("task %s: %d of %d questions skipped (an answer longer than the model's %d tokens)",
+                        task.name, too_long, len(task.questions), seq_len)
         layout.append(task_layout)
 
     was_training = model.training
@@ -257,13 +270,10 @@ def evaluate(
 
     scores: dict[str, TaskScore] = {}
     for task, task_layout in zip(tasks, layout):
+        kept = [(q, kind, where) for q, (kind, where) in zip(task.questions, task_layout) if kind != "skip"]
         per_question = [
-            question_metrics(
-                question,
-                shared_logliks[where] if kind == "shared" else pair_logliks[where],
-                task.primary_metric,
-            )
-            for question, (kind, where) in zip(task.questions, task_layout)
+            question_metrics(q, shared_logliks[where] if kind == "shared" else pair_logliks[where], task.primary_metric)
+            for q, kind, where in kept
         ]
-        scores[task.name] = aggregate(task, per_question)
+        scores[task.name] = aggregate(replace(task, questions=[q for q, _, _ in kept]), per_question)
     return scores

@@ -158,7 +158,10 @@ def test_partial_scoring_uses_each_choice_context():
     assert score.acc == 1.0 and score.loss < 0.01
 
 
-def test_answers_longer_than_the_model_context_are_an_error():
-    task = _task([Question("Q:", (" " + "a" * 40, " b"), 0, "1")])
-    with pytest.raises(LadderError, match="longer than the model's context"):
-        evaluate(UniformModel(256, seq_len=16), BYTE, [task])
+def test_questions_with_answers_longer_than_the_model_context_are_skipped():
+    short = Question("Q:", (" a", " bb"), 0, "1")
+    long = Question("Q:", (" " + "a" * 70, " b"), 0, "2")  # 71 tokens; the model sees 64
+    score = evaluate(_hand_model(), BYTE, [_task([short, long])])["t"]
+    assert score.n_questions == 1 and score.loss == pytest.approx(4.0)
+    with pytest.raises(LadderError, match="every question has an answer longer than the model's context"):
+        evaluate(UniformModel(256, seq_len=16), BYTE, [_task([long])])
