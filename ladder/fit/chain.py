@@ -45,10 +45,18 @@ class SingleStepFit:
         return p["a"] * expit(p["k"] * loss) + p["b"]
 
 
-def _model(theta: np.ndarray, log_n: np.ndarray, log_d: np.ndarray) -> np.ndarray:
+def _model(theta: np.ndarray, log_n: np.ndarray, log_d: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Accuracy at each point and its Jacobian [M, 8]."""
     a, k, b, size_log, alpha, data_log, beta, c = theta
-    loss = np.exp(size_log - alpha * log_n) + np.exp(data_log - beta * log_d) + c
-    return a * expit(k * loss) + b
+    size_term = np.exp(size_log - alpha * log_n)
+    data_term = np.exp(data_log - beta * log_d)
+    loss = size_term + data_term + c
+    s = expit(k * loss)
+    slope = a * s * (1.0 - s)
+    inner = slope * k
+    jacobian = np.stack([s, slope * loss, np.ones_like(s), inner * size_term, -inner * size_term * log_n,
+                         inner * data_term, -inner * data_term * log_d, inner], axis=1)
+    return a * s + b, jacobian
 
 
 def fit_single_step(N, D, acc, step1: Step1Fit, step2: Step2Fit) -> SingleStepFit | None:
@@ -75,8 +83,8 @@ def fit_single_step(N, D, acc, step1: Step1Fit, step2: Step2Fit) -> SingleStepFi
     best = None
     for start in starts:
         inside = np.clip(start, lower + 1e-9, upper - 1e-9)
-        result = least_squares(lambda t: _model(t, log_n, log_d) - acc, inside, bounds=(lower, upper),
-                               method="trf", x_scale="jac", max_nfev=5000)
+        result = least_squares(lambda t: _model(t, log_n, log_d)[0] - acc, inside, bounds=(lower, upper),
+                               jac=lambda t: _model(t, log_n, log_d)[1], method="trf", x_scale="jac", max_nfev=5000)
         if np.isfinite(result.cost) and (best is None or result.cost < best.cost):
             best = result
     if best is None:

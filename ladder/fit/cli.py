@@ -45,6 +45,7 @@ def _add_selection(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--skip", type=float, default=0.1, help="share of each run's first checkpoints left out of step 2")
     group.add_argument("--window", type=int, default=5, help="step 2 trailing moving-average window (default 5)")
     group.add_argument("--delta", type=float, default=1e-3, help="step 1 Huber threshold on log residuals")
+    group.add_argument("--workers", type=int, default=1, help="processes fitting tasks in parallel (default 1)")
 
 
 def _options(args: argparse.Namespace):
@@ -53,7 +54,7 @@ def _options(args: argparse.Namespace):
     return FitOptions(
         sizes=args.sizes, multipliers=args.multipliers, tasks=args.tasks, include_reruns=args.reruns,
         chance=args.chance, last_n=args.last_n, skip_fraction=args.skip, window=args.window, delta=args.delta,
-        bootstrap=args.bootstrap, level=args.level, seed=args.seed,
+        bootstrap=args.bootstrap, level=args.level, seed=args.seed, workers=args.workers,
     )
 
 

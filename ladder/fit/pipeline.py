@@ -9,9 +9,11 @@ params.csv, variance.csv, report.md and the plots only once everything has been 
 from __future__ import annotations
 
 import math
+import multiprocessing
 import os
 import shutil
 import tempfile
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -35,6 +37,7 @@ PREDICTION_COLUMNS = (
     "pred_acc", "pred_acc_lo", "pred_acc_hi", "actual_acc", "abs_err", "rel_err",
     "step2_acc", "step2_abs_err", "single_step_acc", "single_step_abs_err",
 )
+PARALLEL_MIN_BOOTSTRAP = 200  # fewer replicates: starting processes costs more than it saves
 NEAR_CHANCE_MARGIN = 0.02  # accuracy barely above chance, or rising less than this, carries little signal
 
 
@@ -68,6 +71,8 @@ class FitOptions:
     """bootstrap seed"""
     variance_window: int = 10
     """last checkpoints of each run used by the variance analysis"""
+    workers: int = 1
+    """processes fitting tasks in parallel when bootstrapping (1: none; on a busy machine more can be slower)"""
 
     def check(self) -> None:
         if self.last_n < 1 or self.window < 1 or self.variance_window < 2:
@@ -82,6 +87,8 @@ class FitOptions:
             raise LadderError(f"--chance must lie in [0, 1), got {self.chance}")
         if not self.delta > 0:
             raise LadderError(f"--delta must be > 0, got {self.delta}")
+        if self.workers < 1:
+            raise LadderError(f"--workers must be >= 1, got {self.workers}")
 
 
 @dataclass
@@ -245,6 +252,21 @@ def fit_task(task: str, ladder: pd.DataFrame, chance: float, options: FitOptions
     return fit
 
 
+def _fit_job(job: tuple) -> TaskFit:
+    return fit_task(*job)
+
+
+def _run_jobs(jobs: list[tuple], options: FitOptions) -> list[TaskFit]:
+    """Fit tasks, in parallel processes when the bootstrap makes it worth starting them."""
+    workers = min(options.workers, len(jobs))
+    if workers < 2 or options.bootstrap < PARALLEL_MIN_BOOTSTRAP:
+        return [fit_task(*job) for job in jobs]
+    methods = multiprocessing.get_all_start_methods()
+    context = multiprocessing.get_context("fork" if "fork" in methods else None)
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+        return list(pool.map(_fit_job, jobs))
+
+
 def fit_table(table: pd.DataFrame, options: FitOptions | None = None, **overrides) -> LadderFit:
     """Fit every (selected) task of a results table and predict its targets.
 
@@ -254,16 +276,21 @@ def fit_table(table: pd.DataFrame, options: FitOptions | None = None, **override
     options = replace(options or FitOptions(), **overrides)
     options.check()
     table = validate_table(table)
-    available_tasks = list(dict.fromkeys(table["task"]))
-    tasks = _parse_selection(options.tasks, available_tasks, "--tasks") if options.tasks is not None else available_tasks
     ladder = select_ladder(table, options)
+    if options.tasks is not None:
+        tasks = _parse_selection(options.tasks, list(dict.fromkeys(table["task"])), "--tasks")
+    else:
+        tasks = list(dict.fromkeys(ladder["task"]))  # a task only targets have cannot be fitted
     targets_rows = table[table["role"] == "target"]
-    fits, targets = {}, {}
+    jobs = []
     for index, task in enumerate(tasks):
         task_rows = ladder[ladder["task"] == task]
         if task_rows.empty:
             raise LadderError(f"task {task!r} has no rows in the selected ladder runs")
-        fits[task] = fit_task(task, task_rows, chance_level(table, task, options.chance), options, options.seed + index)
+        jobs.append((task, task_rows, chance_level(table, task, options.chance), options, options.seed + index))
+    fits = dict(zip(tasks, _run_jobs(jobs, options)))
+    targets = {}
+    for task in tasks:
         target_rows = targets_rows[targets_rows["task"] == task]
         targets[task] = target_points(target_rows, options.last_n) if not target_rows.empty else []
     used = table[table["task"].isin(tasks) & (table.index.isin(ladder.index) | (table["role"] == "target"))]

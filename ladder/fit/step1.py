@@ -195,7 +195,7 @@ def refit_step1(problem: Step1Problem, loss: np.ndarray, weights: np.ndarray, st
     theta0 = np.tile(starts, (n_sets, 1))
     theta, value = batched.solve(lambda t, rows: problem.residuals(t, log_loss[rows]), theta0,
                                  np.repeat(weights, n_starts, axis=0), problem.lower, problem.upper, huber=True,
-                                 max_iter=REFIT_ITERATIONS, rtol=1e-7)
+                                 max_iter=REFIT_ITERATIONS, rtol=1e-6)
     best = np.argmin(value.reshape(n_sets, n_starts), axis=1)
     return theta.reshape(n_sets, n_starts, N_PARAMS)[np.arange(n_sets), best]
 

@@ -166,6 +166,6 @@ def refit_step2(problem: Step2Problem, weights: np.ndarray, starts: np.ndarray) 
     n_sets, n_starts = len(weights), len(starts)
     theta0 = np.tile(starts, (n_sets, 1))
     theta, value = batched.solve(lambda t, rows: problem.residuals(t), theta0, np.repeat(weights, n_starts, axis=0),
-                                 problem.lower, problem.upper, huber=False, max_iter=REFIT_ITERATIONS, rtol=1e-7)
+                                 problem.lower, problem.upper, huber=False, max_iter=REFIT_ITERATIONS, rtol=1e-6)
     best = np.argmin(value.reshape(n_sets, n_starts), axis=1)
     return theta.reshape(n_sets, n_starts, N_PARAMS)[np.arange(n_sets), best]

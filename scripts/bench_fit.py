@@ -1,0 +1,62 @@
+"""Time the full paper fit: 8 tasks, both steps, the single-step baseline, 1000 bootstrap replicates,
+predictions for 2 targets (the 7B-4T in the table and the 13B-5T by its N and D).
+
+    .venv/bin/python scripts/bench_fit.py [--repeats 5] [--bootstrap 1000] [--workers 1]
+
+Prints every repeat's wall time, the median, the machine's load average (the 2-core machine is
+shared: a loaded machine slows every figure), and the 7B errors beside the paper's.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+import argparse  # noqa: E402
+import statistics  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+from ladder.fit.pipeline import fit_table  # noqa: E402
+from ladder.olmo_import import import_olmo  # noqa: E402
+
+DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "olmo-ladder"
+PAPER_ERRORS = {"mmlu": -0.63, "hellaswag": 1.17, "arc_challenge": -10.45, "arc_easy": -7.97,
+                "piqa": -0.83, "csqa": 3.07, "socialiqa": -1.19, "openbookqa": -5.23}
+TARGET_13B = ("13B-5T", 13_202_396_160, 5_000_088_518_656)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=DATA, help="OLMo ladder-runs folder")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--bootstrap", type=int, default=1000)
+    parser.add_argument("--workers", type=int, default=1)
+    args = parser.parse_args()
+
+    start = time.perf_counter()
+    table = import_olmo(args.data)
+    print(f"import: {time.perf_counter() - start:.2f} s ({len(table)} rows)")
+    print(f"load average before: {os.getloadavg()[0]:.2f} (cores: {os.cpu_count()})")
+    times = []
+    for repeat in range(args.repeats):
+        start = time.perf_counter()
+        fit = fit_table(table, sizes=["190M", "370M", "760M", "1B"], multipliers=[1, 2, 5, 10],
+                        bootstrap=args.bootstrap, workers=args.workers)
+        thirteen = fit.predict(TARGET_13B[1], TARGET_13B[2], TARGET_13B[0])
+        times.append(time.perf_counter() - start)
+        print(f"repeat {repeat + 1}: {times[-1]:.2f} s")
+    print(f"median: {statistics.median(times):.2f} s over {args.repeats} repeats "
+          f"(bootstrap {args.bootstrap}, workers {args.workers}); load average after: {os.getloadavg()[0]:.2f}")
+    errors = fit.predictions.set_index("task")
+    for task, paper in PAPER_ERRORS.items():
+        row = errors.loc[task]
+        print(f"  {task:<14} 7B error {row['abs_err']:+6.2f} (paper {paper:+6.2f})  "
+              f"interval [{100 * row['pred_acc_lo']:.1f}, {100 * row['pred_acc_hi']:.1f}]  "
+              f"13B predicted {100 * thirteen.set_index('task').loc[task, 'pred_acc']:.1f}")
+    print(f"  step-1 7B MMLU bpb {errors.loc['mmlu', 'pred_loss']:.4f} (paper 0.7869)")
+
+
+if __name__ == "__main__":
+    main()
