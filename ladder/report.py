@@ -203,7 +203,7 @@ def format_predictions(predictions: pd.DataFrame) -> str:
     return shown.to_string(index=False)
 
 
-def _markdown_table(frame: pd.DataFrame) -> str:
+def markdown_table(frame: pd.DataFrame) -> str:
     header = "| " + " | ".join(map(str, frame.columns)) + " |"
     rule = "|" + "|".join("---" for _ in frame.columns) + "|"
     body = ["| " + " | ".join(_number(v) for v in row) + " |" for row in frame.itertuples(index=False)]
@@ -228,8 +228,8 @@ def markdown_report(fit: "LadderFit", images: list[Path] | None = None) -> str:
     ]
     columns = ["task", "target", "pred_loss", "actual_loss", "pred_acc", "pred_acc_lo", "pred_acc_hi", "actual_acc",
                "abs_err", "single_step_abs_err"]
-    lines += [_markdown_table(fit.predictions[columns]) if not fit.predictions.empty else "(no targets)", ""]
-    lines += ["## Parameters", "", _markdown_table(fit.params[["task", "chance", "A", "alpha", "B", "beta", "E", "a", "k",
+    lines += [markdown_table(fit.predictions[columns]) if not fit.predictions.empty else "(no targets)", ""]
+    lines += ["## Parameters", "", markdown_table(fit.params[["task", "chance", "A", "alpha", "B", "beta", "E", "a", "k",
                                                                 "L0", "b", "step1_rmse_log", "step2_rmse"]]), ""]
     flagged = fit.params[fit.params["flags"] != ""]
     if len(flagged):
@@ -237,7 +237,7 @@ def markdown_report(fit: "LadderFit", images: list[Path] | None = None) -> str:
     summary = variance_summary(fit.variance)
     lines += ["## Checkpoint-to-checkpoint variance", "",
               f"Median over ladder runs of the spread over each run's last {options.variance_window} checkpoints.", "",
-              _markdown_table(summary) if not summary.empty else "(none)", ""]
+              markdown_table(summary) if not summary.empty else "(none)", ""]
     if images:
         lines += ["## Plots", ""] + [f"![{image.stem}]({image.name})" for image in images] + [""]
     return "\n".join(lines)
