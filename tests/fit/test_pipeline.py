@@ -152,3 +152,29 @@ def test_missing_table_and_import_errors(tmp_path, capsys):
     assert "no such results table" in capsys.readouterr().err
     assert main(["import-olmo", str(tmp_path), "-o", str(tmp_path / "t.csv")]) == 2
     assert "no OLMo ladder files" in capsys.readouterr().err
+
+
+def test_demo_shaped_ladder_with_noisy_near_chance_tasks(tmp_path):
+    """3 tiny sizes x 3 multipliers, a target 7x bigger, non-paper task names with a chance column."""
+    sizes = {"femto": 1.2e4, "pico": 2.5e4, "nano": 4.1e4}
+    step1 = {"A": 8.0, "alpha": 0.45, "B": 60.0, "beta": 0.3, "E": 0.9}
+    rising = make_table(step1=step1, sizes=sizes, multipliers=(1, 2, 4), checkpoints=10, loss_noise=0.01,
+                        acc_noise=0.03, step2={"a": -0.6, "k": 3.0, "L0": 2.0, "b": 0.9}, tasks=("copycolors",),
+                        targets={"target": (2.9e5, 2.9e5 * 80)})
+    flat = make_table(step1=step1, sizes=sizes, multipliers=(1, 2, 4), checkpoints=10, loss_noise=0.01,
+                      acc_noise=0.03, step2={"a": -0.02, "k": 1.0, "L0": 1.0, "b": 0.52}, tasks=("corpus_cloze",),
+                      targets={"target": (2.9e5, 2.9e5 * 80)}, seed=1)
+    table = pd.concat([rising.assign(chance=0.25), flat.assign(chance=0.5)], ignore_index=True)
+    fit = fit_table(table, bootstrap=100)
+    assert fit.tasks["corpus_cloze"].chance == 0.5
+    assert "near chance" in fit.params.set_index("task").loc["corpus_cloze", "flags"]
+    assert fit.predictions[["pred_loss", "pred_acc", "pred_acc_lo", "pred_acc_hi"]].notna().all().all()
+    assert {path.name for path in write_outputs(fit, tmp_path / "out")} >= {"step1.png", "step2.png", "report.md"}
+
+
+def test_parallel_workers_give_the_same_fit():
+    table = make_table(tasks=("alpha", "beta"), targets={"big": BIG}, loss_noise=0.002, acc_noise=0.005,
+                       multipliers=(1, 2, 5), checkpoints=6)
+    one = fit_table(table, bootstrap=200, workers=1)
+    two = fit_table(table, bootstrap=200, workers=2)
+    pd.testing.assert_frame_equal(one.predictions, two.predictions)
