@@ -88,6 +88,9 @@ class TrainConfig:
     """GPU model for MFU when the device name is not recognised (e.g. 'H100')."""
     val_tokens: int = 65_536
     """Validation tokens scored for val_bpb at each evaluation (the split's first windows)."""
+    threads: Optional[int] = None
+    """CPU threads for torch during the run; None keeps torch's default (one per core). On a
+    shared or busy CPU, 1 is much faster for small models (threads wait for each other)."""
 
 
 @dataclass

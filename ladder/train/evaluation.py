@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from ladder.data import TokenLoader
 from ladder.results import EvalRow, append_eval_rows, read_eval_rows
 
+WANDB_METRICS = ("loss", "acc", "acc_raw", "soft", "soft_log")
 VAL_SEED = 0  # the validation windows are the file's first ones; no randomness involved
 
 
@@ -77,6 +78,9 @@ class TaskEvaluator:
             for name, score in scores.items()
         ]
         append_eval_rows(self.run_dir, rows)
-        return {f"{name}/acc": score.acc for name, score in scores.items()} | {
-            f"{name}/loss": score.loss for name, score in scores.items()
+        # `<task>/<metric>` keys: what `ladder collect --wandb` reads back from a wandb history.
+        return {
+            f"{name}/{metric}": getattr(score, metric)
+            for name, score in scores.items()
+            for metric in WANDB_METRICS
         }

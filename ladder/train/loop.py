@@ -89,10 +89,26 @@ def run_training(cfg: DictConfig) -> RunOutcome:
         return RunOutcome("skipped", run_dir.path, done["step"], done["tokens"], done["loss"])
     ctx = distributed.setup(cfg.device)
     try:
-        with _stop_on_signals() as stop_requested:
+        with _stop_on_signals() as stop_requested, _torch_threads(cfg.train.threads):
             return _Trainer(cfg, run_dir, ctx, stop_requested).run()
     finally:
         ctx.close()
+
+
+@contextlib.contextmanager
+def _torch_threads(threads: int | None) -> Iterator[None]:
+    """torch's intra-op thread count for the run, restored afterwards."""
+    if threads is None:
+        yield
+        return
+    if threads < 1:
+        raise LadderError(f"train.threads must be >= 1, got {threads}")
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 @contextlib.contextmanager

@@ -127,3 +127,12 @@ def test_task_evaluation_writes_results_rows(tmp_path, make_cfg):
     assert [(row["step"], row["D"], row["task"]) for row in rows] == [(3, 3 * 2048.0, "colors"), (6, 6 * 2048.0, "colors")]
     assert set(REQUIRED_COLUMNS) <= set(rows[0]) and rows[0]["run"] == "femto-demo" and rows[0]["N"] == 12_432
     assert rows[0]["n_questions"] == 4 and 0 <= rows[1]["acc"] <= 1 and rows[1]["loss"] > 0
+
+
+def test_thread_count_is_set_for_the_run_and_restored(tmp_path, make_cfg):
+    torch.set_num_threads(2)
+    try:
+        outcome = run_training(make_cfg(tmp_path / "femto", *femto_overrides(2), "train.threads=1"))
+        assert outcome.status == "done" and torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(1)
