@@ -294,7 +294,8 @@ def fit_table(table: pd.DataFrame, options: FitOptions | None = None, **override
         target_rows = targets_rows[targets_rows["task"] == task]
         targets[task] = target_points(target_rows, options.last_n) if not target_rows.empty else []
     used = table[table["task"].isin(tasks) & (table.index.isin(ladder.index) | (table["role"] == "target"))]
-    return LadderFit(options, fits, targets, sorted(ladder["run"].unique()),
+    runs = ladder.groupby("run").agg(N=("N", "first"), D=("D", "max")).sort_values(["N", "D"]).index.tolist()
+    return LadderFit(options, fits, targets, runs,
                      checkpoint_variance(used, options.variance_window))
 
 

@@ -178,3 +178,12 @@ def test_parallel_workers_give_the_same_fit():
     one = fit_table(table, bootstrap=200, workers=1)
     two = fit_table(table, bootstrap=200, workers=2)
     pd.testing.assert_frame_equal(one.predictions, two.predictions)
+
+
+def test_fitting_never_imports_torch():
+    import subprocess
+    import sys
+
+    code = ("import sys, ladder.cli, ladder.fit.cli, ladder.fit.pipeline, ladder.report, ladder.results, "
+            "ladder.olmo_import; assert 'torch' not in sys.modules, 'torch imported'")
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True).returncode == 0
