@@ -100,8 +100,9 @@ def _tidy(frame: pd.DataFrame, source: Path, *, run: str, role: str, size: str, 
             "flops": np.nan if flops is None else flops, "rerun": rerun,
         }))
     table = pd.concat(parts, ignore_index=True)
-    # Exports contain checkpoints whose evaluation was not logged; those rows carry no result.
-    return table[np.isfinite(table["loss"])]
+    # Exports contain checkpoints whose evaluation was not logged (no result) and step-0
+    # evaluations (D = 0, outside any power law in D): both are left out.
+    return table[np.isfinite(table["loss"]) & (table["D"] > 0)]
 
 
 def _read_csv(path: Path) -> pd.DataFrame:

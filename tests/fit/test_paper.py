@@ -41,3 +41,19 @@ def test_paper_grid_reproduces_the_7b_errors(paper_table):
         assert errors[task] == pytest.approx(paper, abs=0.02), task
     mmlu = fit.predictions.set_index("task").loc["mmlu"]
     assert mmlu["pred_loss"] == pytest.approx(0.7869, abs=1e-3)
+
+
+def test_a_13b_export_without_throughput_columns_becomes_a_target(tmp_path):
+    """The 13B file format (no throughput columns: D = step x batch tokens), here from a 7B export."""
+    import shutil
+
+    for name in ("190M-1xC.csv", "370M-2xC.csv"):
+        shutil.copy(OLMO_DIR / name, tmp_path / name)
+    shutil.copy(OLMO_DIR / "peteish7_eval_full.csv", tmp_path / "peteish13_eval_final.csv")
+    table = import_olmo(tmp_path)
+    target = table[(table["run"] == "13B-5T") & (table["task"] == "hellaswag")].sort_values("step")
+    raw = __import__("pandas").read_csv(OLMO_DIR / "peteish7_eval_full.csv")
+    assert (target["role"] == "target").all() and target["N"].iloc[0] == 13_202_396_160
+    assert target["D"].iloc[-1] == raw["_step"].iloc[-1] * raw["batch_size_in_tokens"].iloc[-1]
+    logged = raw.dropna(subset=["eval/downstream_bpb/hellaswag_val_rc_5shot_bpb"])
+    assert len(target) == int((logged["_step"] > 0).sum())  # step 0 (D = 0) left out

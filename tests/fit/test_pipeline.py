@@ -187,3 +187,11 @@ def test_fitting_never_imports_torch():
     code = ("import sys, ladder.cli, ladder.fit.cli, ladder.fit.pipeline, ladder.report, ladder.results, "
             "ladder.olmo_import; assert 'torch' not in sys.modules, 'torch imported'")
     assert subprocess.run([sys.executable, "-c", code], capture_output=True).returncode == 0
+
+
+def test_plot_loss_curves_draws_one_line_per_run(tmp_path):
+    from ladder.report import plot_loss_curves
+
+    metrics = pd.DataFrame({"run": ["a"] * 3 + ["b"] * 3, "tokens": [1e3, 1e4, 1e5] * 2, "loss": [3, 2, 1.5, 2.8, 1.9, 1.4]})
+    path = plot_loss_curves(metrics, tmp_path / "loss.png", x="tokens", y="loss", by="run", title="training")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
