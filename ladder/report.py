@@ -6,7 +6,7 @@ Reusable pieces (the demo calls them too):
 - `plot_step2(fit, path)`: accuracy vs loss per task, the sigmoid through the points;
 - `plot_pred_vs_actual(fit, path)`: predicted vs actual accuracy of every target and task;
 - `plot_fit(fit, out_dir)`: all three; `markdown_report(fit, images)`: the report text;
-- `format_predictions(predictions)`: the table `ladder fit` prints.
+- `format_predictions(predictions)`: the table `ladder fit` prints; `markdown_table(frame)`: a pipe table.
 """
 
 from __future__ import annotations
@@ -204,6 +204,7 @@ def format_predictions(predictions: pd.DataFrame) -> str:
 
 
 def markdown_table(frame: pd.DataFrame) -> str:
+    """A pipe table of a frame (numbers to 4 significant places; NaN as empty)."""
     header = "| " + " | ".join(map(str, frame.columns)) + " |"
     rule = "|" + "|".join("---" for _ in frame.columns) + "|"
     body = ["| " + " | ".join(_number(v) for v in row) + " |" for row in frame.itertuples(index=False)]
