@@ -141,7 +141,7 @@ def _mmlu_rows(path: Path) -> list[tuple[int, list[str]]]:
     with open(path, encoding="utf-8", newline="") as handle:
         rows = [(number, row) for number, row in enumerate(csv.reader(handle), start=1) if row]
     for number, row in rows:
-        if len(row) != 6 or row[5].strip() not in "ABCD" or not row[5].strip():
+        if len(row) != 6 or row[5].strip() not in ("A", "B", "C", "D"):
             raise LadderError(f"{path}:{number}: expected question,A,B,C,D,answer letter (A-D)")
     return rows
 
