@@ -85,14 +85,12 @@ def _solve_chunk(residual_fn: ResidualFn, theta0: np.ndarray, weights: np.ndarra
         new_value = np.where(np.isfinite(new_value), new_value, np.inf)
         better = new_value < value[active]
         improved = active[better]
-        improvement = value[improved] - new_value[better]
-        settled = improved[improvement <= rtol * np.maximum(value[improved], 1e-300)]
+        settled = np.zeros(len(active), dtype=bool)
+        settled[better] = value[improved] - new_value[better] <= rtol * np.maximum(value[improved], 1e-300)
         theta[improved] = candidate[better]
         residuals[improved] = new_residuals[better]
         jacobian[improved] = new_jacobian[better]
         value[improved] = new_value[better]
         damping[active] = np.where(better, damping[active] / 3.0, damping[active] * 4.0)
-        keep = damping[active] < 1e12
-        keep &= ~np.isin(active, settled)
-        active = active[keep]
+        active = active[(damping[active] < 1e12) & ~settled]
     return theta, value
