@@ -319,8 +319,11 @@ def write_outputs(fit: LadderFit, out_dir: str | os.PathLike, *, overwrite: bool
     from ladder import report  # matplotlib is imported only when writing
 
     out_dir = check_out_dir(out_dir, overwrite)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.tmp-"))
+    try:
+        out_dir.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.tmp-"))
+    except OSError as error:
+        raise LadderError(f"{out_dir}: cannot write results here: {error.strerror or error}")
     try:
         fit.predictions.to_csv(staging / "predictions.csv", index=False)
         fit.params.to_csv(staging / "params.csv", index=False)
