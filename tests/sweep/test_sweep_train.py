@@ -2,7 +2,7 @@
 for the fitter), submitit_local (2 x 2), skip on rerun, resume after a kill, stop on SIGTERM,
 two processes per rung (DDP), then collect and fit.
 
-Rungs are 2 to 26 steps of 2 x 64 tokens so that the whole file runs in about a minute.
+Rungs are 1 to 16 steps of 2 x 64 tokens so that the whole file runs in about a minute.
 """
 
 from __future__ import annotations
@@ -23,13 +23,15 @@ from ladder.results import read_table
 
 # Steps = ceil(multiplier x 20 N / 128 tokens per step).
 STEPS = {
-    "femto-0.001xC": 2, "femto-0.002xC": 4, "pico-0.001xC": 4, "pico-0.002xC": 8,
-    "nano-0.001xC": 7, "nano-0.002xC": 13, "nano-0.004xC": 26,
+    "femto-0.0005xC": 1, "femto-0.001xC": 2, "femto-0.002xC": 4,
+    "pico-0.0005xC": 2, "pico-0.001xC": 4, "pico-0.002xC": 8,
+    "nano-0.0005xC": 4, "nano-0.001xC": 7, "nano-0.002xC": 13,
 }
 GRID_2X2 = ["femto-0.001xC", "femto-0.002xC", "pico-0.001xC", "pico-0.002xC"]
 BASIC_GRID = [  # the order of the sweep: ladder rungs by size, then the target
-    "femto-0.001xC", "femto-0.002xC", "pico-0.001xC", "pico-0.002xC", "nano-0.001xC", "nano-0.002xC", "nano-0.004xC",
+    "femto-0.0005xC", "femto-0.001xC", "pico-0.0005xC", "pico-0.001xC", "nano-0.0005xC", "nano-0.001xC", "nano-0.002xC",
 ]
+TARGET = "nano-0.002xC"
 
 
 def grid_overrides(root: Path, data: Path, multipliers: str = "[0.001,0.002]") -> list[str]:
@@ -44,10 +46,10 @@ def grid_overrides(root: Path, data: Path, multipliers: str = "[0.001,0.002]") -
 
 
 def basic_overrides(root: Path, data: Path) -> list[str]:
-    """femto, pico, nano x 2 budgets and the target nano-0.004xC, evaluated at every step."""
-    return grid_overrides(root, data) + [
+    """femto, pico, nano x 2 budgets and the target nano-0.002xC, evaluated at every step."""
+    return grid_overrides(root, data, multipliers="[0.0005,0.001]") + [
         "ladder.sizes=[femto,pico,nano]", "ladder.train_targets=true", "train.eval_interval=1",
-        "ladder.targets=[{name: nano-0.004xC, size: nano, multiplier: 0.004}]",
+        f"ladder.targets=[{{name: {TARGET}, size: nano, multiplier: 0.002}}]",
     ]
 
 
@@ -82,7 +84,7 @@ def test_basic_launcher_trains_every_rung(basic_sweep, capsys):
         done = json.loads((run_dir / "DONE").read_text())
         assert done["step"] == STEPS[name]
         rung = json.loads((run_dir / "rung.json").read_text())
-        role = "target" if name == "nano-0.004xC" else "ladder"
+        role = "target" if name == TARGET else "ladder"
         assert (rung["name"], rung["role"], rung["steps"]) == (name, role, STEPS[name])
         assert (run_dir / "config.yaml").is_file() and (run_dir / ".hydra" / "config.yaml").is_file()
         assert metrics_steps(run_dir) == list(range(1, STEPS[name] + 1))
@@ -105,17 +107,17 @@ def test_collect_then_fit_round_trip(basic_sweep, tmp_path, capsys):
     table = read_table(table_path)
     assert sorted(table["run"].unique()) == sorted(BASIC_GRID)
     assert set(table["task"]) == {"corpus_next_word"}
-    assert len(table) == sum(STEPS.values())  # evaluated at every step
+    assert len(table) == sum(STEPS[name] for name in BASIC_GRID)  # evaluated at every step
     last = table.sort_values("step").groupby("run").tail(1).set_index("run")
-    assert {name: int(last.loc[name, "step"]) for name in BASIC_GRID} == STEPS
-    assert last.loc["pico-0.002xC", "D"] == 8 * 128 and last.loc["pico-0.002xC", "N"] == 24_792
-    assert last.loc["nano-0.004xC", "role"] == "target"
+    assert {name: int(last.loc[name, "step"]) for name in BASIC_GRID} == {name: STEPS[name] for name in BASIC_GRID}
+    assert last.loc["pico-0.001xC", "D"] == 4 * 128 and last.loc["pico-0.001xC", "N"] == 24_792
+    assert last.loc[TARGET, "role"] == "target"
     assert "chance" in table.columns and set(table["chance"]) == {0.25}
     fit_dir = tmp_path / "fit"
     code = main(["fit", str(table_path), "--out", str(fit_dir), "--bootstrap", "0", "--no-plots"])
     assert code == 0, capsys.readouterr().err
     predictions = pd.read_csv(fit_dir / "predictions.csv")
-    assert set(predictions["target"]) == {"nano-0.004xC"} and set(predictions["task"]) == {"corpus_next_word"}
+    assert set(predictions["target"]) == {TARGET} and set(predictions["task"]) == {"corpus_next_word"}
 
 
 def test_killed_rung_resumes(tmp_path, data_dir):
@@ -189,11 +191,11 @@ def test_submitit_local_two_tasks_per_rung_train_with_ddp(tmp_path, data_dir):
     """tasks_per_node=2: submitit starts two processes for the rung; the job exports RANK,
     WORLD_SIZE, LOCAL_RANK, MASTER_ADDR/PORT and the trainer runs DDP (gloo on CPU)."""
     root = tmp_path / "runs"
-    overrides = grid_overrides(root, data_dir, multipliers="[0.004]") + [
-        "ladder.sizes=[pico]", "train.eval_interval=100", "hydra/launcher=local", "hydra.launcher.tasks_per_node=2",
+    overrides = grid_overrides(root, data_dir, multipliers="[0.002]") + [
+        "ladder.sizes=[femto]", "train.eval_interval=100", "hydra/launcher=local", "hydra.launcher.tasks_per_node=2",
     ]
     assert main(["sweep", *overrides]) == 0
-    assert json.loads((root / "pico-0.004xC" / "DONE").read_text())["step"] == 16
+    assert json.loads((root / "femto-0.002xC" / "DONE").read_text())["step"] == STEPS["femto-0.002xC"]
     logs = sorted((root / ".submitit").glob("*/*_log.out"))
     assert [log.name.split("_")[1] for log in logs] == ["0", "1"]  # task 0 and task 1 of one job
     assert ["rank 0 of 2" in log.read_text() for log in logs] == [True, False]
