@@ -12,16 +12,15 @@ OLMo 2), rotary position embeddings (RoPE, theta 500,000) and
 N(0, init_std^2) truncated at 3 std; norm weights start at 1.
 
 Speed (see scripts/bench_train.py): q, k and v come from one fused Linear, the SwiGLU gate and
-up projections from another; RoPE is one complex multiplication with cos/sin precomputed once as a
-buffer; RMSNorm has a hand-written backward on CPU (fused `F.rms_norm` on CUDA); no tensor is copied or transposed except where SDPA
-needs the heads in front.
+up projections from another; RoPE is one complex multiplication by rotations precomputed once as a
+buffer; on CPU RMSNorm has a hand-written backward and adds the residual in the same pass (on CUDA
+and under torch.compile, `F.rms_norm`, which they fuse); no tensor is copied or transposed except
+the views SDPA needs with the heads in front.
 
 The parameter count matches `ladder.sizes` exactly (tests/test_sizes.py checks it).
 """
 
 from __future__ import annotations
-
-import math
 
 import torch
 import torch.nn.functional as F
@@ -81,7 +80,8 @@ class RMSNorm(nn.Module):
     def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
         """Norm(x), or residual + Norm(x) when a residual is given."""
         if x.is_cuda or torch.compiler.is_compiling():  # fused CUDA kernel; inductor fuses it (and the add)
-            y = F.rms_norm(x, self.weight.shape, self.weight, self.eps)
+            # The weight in x's dtype (bf16 under autocast): mixed dtypes miss the fused kernel.
+            y = F.rms_norm(x, self.weight.shape, self.weight.to(x.dtype), self.eps)
             return y if residual is None else residual + y
         return _RMSNormFunction.apply(x, self.weight, self.eps, residual)
 
