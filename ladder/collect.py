@@ -28,6 +28,7 @@ import pandas as pd
 
 from ladder.errors import LadderError
 from ladder.results import EVAL_ROWS_FILE, OPTIONAL_COLUMNS, REQUIRED_COLUMNS, read_eval_rows, validate_table, write_table
+from ladder.sizes import BYTE_VOCAB
 from ladder.sweep.state import RUNG_FILE, read_json
 
 KEY_COLUMNS = ["run", "step", "task"]
@@ -104,6 +105,20 @@ def collect_run_dirs(roots: Iterable[Path]) -> pd.DataFrame:
     return table_from_rows(rows, source=", ".join(str(root) for root in roots))
 
 
+def vocab_of(config: dict[str, Any]) -> int | None:
+    """The vocabulary a logged ladder config trained with: model.vocab_size, else the tokenizer's
+    ('byte': 256, 'bpe:<size>'); None (the preset's) for a tokenizer.json file."""
+    vocab = (config.get("model") or {}).get("vocab_size")
+    if vocab is not None:
+        return int(vocab)
+    tokenizer = str((config.get("data") or {}).get("tokenizer", "byte"))
+    if tokenizer == "byte":
+        return BYTE_VOCAB
+    if tokenizer.startswith("bpe:") and tokenizer[4:].isdigit():
+        return int(tokenizer[4:])
+    return None
+
+
 def rung_facts_from_wandb_config(config: dict[str, Any]) -> dict[str, Any]:
     """N, role, size and multiplier of a wandb run, from its logged rung or its ladder config."""
     rung = config.get("rung")
@@ -118,7 +133,7 @@ def rung_facts_from_wandb_config(config: dict[str, Any]) -> dict[str, Any]:
     tokens = train.get("tokens")
     multiplier = None if tokens is not None else float(config.get("multiplier", 1.0))
     rung = make_rung(
-        model["preset"], multiplier, tokens=tokens, vocab_size=model.get("vocab_size"), seq_len=model.get("seq_len")
+        model["preset"], multiplier, tokens=tokens, vocab_size=vocab_of(config), seq_len=model.get("seq_len")
     )
     return {"role": config.get("role", "ladder"), "N": rung.n_params, "size": rung.size, "multiplier": multiplier}
 

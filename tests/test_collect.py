@@ -123,3 +123,10 @@ def test_wandb_history_sizes_the_rung_from_the_ladder_config():
                      "D": 10240.0, "step": 5, "task": "piqa", "loss": 2.5}]
     with pytest.raises(LadderError, match="not a ladder run"):
         rows_from_wandb_history("x", {"lr": 1}, [])
+
+
+def test_wandb_rung_uses_the_logged_tokenizer_vocabulary():
+    config = {"model": {"preset": "femto", "vocab_size": None}, "data": {"tokenizer": "bpe:1024"}, "multiplier": 1.0}
+    (row,) = rows_from_wandb_history("femto-1xC", config, [{"_step": 1, "tokens": 2048, "eval/piqa/loss": 2.0}])
+    byte = rows_from_wandb_history("femto-1xC", {**config, "data": {"tokenizer": "byte"}}, [{"_step": 1, "tokens": 2048, "piqa/loss": 2.0}])
+    assert byte[0]["N"] == 12_432 and row["N"] == 12_432 + (1024 - 256) * 16  # output layer grows with the vocabulary
