@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import shutil
 import signal
 import sys
 import traceback
@@ -286,9 +287,12 @@ def sweep_main(argv: list[str]) -> int:
     check_sweep_root(config_overrides)
     cfg = compose_config(config_overrides)
     rungs = rungs_to_train(cfg)
+    launcher = next((a.split("=", 1)[1] for a in argv if a.lstrip("+~").startswith("hydra/launcher=")), "basic")
+    showing_config = any(arg.split("=", 1)[0] in HYDRA_FLAGS for arg in argv)
+    if "slurm" in launcher and not showing_config and shutil.which("srun") is None:
+        raise LadderError(f"hydra/launcher={launcher} needs SLURM (no srun on PATH): run it on the cluster's login node")
     root = Path(cfg.ladder.sweep_root).resolve()
     names = [rung.name for rung in rungs]
-    showing_config = any(arg.split("=", 1)[0] in HYDRA_FLAGS for arg in argv)
     pending = names if showing_config else [name for name in names if not (root / name / DONE).exists()]
     if not pending:
         print(f"sweep {root}: all {len(names)} rungs are DONE")

@@ -75,3 +75,11 @@ def test_slurm_launcher_config_renders_an_sbatch_script(tmp_path, monkeypatch):
     for line in ("--partition=gpu", "--gpus-per-node=8", "--ntasks-per-node=8", "--time=1440", "--signal=USR2@300", "--job-name=ladder"):
         assert f"#SBATCH {line}" in script
     assert "export OMP_NUM_THREADS=1" in script
+
+
+def test_slurm_launcher_without_slurm_is_refused_before_anything_is_written(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("PATH", str(tmp_path / "empty-bin"))
+    root = tmp_path / "runs"
+    assert main(["sweep", "ladder=cpu", f"ladder.sweep_root={root}", "hydra/launcher=slurm"]) == 2
+    assert "needs SLURM (no srun on PATH)" in capsys.readouterr().err
+    assert not root.exists()
