@@ -188,7 +188,13 @@ class _Trainer:
             module = DistributedDataParallel(module, device_ids=device_ids, broadcast_buffers=False)
         self.ddp = module if ctx.distributed else None
         compile_ = cfg.train.compile if cfg.train.compile is not None else self.device.type == "cuda"
-        self.train_module = torch.compile(module) if compile_ else module
+
+        def loss_of(inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+            """Mean next-token cross-entropy (nats). Compiled with the model, so that the logits'
+            upcast and log-softmax fuse instead of materialising [B, T, vocab] fp32 copies."""
+            return F.cross_entropy(module(inputs).flatten(0, 1), targets.flatten())
+
+        self.loss_of = torch.compile(loss_of) if compile_ else loss_of
 
         self.throughput = Throughput(self.flops_per_token[1], device_peak_flops(self.device, cfg.train.gpu), ctx.world_size)
         self.tasks = (
@@ -345,8 +351,7 @@ class _Trainer:
             sync = self.ddp is None or micro == self.n_micro - 1
             with contextlib.nullcontext() if sync else self.ddp.no_sync():
                 with self.autocast():
-                    logits = self.train_module(inputs)
-                    loss = F.cross_entropy(logits.flatten(0, 1), targets.flatten())
+                    loss = self.loss_of(inputs, targets)
                 (loss / self.n_micro).backward()
             loss_sum += loss.detach()
         max_norm = cfg.optim.grad_clip if cfg.optim.grad_clip > 0 else math.inf
