@@ -45,7 +45,7 @@ def grid_overrides(root: Path, data: Path, multipliers: str = "[0.001,0.002]") -
         "ladder=cpu", "ladder.train_targets=false", f"ladder.multipliers={multipliers}",
         f"ladder.sweep_root={root}", f"data.prepared_root={data}", "wandb.mode=disabled",
         "tasks.names=[corpus_next_word]", "tasks.max_questions=8",
-        "train.batch_size=2", "model.seq_len=64", "train.val_tokens=512",
+        "train.batch_size=2", "model.seq_len=64", "train.val_tokens=512", "train.threads=1",
         "train.log_interval=1", "train.eval_interval=2", "train.checkpoint_interval=1",
     ]
 
@@ -201,10 +201,10 @@ def test_submitit_local_launcher_runs_rungs_in_subprocesses(tmp_path, data_dir, 
 def test_sigterm_checkpoints_the_rung_and_stops_the_sweep(tmp_path, data_dir):
     """SIGTERM (SLURM's preemption, a Ctrl-C'd tmux): the rung checkpoints, later rungs do not start."""
     root = tmp_path / "runs"
-    overrides = grid_overrides(root, data_dir, multipliers="[0.004,0.001]") + [
+    overrides = grid_overrides(root, data_dir, multipliers="[0.008,0.001]") + [
         "ladder.sizes=[pico]", "train.eval_interval=100", "train.checkpoint_interval=100",
     ]
-    run_dir = root / "pico-0.004xC"
+    run_dir = root / "pico-0.008xC"  # 31 steps: still training when the signal lands
     process = subprocess.Popen(
         [sys.executable, "-m", "ladder.cli", "sweep", *overrides],
         env=env(), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
