@@ -94,3 +94,28 @@ def _solve_chunk(residual_fn: ResidualFn, theta0: np.ndarray, weights: np.ndarra
         damping[active] = np.where(better, damping[active] / 3.0, damping[active] * 4.0)
         active = active[(damping[active] < 1e12) & ~settled]
     return theta, value
+
+
+def newton_starts(residuals: np.ndarray, jacobian: np.ndarray, weights: np.ndarray, theta: np.ndarray,
+                  lower: np.ndarray, upper: np.ndarray, *, huber: bool) -> np.ndarray:
+    """One Gauss-Newton step per problem from a shared point `theta` [P] (warm starts for refits).
+
+    Resampled data sets share the points' positions, so the Jacobian at the full-data optimum is
+    one [P, M] array: every problem's step costs two small matrix products instead of an
+    evaluation. residuals [B, M] at `theta`; returns starts [B, P] inside the bounds.
+    """
+    effective = weights * np.minimum(1.0, 1.0 / np.maximum(np.abs(residuals), 1e-300)) if huber else weights
+    n_params = len(theta)
+    pairs = (jacobian[:, None, :] * jacobian[None, :, :]).reshape(n_params * n_params, -1)
+    normal = (effective @ pairs.T).reshape(-1, n_params, n_params)
+    gradient = (effective * residuals) @ jacobian.T
+    slack = 1e-7 * np.where(np.isfinite(upper - lower), upper - lower, 1.0)
+    pinned = ((theta <= lower + slack) & (gradient > 0)) | ((theta >= upper - slack) & (gradient < 0))
+    free = ~pinned
+    identity = np.eye(n_params)
+    system = normal * free[:, :, None] * free[:, None, :] + identity * pinned[:, :, None] + 1e-12 * identity
+    try:
+        step = np.linalg.solve(system, -(gradient * free)[:, :, None])[:, :, 0]
+    except np.linalg.LinAlgError:
+        return np.tile(theta, (len(residuals), 1))
+    return np.clip(theta + np.where(np.isfinite(step), step, 0.0), lower, upper)

@@ -33,7 +33,7 @@ TERM_STARTS = (0.02, 0.15, 0.6)
 E_STARTS = (0.1, 0.5, 0.9)
 BOUND_TOLERANCE = 1e-6
 POLISHED = 5  # best grid end points that L-BFGS-B polishes
-REFIT_ITERATIONS = 60  # bootstrap refits start next to their optimum
+REFIT_ITERATIONS = 300  # Huber refits converge linearly: stopping early biases the intervals
 
 
 @dataclass
@@ -184,20 +184,25 @@ def fit_step1(N, D, loss, *, delta: float = 1e-3, what: str = "step 1") -> Step1
     return problem.to_fit(best.x, converged=bool(best.success), n_starts=len(starts))
 
 
-def refit_step1(problem: Step1Problem, loss: np.ndarray, weights: np.ndarray, starts: np.ndarray) -> np.ndarray:
-    """Refit many resampled data sets at once; loss and weights [B, M], starts [S, 5].
+def refit_step1(problem: Step1Problem, loss: np.ndarray, weights: np.ndarray, theta: np.ndarray,
+                others: np.ndarray) -> np.ndarray:
+    """Refit many resampled data sets at once; loss and weights [B, M], theta [5] the full-data fit.
 
-    Every data set is fitted from every start (warm starts near the full-data optimum); returns
-    the best conditioned theta per data set [B, 5].
+    Each data set starts one Gauss-Newton step away from `theta` (with the shared Jacobian) and
+    also from every row of `others` [S, 5] (other starts, in case its optimum lies elsewhere);
+    returns the best conditioned theta per data set [B, 5].
     """
-    n_sets, n_starts = len(loss), len(starts)
-    log_loss = np.repeat(np.log(loss), n_starts, axis=0)
-    theta0 = np.tile(starts, (n_sets, 1))
-    theta, value = batched.solve(lambda t, rows: problem.residuals(t, log_loss[rows]), theta0,
-                                 np.repeat(weights, n_starts, axis=0), problem.lower, problem.upper, huber=True,
-                                 max_iter=REFIT_ITERATIONS, rtol=1e-6)
+    log_loss = np.log(loss)
+    residual, jacobian = problem.residuals(theta[None, :], log_loss)
+    near = batched.newton_starts(residual, jacobian[0], weights, theta, problem.lower, problem.upper, huber=True)
+    n_sets, n_starts = len(loss), 1 + len(others)
+    theta0 = np.concatenate([near[:, None, :], np.broadcast_to(others, (n_sets, len(others), N_PARAMS))], axis=1)
+    rows_log_loss = np.repeat(log_loss, n_starts, axis=0)
+    fitted, value = batched.solve(lambda t, rows: problem.residuals(t, rows_log_loss[rows]), theta0.reshape(-1, N_PARAMS),
+                                  np.repeat(weights, n_starts, axis=0), problem.lower, problem.upper, huber=True,
+                                  max_iter=REFIT_ITERATIONS, rtol=1e-12)
     best = np.argmin(value.reshape(n_sets, n_starts), axis=1)
-    return theta.reshape(n_sets, n_starts, N_PARAMS)[np.arange(n_sets), best]
+    return fitted.reshape(n_sets, n_starts, N_PARAMS)[np.arange(n_sets), best]
 
 
 def predict_theta(problem: Step1Problem, theta: np.ndarray, N: float, D: float) -> np.ndarray:

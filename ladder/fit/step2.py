@@ -158,14 +158,15 @@ def fit_step2(loss, acc, chance: float, *, what: str = "step 2") -> Step2Fit:
     )
 
 
-def refit_step2(problem: Step2Problem, weights: np.ndarray, starts: np.ndarray) -> np.ndarray:
-    """Refit many reweighted data sets at once; weights [B, M] (anchor last), starts [S, 4].
+def refit_step2(problem: Step2Problem, weights: np.ndarray, theta: np.ndarray) -> np.ndarray:
+    """Refit many reweighted data sets at once; weights [B, M] (anchor last), theta [4] the full-data fit.
 
-    Returns the best theta per data set [B, 4].
+    Each data set starts one Gauss-Newton step away from `theta` (with the shared Jacobian);
+    returns the refitted parameters [B, 4].
     """
-    n_sets, n_starts = len(weights), len(starts)
-    theta0 = np.tile(starts, (n_sets, 1))
-    theta, value = batched.solve(lambda t, rows: problem.residuals(t), theta0, np.repeat(weights, n_starts, axis=0),
-                                 problem.lower, problem.upper, huber=False, max_iter=REFIT_ITERATIONS, rtol=1e-6)
-    best = np.argmin(value.reshape(n_sets, n_starts), axis=1)
-    return theta.reshape(n_sets, n_starts, N_PARAMS)[np.arange(n_sets), best]
+    residual, jacobian = problem.residuals(theta[None, :])
+    starts = batched.newton_starts(np.repeat(residual, len(weights), axis=0), jacobian[0], weights, theta,
+                                   problem.lower, problem.upper, huber=False)
+    refitted, _ = batched.solve(lambda t, rows: problem.residuals(t), starts, weights, problem.lower, problem.upper,
+                                huber=False, max_iter=REFIT_ITERATIONS, rtol=1e-6)
+    return refitted

@@ -45,7 +45,7 @@ def test_step1_batched_refit_matches_lbfgsb():
     loss = loss_law(truth, n, d) * (1 + 0.01 * rng.standard_normal(len(n)))
     fit = fit_step1(n, d, loss)
     problem = Step1Problem(n, d, loss)
-    theta = refit_step1(problem, loss[None, :], np.ones((1, len(n))), problem.starts()[::40])
+    theta = refit_step1(problem, loss[None, :], np.ones((1, len(n))), problem.starts()[0], problem.starts()[::40])
     refit = problem.to_fit(theta[0], converged=True, n_starts=1)
     assert refit.objective == pytest.approx(fit.objective, rel=1e-5)
     assert predict_theta(problem, theta, 1e10, 1e12)[0] == pytest.approx(float(fit.predict(1e10, 1e12)), rel=1e-3)
