@@ -172,9 +172,15 @@ def collect_wandb(path: str) -> pd.DataFrame:
     except Exception as error:  # wandb raises its own types for auth, network and missing projects
         raise LadderError(f"wandb project {path}: {str(error).splitlines()[0] if str(error) else type(error).__name__}")
     rows: list[dict[str, Any]] = []
+    skipped: list[str] = []
     for run in runs:
         config = {key: value for key, value in dict(run.config).items() if not key.startswith("_")}
-        rows += rows_from_wandb_history(run.name, config, run.scan_history())
+        try:
+            rows += rows_from_wandb_history(run.name, config, run.scan_history())
+        except LadderError as error:  # a project may hold other runs too
+            skipped.append(f"{run.name} ({error})")
+    if skipped:
+        print(f"ladder collect: skipped wandb runs: {'; '.join(skipped)}", file=sys.stderr)
     return table_from_rows(rows, source=f"wandb project {path}")
 
 
