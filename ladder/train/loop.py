@@ -252,7 +252,7 @@ class _Trainer:
     # -- the run ----------------------------------------------------------------------------
 
     def run(self) -> RunOutcome:
-        cfg, rung, ctx = self.cfg, self.rung, self.ctx
+        cfg, ctx = self.cfg, self.ctx
         resolved = OmegaConf.to_container(cfg, resolve=True)
         if self.run_dir.latest_checkpoint.is_file():
             differences = config_differences(self.run_dir.read_config(), resolved)
@@ -266,14 +266,12 @@ class _Trainer:
             self.run_dir.start(resolved, self.rung_record())
         ctx.barrier()
         if ctx.is_main:
+            self.run_dir.write_config(resolved)  # this session's values of the resumable keys
             self.run_dir.clear_failed()
             self.tracker = Tracker(cfg, self.run_dir.path, run_name(cfg), resolved)
         try:
             return self.train()
-        except LadderError as error:
-            self.fail(error)
-            raise
-        except Exception as error:  # a bug or a broken machine: record it for `ladder status`
+        except Exception as error:  # NaN, a bug or a broken machine: recorded for `ladder status`
             self.fail(error)
             raise
         finally:

@@ -62,9 +62,12 @@ class RunDir:
     def start(self, config: dict[str, Any], rung: dict[str, Any]) -> None:
         """A fresh run: the resolved config and the rung's sizing, before the first step."""
         self.path.mkdir(parents=True, exist_ok=True)
-        _write_atomic(self.path / CONFIG, yaml.safe_dump(config, sort_keys=False))
+        self.write_config(config)
         _write_atomic(self.path / RUNG, json.dumps(rung, indent=2) + "\n")
         _write_atomic(self.path / METRICS, "")
+
+    def write_config(self, config: dict[str, Any]) -> None:
+        _write_atomic(self.path / CONFIG, yaml.safe_dump(config, sort_keys=False))
 
     def append_metrics(self, record: dict[str, Any]) -> None:
         with open(self.path / METRICS, "a", encoding="utf-8") as handle:
