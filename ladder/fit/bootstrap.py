@@ -4,9 +4,9 @@ Each replicate (1) resamples the ladder runs with replacement within each model 
 size stays represented and the N range is kept), (2) resamples each chosen run's last checkpoints
 to form its step-1 point, and its smoothed intermediate checkpoints for step 2, then refits both
 steps. All replicates are refitted at once by the vectorised solver, each starting one
-Gauss-Newton step from the full-data optimum (step 1 also from a generic start of its grid, in
-case a replicate's optimum lies elsewhere; step 2's many points keep each replicate's optimum next
-to the full-data one). The
+Gauss-Newton step from the full-data optimum (step 1 also from the other local optima its grid
+found and a generic start, in case a replicate's optimum lies elsewhere; step 2's many points keep
+each replicate's optimum next to the full-data one). The
 interval is the central `level` quantile range of the replicates' predictions.
 """
 
@@ -66,7 +66,8 @@ def bootstrap_task(points1: Step1Points, fit1: Step1Fit, points2: Step2Points | 
         loss[:, run] = tail[picks].mean(axis=1)
     problem1 = Step1Problem(points1.N, points1.D, points1.loss, delta)
     generic = problem1.starts()[len(problem1.starts()) // 2]
-    theta1 = step1_module.refit_step1(problem1, loss, per_run, fit1.theta, generic[None, :])
+    others = np.vstack([fit1.alternatives, generic[None, :]])
+    theta1 = step1_module.refit_step1(problem1, loss, per_run, fit1.theta, others)
     theta2 = None
     if points2 is not None and fit2 is not None:
         problem2 = Step2Problem(points2.loss, points2.acc, fit2.chance)

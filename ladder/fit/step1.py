@@ -33,6 +33,8 @@ TERM_STARTS = (0.02, 0.15, 0.6)
 E_STARTS = (0.1, 0.5, 0.9)
 BOUND_TOLERANCE = 1e-6
 POLISHED = 5  # best grid end points that L-BFGS-B polishes
+ALTERNATIVES = 3  # other local optima kept as extra starts for the bootstrap refits
+DISTINCT = 1e-2  # conditioned parameters closer than this are the same optimum
 REFIT_ITERATIONS = 300  # Huber refits converge linearly: stopping early biases the intervals
 
 
@@ -64,6 +66,8 @@ class Step1Fit:
     """parameters that ended on a bound (the fit may be limited by it)"""
     theta: np.ndarray = field(default_factory=lambda: np.zeros(N_PARAMS), repr=False)
     """conditioned parameters (warm start for refits)"""
+    alternatives: np.ndarray = field(default_factory=lambda: np.zeros((0, N_PARAMS)), repr=False)
+    """other local optima the grid found, best first (extra starts for refits)"""
 
     def predict(self, N, D) -> np.ndarray:
         N, D = np.asarray(N, dtype=float), np.asarray(D, dtype=float)
@@ -171,6 +175,7 @@ def fit_step1(N, D, loss, *, delta: float = 1e-3, what: str = "step 1") -> Step1
     ends, values = batched.solve(lambda t, rows: problem.residuals(t, log_loss), starts,
                                  np.ones((len(starts), len(problem.loss))), problem.lower, problem.upper, huber=True)
     order = np.argsort(np.where(np.isfinite(values), values, np.inf))
+    alternatives = _distinct(ends[order[np.isfinite(values[order])]], ALTERNATIVES + 1)
     polish_from = [ends[i] for i in order[:POLISHED]] + [starts[order[0]]]
     bounds = list(zip(problem.lower, problem.upper))
     best = None
@@ -181,7 +186,20 @@ def fit_step1(N, D, loss, *, delta: float = 1e-3, what: str = "step 1") -> Step1
             best = result
     if best is None:
         raise LadderError(f"{what}: the optimiser failed from every start (non-finite objective)")
-    return problem.to_fit(best.x, converged=bool(best.success), n_starts=len(starts))
+    fit = problem.to_fit(best.x, converged=bool(best.success), n_starts=len(starts))
+    fit.alternatives = np.array([a for a in alternatives if np.abs(a - best.x).max() > DISTINCT])[:ALTERNATIVES]
+    return fit
+
+
+def _distinct(thetas: np.ndarray, count: int) -> np.ndarray:
+    """The first `count` thetas that differ from every earlier kept one by more than DISTINCT."""
+    kept: list[np.ndarray] = []
+    for theta in thetas:
+        if all(np.abs(theta - other).max() > DISTINCT for other in kept):
+            kept.append(theta)
+            if len(kept) == count:
+                break
+    return np.array(kept).reshape(-1, N_PARAMS)
 
 
 def refit_step1(problem: Step1Problem, loss: np.ndarray, weights: np.ndarray, theta: np.ndarray,

@@ -96,3 +96,20 @@ def test_points_follow_the_paper_preparation():
     assert step2.loss[0] == pytest.approx(first["loss"].iloc[2])  # the first average is over one point
     assert step2.loss[4] == pytest.approx(first["loss"].iloc[2:7].mean())
     assert trailing_mean(np.array([1.0, 2.0, 3.0, 4.0]), 2).tolist() == [1.0, 1.5, 2.5, 3.5]
+
+
+def test_bootstrap_refits_reach_the_full_multistart_optimum():
+    truth, sizes = CASES[1]
+    n, d = _grid(sizes)
+    rng = np.random.default_rng(2)
+    loss = loss_law(truth, n, d) * (1 + 0.01 * rng.standard_normal(len(n)))
+    fit = fit_step1(n, d, loss)
+    problem = Step1Problem(n, d, loss)
+    weights = rng.multinomial(len(n), np.full(len(n), 1 / len(n)), size=12).astype(float)
+    others = np.vstack([fit.alternatives, problem.starts()[len(problem.starts()) // 2]])
+    theta = refit_step1(problem, np.tile(loss, (12, 1)), weights, fit.theta, others)
+    fast = predict_theta(problem, theta, 4e5, 4e8)
+    for replicate in range(12):
+        chosen = np.repeat(np.arange(len(n)), weights[replicate].astype(int))
+        full = fit_step1(n[chosen], d[chosen], loss[chosen])
+        assert fast[replicate] == pytest.approx(float(full.predict(4e5, 4e8)), rel=5e-3)
