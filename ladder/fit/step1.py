@@ -35,7 +35,8 @@ BOUND_TOLERANCE = 1e-6
 POLISHED = 5  # best grid end points that L-BFGS-B polishes
 ALTERNATIVES = 3  # other local optima kept as extra starts for the bootstrap refits
 DISTINCT = 1e-2  # conditioned parameters closer than this are the same optimum
-REFIT_ITERATIONS = 300  # Huber refits converge linearly: stopping early biases the intervals
+SCREEN_ITERATIONS = 40  # bootstrap refits: every start runs this long, the best then up to
+REFIT_ITERATIONS = 300  # (Huber refits converge linearly: stopping early biases the intervals)
 
 
 @dataclass
@@ -215,12 +216,17 @@ def refit_step1(problem: Step1Problem, loss: np.ndarray, weights: np.ndarray, th
     near = batched.newton_starts(residual, jacobian[0], weights, theta, problem.lower, problem.upper, huber=True)
     n_sets, n_starts = len(loss), 1 + len(others)
     theta0 = np.concatenate([near[:, None, :], np.broadcast_to(others, (n_sets, len(others), N_PARAMS))], axis=1)
+    # Every start runs briefly; only the best per data set is then run to convergence (Huber's
+    # reweighting converges linearly, and stopping early would bias the intervals).
     rows_log_loss = np.repeat(log_loss, n_starts, axis=0)
     fitted, value = batched.solve(lambda t, rows: problem.residuals(t, rows_log_loss[rows]), theta0.reshape(-1, N_PARAMS),
                                   np.repeat(weights, n_starts, axis=0), problem.lower, problem.upper, huber=True,
-                                  max_iter=REFIT_ITERATIONS, rtol=1e-12)
+                                  max_iter=SCREEN_ITERATIONS, rtol=1e-8)
     best = np.argmin(value.reshape(n_sets, n_starts), axis=1)
-    return fitted.reshape(n_sets, n_starts, N_PARAMS)[np.arange(n_sets), best]
+    chosen = fitted.reshape(n_sets, n_starts, N_PARAMS)[np.arange(n_sets), best]
+    refitted, _ = batched.solve(lambda t, rows: problem.residuals(t, log_loss[rows]), chosen, weights,
+                                problem.lower, problem.upper, huber=True, max_iter=REFIT_ITERATIONS, rtol=1e-12)
+    return refitted
 
 
 def predict_theta(problem: Step1Problem, theta: np.ndarray, N: float, D: float) -> np.ndarray:
