@@ -48,7 +48,9 @@ def run_app(name: str, task: Callable[[DictConfig], Any], argv: list[str]) -> An
     Returns what the (last) task returned. A LadderError raised by the task propagates.
     """
     overrides = [arg for arg in argv if not arg.startswith("-") and "=" in arg]
-    if not any(arg in ("--cfg", "-c", "--help", "-h", "--hydra-help", "--info") for arg in argv):
+    # A multirun's overrides hold sweeps (a=1,2) that only Hydra's sweeper expands: Hydra checks them.
+    skip_check = ("--cfg", "-c", "--help", "-h", "--hydra-help", "--info", "--multirun", "-m")
+    if not any(arg in skip_check for arg in argv):
         compose_config([o for o in overrides if not o.lstrip("+~").startswith("hydra")])
     register_configs()
     outcome: dict[str, Any] = {}
