@@ -29,7 +29,6 @@ This module never imports torch.
 from __future__ import annotations
 
 import json
-import math
 import os
 import tempfile
 from dataclasses import asdict, dataclass, field
@@ -200,9 +199,6 @@ def write_table(table: pd.DataFrame, path: str | os.PathLike, overwrite: bool = 
             os.remove(temporary)
     return path
 
-
-def is_finite(value: Any) -> bool:
-    return value is not None and isinstance(value, (int, float)) and math.isfinite(value)
 
 
 def write_csv_atomic(frame: pd.DataFrame, path: str | os.PathLike) -> Path:

@@ -22,10 +22,6 @@ from ladder.fit.step2 import Step2Fit
 SINGLE_PARAMS = ("a", "k", "b", "A", "alpha", "B", "beta", "C")
 
 
-def chained_accuracy(step1: Step1Fit, step2: Step2Fit, N, D) -> np.ndarray:
-    return step2.predict(step1.predict(N, D))
-
-
 @dataclass
 class SingleStepFit:
     """Accuracy as a sigmoid of the step-1 form, fitted in one step."""
