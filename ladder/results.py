@@ -200,7 +200,6 @@ def write_table(table: pd.DataFrame, path: str | os.PathLike, overwrite: bool = 
     return path
 
 
-
 def write_csv_atomic(frame: pd.DataFrame, path: str | os.PathLike) -> Path:
     """Write any frame (predictions, parameters) as CSV via a temporary file and a rename."""
     path = Path(path)
