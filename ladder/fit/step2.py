@@ -3,7 +3,7 @@
 Fitted by least squares on the smoothed intermediate checkpoints of the ladder runs plus the
 anchor point (L = 0, Acc = 1): a model with no task loss answers everything right. Bounds as in
 the paper's code: a in [-1, 0] (accuracy falls as the loss grows), k >= 0, L0 >= 0 and b in
-[0, 1]; so b is the accuracy ceiling (reached as L -> 0 side) and a + b the floor, which the task's
+[0, 1]; so b is the accuracy ceiling (approached as the loss falls) and a + b the floor, which the task's
 chance level seeds. Multi-start: a grid of initial values (the paper's [chance - 1, 0.9, 3, 1]
 among them) is run at once by the vectorised solver, and scipy's bounded least squares polishes
 the best end points; the lowest sum of squares wins.
@@ -46,7 +46,7 @@ class Step2Fit:
     L0: float
     """loss at the midpoint"""
     b: float
-    """accuracy ceiling (L -> 0 side); a + b is the floor"""
+    """accuracy ceiling (approached as the loss falls); a + b is the floor (as the loss grows)"""
     chance: float
     """the task's chance accuracy (seeds the floor)"""
     sse: float
