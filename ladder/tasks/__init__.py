@@ -8,8 +8,8 @@ Task names (`load_tasks`):
   socialiqa, openbookqa, boolq, winogrande, sciq, copycolors, basic_skills (all six skills) and
   basic_skills_<skill> (arithmetic, coding, common_knowledge, logical_reasoning, pattern,
   string_operations);
-- corpus tasks built from the prepared corpus's validation documents: corpus_spelling, corpus_next_word,
-  corpus_next_words, corpus_next_line;
+- corpus tasks built from the prepared corpus's validation documents: corpus_spelling,
+  corpus_next_word, corpus_next_words, corpus_next_line;
 - a user file: `path/to/task.jsonl` (ladder's format; the task is named after the file), or an
   original release read as lm-evaluation-harness does: `arc:FILE.jsonl`, `hellaswag:FILE.jsonl`,
   `piqa:valid.jsonl`, `mmlu:DATA_FOLDER`. Prefix `NAME=` to choose the task's name.
