@@ -1,0 +1,167 @@
+"""`ladder demo`: the embedded CPU ladder, end to end, in about ten minutes on two cores.
+
+    ladder demo [OVERRIDES...]      (what `make demo` runs)
+
+1. prepares the default corpus (Shakespeare and the KJV Bible, byte-level tokens);
+2. sweeps the `demo` grid (conf/ladder/demo.yaml: 3 sizes x 3 token multiples) and its held-out
+   target, a model several times bigger than the largest rung, trained to its own budget;
+3. collects the run directories into `results/demo/results.csv`;
+4. fits both steps on the ladder rungs only and predicts the target;
+5. writes predictions, parameters, plots and `report.md` to `results/demo/`, and prints the
+   predicted-vs-actual table.
+
+Rungs live in `runs/demo/<rung>/`: a second run skips the finished ones (delete that folder to
+train again). `results/demo/` is the demo's own output and is rewritten on every run. Any Hydra
+override is passed on, e.g. `ladder demo wandb.mode=offline` or `ladder demo ladder=cpu`.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import pandas as pd
+from scipy.stats import spearmanr
+
+from ladder.errors import LadderError
+from ladder.hydra_app import compose_config
+
+DEMO_OVERRIDES = ["ladder=demo", "tasks=cpu", "wandb.mode=disabled"]
+RESULTS_DIR = Path("results/demo")
+METRICS_FILE = "metrics.jsonl"
+
+
+def _banner(text: str) -> None:
+    print(f"\n== {text}", flush=True)
+
+
+def accuracy_rise(table: pd.DataFrame) -> pd.DataFrame:
+    """Per task: does accuracy rise with compute across the ladder rungs? (final checkpoints)
+
+    Spearman's rank correlation between a rung's training FLOPs (6ND) and its final accuracy,
+    and the accuracy of the cheapest and the most expensive rung beside the chance level.
+    """
+    ladder = table[(table["role"] == "ladder") & table["acc"].notna()]
+    final = ladder.loc[ladder.groupby(["run", "task"])["step"].idxmax()].copy()
+    final["compute"] = 6.0 * final["N"] * final["D"]
+    rows = []
+    for task, rungs in final.groupby("task", sort=False):
+        rungs = rungs.sort_values("compute")
+        rho = spearmanr(rungs["compute"], rungs["acc"]).statistic if len(rungs) > 2 else float("nan")
+        rows.append({
+            "task": task,
+            "chance": rungs["chance"].iloc[0] if "chance" in rungs else float("nan"),
+            "acc_cheapest_rung": rungs["acc"].iloc[0],
+            "acc_costliest_rung": rungs["acc"].iloc[-1],
+            "spearman_acc_vs_compute": rho,
+        })
+    return pd.DataFrame(rows)
+
+
+def training_curves(sweep_root: Path, runs: list[str]) -> pd.DataFrame:
+    """Training loss against tokens of every run, from each run directory's metrics.jsonl."""
+    frames = []
+    for run in runs:
+        path = sweep_root / run / METRICS_FILE
+        if path.exists():
+            frame = pd.read_json(path, lines=True)
+            frames.append(frame.assign(run=run)[["run", "tokens", "loss"]])
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["run", "tokens", "loss"])
+
+
+def _demo_report(fit_report: str, rise: pd.DataFrame, timings: dict[str, float], cfg) -> str:
+    from ladder.report import markdown_table
+
+    targets = ", ".join(f"{t.name} ({t.size})" for t in cfg.ladder.targets)
+    lines = [
+        "# ladder demo: a CPU ladder predicts a held-out bigger model",
+        "",
+        f"Ladder: sizes {', '.join(cfg.ladder.sizes)} x token multiples "
+        f"{', '.join(f'{m:g}' for m in cfg.ladder.multipliers)} (D = x 20 N); target: {targets}.",
+        f"Tasks: {', '.join(cfg.tasks.names)} (built from held-out documents of the corpus).",
+        "Wall time: " + ", ".join(f"{phase} {seconds:.0f} s" for phase, seconds in timings.items()) + ".",
+        "",
+        "## Does accuracy rise across the ladder?",
+        "",
+        "Final-checkpoint accuracy of the cheapest and the costliest rung, and Spearman's rank",
+        "correlation of accuracy with training compute over all rungs.",
+        "",
+        markdown_table(rise),
+        "",
+        "![loss_curves](loss_curves.png)",
+        "",
+    ]
+    # The fit's own report follows, one heading level down.
+    return "\n".join(lines) + "\n#" + fit_report.replace("\n## ", "\n### ")
+
+
+def main(argv: list[str]) -> int:
+    if any(arg in ("-h", "--help") for arg in argv):
+        print(__doc__)
+        return 0
+    unknown = [arg for arg in argv if "=" not in arg]
+    if unknown:
+        raise LadderError(f"ladder demo takes Hydra overrides (key=value) only, not {unknown[0]!r}")
+    overrides = DEMO_OVERRIDES + list(argv)
+    cfg = compose_config(overrides)
+    timings: dict[str, float] = {}
+    started = time.perf_counter()
+
+    from ladder.sweep.plan import format_plan, make_plan
+
+    _banner("the plan")
+    print(format_plan(make_plan(cfg)), flush=True)
+
+    _banner("1/4 corpus")
+    from ladder.data import prepare_corpus
+
+    clock = time.perf_counter()
+    corpus = prepare_corpus(cfg.data)
+    state = "reused" if corpus.reused else "prepared"
+    print(f"corpus {corpus.root} ({state}): {corpus.manifest['train']['tokens']:,} training tokens", flush=True)
+    timings["corpus"] = time.perf_counter() - clock
+
+    _banner("2/4 sweep (finished rungs are skipped)")
+    from ladder.sweep import sweep_main
+
+    clock = time.perf_counter()
+    if sweep_main(overrides) != 0:
+        raise LadderError(f"some rungs failed (see above and `ladder status {cfg.ladder.sweep_root}`); rerun to retry them")
+    timings["sweep"] = time.perf_counter() - clock
+
+    _banner("3/4 collect")
+    from ladder.collect import collect_run_dirs
+    from ladder.results import write_table
+
+    sweep_root = Path(cfg.ladder.sweep_root)
+    table = collect_run_dirs([sweep_root])
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    write_table(table, RESULTS_DIR / "results.csv", overwrite=True)
+    print(f"{RESULTS_DIR / 'results.csv'}: {len(table)} rows, {table['run'].nunique()} runs", flush=True)
+
+    _banner("4/4 two-stage fit on the ladder rungs; the target is held out")
+    from ladder import report
+    from ladder.fit.pipeline import fit_table, write_outputs
+
+    clock = time.perf_counter()
+    fit = fit_table(table)
+    write_outputs(fit, RESULTS_DIR, overwrite=True)
+    timings["fit"] = time.perf_counter() - clock
+    timings["total"] = time.perf_counter() - started
+
+    curves = training_curves(sweep_root, sorted(table["run"].unique()))
+    report.plot_loss_curves(curves, RESULTS_DIR / "loss_curves.png", x="tokens", y="loss", by="run",
+                            title="training loss (nats/byte)")
+    rise = accuracy_rise(table)
+    fit_report = (RESULTS_DIR / "report.md").read_text(encoding="utf-8")
+    staged = RESULTS_DIR / ".report.md.tmp"
+    staged.write_text(_demo_report(fit_report, rise, timings, cfg), encoding="utf-8")
+    os.replace(staged, RESULTS_DIR / "report.md")
+
+    _banner("does accuracy rise with compute? (final checkpoints of the ladder rungs)")
+    print(rise.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    _banner("predicted vs actual (target held out of the fit)")
+    print(report.format_predictions(fit.predictions))
+    print(f"\nreport: {RESULTS_DIR / 'report.md'} (plots beside it); total {timings['total']:.0f} s")
+    return 0
