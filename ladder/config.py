@@ -76,6 +76,9 @@ class TrainConfig:
     """Steps between metrics.jsonl records."""
     eval_interval: int = 200
     """Steps between evaluations (validation bpb and tasks); the last step is always evaluated."""
+    evals: Optional[int] = None
+    """Evaluate this many times, evenly spaced over the run, instead of every eval_interval
+    steps: rungs of very different lengths then give the fit the same number of checkpoints."""
     checkpoint_interval: int = 500
     """Steps between checkpoints; SIGTERM/SIGUSR1 also checkpoint."""
     compile: Optional[bool] = None

@@ -301,6 +301,9 @@ class _Trainer:
         bar = tqdm(total=last_step, initial=self.step, unit="step", disable=None if ctx.is_main else True,
                    desc=run_name(cfg), dynamic_ncols=True)
         clipped_since_log, steps_since_log = 0, 0
+        # `train.evals` spreads a fixed number of evaluations over the run, whatever its length.
+        evals = cfg.train.evals
+        eval_interval = max(1, -(-rung.steps // evals)) if evals else cfg.train.eval_interval
         self.model.train()
         try:
             while self.step < last_step:
@@ -318,7 +321,7 @@ class _Trainer:
                 bar.update(1)
                 bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
                 final = self.step == rung.steps
-                evaluate = final or self.step % cfg.train.eval_interval == 0
+                evaluate = final or self.step % eval_interval == 0
                 if final or evaluate or self.step % cfg.train.log_interval == 0 or self.step == last_step:
                     record = self.metrics_record(loss, grad_norm, lr, clipped_since_log / steps_since_log)
                     if evaluate:

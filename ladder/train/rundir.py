@@ -23,7 +23,7 @@ CONFIG, RUNG, METRICS, DONE, FAILED = "config.yaml", "rung.json", "metrics.jsonl
 
 # Keys that may change between sessions of one run without changing what it computes.
 RESUMABLE_CHANGES = (
-    "train.max_steps", "train.log_interval", "train.eval_interval", "train.checkpoint_interval",
+    "train.max_steps", "train.log_interval", "train.eval_interval", "train.evals", "train.checkpoint_interval",
     "train.compile", "train.micro_batch_size", "train.threads", "train.val_tokens", "train.spike_factor", "train.gpu",
     "tasks.", "wandb.", "device", "run_dir", "run_name", "extra.", "ladder.", "rung", "data.prepared_root",
 )

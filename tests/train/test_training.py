@@ -129,6 +129,14 @@ def test_task_evaluation_writes_results_rows(tmp_path, make_cfg):
     assert rows[0]["n_questions"] == 4 and 0 <= rows[1]["acc"] <= 1 and rows[1]["loss"] > 0
 
 
+def test_evals_spreads_a_fixed_number_of_evaluations_over_the_run(tmp_path, make_cfg):
+    task_file = tmp_path / "colors.jsonl"
+    task_file.write_text(json.dumps({"context": "The sky is", "choices": [" blue", " green"], "gold": 0}) + "\n")
+    run_dir = tmp_path / "femto-evals"
+    run_training(make_cfg(run_dir, *femto_overrides(10), "train.evals=3", f"tasks.names=[{task_file}]"))
+    assert [row["step"] for row in read_eval_rows(run_dir)] == [4, 8, 10]  # every ceil(10 / 3) steps, and the last
+
+
 def test_thread_count_is_set_for_the_run_and_restored(tmp_path, make_cfg):
     torch.set_num_threads(2)
     try:
