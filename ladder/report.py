@@ -20,6 +20,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import NullFormatter  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
@@ -39,6 +40,12 @@ def _grid(count: int) -> tuple[plt.Figure, list[plt.Axes]]:
     for unused in flat[count:]:
         unused.axis("off")
     return figure, flat[:count]
+
+
+def _log_x(axis: plt.Axes) -> None:
+    """Log x axis; minor ticks unlabelled (spans under a decade otherwise print overlapping labels)."""
+    axis.set_xscale("log")
+    axis.xaxis.set_minor_formatter(NullFormatter())
 
 
 def _save(figure: plt.Figure, path: str | os.PathLike) -> Path:
@@ -61,7 +68,7 @@ def plot_loss_curves(df: pd.DataFrame, path: str | os.PathLike, x: str = "tokens
         group = group.sort_values(x)
         axis.plot(group[x], group[y], label=str(name), lw=1.2, color=COLORS(position / max(len(groups) - 1, 1)))
     if logx and (df[x] > 0).all():
-        axis.set_xscale("log")
+        _log_x(axis)
     axis.set_xlabel(x)
     axis.set_ylabel(y)
     if title:
@@ -93,7 +100,7 @@ def plot_step1(fit: "LadderFit", path: str | os.PathLike) -> Path:
             if math.isfinite(target.actual_loss):
                 axis.scatter([target.D], [target.actual_loss], color=color, marker="x", s=40,
                              label=f"{target.run} actual", zorder=4)
-        axis.set_xscale("log")
+        _log_x(axis)
         axis.set_title(task_fit.task, fontsize=9)
         axis.set_xlabel("tokens D")
         axis.set_ylabel("task loss (bpb)")
