@@ -58,7 +58,7 @@ def four_choice(task: Task, count: int) -> Task:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--size", default="base", help="decoder preset for the speed test (base ~1.08M)")
-    parser.add_argument("--questions", type=int, default=1000)
+    parser.add_argument("--questions", type=int, default=1000, help="0 skips part 1")
     parser.add_argument("--repeats", type=int, default=1, help="runs of the 1,000 questions (median)")
     parser.add_argument("--loop-repeats", type=int, default=3, help="runs of the in-loop evaluation (median)")
     parser.add_argument("--batch-size", type=int, default=TasksConfig().batch_size)
@@ -74,7 +74,7 @@ def main() -> None:
 
     model = Decoder(get_shape(args.size))
     print(f"\n1. {args.size}: N = {paper_params(model.shape):,} (paper count), seq_len {model.seq_len}, batch {args.batch_size}")
-    for task in (load_tasks(["arc_easy"])[0], load_tasks(["corpus_next_word"], corpus=corpus)[0]):
+    for task in (load_tasks(["arc_easy"])[0], load_tasks(["corpus_next_word"], corpus=corpus)[0]) if args.questions else ():
         task = four_choice(task, args.questions)
         seconds = median_seconds(lambda: evaluate(model, tokenizer, [task], batch_size=args.batch_size), args.repeats)
         print(f"   {task.name:18s} {len(task.questions)} questions: {seconds:7.2f} s  = {seconds * 1000 / len(task.questions):7.2f} s per 1,000")
