@@ -13,12 +13,10 @@ from omegaconf import DictConfig
 
 from ladder.errors import LadderError
 from ladder.grid import Rung
+from ladder.hardware import PEAK_BF16_FLOPS, peak_flops
 from ladder.hydra_app import compose_config
 from ladder.sizes import flops_per_token, non_embedding_params, total_params
 from ladder.sweep.rungs import grid_rungs
-
-# Dense bf16 tensor-core peak FLOP/s of one GPU (vendor datasheets, SXM parts; V100: fp16).
-GPU_PEAK_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "V100": 125e12}
 
 # Kaplan et al. (2020), eq. 1.1: converged loss (nats/token, WebText2) of a model with N
 # non-embedding parameters trained to convergence; a scale guide, not a prediction for this data.
@@ -76,11 +74,12 @@ def peak_flops_of(cfg: DictConfig) -> float:
             raise LadderError(f"ladder.peak_flops must be > 0, got {cfg.ladder.peak_flops}")
         return float(cfg.ladder.peak_flops)
     gpu = str(cfg.ladder.gpu)
-    if gpu.upper() not in GPU_PEAK_FLOPS:
+    peak = peak_flops(gpu)
+    if peak is None:
         raise LadderError(
-            f"no peak FLOP/s known for GPU {gpu!r} ({', '.join(GPU_PEAK_FLOPS)}); set ladder.peak_flops"
+            f"no peak FLOP/s known for GPU {gpu!r} ({', '.join(PEAK_BF16_FLOPS)}); set ladder.peak_flops"
         )
-    return GPU_PEAK_FLOPS[gpu.upper()]
+    return peak
 
 
 def make_plan(cfg: DictConfig) -> Plan:
