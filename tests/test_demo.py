@@ -25,7 +25,7 @@ def test_demo_runs_end_to_end_and_reuses_finished_rungs(tmp_path, monkeypatch, c
         assert (out / name).stat().st_size > 0, name
     predictions = pd.read_csv(out / "predictions.csv")
     assert set(predictions["target"]) == {"mini-0.02xC"}
-    assert set(predictions["task"]) == {"corpus_spelling", "corpus_next_word", "corpus_next_line"}
+    assert set(predictions["task"]) == {"corpus_spelling", "corpus_next_word"}
     assert predictions[["pred_acc", "actual_acc", "pred_acc_lo", "pred_acc_hi"]].notna().all().all()
     report = (out / "report.md").read_text()
     assert "Does accuracy rise across the ladder?" in report and "mini-0.02xC" in report
