@@ -160,8 +160,9 @@ def test_collect_then_fit_round_trip(basic_sweep, tmp_path, capsys):
 def test_killed_rung_resumes(tmp_path, data_dir):
     """SIGKILL a sweep mid-rung; the next sweep resumes that rung from its last checkpoint."""
     root = tmp_path / "runs"
-    overrides = grid_overrides(root, data_dir, multipliers="[0.004]") + ["ladder.sizes=[pico]", "train.eval_interval=100"]
-    run_dir = root / "pico-0.004xC"  # 16 steps
+    # Long enough (194 steps) that a fast machine cannot finish it between two polls.
+    overrides = grid_overrides(root, data_dir, multipliers="[0.05]") + ["ladder.sizes=[pico]", "train.eval_interval=1000"]
+    run_dir = root / "pico-0.05xC"
     process = subprocess.Popen(
         [sys.executable, "-m", "ladder.cli", "sweep", *overrides],
         env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
@@ -179,10 +180,10 @@ def test_killed_rung_resumes(tmp_path, data_dir):
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGKILL)
     killed_at = max(metrics_steps(run_dir))
-    assert not (run_dir / "DONE").exists() and 3 <= killed_at < 16
+    assert not (run_dir / "DONE").exists() and 3 <= killed_at < 194
     assert main(["sweep", *overrides]) == 0
-    assert json.loads((run_dir / "DONE").read_text())["step"] == 16
-    assert metrics_steps(run_dir) == list(range(1, 17))  # no step trained twice in the record
+    assert json.loads((run_dir / "DONE").read_text())["step"] == 194
+    assert metrics_steps(run_dir) == list(range(1, 195))  # no step trained twice in the record
     log_text = (run_dir / "sweep.log").read_text()
     assert "resumed" in log_text
 
