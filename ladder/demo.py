@@ -81,7 +81,7 @@ def _demo_report(fit_report: str, rise: pd.DataFrame, timings: dict[str, float],
         "",
         f"Ladder: sizes {', '.join(cfg.ladder.sizes)} x token multiples "
         f"{', '.join(f'{m:g}' for m in cfg.ladder.multipliers)} (D = x 20 N); target: {targets}.",
-        f"Tasks: {', '.join(cfg.tasks.names)} (built from held-out documents of the corpus).",
+        f"Tasks: {', '.join(cfg.tasks.names)} (in-loop, {cfg.tasks.max_questions or 'all'} questions each).",
         "Wall time: " + ", ".join(f"{phase} {seconds:.0f} s" for phase, seconds in timings.items()) + ".",
         "",
         "## Does accuracy rise across the ladder?",
