@@ -17,13 +17,13 @@ override is passed on, e.g. `ladder demo wandb.mode=offline` or `ladder demo lad
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 
 import pandas as pd
 from scipy.stats import spearmanr
 
+from ladder.atomic import write_text_atomic
 from ladder.errors import LadderError
 from ladder.hydra_app import compose_config
 
@@ -157,9 +157,7 @@ def main(argv: list[str]) -> int:
                             title="training loss (nats/byte)")
     rise = accuracy_rise(table)
     fit_report = (RESULTS_DIR / "report.md").read_text(encoding="utf-8")
-    staged = RESULTS_DIR / ".report.md.tmp"
-    staged.write_text(_demo_report(fit_report, rise, timings, cfg), encoding="utf-8")
-    os.replace(staged, RESULTS_DIR / "report.md")
+    write_text_atomic(RESULTS_DIR / "report.md", _demo_report(fit_report, rise, timings, cfg))
 
     _banner("does accuracy rise with compute? (final checkpoints of the ladder rungs)")
     print(rise.to_string(index=False, float_format=lambda v: f"{v:.3f}"))

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
@@ -38,6 +37,7 @@ from typing import Any, Iterable
 import numpy as np
 import pandas as pd
 
+from ladder.atomic import atomic_path
 from ladder.errors import LadderError
 
 REQUIRED_COLUMNS = ("run", "role", "N", "D", "step", "task", "loss")
@@ -185,31 +185,16 @@ def write_table(table: pd.DataFrame, path: str | os.PathLike, overwrite: bool = 
     if path.exists() and not overwrite:
         raise LadderError(f"{path} exists; pass --overwrite to replace it")
     table = validate_table(table, source=f"table for {path}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix)
-    os.close(handle)
-    try:
+    with atomic_path(path) as temporary:
         if path.suffix == ".parquet":
             table.to_parquet(temporary, index=False)
         else:
             table.to_csv(temporary, index=False)
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.remove(temporary)
     return path
 
 
 def write_csv_atomic(frame: pd.DataFrame, path: str | os.PathLike) -> Path:
     """Write any frame (predictions, parameters) as CSV via a temporary file and a rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".csv")
-    os.close(handle)
-    try:
+    with atomic_path(path) as temporary:
         frame.to_csv(temporary, index=False)
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.remove(temporary)
-    return path
+    return Path(path)

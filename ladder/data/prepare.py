@@ -36,6 +36,7 @@ from typing import Any, Iterator
 import numpy as np
 from tqdm import tqdm
 
+from ladder.atomic import write_text_atomic
 from ladder.data.sources import Document, Source, read_documents, resolve_source
 from ladder.data.tokenizer import (
     TOKENIZER_FILE,
@@ -231,9 +232,7 @@ def _swap_in(temporary: Path, root: Path) -> None:
 
 
 def _write_json(path: Path, payload: dict[str, Any]) -> None:
-    part = path.with_suffix(".part")
-    part.write_text(json.dumps(payload, indent=2) + "\n")
-    os.replace(part, path)
+    write_text_atomic(path, json.dumps(payload, indent=2) + "\n")
 
 
 @dataclass

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from ladder.atomic import write_text_atomic
 
 DONE = "DONE"
 FAILED = "FAILED"
@@ -26,15 +27,8 @@ TAIL_BYTES = 65536
 
 
 def write_json_atomic(path: Path, payload: dict[str, Any]) -> None:
-    """Temporary file in the same directory, then rename: readers never see half a file."""
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            json.dump(payload, stream, indent=1)
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.remove(temporary)
+    """`payload` as JSON, written atomically: readers never see half a file."""
+    write_text_atomic(path, json.dumps(payload, indent=1))
 
 
 def read_json(path: Path) -> dict[str, Any] | None:

@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from ladder.atomic import atomic_path
 from ladder.errors import LadderError
 from ladder.model import Decoder, decoder_from_config
 from ladder.sizes import ModelShape
@@ -26,11 +27,9 @@ LATEST = "latest.pt"
 
 
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
-    """Write to a temporary file beside `path`, then rename: a crash never leaves half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    """Written atomically: a crash never leaves half a checkpoint."""
+    with atomic_path(path) as temporary:
+        torch.save(state, temporary)
 
 
 def read_checkpoint(path: Path) -> dict[str, Any]:

@@ -10,12 +10,12 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from ladder.atomic import write_text_atomic
 from ladder.errors import LadderError
 from ladder.train.checkpoint import CHECKPOINT_DIR, LATEST
 
@@ -27,12 +27,6 @@ RESUMABLE_CHANGES = (
     "train.compile", "train.micro_batch_size", "train.threads", "train.val_tokens", "train.spike_factor", "train.gpu",
     "tasks.", "wandb.", "device", "run_dir", "run_name", "extra.", "ladder.", "rung", "data.prepared_root",
 )
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 class RunDir:
@@ -63,11 +57,11 @@ class RunDir:
         """A fresh run: the resolved config and the rung's sizing, before the first step."""
         self.path.mkdir(parents=True, exist_ok=True)
         self.write_config(config)
-        _write_atomic(self.path / RUNG, json.dumps(rung, indent=2) + "\n")
-        _write_atomic(self.path / METRICS, "")
+        write_text_atomic(self.path / RUNG, json.dumps(rung, indent=2) + "\n")
+        write_text_atomic(self.path / METRICS, "")
 
     def write_config(self, config: dict[str, Any]) -> None:
-        _write_atomic(self.path / CONFIG, yaml.safe_dump(config, sort_keys=False))
+        write_text_atomic(self.path / CONFIG, yaml.safe_dump(config, sort_keys=False))
 
     def append_metrics(self, record: dict[str, Any]) -> None:
         with open(self.path / METRICS, "a", encoding="utf-8") as handle:
@@ -89,14 +83,14 @@ class RunDir:
     def truncate_metrics(self, step: int) -> None:
         """Drop records after `step` (logged after the checkpoint a resumed run starts from)."""
         kept = [row for row in self.read_metrics() if row["step"] <= step]
-        _write_atomic(self.path / METRICS, "".join(json.dumps(row) + "\n" for row in kept))
+        write_text_atomic(self.path / METRICS, "".join(json.dumps(row) + "\n" for row in kept))
 
     def write_done(self, record: dict[str, Any]) -> None:
-        _write_atomic(self.path / DONE, json.dumps(record, indent=2) + "\n")
+        write_text_atomic(self.path / DONE, json.dumps(record, indent=2) + "\n")
 
     def write_failed(self, record: dict[str, Any]) -> None:
         self.path.mkdir(parents=True, exist_ok=True)
-        _write_atomic(self.path / FAILED, json.dumps(record, indent=2) + "\n")
+        write_text_atomic(self.path / FAILED, json.dumps(record, indent=2) + "\n")
 
     def clear_failed(self) -> None:
         (self.path / FAILED).unlink(missing_ok=True)
