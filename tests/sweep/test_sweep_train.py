@@ -172,7 +172,7 @@ def test_killed_rung_resumes(tmp_path, data_dir):
         while time.monotonic() < deadline and process.poll() is None:
             if (run_dir / "metrics.jsonl").exists() and len(metrics_steps(run_dir)) >= 3:
                 break
-            time.sleep(0.2)
+            time.sleep(0.02)
         assert process.poll() is None, "the sweep ended before it could be killed"
         os.killpg(process.pid, signal.SIGKILL)
         process.wait()
@@ -202,10 +202,10 @@ def test_submitit_local_launcher_runs_rungs_in_subprocesses(tmp_path, data_dir, 
 def test_sigterm_checkpoints_the_rung_and_stops_the_sweep(tmp_path, data_dir):
     """SIGTERM (SLURM's preemption, a Ctrl-C'd tmux): the rung checkpoints, later rungs do not start."""
     root = tmp_path / "runs"
-    overrides = grid_overrides(root, data_dir, multipliers="[0.008,0.001]") + [
-        "ladder.sizes=[pico]", "train.eval_interval=100", "train.checkpoint_interval=100",
+    overrides = grid_overrides(root, data_dir, multipliers="[0.05,0.001]") + [
+        "ladder.sizes=[pico]", "train.eval_interval=1000", "train.checkpoint_interval=1000",
     ]
-    run_dir = root / "pico-0.008xC"  # 31 steps: still training when the signal lands
+    run_dir = root / "pico-0.05xC"  # 194 steps: still training when the signal lands, even on a fast machine
     process = subprocess.Popen(
         [sys.executable, "-m", "ladder.cli", "sweep", *overrides],
         env=env(), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
@@ -214,7 +214,7 @@ def test_sigterm_checkpoints_the_rung_and_stops_the_sweep(tmp_path, data_dir):
     while time.monotonic() < deadline and process.poll() is None:
         if (run_dir / "metrics.jsonl").exists() and len(metrics_steps(run_dir)) >= 2:
             break
-        time.sleep(0.1)
+        time.sleep(0.02)
     assert process.poll() is None and len(metrics_steps(run_dir)) >= 2, "the rung was not training within 90 s"
     process.send_signal(signal.SIGTERM)
     out, _ = process.communicate(timeout=90)
