@@ -21,17 +21,11 @@ import pandas as pd
 
 from ladder.errors import LadderError
 from ladder.results import validate_table
+from ladder.sizes import get_shape, paper_params
 
-# N as the paper counts it (every parameter except the input embedding), per size label.
-PAPER_N = {
-    "190M": 190_354_176,
-    "370M": 371_262_464,
-    "760M": 758_220_288,
-    "1B": 1_279_395_840,
-    "3B": 3_169_537_280,
-    "7B": 6_887_575_552,
-    "13B": 13_202_396_160,
-}
+# N as the paper counts it (every parameter except the input embedding), per size label: from the
+# presets' shapes (tests/test_sizes.py pins them to the paper's figures).
+PAPER_N = {size: paper_params(get_shape(size)) for size in ("190M", "370M", "760M", "1B", "3B", "7B", "13B")}
 
 # The paper's tasks (RC, 5-shot) and the split each is evaluated on.
 PAPER_TASK_SPLITS = {

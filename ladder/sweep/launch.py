@@ -24,13 +24,11 @@ import logging
 import os
 import shutil
 import signal
-import sys
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-import hydra
 from hydra import compose, initialize_config_dir
 from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
@@ -39,7 +37,7 @@ from omegaconf.errors import OmegaConfBaseException
 from ladder.config import register_configs
 from ladder.errors import LadderError
 from ladder.grid import Rung
-from ladder.hydra_app import CONF_DIR, HYDRA_VERSION, compose_config
+from ladder.hydra_app import CONF_DIR, HYDRA_VERSION, compose_config, run_app
 from ladder.sweep.rungs import find_rung, rungs_to_train
 from ladder.sweep.state import DONE, FAILED, SWEEP_FILE, RungState, read_state, write_json_atomic
 
@@ -206,23 +204,9 @@ def stop_between_rungs() -> Iterator[None]:
 
 def run_multirun(argv: list[str]) -> None:
     """Run `sweep_job` as the Hydra app `ladder sweep` with command line `argv` (a multirun)."""
-    register_configs()
-
-    @hydra.main(config_path=str(CONF_DIR), config_name="config", version_base=HYDRA_VERSION)
-    def app(cfg: DictConfig) -> JobResult:
-        return sweep_job(cfg)
-
-    saved_argv = sys.argv
-    sys.argv = ["ladder sweep", *argv]
     SweepStop.requested = False
-    try:
-        with stop_between_rungs():
-            app()
-    except SystemExit as exit_:
-        if exit_.code not in (0, None):
-            raise LadderError(f"ladder sweep failed (Hydra exit code {exit_.code})") from None
-    finally:
-        sys.argv = saved_argv
+    with stop_between_rungs():
+        run_app("sweep", sweep_job, argv)
 
 
 def summarize(root: Path, names: list[str]) -> tuple[str, int]:
