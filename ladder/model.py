@@ -12,15 +12,18 @@ OLMo 2), rotary position embeddings (RoPE, theta 500,000) and
 N(0, init_std^2) truncated at 3 std; norm weights start at 1.
 
 Speed (see scripts/bench_train.py): q, k and v come from one fused Linear, the SwiGLU gate and
-up projections from another; RoPE is one complex multiplication by rotations precomputed once as a
-buffer; on CPU RMSNorm has a hand-written backward and adds the residual in the same pass (on CUDA
-and under torch.compile, `F.rms_norm`, which they fuse); no tensor is copied or transposed except
-the views SDPA needs with the heads in front.
+up projections from another. On CPU (eager) three hand-written autograd functions do what
+autograd would do in more passes: RMSNorm (adding the residual in the same pass), QK-norm with
+RoPE for q and k together, and SwiGLU; the last two write their gradients straight into the
+fused projections' gradients instead of concatenating pieces. On CUDA and under torch.compile the
+plain composition runs (`F.rms_norm`, complex RoPE), which the kernels or inductor fuse.
 
 The parameter count matches `ladder.sizes` exactly (tests/test_sizes.py checks it).
 """
 
 from __future__ import annotations
+
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -79,7 +82,7 @@ class RMSNorm(nn.Module):
 
     def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
         """Norm(x), or residual + Norm(x) when a residual is given."""
-        if x.is_cuda or torch.compiler.is_compiling():  # fused CUDA kernel; inductor fuses it (and the add)
+        if not _fused_path(x):  # fused CUDA kernel; inductor fuses it (and the add)
             # The weight in x's dtype (bf16 under autocast): mixed dtypes miss the fused kernel.
             y = F.rms_norm(x, self.weight.shape, self.weight.to(x.dtype), self.eps)
             return y if residual is None else residual + y
@@ -102,17 +105,109 @@ def rope_frequencies(seq_len: int, head_dim: int, theta: float) -> torch.Tensor:
 def apply_rope(x: torch.Tensor, freqs: torch.Tensor) -> torch.Tensor:
     """Rotate x [B, T, H, head_dim] pairwise: (a, b) -> (a cos - b sin, a sin + b cos).
 
-    `freqs` is either complex [T, 1, head_dim/2] or its real view [T, 1, head_dim/2, 2] (cos, sin).
+    `freqs` is either complex [T, 1, head_dim/2] (or [B, T, 1, head_dim/2], a position per row) or
+    its real view [T, 1, head_dim/2, 2] (cos, sin).
     Complex (eager): viewing the pairs as a + ib, the rotation is one multiply by e^{i angle}; the
     views are free, so it is a single pass over x. Real (under torch.compile, whose code
     generator has no complex numbers): the same formula written out, which it fuses into one kernel.
     """
     pairs = x.float().unflatten(-1, (-1, 2))
-    freqs = freqs[: x.shape[1]]
     if freqs.is_complex():
         return torch.view_as_real(torch.view_as_complex(pairs) * freqs).flatten(-2).type_as(x)
     a, b, cos, sin = pairs[..., 0], pairs[..., 1], freqs[..., 0], freqs[..., 1]
     return torch.stack((a * cos - b * sin, a * sin + b * cos), dim=-1).flatten(-2).type_as(x)
+
+
+class _QKNormRoPEFunction(torch.autograd.Function):
+    """From the fused projection qkv [B, T, 3d]: q and k normalised (QK-norm) and rotated (RoPE), and v.
+
+    For CPU, where autograd would run two norms and two rotations as separate pieces and then
+    concatenate the gradients of q, k and v into the gradient of qkv (one more pass over it).
+    Here q and k go together as a [B, T, 2, d] view, and the backward writes straight into the
+    slices of qkv's gradient. RoPE is linear and the norm's scale r = 1 / rms(x) is one number per
+    row, so rope(x r * w) = rope(x * w) * r: r rides on the rotation tensor (1/heads the size of q)
+    instead of costing a pass. With x the raw q or k, xhat = x r, g_n the gradient of the normed
+    (unrotated) vector = rope^-1(g), and gr = r g_n (the back-rotation times r, again one multiply):
+        dL/dw = sum over rows of g_n * xhat = sum over rows of gr * x
+        dL/dx = r (g_n w - xhat mean(g_n w xhat)) = gr w - x * r^2 mean(gr w x)
+    Only qkv (alive anyway: v is a view of it) and r are saved, not a normalised copy.
+    Returns q, k, v as [B, T, heads, head_dim]; v is a view of qkv.
+    """
+
+    @staticmethod
+    def forward(ctx, qkv, q_weight, k_weight, eps: float, freqs: torch.Tensor, n_heads: int):
+        d = qkv.shape[-1] // 3
+        qk = qkv[..., : 2 * d].unflatten(-1, (2, d))  # [B, T, 2, d]: q and k side by side (a view)
+        weight = torch.stack((q_weight, k_weight))  # [2, d]
+        dtype = torch.promote_types(qkv.dtype, torch.float32)
+        rstd = torch.linalg.vector_norm(qk, dim=-1, keepdim=True, dtype=dtype).square_().div_(d).add_(eps).rsqrt_()
+        scaled_freqs = freqs.unsqueeze(-3) * rstd.unsqueeze(-1)  # [B, T, 2, 1, hd/2], complex
+        weighted = (qk * weight).to(dtype)
+        torch.view_as_complex(weighted.unflatten(-1, (n_heads, -1, 2))).mul_(scaled_freqs)  # [B, T, 2, H, hd/2], in place
+        rotated = weighted.unflatten(-1, (n_heads, -1)).to(qkv.dtype)
+        ctx.save_for_backward(qkv, rstd, weight, freqs)
+        ctx.n_heads = n_heads
+        q, k = rotated.unbind(2)
+        return q, k, qkv[..., 2 * d :].unflatten(-1, (n_heads, -1))
+
+    @staticmethod
+    def backward(ctx, grad_q, grad_k, grad_v):
+        qkv, rstd, weight, freqs = ctx.saved_tensors
+        d = qkv.shape[-1] // 3
+        qk = qkv[..., : 2 * d].unflatten(-1, (2, d))
+        grad_qkv = torch.empty_like(qkv)
+        # gr = r * rope^-1(g): the rotation by the opposite angle (conj) and the scale, one multiply.
+        scaled_conj = freqs.conj().unsqueeze(-3) * rstd.unsqueeze(-1)  # [B, T, 2, 1, hd/2]
+        grad_qk = grad_qkv[..., : 2 * d].unflatten(-1, (2, d))
+        # gr is computed where dL/dx goes (in place) unless the input is lower precision than fp32.
+        dtype = scaled_conj.real.dtype
+        grad_rotated = grad_qk if grad_qk.dtype == dtype else torch.empty(qk.shape, dtype=dtype)
+        for slot, grad in enumerate((grad_q, grad_k)):
+            grad = grad if grad.stride(-1) == 1 else grad.contiguous()
+            into = torch.view_as_complex(grad_rotated[..., slot, :].unflatten(-1, (ctx.n_heads, -1, 2)))
+            torch.mul(torch.view_as_complex(grad.to(dtype).unflatten(-1, (-1, 2))), scaled_conj[..., slot, :, :], out=into)
+        grad_times_x = grad_rotated * qk
+        grad_weight = grad_times_x.flatten(0, -3).sum(0)  # [2, d]
+        coefficient = torch.stack([grad_times_x[..., s, :] @ weight[s] for s in range(2)], dim=-1).unsqueeze_(-1).mul_(rstd.square()).div_(d)
+        grad_x = grad_rotated.mul_(weight).addcmul_(qk, coefficient, value=-1)
+        if grad_x is not grad_qk:
+            grad_qk.copy_(grad_x)
+        grad_qkv[..., 2 * d :].unflatten(-1, (ctx.n_heads, -1)).copy_(grad_v)
+        return grad_qkv, grad_weight[0].to(weight.dtype), grad_weight[1].to(weight.dtype), None, None, None
+
+
+class _SwiGLUFunction(torch.autograd.Function):
+    """silu(gate) * up from the fused projection gate_up [..., 2 hidden], for CPU.
+
+    Autograd would compute the gradients of gate and up separately and then concatenate them into
+    the gradient of gate_up; here the backward writes each into its half directly (one pass over
+    the largest activation fewer). With s = silu(gate) and upstream gradient g:
+        dL/dup = g * s,    dL/dgate = silu'(gate) * g * up   (aten's fused silu_backward)
+    """
+
+    @staticmethod
+    def forward(ctx, gate_up: torch.Tensor) -> torch.Tensor:
+        gate, up = gate_up.chunk(2, dim=-1)
+        activated = F.silu(gate)
+        ctx.save_for_backward(gate_up, activated)
+        return activated * up
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        gate_up, activated = ctx.saved_tensors
+        gate, up = gate_up.chunk(2, dim=-1)
+        grad_gate_up = torch.empty_like(gate_up)
+        grad_gate, grad_up = grad_gate_up.chunk(2, dim=-1)
+        torch.mul(grad, activated, out=grad_up)
+        torch.mul(grad, up, out=grad_gate)
+        torch.ops.aten.silu_backward(grad_gate, gate, grad_input=grad_gate)
+        return grad_gate_up
+
+
+def _fused_path(x: torch.Tensor) -> bool:
+    """True on CPU in eager mode, where ladder's hand-written autograd functions are faster; on
+    CUDA and under torch.compile the composed ops are fused by the kernels or by inductor."""
+    return x.device.type == "cpu" and not torch.compiler.is_compiling()
 
 
 class Attention(nn.Module):
@@ -129,18 +224,30 @@ class Attention(nn.Module):
         self.q_norm = RMSNorm(d) if qk_norm else None
         self.k_norm = RMSNorm(d) if qk_norm else None
 
-    def forward(self, x: torch.Tensor, rope: torch.Tensor) -> torch.Tensor:
+    def heads(self, x: torch.Tensor, freqs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """q, k, v of x [B, T, d] as [B, heads, T, head_dim] (SDPA's layout; views), q and k normed
+        and rotated by `freqs` (complex [T, 1, head_dim/2] or [B, T, 1, head_dim/2]; or the real
+        form under torch.compile)."""
         batch, seq, d = x.shape
-        q, k, v = self.qkv(x).split(d, dim=-1)  # views into one [B, T, 3d] product
-        if self.q_norm is not None:
-            q, k = self.q_norm(q), self.k_norm(k)
-        heads = (batch, seq, self.n_heads, self.head_dim)
-        q = apply_rope(q.reshape(heads), rope)
-        k = apply_rope(k.reshape(heads), rope)
-        v = v.view(heads)
-        # softmax(q k^T / sqrt(head_dim) + causal mask) v; SDPA wants [B, H, T, head_dim] (views).
-        y = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), is_causal=True)
-        return self.out(y.transpose(1, 2).reshape(batch, seq, d))
+        qkv = self.qkv(x)  # [B, T, 3d]
+        if self.q_norm is not None and _fused_path(qkv):
+            q, k, v = _QKNormRoPEFunction.apply(qkv, self.q_norm.weight, self.k_norm.weight, self.q_norm.eps, freqs, self.n_heads)
+        else:
+            q, k, v = qkv.split(d, dim=-1)  # views into one [B, T, 3d] product
+            if self.q_norm is not None:
+                q, k = self.q_norm(q), self.k_norm(k)
+            heads = (batch, seq, self.n_heads, self.head_dim)
+            q, k, v = apply_rope(q.reshape(heads), freqs), apply_rope(k.reshape(heads), freqs), v.view(heads)
+        return q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
+
+    def merge(self, y: torch.Tensor) -> torch.Tensor:
+        """The output projection of the heads' outputs y [B, heads, T, head_dim] -> [B, T, d]."""
+        batch, _, seq, _ = y.shape
+        return self.out(y.transpose(1, 2).reshape(batch, seq, -1))
+
+    def forward(self, x: torch.Tensor, rope: torch.Tensor) -> torch.Tensor:
+        # softmax(q k^T / sqrt(head_dim) + causal mask) v
+        return self.merge(F.scaled_dot_product_attention(*self.heads(x, rope), is_causal=True))
 
 
 class SwiGLU(nn.Module):
@@ -153,7 +260,10 @@ class SwiGLU(nn.Module):
         self.down = nn.Linear(shape.mlp_hidden, shape.d_model, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        gate, up = self.gate_up(x).split(self.hidden, dim=-1)
+        gate_up = self.gate_up(x)
+        if _fused_path(gate_up):
+            return self.down(_SwiGLUFunction.apply(gate_up))
+        gate, up = gate_up.split(self.hidden, dim=-1)
         return self.down(F.silu(gate) * up)
 
 
@@ -168,12 +278,15 @@ class Block(nn.Module):
         self.mlp = SwiGLU(shape)
         self.mlp_norm = RMSNorm(shape.d_model)
 
-    def forward(self, x: torch.Tensor, rope: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, rope: torch.Tensor, attend: Callable[[torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
+        """The layer on x [B, T, d]. `attend` stands in for the causal self-attention (the
+        shared-context scorer of ladder.tasks.prefix passes one that attends to cached keys)."""
+        attend = attend or (lambda h: self.attention(h, rope))
         if self.post_norm:
             # OLMo 2: x + Norm(f(x)); the residual stream itself is never normalised.
-            x = self.attention_norm(self.attention(x, rope), residual=x)
+            x = self.attention_norm(attend(x), residual=x)
             return self.mlp_norm(self.mlp(x), residual=x)
-        x = x + self.attention(self.attention_norm(x), rope)
+        x = x + attend(self.attention_norm(x))
         return x + self.mlp(self.mlp_norm(x))
 
 
@@ -219,7 +332,7 @@ class Decoder(nn.Module):
         if idx.shape[1] > self.seq_len:
             raise LadderError(f"input of {idx.shape[1]} tokens is longer than the model's {self.seq_len}")
         x = self.embed(idx)
-        rope = self.rope_real if torch.compiler.is_compiling() else self.rope
+        rope = (self.rope_real if torch.compiler.is_compiling() else self.rope)[: idx.shape[1]]
         for block in self.blocks:
             x = block(x, rope)
         return self.lm_head(self.final_norm(x))

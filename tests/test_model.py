@@ -106,6 +106,11 @@ def test_every_optimizer_takes_a_step(name):
     assert not torch.equal(before, model.lm_head.weight)
 
 
+def test_adamw_uses_the_fused_kernel_on_cpu(tiny):
+    optimizer = build_optimizer(OptimConfig(name="adamw"), tiny, 1e-3, torch.device("cpu"))
+    assert optimizer.defaults["fused"] is True
+
+
 def test_unknown_optimizer_is_refused(tiny):
     with pytest.raises(LadderError, match="unknown optimizer"):
         build_optimizer(OptimConfig(name="lion"), tiny, 1e-3, torch.device("cpu"))
@@ -139,3 +144,47 @@ def test_rmsnorm_matches_torch_forward_and_backward(with_residual):
     grad = torch.randn_like(out)
     inputs = (x, norm.weight) + ((residual,) if with_residual else ())
     torch.testing.assert_close(torch.autograd.grad(out, inputs, grad), torch.autograd.grad(expected, inputs, grad))
+
+
+def _rope_float64(x, freqs):
+    """RoPE in float64 throughout (apply_rope computes in float32), for exact references."""
+    return torch.view_as_real(torch.view_as_complex(x.unflatten(-1, (-1, 2))) * freqs.to(torch.complex128)).flatten(-2)
+
+
+@pytest.mark.parametrize("per_row_positions", [False, True])
+def test_fused_qk_norm_and_rope_match_the_composed_ops(per_row_positions):
+    """CPU's _QKNormRoPEFunction (Attention.heads) against RMSNorm + RoPE written out, values and
+    gradients, in float64; per-row positions are what the shared-context scorer passes."""
+    torch.manual_seed(0)
+    model = Decoder(get_shape("tiny")).double()  # d 64, 4 heads of 16
+    attention = model.blocks[0].attention
+    with torch.no_grad():
+        attention.q_norm.weight.uniform_(0.5, 1.5)
+        attention.k_norm.weight.uniform_(0.5, 1.5)
+    x = torch.randn(3, 20, 64, dtype=torch.float64, requires_grad=True)
+    freqs = model.rope[torch.randint(0, 200, (3, 20))] if per_row_positions else model.rope[:20]
+
+    def composed(x):
+        q, k, v = attention.qkv(x).split(64, dim=-1)
+        q = torch.nn.functional.rms_norm(q, (64,), attention.q_norm.weight, 1e-6)
+        k = torch.nn.functional.rms_norm(k, (64,), attention.k_norm.weight, 1e-6)
+        heads = (3, 20, 4, 16)
+        return tuple(t.transpose(1, 2) for t in (_rope_float64(q.reshape(heads), freqs), _rope_float64(k.reshape(heads), freqs), v.reshape(heads)))
+
+    fused, expected = attention.heads(x, freqs), composed(x)
+    for got, want in zip(fused, expected):
+        torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+    upstream = [torch.randn_like(t) for t in expected]
+    inputs = (x, attention.qkv.weight, attention.q_norm.weight, attention.k_norm.weight)
+    for got, want in zip(torch.autograd.grad(fused, inputs, upstream), torch.autograd.grad(expected, inputs, upstream)):
+        torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
+
+
+def test_swiglu_function_matches_autograd():
+    from ladder.model import _SwiGLUFunction
+
+    torch.manual_seed(0)
+    gate_up = torch.randn(2, 5, 12, dtype=torch.float64, requires_grad=True)
+    gate, up = gate_up.split(6, dim=-1)
+    torch.testing.assert_close(_SwiGLUFunction.apply(gate_up), torch.nn.functional.silu(gate) * up)
+    assert torch.autograd.gradcheck(_SwiGLUFunction.apply, (gate_up,))

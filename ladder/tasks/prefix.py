@@ -4,8 +4,9 @@ A multiple-choice question runs its context through the model once; the keys and
 every layer are kept, and all choices continue from them. With 5-shot contexts of hundreds of
 tokens and answers of a few, this removes most of the work (about 3x on ARC with four choices).
 
-This mirrors `ladder.model.Decoder.forward` layer for layer (same modules, same order);
-`tests/tasks/test_prefix.py` checks that both give the same log-probabilities. Rows of a batch
+It runs the Decoder's own blocks, with an attention that keeps or reads the cached keys and
+values (`Block.forward`'s `attend`, `Attention.heads` and `merge`);
+`tests/tasks/test_prefix.py` checks that it gives the log-probabilities of a full forward. Rows of a batch
 have different context lengths: each row's tokens take positions 0, 1, ... (RoPE depends only
 on position differences) and attention masks hide the padding.
 
@@ -32,38 +33,6 @@ def unwrap_decoder(model: torch.nn.Module) -> Decoder | None:
     inner = getattr(model, "module", model)  # DistributedDataParallel
     inner = getattr(inner, "_orig_mod", inner)  # torch.compile
     return inner if isinstance(inner, Decoder) else None
-
-
-def _rotate(x: torch.Tensor, freqs: torch.Tensor) -> torch.Tensor:
-    """RoPE with a position per row: x [B, T, H, head_dim], freqs [B, T, head_dim/2] (complex)."""
-    pairs = torch.view_as_complex(x.float().unflatten(-1, (-1, 2)))
-    return torch.view_as_real(pairs * freqs.unsqueeze(2)).flatten(-2).type_as(x)
-
-
-def _attention_inputs(block, x: torch.Tensor, freqs: torch.Tensor):
-    attention = block.attention
-    batch, seq, d = x.shape
-    q, k, v = attention.qkv(x).split(d, dim=-1)
-    if attention.q_norm is not None:
-        q, k = attention.q_norm(q), attention.k_norm(k)
-    heads = (batch, seq, attention.n_heads, attention.head_dim)
-    q = _rotate(q.reshape(heads), freqs).transpose(1, 2)
-    k = _rotate(k.reshape(heads), freqs).transpose(1, 2)
-    return q, k, v.reshape(heads).transpose(1, 2)
-
-
-def _block(block, x: torch.Tensor, attend) -> torch.Tensor:
-    """One Block.forward with attention computed by `attend(normed_or_raw_x) -> [B, T, d]`."""
-    if block.post_norm:
-        x = x + block.attention_norm(attend(x))
-        return x + block.mlp_norm(block.mlp(x))
-    x = x + attend(block.attention_norm(x))
-    return x + block.mlp(block.mlp_norm(x))
-
-
-def _merge(block, y: torch.Tensor) -> torch.Tensor:
-    batch, _, seq, _ = y.shape
-    return block.attention.out(y.transpose(1, 2).reshape(batch, seq, -1))
 
 
 def _batch_logprobs(
@@ -96,7 +65,7 @@ def _batch_logprobs(
 
     ctx_idx, ctx_real, tail_idx = ctx_idx.to(device), ctx_real.to(device), tail_idx.to(device)
     rope = model.rope.to(device)
-    ctx_freqs, tail_freqs = rope[ctx_pos.to(device), 0], rope[tail_pos.to(device), 0]
+    ctx_freqs, tail_freqs = rope[ctx_pos.to(device)], rope[tail_pos.to(device)]  # [rows, T, 1, head_dim/2]
     owner_t = torch.tensor(owner, device=device)
 
     causal = torch.ones(context_len, context_len, dtype=torch.bool, device=device).tril()
@@ -115,20 +84,20 @@ def _batch_logprobs(
         cache = {}
 
         def attend_context(h: torch.Tensor) -> torch.Tensor:
-            q, k, v = _attention_inputs(block, h, ctx_freqs)
+            q, k, v = block.attention.heads(h, ctx_freqs)
             cache["k"], cache["v"] = k, v
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=ctx_mask[:, None])
-            return _merge(block, y)
+            return block.attention.merge(y)
 
         def attend_tail(h: torch.Tensor) -> torch.Tensor:
-            q, k, v = _attention_inputs(block, h, tail_freqs)
+            q, k, v = block.attention.heads(h, tail_freqs)
             k = torch.cat([cache["k"][owner_t], k], dim=2)
             v = torch.cat([cache["v"][owner_t], v], dim=2)
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=tail_mask[:, None])
-            return _merge(block, y)
+            return block.attention.merge(y)
 
-        x_ctx = _block(block, x_ctx, attend_context)
-        x_tail = _block(block, x_tail, attend_tail)
+        x_ctx = block(x_ctx, ctx_freqs, attend_context)
+        x_tail = block(x_tail, tail_freqs, attend_tail)
 
     def logprobs(hidden: torch.Tensor) -> torch.Tensor:
         logits = model.lm_head(model.final_norm(hidden))

@@ -29,6 +29,7 @@ from ladder.model import decoder_from_config
 from ladder.sizes import flops_per_token, get_shape
 from ladder.train import checkpoint as ckpt
 from ladder.train import distributed
+from ladder.train.cpu_memory import keep_freed_memory
 from ladder.train.evaluation import TaskEvaluator, validation_bpb
 from ladder.train.metrics import Throughput, device_peak_flops, memory_mb
 from ladder.train.optim import Schedule, build_optimizer
@@ -172,6 +173,8 @@ class _Trainer:
             raise LadderError(f"train.precision must be auto, bf16 or fp32, got {precision!r}")
         self.precision = precision
 
+        if self.device.type == "cpu":
+            keep_freed_memory()  # no fresh pages for every step's activations (see cpu_memory)
         torch.manual_seed(cfg.seed)
         self.model = decoder_from_config(rung.shape, cfg.model).to(self.device)
         self.optimizer = build_optimizer(cfg.optim, self.model, rung.peak_lr, self.device)
