@@ -68,7 +68,7 @@ class _RMSNormFunction(torch.autograd.Function):
         grad_xhat = grad * xhat
         grad_weight = grad_xhat.reshape(-1, d).sum(0)
         mean_dot = (grad_xhat @ weight).unsqueeze_(-1).div_(d)  # mean(g w xhat) per row
-        grad_x = (grad * weight).addcmul_(xhat, mean_dot, value=-1).mul_(rstd)
+        grad_x = torch.mul(grad, weight, out=grad_xhat).addcmul_(xhat, mean_dot, value=-1).mul_(rstd)  # reuses the buffer
         return grad_x, grad_weight, None, grad if ctx.has_residual else None
 
 
