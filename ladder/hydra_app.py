@@ -42,16 +42,22 @@ def compose_config(overrides: list[str]) -> DictConfig:
         raise LadderError(f"bad config: {_first_line(error)}") from None
 
 
-def run_app(name: str, task: Callable[[DictConfig], Any], argv: list[str]) -> Any:
+def run_app(
+    name: str, task: Callable[[DictConfig], Any], argv: list[str], validate: Callable[[DictConfig], Any] | None = None
+) -> Any:
     """Run `task(cfg)` as the Hydra app `ladder <name>` with command-line `argv`.
 
+    `validate(cfg)` runs on the composed config before Hydra starts (and creates its output
+    directory), so that a config the task would refuse leaves nothing behind.
     Returns what the (last) task returned. A LadderError raised by the task propagates.
     """
     overrides = [arg for arg in argv if not arg.startswith("-") and "=" in arg]
     # A multirun's overrides hold sweeps (a=1,2) that only Hydra's sweeper expands: Hydra checks them.
     skip_check = ("--cfg", "-c", "--help", "-h", "--hydra-help", "--info", "--multirun", "-m")
     if not any(arg in skip_check for arg in argv):
-        compose_config([o for o in overrides if not o.lstrip("+~").startswith("hydra")])
+        cfg = compose_config([o for o in overrides if not o.lstrip("+~").startswith("hydra")])
+        if validate is not None:
+            validate(cfg)
     register_configs()
     outcome: dict[str, Any] = {}
 

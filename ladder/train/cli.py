@@ -6,9 +6,9 @@ from ladder.hydra_app import run_app
 
 
 def main(argv: list[str]) -> int:
-    from ladder.train.loop import run_training
+    from ladder.train.loop import rung_for, run_training
 
-    outcome = run_app("train", run_training, argv)
+    outcome = run_app("train", run_training, argv, validate=rung_for)
     if outcome is not None:
         print(f"{outcome.status}: {outcome.run_dir} at step {outcome.step} ({outcome.tokens:,} tokens)")
     return 0

@@ -103,8 +103,8 @@ def test_bad_preset_or_multiplier_is_refused_before_any_work(tmp_path, prepared_
     assert code == 2
     error = capsys.readouterr().err.strip()
     assert error.startswith("ladder train: error:") and len(error.splitlines()) == 1
-    # Nothing was trained or prepared (Hydra may have created the run dir for its log).
-    assert not (run_dir / "metrics.jsonl").exists() and not (run_dir / "checkpoint").exists()
+    # Nothing was trained or prepared, and Hydra never started (no run dir, no log).
+    assert not run_dir.exists()
     assert not (tmp_path / "data").exists()
 
 
