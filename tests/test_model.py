@@ -188,3 +188,31 @@ def test_swiglu_function_matches_autograd():
     gate, up = gate_up.split(6, dim=-1)
     torch.testing.assert_close(_SwiGLUFunction.apply(gate_up), torch.nn.functional.silu(gate) * up)
     assert torch.autograd.gradcheck(_SwiGLUFunction.apply, (gate_up,))
+
+
+@pytest.mark.parametrize("norm_placement", ["post", "pre"])
+def test_cpu_autograd_functions_agree_with_the_composed_path_of_cuda(monkeypatch, norm_placement):
+    """The whole Decoder, forward and gradients, on the CPU functions and on the composed ops that
+    CUDA and torch.compile run (selected by `_fused_path`); composed RoPE computes in float32."""
+    import ladder.model
+
+    torch.manual_seed(0)
+    model = Decoder(get_shape("tiny"), norm_placement=norm_placement).double()
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, ladder.model.RMSNorm):
+                module.weight.uniform_(0.5, 1.5)
+    idx = torch.randint(0, 256, (2, 48))
+
+    def loss_and_grads():
+        model.zero_grad()
+        loss = torch.nn.functional.cross_entropy(model(idx).flatten(0, 1), idx.roll(-1, 1).flatten())
+        loss.backward()
+        return loss.detach(), [p.grad.clone() for p in model.parameters()]
+
+    fused_loss, fused_grads = loss_and_grads()
+    monkeypatch.setattr(ladder.model, "_fused_path", lambda x: False)
+    composed_loss, composed_grads = loss_and_grads()
+    torch.testing.assert_close(fused_loss, composed_loss, rtol=1e-6, atol=1e-6)
+    for fused, composed in zip(fused_grads, composed_grads):
+        torch.testing.assert_close(fused, composed, rtol=1e-4, atol=1e-6)
