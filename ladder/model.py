@@ -68,7 +68,8 @@ class _RMSNormFunction(torch.autograd.Function):
         grad_xhat = grad * xhat
         grad_weight = grad_xhat.reshape(-1, d).sum(0)
         mean_dot = (grad_xhat @ weight).unsqueeze_(-1).div_(d)  # mean(g w xhat) per row
-        grad_x = torch.mul(grad, weight, out=grad_xhat).addcmul_(xhat, mean_dot, value=-1).mul_(rstd)  # reuses the buffer
+        # dL/dx in grad_xhat's buffer, no longer needed.
+        grad_x = torch.mul(grad, weight, out=grad_xhat).addcmul_(xhat, mean_dot, value=-1).mul_(rstd)
         return grad_x, grad_weight, None, grad if ctx.has_residual else None
 
 
@@ -143,7 +144,8 @@ class _QKNormRoPEFunction(torch.autograd.Function):
         rstd = torch.linalg.vector_norm(qk, dim=-1, keepdim=True, dtype=dtype).square_().div_(d).add_(eps).rsqrt_()
         scaled_freqs = freqs.unsqueeze(-3) * rstd.unsqueeze(-1)  # [B, T, 2, 1, hd/2], complex
         weighted = (qk * weight).to(dtype)
-        torch.view_as_complex(weighted.unflatten(-1, (n_heads, -1, 2))).mul_(scaled_freqs)  # [B, T, 2, H, hd/2], in place
+        # Rotate in place, as complex pairs [B, T, 2, H, hd/2].
+        torch.view_as_complex(weighted.unflatten(-1, (n_heads, -1, 2))).mul_(scaled_freqs)
         rotated = weighted.unflatten(-1, (n_heads, -1)).to(qkv.dtype)
         ctx.save_for_backward(qkv, rstd, weight, freqs)
         ctx.n_heads = n_heads
@@ -165,10 +167,12 @@ class _QKNormRoPEFunction(torch.autograd.Function):
         for slot, grad in enumerate((grad_q, grad_k)):
             grad = grad if grad.stride(-1) == 1 else grad.contiguous()
             into = torch.view_as_complex(grad_rotated[..., slot, :].unflatten(-1, (ctx.n_heads, -1, 2)))
-            torch.mul(torch.view_as_complex(grad.to(dtype).unflatten(-1, (-1, 2))), scaled_conj[..., slot, :, :], out=into)
+            pairs = torch.view_as_complex(grad.to(dtype).unflatten(-1, (-1, 2)))
+            torch.mul(pairs, scaled_conj[..., slot, :, :], out=into)
         grad_times_x = grad_rotated * qk
         grad_weight = grad_times_x.flatten(0, -3).sum(0)  # [2, d]
-        coefficient = torch.stack([grad_times_x[..., s, :] @ weight[s] for s in range(2)], dim=-1).unsqueeze_(-1).mul_(rstd.square()).div_(d)
+        dot = torch.stack([grad_times_x[..., slot, :] @ weight[slot] for slot in range(2)], dim=-1)  # sum(gr w x)
+        coefficient = dot.unsqueeze_(-1).mul_(rstd.square()).div_(d)
         grad_x = grad_rotated.mul_(weight).addcmul_(qk, coefficient, value=-1)
         if grad_x is not grad_qk:
             grad_qk.copy_(grad_x)
@@ -231,7 +235,8 @@ class Attention(nn.Module):
         batch, seq, d = x.shape
         qkv = self.qkv(x)  # [B, T, 3d]
         if self.q_norm is not None and _fused_path(qkv):
-            q, k, v = _QKNormRoPEFunction.apply(qkv, self.q_norm.weight, self.k_norm.weight, self.q_norm.eps, freqs, self.n_heads)
+            norms = (self.q_norm.weight, self.k_norm.weight, self.q_norm.eps)
+            q, k, v = _QKNormRoPEFunction.apply(qkv, *norms, freqs, self.n_heads)
         else:
             q, k, v = qkv.split(d, dim=-1)  # views into one [B, T, 3d] product
             if self.q_norm is not None:
@@ -278,7 +283,9 @@ class Block(nn.Module):
         self.mlp = SwiGLU(shape)
         self.mlp_norm = RMSNorm(shape.d_model)
 
-    def forward(self, x: torch.Tensor, rope: torch.Tensor, attend: Callable[[torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, rope: torch.Tensor, attend: Callable[[torch.Tensor], torch.Tensor] | None = None
+    ) -> torch.Tensor:
         """The layer on x [B, T, d]. `attend` stands in for the causal self-attention (the
         shared-context scorer of ladder.tasks.prefix passes one that attends to cached keys)."""
         attend = attend or (lambda h: self.attention(h, rope))

@@ -169,7 +169,8 @@ def test_fused_qk_norm_and_rope_match_the_composed_ops(per_row_positions):
         q = torch.nn.functional.rms_norm(q, (64,), attention.q_norm.weight, 1e-6)
         k = torch.nn.functional.rms_norm(k, (64,), attention.k_norm.weight, 1e-6)
         heads = (3, 20, 4, 16)
-        return tuple(t.transpose(1, 2) for t in (_rope_float64(q.reshape(heads), freqs), _rope_float64(k.reshape(heads), freqs), v.reshape(heads)))
+        q, k = _rope_float64(q.reshape(heads), freqs), _rope_float64(k.reshape(heads), freqs)
+        return q.transpose(1, 2), k.transpose(1, 2), v.reshape(heads).transpose(1, 2)
 
     fused, expected = attention.heads(x, freqs), composed(x)
     for got, want in zip(fused, expected):
