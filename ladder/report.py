@@ -48,6 +48,15 @@ def _log_x(axis: plt.Axes) -> None:
     axis.xaxis.set_minor_formatter(NullFormatter())
 
 
+def _label_task_panel(axis: plt.Axes, task: str, x: str, y: str) -> None:
+    """Title, axis labels, grid and legend of one task's panel in a grid of plots."""
+    axis.set_title(task, fontsize=9)
+    axis.set_xlabel(x)
+    axis.set_ylabel(y)
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize=6)
+
+
 def _save(figure: plt.Figure, path: str | os.PathLike) -> Path:
     path = Path(path)
     figure.tight_layout()
@@ -101,11 +110,7 @@ def plot_step1(fit: "LadderFit", path: str | os.PathLike) -> Path:
                 axis.scatter([target.D], [target.actual_loss], color=color, marker="x", s=40,
                              label=f"{target.run} actual", zorder=4)
         _log_x(axis)
-        axis.set_title(task_fit.task, fontsize=9)
-        axis.set_xlabel("tokens D")
-        axis.set_ylabel("task loss (bpb)")
-        axis.grid(alpha=0.3)
-        axis.legend(fontsize=6)
+        _label_task_panel(axis, task_fit.task, "tokens D", "task loss (bpb)")
     return _save(figure, path)
 
 
@@ -136,11 +141,7 @@ def plot_step2(fit: "LadderFit", path: str | os.PathLike) -> Path:
             if math.isfinite(target.actual_acc):
                 axis.scatter([target.actual_loss], [target.actual_acc], color="crimson", marker="x", s=40,
                              label=f"{target.run} actual", zorder=4)
-        axis.set_title(task_fit.task, fontsize=9)
-        axis.set_xlabel("task loss (bpb)")
-        axis.set_ylabel("accuracy")
-        axis.grid(alpha=0.3)
-        axis.legend(fontsize=6)
+        _label_task_panel(axis, task_fit.task, "task loss (bpb)", "accuracy")
     return _save(figure, path)
 
 
