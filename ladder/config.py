@@ -7,17 +7,27 @@ documentation (`ladder train --cfg job` shows the resolved values).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING, OmegaConf
+from omegaconf import MISSING, DictConfig, OmegaConf
 
+from ladder.errors import LadderError
 from ladder.grid import rung_name
 
-# ${rung_name:tiny,1.0} -> tiny-1xC (ladder.grid.rung_name), for the default run_dir. Registered on
-# import so that any process that unpickles a ladder config (e.g. a submitit job) can resolve it.
-OmegaConf.register_new_resolver("rung_name", lambda size, x: rung_name(str(size), float(x)), replace=True)
+OPTIMIZERS = ("adamw", "adam", "nadam", "sgd", "momentum", "nesterov", "rmsprop")
+WANDB_MODES = ("offline", "online", "disabled")
+DEVICES = ("cpu", "cuda")
+
+# ${rung_name:tiny,1.0,null} -> tiny-1xC, ${rung_name:tiny,1.0,40960} -> tiny-40960tok (ladder.grid.rung_name),
+# for the default run_dir. Registered on import so that any process that unpickles a ladder config
+# (e.g. a submitit job) can resolve it.
+OmegaConf.register_new_resolver(
+    "rung_name", lambda size, x, tokens=None: rung_name(str(size), float(x), None if tokens is None else int(tokens)),
+    replace=True,
+)
 
 
 @dataclass
@@ -126,8 +136,8 @@ class TasksConfig:
 
 @dataclass
 class WandbConfig:
-    mode: str = "offline"
-    """'offline' (default), 'online' or 'disabled'."""
+    mode: Optional[str] = None
+    """'offline', 'online' or 'disabled'; None = $WANDB_MODE if set, else 'offline'."""
     project: str = "ladder"
     """wandb project."""
     entity: Optional[str] = None
@@ -189,7 +199,7 @@ class LadderConfig:
     """'ladder' (a rung that is fitted) or 'target' (a model to predict)."""
     rung: Optional[str] = None
     """Set by `ladder sweep` for each job: the grid rung (by name) this job trains."""
-    run_dir: str = "runs/single/${rung_name:${model.preset},${multiplier}}"
+    run_dir: str = "runs/single/${rung_name:${model.preset},${multiplier},${train.tokens}}"
     """The rung's run directory: config, checkpoints, metrics.jsonl, eval rows, DONE."""
     seed: int = 0
     """Seed of initialisation and data order."""
@@ -197,6 +207,49 @@ class LadderConfig:
     """'cpu' or 'cuda' (DDP under torchrun when WORLD_SIZE > 1)."""
     extra: dict[str, Any] = field(default_factory=dict)
     """Free-form keys for experiments; ignored by ladder itself."""
+
+
+# Values the schema's types admit but no run can use: (key, test, what the value must be).
+# Optional keys left at None are not tested. Checked when a config is composed, before any work.
+VALUE_RULES: tuple[tuple[str, Callable[[Any], bool], str], ...] = (
+    ("train.max_steps", lambda v: v >= 1, ">= 1"),
+    ("train.log_interval", lambda v: v >= 1, ">= 1"),
+    ("train.eval_interval", lambda v: v >= 1, ">= 1"),
+    ("train.evals", lambda v: v >= 1, ">= 1"),
+    ("train.checkpoint_interval", lambda v: v >= 1, ">= 1"),
+    ("train.threads", lambda v: v >= 1, ">= 1"),
+    ("train.batch_size", lambda v: v >= 1, ">= 1"),
+    ("train.micro_batch_size", lambda v: v >= 1, ">= 1"),
+    ("train.val_tokens", lambda v: v >= 1, ">= 1"),
+    ("train.spike_factor", lambda v: v > 1, "> 1"),
+    ("train.precision", lambda v: v in ("auto", "bf16", "fp32"), "auto, bf16 or fp32"),
+    ("optim.lr", lambda v: 0 < v < math.inf, "> 0 and finite"),
+    ("optim.eps", lambda v: 0 < v < math.inf, "> 0 and finite"),
+    ("optim.weight_decay", lambda v: 0 <= v < math.inf, ">= 0 and finite"),
+    ("optim.warmup_tokens", lambda v: v >= 0, ">= 0"),
+    ("optim.final_lr_ratio", lambda v: 0 <= v <= 1, "in [0, 1]"),
+    ("optim.grad_clip", lambda v: 0 <= v < math.inf, ">= 0 and finite (0 disables clipping)"),
+    ("optim.momentum", lambda v: 0 <= v < 1, "in [0, 1)"),
+    ("optim.betas", lambda v: len(v) == 2 and all(0 <= b < 1 for b in v), "two numbers in [0, 1)"),
+    ("optim.name", lambda v: v in OPTIMIZERS, "one of " + ", ".join(OPTIMIZERS)),
+    ("optim.lr_rule", lambda v: v in ("olmo", "kaplan"), "olmo or kaplan"),
+    ("model.norm_placement", lambda v: v in ("post", "pre"), "post or pre"),
+    ("wandb.mode", lambda v: v in WANDB_MODES, "one of " + ", ".join(WANDB_MODES)),
+    ("device", lambda v: v in DEVICES, "cpu or cuda"),
+    ("seed", lambda v: v >= 0, ">= 0"),
+    ("data.seed", lambda v: v >= 0, ">= 0"),
+    ("tasks.seed", lambda v: v >= 0, ">= 0"),
+    ("tasks.max_questions", lambda v: v >= 1, ">= 1"),
+    ("tasks.batch_size", lambda v: v >= 1, ">= 1"),
+)
+
+
+def check_values(cfg: DictConfig) -> None:
+    """Refuse a value no run can use (a zero interval, a negative learning rate, ...) in one line."""
+    for key, valid, what in VALUE_RULES:
+        value = OmegaConf.select(cfg, key)
+        if value is not None and not valid(value):
+            raise LadderError(f"bad config: {key}={value} (must be {what})")
 
 
 def register_configs() -> None:

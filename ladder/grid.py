@@ -21,14 +21,17 @@ def format_multiplier(multiplier: float) -> str:
     return f"{multiplier:g}"
 
 
-def rung_name(size: str, multiplier: float) -> str:
+def rung_name(size: str, multiplier: float | None, tokens: int | None = None) -> str:
+    """<size>-<x>xC for a Chinchilla multiple, <size>-<tokens>tok for a token count."""
+    if tokens is not None:
+        return f"{size}-{int(tokens)}tok"
     return f"{size}-{format_multiplier(multiplier)}xC"
 
 
 def chinchilla_tokens(n_params: int, multiplier: float) -> int:
     """D = multiplier x 20 x N."""
-    if not multiplier > 0:
-        raise LadderError(f"token multiplier must be > 0, got {multiplier}")
+    if not 0 < multiplier < math.inf:
+        raise LadderError(f"token multiplier must be > 0 and finite, got {multiplier}")
     return int(round(multiplier * CHINCHILLA_TOKENS_PER_PARAM * n_params))
 
 
@@ -116,7 +119,7 @@ def make_rung(
     steps = max(1, math.ceil(budget / batch_tokens))
     warmup = n_params if warmup_tokens is None else warmup_tokens  # paper: warm up over N tokens
     return Rung(
-        name=name or rung_name(size, multiplier) if multiplier is not None else (name or size),
+        name=name or rung_name(size, multiplier, None if multiplier is not None else budget),
         size=size,
         multiplier=multiplier,
         role=role,

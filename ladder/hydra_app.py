@@ -13,33 +13,69 @@ from pathlib import Path
 from typing import Any, Callable
 
 import hydra
+import yaml
 from hydra import compose, initialize_config_dir
 from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from ladder.config import register_configs
+from ladder.config import check_values, register_configs
 from ladder.errors import LadderError
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 HYDRA_VERSION = "1.3"  # also: no chdir into the output directory
 
 
-def _first_line(error: Exception) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
+def describe_config_error(error: Exception) -> str:
+    """One line for a composition error: where (file and line, or the config key) and what.
+
+    Hydra wraps OmegaConf's errors: the useful part (the message and its `full_key`) is either the
+    cause or the lines after "... raised while composing config:", which is all the first line says.
+    """
+    if isinstance(error, yaml.MarkedYAMLError):
+        mark = error.problem_mark
+        where = f"{mark.name}:{mark.line + 1}: " if mark is not None else ""
+        return f"{where}YAML syntax: {error.problem or error.context}"
+    inner = error
+    while inner.__cause__ is not None:
+        inner = inner.__cause__
+    lines = [line.strip() for line in str(inner).strip().splitlines()]
+    if not lines:
+        return type(error).__name__
+    context = ""
+    if lines[0].endswith("raised while composing config:") and len(lines) > 1:
+        context, lines = lines[0].split(":", 1)[0] + ": ", lines[1:]
+    key = getattr(inner, "full_key", None) or next(
+        (line.split(":", 1)[1].strip() for line in lines if line.startswith("full_key:")), None
+    )
+    return f"{context}{key}: {lines[0]}" if key else f"{context}{lines[0]}"
 
 
 def compose_config(overrides: list[str]) -> DictConfig:
-    """Compose conf/config.yaml with Hydra overrides; a bad override is a LadderError."""
+    """Compose conf/config.yaml with Hydra overrides and check its values; a mistake is a LadderError."""
     register_configs()
     try:
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base=HYDRA_VERSION):
             cfg = compose(config_name="config", overrides=overrides)
         OmegaConf.resolve(cfg)
-        return cfg
-    except (HydraException, OmegaConfBaseException, ValueError) as error:
-        raise LadderError(f"bad config: {_first_line(error)}") from None
+    except (HydraException, OmegaConfBaseException, ValueError, yaml.YAMLError) as error:
+        raise LadderError(f"bad config: {describe_config_error(error)}") from None
+    missing = sorted(OmegaConf.missing_keys(cfg))
+    if missing:
+        raise LadderError(f"bad config: {missing[0]} has no value (it is required)")
+    check_values(cfg)
+    return cfg
+
+
+def split_show_config(argv: list[str], command: str) -> tuple[list[str], bool]:
+    """(argv without `--cfg job`, whether it was there) for the commands that are not Hydra apps
+    (`plan`, `eval`) but print their resolved config as Hydra's apps do."""
+    if "--cfg" not in argv and "-c" not in argv:
+        return argv, False
+    at = argv.index("--cfg") if "--cfg" in argv else argv.index("-c")
+    if argv[at + 1 : at + 2] != ["job"]:
+        raise LadderError(f"ladder {command} shows its config with `--cfg job` (it runs no Hydra job)")
+    return argv[:at] + argv[at + 2 :], True
 
 
 def run_app(

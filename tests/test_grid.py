@@ -11,6 +11,7 @@ from ladder.sizes import get_shape, paper_params
 
 def test_rung_names_drop_trailing_zeros():
     assert rung_name("tiny", 1.0) == "tiny-1xC"
+    assert rung_name("tiny", None, tokens=40960) == "tiny-40960tok"
     assert rung_name("190M", 0.5) == "190M-0.5xC"
     assert rung_name("1B", 10) == "1B-10xC"
 

@@ -24,6 +24,7 @@ import logging
 import os
 import shutil
 import signal
+import threading
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,9 +38,9 @@ from omegaconf.errors import OmegaConfBaseException
 from ladder.config import register_configs
 from ladder.errors import LadderError
 from ladder.grid import Rung
-from ladder.hydra_app import CONF_DIR, HYDRA_VERSION, compose_config, run_app
-from ladder.sweep.rungs import find_rung, rungs_to_train
-from ladder.sweep.state import DONE, FAILED, SWEEP_FILE, RungState, read_state, write_json_atomic
+from ladder.hydra_app import CONF_DIR, HYDRA_VERSION, compose_config, describe_config_error, run_app
+from ladder.sweep.rungs import find_rung, grid_rungs, rungs_to_train
+from ladder.sweep.state import DONE, FAILED, SWEEP_FILE, RungState, read_json, read_state, write_json_atomic
 
 log = logging.getLogger("ladder.sweep")
 
@@ -135,11 +136,13 @@ class PreemptionRelay:
 class SweepStop:
     """Set when this process is told to stop (SIGTERM/SIGUSR1): remaining rungs do not start.
 
-    While a rung trains, the trainer's handler takes the signal (checkpoint, 'stopped'); the
-    job then sets this. Between rungs, the sweep's own handler sets it.
+    One event for the whole sweep: between rungs the sweep's own handler sets it; a rung's
+    trainer is handed the same event, so a signal that came while the rung was starting (before
+    the trainer's handlers) still stops it at its first step, and one during training stops the
+    rungs after it.
     """
 
-    requested = False
+    event = threading.Event()
 
 
 def write_failed(run_dir: Path, error: BaseException) -> None:
@@ -163,7 +166,7 @@ def sweep_job(cfg: DictConfig) -> JobResult:
     if (run_dir / DONE).exists():
         log.info("%s: DONE, skipped", rung.name)
         return JobResult(rung.name, "skipped")
-    if SweepStop.requested:
+    if SweepStop.event.is_set():
         return JobResult(rung.name, "not started")
     export_distributed_env()
     is_rank_zero = int(os.environ.get("RANK", "0")) == 0
@@ -174,7 +177,7 @@ def sweep_job(cfg: DictConfig) -> JobResult:
         if is_rank_zero:
             (run_dir / FAILED).unlink(missing_ok=True)  # a failed rung is retried by a new sweep
         with relay.while_training():
-            outcome = run_training(cfg)
+            outcome = run_training(cfg, stop=SweepStop.event)
     except Exception as error:  # one failing rung must not stop the others
         log.error("%s failed: %s", rung.name, error)
         if is_rank_zero:
@@ -183,7 +186,6 @@ def sweep_job(cfg: DictConfig) -> JobResult:
     max_steps = cfg.train.max_steps
     if outcome.status == "stopped" and (max_steps is None or outcome.step < max_steps):
         relay.requeue_if_preempted()  # under submitit: requeued, and this process exits
-        SweepStop.requested = True
     return JobResult(rung.name, str(outcome.status))
 
 
@@ -192,7 +194,7 @@ def stop_between_rungs() -> Iterator[None]:
     """SIGTERM/SIGUSR1 outside a rung's training stop the sweep before its next rung."""
 
     def request_stop(signum: int, frame: Any) -> None:
-        SweepStop.requested = True
+        SweepStop.event.set()
 
     previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGTERM, signal.SIGUSR1)}
     try:
@@ -204,7 +206,7 @@ def stop_between_rungs() -> Iterator[None]:
 
 def run_multirun(argv: list[str]) -> None:
     """Run `sweep_job` as the Hydra app `ladder sweep` with command line `argv` (a multirun)."""
-    SweepStop.requested = False
+    SweepStop.event = threading.Event()
     with stop_between_rungs():
         run_app("sweep", sweep_job, argv)
 
@@ -220,11 +222,11 @@ def summarize(root: Path, names: list[str]) -> tuple[str, int]:
     for state in states:
         if state.status != "done":
             lines.append(f"  {state.name}: {state.describe()}")
-    if SweepStop.requested:
+    if SweepStop.event.is_set():
         lines.append("stopped by a signal: the same command resumes the sweep")
     elif any(state.status in ("stopped", "pending") for state in states):
         lines.append("unfinished rungs resume from their checkpoints when the same command is run again")
-    return "\n".join(lines), 1 if failed or SweepStop.requested else 0
+    return "\n".join(lines), 1 if failed or SweepStop.event.is_set() else 0
 
 
 def _counts(states: list[RungState]) -> dict[str, int]:
@@ -250,6 +252,31 @@ def check_sweep_root(overrides: list[str]) -> None:
         )
 
 
+def sweep_file_rungs(root: Path, cfg: DictConfig, launched: list[str]) -> list[str]:
+    """The rungs sweep.json lists for `ladder status`: those already listed, the grid's (a sweep
+    of some rungs, `ladder.only=[...]`, must not hide the others) and this sweep's."""
+    listed = (read_json(root / SWEEP_FILE) or {}).get("rungs")
+    names = [n for n in listed if isinstance(n, str)] if isinstance(listed, list) else []
+    grid = [rung.name for rung in grid_rungs(cfg) if rung.role == "ladder" or cfg.ladder.train_targets]
+    for name in [*grid, *launched]:
+        if name not in names:
+            names.append(name)
+    return names
+
+
+def check_hydra_choices(argv: list[str]) -> None:
+    """Refuse an unknown Hydra group choice (hydra/launcher=nope) before the sweep writes anything."""
+    choices = [arg for arg in argv if arg.lstrip("+~").startswith("hydra/") and "=" in arg]
+    if not choices:
+        return
+    register_configs()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base=HYDRA_VERSION):
+        try:
+            compose(config_name="config", overrides=choices, return_hydra_config=True)
+        except (HydraException, OmegaConfBaseException) as error:
+            raise LadderError(f"bad Hydra option: {describe_config_error(error)}") from None
+
+
 SWEEP_USAGE = """usage: ladder sweep ladder=<grid> [OVERRIDES...] [hydra/launcher=local|slurm]
 
 Train every rung of a grid into <ladder.sweep_root>/<rung>/ (Hydra multirun over rung names).
@@ -268,7 +295,11 @@ def sweep_main(argv: list[str]) -> int:
     config_overrides = [a for a in argv if "=" in a and not a.startswith("-") and not a.lstrip("+~").startswith("hydra")]
     if any(a.split("=", 1)[0].lstrip("+~") == "rung" for a in config_overrides):
         raise LadderError("`ladder sweep` sets rung itself; choose rungs with ladder.only=[...]")
+    if any(a.lstrip("+~").startswith("hydra.sweep.") for a in argv):
+        raise LadderError("`ladder sweep` sets hydra.sweep.dir itself (to each rung's run directory): "
+                          "move the sweep with ladder.sweep_root=<path>")
     check_sweep_root(config_overrides)
+    check_hydra_choices(argv)
     cfg = compose_config(config_overrides)
     rungs = rungs_to_train(cfg)
     launcher = next((a.split("=", 1)[1] for a in argv if a.lstrip("+~").startswith("hydra/launcher=")), "basic")
@@ -285,7 +316,7 @@ def sweep_main(argv: list[str]) -> int:
         print(f"sweep {root}: {len(names) - len(pending)} of {len(names)} rungs are DONE, skipped")
     if not showing_config:
         root.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(root / SWEEP_FILE, {"grid": cfg.ladder.name, "rungs": names})
+        write_json_atomic(root / SWEEP_FILE, {"grid": cfg.ladder.name, "rungs": sweep_file_rungs(root, cfg, names)})
     run_multirun(
         [
             # Hydra shows a config (--cfg ...) in run mode only: show the first rung's.

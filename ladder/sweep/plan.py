@@ -9,12 +9,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from ladder.errors import LadderError
 from ladder.grid import Rung
 from ladder.hardware import PEAK_BF16_FLOPS, peak_flops
-from ladder.hydra_app import compose_config
+from ladder.hydra_app import compose_config, split_show_config
 from ladder.sizes import flops_per_token, non_embedding_params, total_params
 from ladder.sweep.rungs import grid_rungs
 
@@ -200,5 +200,7 @@ def plan_main(argv: list[str]) -> int:
     if any(arg in ("-h", "--help") for arg in argv):
         print(PLAN_USAGE)
         return 0
-    print(format_plan(make_plan(compose_config(argv))))
+    overrides, show_config = split_show_config(argv, "plan")
+    cfg = compose_config(overrides)
+    print(OmegaConf.to_yaml(cfg) if show_config else format_plan(make_plan(cfg)))
     return 0

@@ -7,6 +7,8 @@ of failing one job hours into a sweep.
 
 from __future__ import annotations
 
+import math
+
 from omegaconf import DictConfig
 
 from ladder.errors import LadderError
@@ -41,16 +43,16 @@ def grid_rungs(cfg: DictConfig) -> list[Rung]:
     for size in grid.sizes:
         _check_size(size, f"{grid.name!r}")
         for multiplier in grid.multipliers:
-            if not float(multiplier) > 0:
-                raise LadderError(f"grid {grid.name!r}: token multiplier must be > 0, got {multiplier}")
+            if not 0 < float(multiplier) < math.inf:
+                raise LadderError(f"grid {grid.name!r}: token multiplier must be > 0 and finite, got {multiplier}")
             rungs.append(make_rung(size, float(multiplier), role="ladder", **sizing))
     for target in grid.targets:
         where = f"{grid.name!r} target {target.name!r}"
         _check_size(target.size, where)
         if (target.tokens is None) == (target.multiplier is None):
             raise LadderError(f"grid {where}: give exactly one of tokens or multiplier")
-        if target.multiplier is not None and not float(target.multiplier) > 0:
-            raise LadderError(f"grid {where}: token multiplier must be > 0, got {target.multiplier}")
+        if target.multiplier is not None and not 0 < float(target.multiplier) < math.inf:
+            raise LadderError(f"grid {where}: token multiplier must be > 0 and finite, got {target.multiplier}")
         if target.tokens is not None and not int(target.tokens) > 0:
             raise LadderError(f"grid {where}: tokens must be > 0, got {target.tokens}")
         multiplier = None if target.multiplier is None else float(target.multiplier)

@@ -1,8 +1,9 @@
 """The state of a rung, read from its run directory alone (the trainer's files and markers).
 
-done: DONE exists. failed: FAILED exists. running: metrics.jsonl written within the last
-RUNNING_WINDOW_S seconds. partial: trained some steps, not running now (resumes on the next
-sweep). pending: nothing trained yet. Progress is the last metrics.jsonl record against
+done: DONE exists. failed: FAILED exists. running: a trainer's RUNNING marker is there and its
+process is alive (checked on this host; for a run on another host, metrics.jsonl must have been
+written within the last RUNNING_WINDOW_S seconds). partial: trained some steps, not running now
+(resumes on the next sweep). pending: nothing trained yet. Progress is the last metrics.jsonl record against
 rung.json's step count; the ETA assumes the last record's tokens/s.
 """
 
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +21,7 @@ from ladder.atomic import write_text_atomic
 
 DONE = "DONE"
 FAILED = "FAILED"
+RUNNING = "RUNNING"  # written by the trainer while a session runs: {"host", "pid", "started"}
 RUNG_FILE = "rung.json"
 METRICS_FILE = "metrics.jsonl"
 SWEEP_FILE = "sweep.json"  # written by `ladder sweep` at the sweep root: grid name and rung names
@@ -137,6 +140,28 @@ def read_state(run_dir: Path, name: str | None = None, now: float | None = None)
         state.status = "failed"
         failed = read_json(run_dir / FAILED) or {}
         state.error = str(failed.get("error", "see the run's log")).splitlines()[0]
+    elif _is_running(run_dir / RUNNING, state.idle_s):
+        state.status = "running"
     elif record is not None:
-        state.status = "running" if state.idle_s is not None and state.idle_s < RUNNING_WINDOW_S else "partial"
+        state.status = "partial"
     return state
+
+
+def _is_running(marker: Path, idle_s: float | None) -> bool:
+    """A RUNNING marker whose process is alive: on this host, asked of the OS; on another host
+    (a cluster node), judged by how recently metrics.jsonl was written."""
+    running = read_json(marker)
+    if running is None:
+        return False
+    if running.get("host") != socket.gethostname():
+        return idle_s is not None and idle_s < RUNNING_WINDOW_S
+    pid = running.get("pid")
+    if not isinstance(pid, int) or pid <= 0:
+        return False  # not a marker the trainer wrote
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False  # killed without cleaning up (SIGKILL, out of memory)
+    except (PermissionError, OverflowError):
+        return True  # alive but another user's process
+    return True

@@ -6,6 +6,7 @@ yet show as pending) plus any run directory found under the root.
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from ladder.errors import LadderError
@@ -15,11 +16,22 @@ from ladder.sweep.state import DONE, FAILED, METRICS_FILE, RUNG_FILE, SWEEP_FILE
 RUN_DIR_MARKERS = (RUNG_FILE, METRICS_FILE, DONE, FAILED)
 
 
+def sweep_rungs(root: Path) -> list[str]:
+    """The rung names sweep.json lists (none if it is absent); a malformed file is a LadderError."""
+    path = root / SWEEP_FILE
+    if not path.exists():
+        return []
+    rungs = (read_json(path) or {}).get("rungs")
+    if not isinstance(rungs, list) or not all(isinstance(name, str) and name for name in rungs):
+        raise LadderError(f"{path}: not a sweep file (expected {{\"rungs\": [names...]}}); was it edited?")
+    return list(rungs)
+
+
 def sweep_states(root: Path) -> list[RungState]:
     """Every rung of the sweep at `root`, in the sweep's order, then other run dirs by name."""
     if not root.is_dir():
         raise LadderError(f"{root}: no such sweep directory")
-    names = list((read_json(root / SWEEP_FILE) or {}).get("rungs", []))
+    names = sweep_rungs(root)
     found = sorted(
         path.name
         for path in root.iterdir()
@@ -54,14 +66,17 @@ def format_status(root: Path, states: list[RungState]) -> str:
 
 STATUS_USAGE = """usage: ladder status SWEEP_ROOT
 
-Each rung: done / running (metrics written in the last 10 minutes) / partial (resumes on the next
-sweep) / failed / pending, its step against the budget, its last training loss and an ETA."""
+Each rung: done / running (its trainer is alive) / partial (resumes on the next sweep) / failed /
+pending, its step against the budget, its last training loss and an ETA."""
 
 
 def status_main(argv: list[str]) -> int:
-    if not argv or any(arg in ("-h", "--help") for arg in argv) or len(argv) != 1:
+    if any(arg in ("-h", "--help") for arg in argv):
         print(STATUS_USAGE)
-        return 0 if argv and argv[0] in ("-h", "--help") else 2
+        return 0
+    if len(argv) != 1:
+        print(STATUS_USAGE, file=sys.stderr)
+        return 2
     root = Path(argv[0])
     states = sweep_states(root)
     print(format_status(root, states))

@@ -9,6 +9,7 @@ plain container, so it loads with `torch.load(weights_only=True)` (no arbitrary 
 from __future__ import annotations
 
 import os
+import pickle
 import random
 from dataclasses import asdict
 from pathlib import Path
@@ -35,8 +36,9 @@ def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
 def read_checkpoint(path: Path) -> dict[str, Any]:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
-    except (OSError, RuntimeError, EOFError) as error:
-        raise LadderError(f"{path}: not a readable ladder checkpoint ({error})") from None
+    except (OSError, RuntimeError, EOFError, pickle.UnpicklingError) as error:
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise LadderError(f"{path}: not a readable ladder checkpoint ({reason})") from None
 
 
 def capture_rng() -> dict[str, Any]:

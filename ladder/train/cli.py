@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import os
+
 from ladder.hydra_app import run_app
 
 
 def main(argv: list[str]) -> int:
-    from ladder.train.loop import rung_for, run_training
+    from ladder.train.loop import check_run, run_training
 
-    outcome = run_app("train", run_training, argv, validate=rung_for)
-    if outcome is not None:
+    outcome = run_app("train", run_training, argv, validate=check_run)
+    if outcome is not None and int(os.environ.get("RANK", "0")) == 0:  # one summary line, not one per process
         print(f"{outcome.status}: {outcome.run_dir} at step {outcome.step} ({outcome.tokens:,} tokens)")
     return 0

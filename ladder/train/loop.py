@@ -8,8 +8,10 @@ same run_dir resumes from `checkpoint/latest.pt`; on a finished run (DONE) it do
 from __future__ import annotations
 
 import contextlib
+import inspect
 import logging
 import math
+import os
 import signal
 import threading
 import time
@@ -23,6 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
+from ladder.config import check_values
 from ladder.errors import LadderError
 from ladder.grid import Rung, make_rung
 from ladder.model import decoder_from_config
@@ -80,9 +83,37 @@ def run_name(cfg: DictConfig) -> str:
     return cfg.run_name or Path(cfg.run_dir).name
 
 
-def run_training(cfg: DictConfig) -> RunOutcome:
-    """Train the rung of `cfg` in `cfg.run_dir` (resuming if it has a checkpoint)."""
-    rung_for(cfg)  # a bad preset, multiplier or override fails here, before any work
+def check_run(cfg: DictConfig) -> None:
+    """Everything that would make the run fail at once, checked before anything is written: the
+    config's values, the rung (preset, multiplier), the device, and a run directory that is a file,
+    cannot be written, or holds a run with another config (finished or not)."""
+    check_values(cfg)
+    rung_for(cfg)
+    if cfg.device == "cuda" and not torch.cuda.is_available():
+        raise LadderError("device=cuda but no CUDA device is available (use device=cpu)")
+    path = Path(cfg.run_dir)
+    if path.exists() and not path.is_dir():
+        raise LadderError(f"run_dir {path} is a file, not a directory")
+    existing = next(parent for parent in (path, *path.absolute().parents) if parent.exists())
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise LadderError(f"run_dir {path}: {existing} is not writable")
+    run_dir = RunDir(path)
+    if run_dir.has_config() or run_dir.latest_checkpoint.is_file():  # no config beside a checkpoint: refused
+        differences = config_differences(run_dir.read_config(), OmegaConf.to_container(cfg, resolve=True))
+        if differences:
+            raise LadderError(
+                f"{path} holds a run with another config ({'; '.join(differences[:3])}); "
+                "use another run_dir to train this one"
+            )
+
+
+def run_training(cfg: DictConfig, stop: threading.Event | None = None) -> RunOutcome:
+    """Train the rung of `cfg` in `cfg.run_dir` (resuming if it has a checkpoint).
+
+    `stop`: an event the caller may already have set (the sweep's, set by a signal that came
+    before this call installed its handlers): the run then checkpoints before its first step.
+    """
+    check_run(cfg)  # a bad value, preset, multiplier, run dir or override fails here, before any work
     run_dir = RunDir(Path(cfg.run_dir))
     done = run_dir.read_done()
     if done is not None:
@@ -90,10 +121,24 @@ def run_training(cfg: DictConfig) -> RunOutcome:
         return RunOutcome("skipped", run_dir.path, done["step"], done["tokens"], done["loss"])
     ctx = distributed.setup(cfg.device)
     try:
-        with _stop_on_signals() as stop_requested, _torch_threads(cfg.train.threads):
+        with (_stop_on_signals(stop or threading.Event()) as stop_requested, _torch_threads(cfg.train.threads),
+              _quiet_unless(ctx.is_main)):
             return _Trainer(cfg, run_dir, ctx, stop_requested).run()
     finally:
         ctx.close()
+
+
+@contextlib.contextmanager
+def _quiet_unless(is_main: bool) -> Iterator[None]:
+    """Only rank 0 logs progress: the other ranks' ladder loggers keep warnings and errors."""
+    logger = logging.getLogger("ladder")
+    previous = logger.level
+    if not is_main:
+        logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        logger.setLevel(previous)
 
 
 @contextlib.contextmanager
@@ -102,8 +147,6 @@ def _torch_threads(threads: int | None) -> Iterator[None]:
     if threads is None:
         yield
         return
-    if threads < 1:
-        raise LadderError(f"train.threads must be >= 1, got {threads}")
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
@@ -113,13 +156,21 @@ def _torch_threads(threads: int | None) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def _stop_on_signals() -> Iterator[threading.Event]:
-    """SIGTERM/SIGUSR1 set an event (the loop checkpoints and stops); old handlers are restored."""
-    stop = threading.Event()
+def _stop_on_signals(stop: threading.Event) -> Iterator[threading.Event]:
+    """SIGTERM/SIGUSR1 and a first Ctrl-C (SIGINT) set `stop`: the loop checkpoints at the end of
+    the step and returns. A second Ctrl-C aborts at once (KeyboardInterrupt). Old handlers are
+    restored afterwards."""
     if threading.current_thread() is not threading.main_thread():
         yield stop  # signals can only be handled in the main thread
         return
+
+    def interrupt(signum: int, frame: Any) -> None:
+        stop.set()
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        log.warning("interrupted: checkpointing at the end of this step (Ctrl-C again aborts without one)")
+
     previous = {sig: signal.signal(sig, lambda signum, frame: stop.set()) for sig in STOP_SIGNALS}
+    previous[signal.SIGINT] = signal.signal(signal.SIGINT, interrupt)
     try:
         yield stop
     finally:
@@ -166,12 +217,8 @@ class _Trainer:
         self.micro = micro
         self.loader = TokenLoader(self.corpus.train_path, rung.seq_len, rung.batch_sequences, cfg.seed, ctx.rank, ctx.world_size)
 
-        precision = cfg.train.precision
-        if precision == "auto":
-            precision = "bf16" if self.device.type == "cuda" else "fp32"
-        if precision not in ("bf16", "fp32"):
-            raise LadderError(f"train.precision must be auto, bf16 or fp32, got {precision!r}")
-        self.precision = precision
+        precision = cfg.train.precision  # auto, bf16 or fp32 (ladder.config.check_values)
+        self.precision = ("bf16" if self.device.type == "cuda" else "fp32") if precision == "auto" else precision
 
         if self.device.type == "cpu":
             keep_freed_memory()  # no fresh pages for every step's activations (see cpu_memory)
@@ -186,9 +233,12 @@ class _Trainer:
 
         module: torch.nn.Module = self.model
         if ctx.distributed:
-            # broadcast_buffers=False: the only buffer (RoPE) is a constant; no per-step broadcast.
+            # No per-step buffer broadcast: the only buffers (RoPE) are constants. torch 2.13 renamed
+            # the option (broadcast_buffers is deprecated there and warns); older torch has the old name.
             device_ids = [self.device.index] if self.device.type == "cuda" else None
-            module = DistributedDataParallel(module, device_ids=device_ids, broadcast_buffers=False)
+            options = inspect.signature(DistributedDataParallel).parameters
+            no_sync = "forward_sync_buffers" if "forward_sync_buffers" in options else "broadcast_buffers"
+            module = DistributedDataParallel(module, device_ids=device_ids, **{no_sync: False})
         self.ddp = module if ctx.distributed else None
         compile_ = cfg.train.compile if cfg.train.compile is not None else self.device.type == "cuda"
 
@@ -256,14 +306,8 @@ class _Trainer:
 
     def run(self) -> RunOutcome:
         cfg, ctx = self.cfg, self.ctx
-        resolved = OmegaConf.to_container(cfg, resolve=True)
+        resolved = OmegaConf.to_container(cfg, resolve=True)  # same config as the run dir's (check_run)
         if self.run_dir.latest_checkpoint.is_file():
-            differences = config_differences(self.run_dir.read_config(), resolved)
-            if differences:
-                raise LadderError(
-                    f"{self.run_dir.path} holds a run with another config ({'; '.join(differences[:3])}); "
-                    "use another run_dir to train this one"
-                )
             self.resume()
         elif ctx.is_main:
             self.run_dir.start(resolved, self.rung_record())
@@ -271,8 +315,10 @@ class _Trainer:
         if ctx.is_main:
             self.run_dir.write_config(resolved)  # this session's values of the resumable keys
             self.run_dir.clear_failed()
-            self.tracker = Tracker(cfg, self.run_dir.path, run_name(cfg), resolved)
+            self.run_dir.mark_running()
         try:
+            if ctx.is_main:
+                self.tracker = Tracker(cfg, self.run_dir.path, run_name(cfg), resolved)
             return self.train()
         except Exception as error:  # NaN, a bug or a broken machine: recorded for `ladder status`
             self.fail(error)
@@ -280,6 +326,8 @@ class _Trainer:
         finally:
             if self.tracker is not None:
                 self.tracker.finish()
+            if ctx.is_main:
+                self.run_dir.clear_running()
 
     def rung_record(self) -> dict[str, Any]:
         rung = self.rung
@@ -338,7 +386,8 @@ class _Trainer:
         finally:
             bar.close()
         if self.step < rung.steps:
-            log.info("stopped at train.max_steps=%d (of %d); the same command resumes", self.step, rung.steps)
+            log.info("stopped at step %d (train.max_steps=%d, of %d); the same command resumes",
+                     self.step, cfg.train.max_steps, rung.steps)
             return self.outcome("stopped")
         return self.finish()
 

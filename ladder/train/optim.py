@@ -12,9 +12,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from ladder.config import OPTIMIZERS
 from ladder.errors import LadderError
-
-OPTIMIZERS = ("adamw", "adam", "nadam", "sgd", "momentum", "nesterov", "rmsprop")
 
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:

@@ -5,11 +5,15 @@
     checkpoint/    latest.pt (+ diagnostic-step<k>.pt after a NaN)
     DONE           written last: final step, tokens, loss, wall seconds
     FAILED         the error of a run that died (removed when it is resumed)
+    RUNNING        host and process id while a session trains (removed when it ends)
 """
 
 from __future__ import annotations
 
 import json
+import os
+import socket
+import time
 from pathlib import Path
 from typing import Any
 
@@ -17,9 +21,10 @@ import yaml
 
 from ladder.atomic import write_text_atomic
 from ladder.errors import LadderError
+from ladder.results import EVAL_ROWS_FILE
 from ladder.train.checkpoint import CHECKPOINT_DIR, LATEST
 
-CONFIG, RUNG, METRICS, DONE, FAILED = "config.yaml", "rung.json", "metrics.jsonl", "DONE", "FAILED"
+CONFIG, RUNG, METRICS, DONE, FAILED, RUNNING = "config.yaml", "rung.json", "metrics.jsonl", "DONE", "FAILED", "RUNNING"
 
 # Keys that may change between sessions of one run without changing what it computes.
 RESUMABLE_CHANGES = (
@@ -47,18 +52,30 @@ class RunDir:
         path = self.path / DONE
         return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
 
+    def has_config(self) -> bool:
+        return (self.path / CONFIG).is_file()
+
     def read_config(self) -> dict[str, Any]:
         path = self.path / CONFIG
         if not path.is_file():
             raise LadderError(f"{self.path} has a checkpoint but no {CONFIG}; not a ladder run directory")
-        return yaml.safe_load(path.read_text(encoding="utf-8"))
+        try:
+            config = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
+            raise LadderError(f"{path}: unreadable ({type(error).__name__}); not a ladder run config") from None
+        if not isinstance(config, dict):
+            raise LadderError(f"{path}: not a ladder run config")
+        return config
 
     def start(self, config: dict[str, Any], rung: dict[str, Any]) -> None:
-        """A fresh run: the resolved config and the rung's sizing, before the first step."""
+        """A fresh run: the resolved config and the rung's sizing, before the first step. Records of
+        an earlier start of the same run that died before its first checkpoint are dropped: this
+        session computes them again."""
         self.path.mkdir(parents=True, exist_ok=True)
         self.write_config(config)
         write_text_atomic(self.path / RUNG, json.dumps(rung, indent=2) + "\n")
         write_text_atomic(self.path / METRICS, "")
+        (self.path / EVAL_ROWS_FILE).unlink(missing_ok=True)
 
     def write_config(self, config: dict[str, Any]) -> None:
         write_text_atomic(self.path / CONFIG, yaml.safe_dump(config, sort_keys=False))
@@ -94,6 +111,14 @@ class RunDir:
 
     def clear_failed(self) -> None:
         (self.path / FAILED).unlink(missing_ok=True)
+
+    def mark_running(self) -> None:
+        """RUNNING names this process, so that `ladder status` tells a live run from a stopped one."""
+        record = {"host": socket.gethostname(), "pid": os.getpid(), "started": time.time()}
+        write_text_atomic(self.path / RUNNING, json.dumps(record) + "\n")
+
+    def clear_running(self) -> None:
+        (self.path / RUNNING).unlink(missing_ok=True)
 
 
 def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:

@@ -1,8 +1,9 @@
 """The wandb mirror of metrics.jsonl (which stays the source of truth).
 
 Offline by default (no account or network needed; `wandb sync <run_dir>/wandb/offline-run-*`
-uploads later); `disabled` (cfg.wandb.mode or WANDB_MODE=disabled) skips wandb entirely. The run id
-is derived from the run directory's absolute path, so a resumed run continues the same wandb run.
+uploads later); `disabled` skips wandb entirely. `wandb.mode` wins over $WANDB_MODE, which applies
+when the config leaves it unset. The run id is derived from the run directory's absolute path, so
+a resumed run continues the same wandb run.
 """
 
 from __future__ import annotations
@@ -15,9 +16,10 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-log = logging.getLogger("ladder.train")
+from ladder.config import WANDB_MODES
+from ladder.errors import LadderError
 
-WANDB_MODES = ("offline", "online", "disabled")
+log = logging.getLogger("ladder.train")
 
 
 def wandb_run_id(run_dir: Path, name: str) -> str:
@@ -31,11 +33,10 @@ class Tracker:
     """Logs metric records to wandb, or does nothing when wandb is disabled."""
 
     def __init__(self, cfg: DictConfig, run_dir: Path, name: str, config: dict[str, Any]):
-        mode = os.environ.get("WANDB_MODE") or cfg.wandb.mode
+        # The config wins; an unset wandb.mode takes $WANDB_MODE (checked here), else offline.
+        mode = cfg.wandb.mode or os.environ.get("WANDB_MODE") or "offline"
         if mode not in WANDB_MODES:
-            from ladder.errors import LadderError
-
-            raise LadderError(f"wandb.mode must be one of {', '.join(WANDB_MODES)}, got {mode!r}")
+            raise LadderError(f"WANDB_MODE must be one of {', '.join(WANDB_MODES)}, got {mode!r}")
         self.run = None
         if mode == "disabled":
             return

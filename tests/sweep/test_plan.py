@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from ladder.cli import main
 from ladder.errors import LadderError
 from ladder.hydra_app import compose_config
+from ladder.sweep.launch import sweep_file_rungs
 from ladder.sweep.plan import kaplan_loss, make_plan
 from ladder.sweep.rungs import grid_rungs, rungs_to_train
 
@@ -52,6 +55,7 @@ def test_kaplan_guide_formula():
         (["ladder.targets=[{name: t, size: nano}]"], "exactly one of tokens or multiplier"),
         (["ladder.targets=[{name: t, size: nope, tokens: 100}]"], "unknown model size 'nope'"),
         (["ladder.only=[femto-9xC]"], "not in grid"),
+        (["ladder.multipliers=[inf]"], "multiplier must be > 0 and finite"),
     ],
 )
 def test_bad_grid_is_refused(overrides, message):
@@ -81,3 +85,63 @@ def test_grid_rungs_and_train_selection():
 def test_sweep_root_with_hydra_interpolation_is_refused(capsys):
     assert main(["sweep", "ladder=cpu", "ladder.sweep_root=runs/${hydra:job.num}"]) == 2
     assert "use a fixed path" in capsys.readouterr().err
+
+
+def test_sweep_dir_of_hydra_is_refused(tmp_path, capsys):
+    assert main(["sweep", "ladder=cpu", f"ladder.sweep_root={tmp_path / 'runs'}", f"hydra.sweep.dir={tmp_path}"]) == 2
+    assert "move the sweep with ladder.sweep_root" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()
+
+
+def test_unknown_launcher_is_refused_before_the_sweep_writes(tmp_path, capsys):
+    root = tmp_path / "runs"
+    assert main(["sweep", "ladder=cpu", f"ladder.sweep_root={root}", "hydra/launcher=nope"]) == 2
+    assert "Could not find 'hydra/launcher/nope'" in capsys.readouterr().err
+    assert not root.exists()
+
+
+def test_sweep_file_keeps_every_rung_of_the_grid(tmp_path):
+    cfg = compose_config(["ladder=cpu", "ladder.only=[pico-0.5xC]"])
+    (tmp_path / "sweep.json").write_text('{"grid": "cpu", "rungs": ["old-rung"]}')
+    names = sweep_file_rungs(tmp_path, cfg, ["pico-0.5xC"])
+    # What was listed, then the whole grid (a sweep of one rung must not hide the others).
+    assert names == ["old-rung", "femto-0.25xC", "femto-0.5xC", "pico-0.25xC", "pico-0.5xC", "nano-0.5xC"]
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["ladder.bogus=3"], "bad config: ladder.bogus: Key 'bogus' not in 'GridConfig'"),
+        (["train.log_interval=abc"], "bad config: train.log_interval: Value 'abc' of type 'str' could not be converted"),
+        (["+ladder.targets=[{size: nano, multiplier: 1}]"], r"bad config: ladder.targets\[0\].name has no value"),
+        (["optim.lr=-1"], r"bad config: optim.lr=-1.0 \(must be > 0 and finite\)"),
+        (["train.checkpoint_interval=0"], r"train.checkpoint_interval=0 \(must be >= 1\)"),
+        (["train.max_steps=0"], r"train.max_steps=0 \(must be >= 1\)"),
+        (["optim.betas=[0.9]"], "optim.betas"),
+        (["optim.name=adamx"], "optim.name=adamx .must be one of adamw"),
+        (["seed=-1"], r"seed=-1 \(must be >= 0\)"),
+    ],
+)
+def test_config_mistakes_are_one_line_naming_the_key(capsys, overrides, message):
+    assert main(["plan", *overrides]) == 2
+    error = capsys.readouterr().err.strip()
+    assert len(error.splitlines()) == 1 and re.search(message, error), error
+
+
+def test_grid_file_mistakes_name_the_file_and_key(tmp_path, capsys):
+    grids = tmp_path / "conf" / "ladder"
+    grids.mkdir(parents=True)
+    (grids / "typo.yaml").write_text("defaults:\n  - grid_schema\nname: typo\nsizes: femto\nmultipliers: [1]\n")
+    (grids / "broken.yaml").write_text("name: broken\nmultipliers: [1\n")
+    search = f"hydra.searchpath=[file://{tmp_path / 'conf'}]"
+    assert main(["plan", "ladder=typo", search]) == 2
+    assert "ladder.sizes: Invalid value assigned" in capsys.readouterr().err
+    assert main(["plan", "ladder=broken", search]) == 2
+    assert re.search(r"broken.yaml:3: YAML syntax", capsys.readouterr().err)
+
+
+def test_plan_shows_its_resolved_config(capsys):
+    assert main(["plan", "ladder=paper", "--cfg", "job"]) == 0
+    shown = capsys.readouterr().out
+    assert "ladder:\n  name: paper" in shown and "190M" in shown
+    assert main(["plan", "--cfg", "hydra"]) == 2

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+import socket
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -22,6 +25,16 @@ def write_rung(run_dir: Path, steps: int, records: list[dict], age_s: float = 0.
     os.utime(metrics, (stamp, stamp))
 
 
+def write_marker(run_dir: Path, host: str, pid: int) -> None:
+    (run_dir / "RUNNING").write_text(json.dumps({"host": host, "pid": pid, "started": time.time()}))
+
+
+def dead_pid() -> int:
+    process = subprocess.Popen([sys.executable, "-c", "pass"])
+    process.wait()
+    return process.pid
+
+
 @pytest.fixture
 def sweep_root(tmp_path: Path) -> Path:
     root = tmp_path / "runs"
@@ -34,6 +47,7 @@ def sweep_root(tmp_path: Path) -> Path:
                                          {"step": 40, "loss": 2.9, "tokens_per_s": 1024.0}])
     with open(root / "femto-2xC" / "metrics.jsonl", "a") as stream:
         stream.write('{"step": 50, "lo')  # torn line of a writer killed mid-line
+    write_marker(root / "femto-2xC", socket.gethostname(), os.getpid())  # this (live) process trains it
     write_rung(root / "pico-1xC", 120, [{"step": 60, "loss": 3.2, "tokens_per_s": 500.0}], age_s=7200)
     write_rung(root / "pico-2xC", 240, [{"step": 5, "loss": 5.0, "tokens_per_s": 500.0}])
     (root / "pico-2xC" / "FAILED").write_text(json.dumps({"error": "loss is NaN at step 6\ntraceback..."}))
@@ -65,3 +79,36 @@ def test_status_command_table(sweep_root, capsys):
 def test_status_of_a_missing_sweep(tmp_path, capsys):
     assert main(["status", str(tmp_path / "nope")]) == 2
     assert "no such sweep directory" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("marker", "age_s", "status"),
+    [
+        (None, 0.0, "partial"),  # fresh metrics but no trainer: the session ended (stopped, max_steps)
+        ("dead", 0.0, "partial"),  # killed without cleaning up (SIGKILL): its process is gone
+        ("other-host", 0.0, "running"),  # a cluster node: judged by how recent the metrics are
+        ("other-host", 7200.0, "partial"),
+    ],
+)
+def test_running_needs_a_live_trainer(tmp_path, marker, age_s, status):
+    run_dir = tmp_path / "femto-1xC"
+    write_rung(run_dir, 100, [{"step": 10, "loss": 3.0, "tokens_per_s": 1000.0}], age_s=age_s)
+    if marker == "dead":
+        write_marker(run_dir, socket.gethostname(), dead_pid())
+    elif marker == "other-host":
+        write_marker(run_dir, "node-that-is-not-this-one", 12345)
+    assert read_state(run_dir).status == status
+
+
+@pytest.mark.parametrize("rungs", ["null", "[1, 2]", '"abc"', '[""]'])
+def test_malformed_sweep_file_is_one_line(sweep_root, capsys, rungs):
+    (sweep_root / "sweep.json").write_text(f'{{"grid": "cpu", "rungs": {rungs}}}')
+    assert main(["status", str(sweep_root)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "sweep.json: not a sweep file" in err
+
+
+def test_status_without_a_root_prints_usage_to_stderr(capsys):
+    assert main(["status"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err.startswith("usage: ladder status")

@@ -11,7 +11,7 @@ from ladder.train.checkpoint import capture_rng, find_checkpoint, read_checkpoin
 from ladder.train.metrics import Throughput, device_peak_flops, peak_flops
 from ladder.train.rundir import config_differences
 from ladder.train.stability import StabilityMonitor
-from ladder.train.tracking import wandb_run_id
+from ladder.train.tracking import Tracker, wandb_run_id
 
 
 @pytest.mark.parametrize(
@@ -76,3 +76,25 @@ def test_wandb_id_is_stable_per_run_dir(tmp_path):
     assert wandb_run_id(tmp_path / "a", "tiny-1xC") == wandb_run_id(tmp_path / "a", "tiny-1xC")
     assert wandb_run_id(tmp_path / "a", "x") != wandb_run_id(tmp_path / "b", "x")
     assert wandb_run_id(Path("r"), "tiny 1/x").startswith("tiny_1_x-")
+
+
+@pytest.mark.parametrize(("configured", "environment", "active"), [
+    ("disabled", "offline", False),  # the command line wins over the environment
+    (None, "disabled", False),  # an unset mode takes $WANDB_MODE
+])
+def test_wandb_mode_from_config_then_environment(tmp_path, monkeypatch, configured, environment, active):
+    from omegaconf import OmegaConf
+
+    monkeypatch.setenv("WANDB_MODE", environment)
+    cfg = OmegaConf.create({"wandb": {"mode": configured, "project": "p", "entity": None}})
+    tracker = Tracker(cfg, tmp_path, "run", {})
+    assert (tracker.run is not None) == active and not (tmp_path / "wandb").exists()
+
+
+def test_a_bad_wandb_mode_in_the_environment_is_named(tmp_path, monkeypatch):
+    from omegaconf import OmegaConf
+
+    monkeypatch.setenv("WANDB_MODE", "sometimes")
+    cfg = OmegaConf.create({"wandb": {"mode": None, "project": "p", "entity": None}})
+    with pytest.raises(LadderError, match="WANDB_MODE must be one of"):
+        Tracker(cfg, tmp_path, "run", {})

@@ -96,8 +96,15 @@ def test_changed_config_is_not_resumed_silently(tmp_path, make_cfg):
         run_training(make_cfg(run_dir, *femto_overrides(10), "optim.weight_decay=0.0"))
 
 
-@pytest.mark.parametrize("override", ["model.preset=42M", "multiplier=-1", "model=42M", "train.tokens=-5"])
-def test_bad_preset_or_multiplier_is_refused_before_any_work(tmp_path, prepared_root, capsys, override):
+NO_CUDA = "device=cuda" if not torch.cuda.is_available() else "device=gpu"
+
+
+@pytest.mark.parametrize("override", [
+    "model.preset=42M", "multiplier=-1", "model=42M", "train.tokens=-5", "multiplier=inf",
+    "train.checkpoint_interval=0", "train.log_interval=0", "train.eval_interval=-1", "train.max_steps=0",
+    "train.micro_batch_size=-1", "optim.lr=-1", "optim.name=adamx", "seed=-1", "wandb.mode=sometimes", NO_CUDA,
+])
+def test_bad_value_is_refused_before_any_work(tmp_path, prepared_root, capsys, override):
     run_dir = tmp_path / "never"
     code = cli.main(["train", override, f"run_dir={run_dir}", f"data.prepared_root={tmp_path / 'data'}"])
     assert code == 2
@@ -108,11 +115,74 @@ def test_bad_preset_or_multiplier_is_refused_before_any_work(tmp_path, prepared_
     assert not (tmp_path / "data").exists()
 
 
+def test_a_run_dir_that_is_a_file_is_refused_in_one_line(tmp_path, capsys):
+    (tmp_path / "taken").write_text("not a run")
+    assert cli.main(["train", "model=femto", f"run_dir={tmp_path / 'taken'}"]) == 2
+    error = capsys.readouterr().err.strip()
+    assert error.endswith("is a file, not a directory") and len(error.splitlines()) == 1
+
+
+def test_a_finished_run_with_another_config_is_refused_and_left_untouched(tmp_path, make_cfg, prepared_root, capsys):
+    run_dir = tmp_path / "femto"
+    assert run_training(make_cfg(run_dir, *femto_overrides(3))).status == "done"
+    hydra_config = run_dir / ".hydra" / "config.yaml"
+    hydra_config.parent.mkdir()
+    hydra_config.write_text("the first run's\n")
+    argv = ["train", *femto_overrides(3), "optim.weight_decay=0.0", f"run_dir={run_dir}",
+            f"data.prepared_root={prepared_root}", "wandb.mode=disabled"]
+    assert cli.main(argv) == 2
+    assert "another config (optim.weight_decay: 0.1 -> 0.0)" in capsys.readouterr().err
+    assert hydra_config.read_text() == "the first run's\n"  # refused before Hydra wrote anything
+    assert run_training(make_cfg(run_dir, *femto_overrides(3))).status == "skipped"
+
+
+def test_a_fresh_start_drops_rows_of_an_earlier_start_that_died(tmp_path, make_cfg):
+    run_dir = tmp_path / "femto"
+    run_dir.mkdir()
+    stale = {"run": "femto", "role": "ladder", "N": 1, "D": 2.0, "step": 2, "task": "corpus_next_word",
+             "loss": 9.0, "size": "tiny"}
+    (run_dir / "eval.jsonl").write_text(json.dumps(stale) + "\n")  # killed before its first checkpoint
+    overrides = (*femto_overrides(4), "tasks.names=[corpus_next_word]", "tasks.max_questions=4", "train.eval_interval=2")
+    run_training(make_cfg(run_dir, *overrides))
+    rows = read_eval_rows(run_dir)
+    assert [row["step"] for row in rows] == [2, 4] and {row["size"] for row in rows} == {"femto"}
+
+
+def test_a_stop_requested_before_the_run_checkpoints_at_once(tmp_path, make_cfg):
+    stop = threading.Event()
+    stop.set()  # e.g. the sweep's SIGTERM handler, before the trainer installed its own
+    outcome = run_training(make_cfg(tmp_path / "femto", *femto_overrides(10)), stop=stop)
+    assert (outcome.status, outcome.step) == ("stopped", 0)
+    assert (tmp_path / "femto" / "checkpoint" / "latest.pt").is_file()
+    assert not (tmp_path / "femto" / "RUNNING").exists()
+
+
+def test_ctrl_c_checkpoints_like_sigterm(tmp_path, make_cfg):
+    run_dir = tmp_path / "femto"
+    previous_handler = signal.getsignal(signal.SIGINT)
+
+    def interrupt():
+        while not (run_dir / "metrics.jsonl").is_file() or len((run_dir / "metrics.jsonl").read_text().splitlines()) < 3:
+            time.sleep(0.005)
+        assert json.loads((run_dir / "RUNNING").read_text())["pid"] == os.getpid()
+        os.kill(os.getpid(), signal.SIGINT)
+
+    interrupter = threading.Thread(target=interrupt)
+    interrupter.start()
+    outcome = run_training(make_cfg(run_dir, *femto_overrides(STEPS)))
+    interrupter.join()
+    assert outcome.status == "stopped" and 3 <= outcome.step < STEPS
+    assert (run_dir / "checkpoint" / "latest.pt").is_file() and not (run_dir / "RUNNING").exists()
+    assert signal.getsignal(signal.SIGINT) is previous_handler
+
+
 def test_default_run_dir_uses_the_rung_name(make_cfg):
     from ladder.hydra_app import compose_config
 
     assert compose_config([]).run_dir == "runs/single/tiny-1xC"
     assert compose_config(["model=micro", "multiplier=0.5"]).run_dir == "runs/single/micro-0.5xC"
+    # A token budget names the run by its tokens, not by the multiplier it overrides.
+    assert compose_config(["model=micro", "train.tokens=40960"]).run_dir == "runs/single/micro-40960tok"
 
 
 def test_task_evaluation_writes_results_rows(tmp_path, make_cfg):
