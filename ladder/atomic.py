@@ -13,12 +13,23 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
+from ladder.errors import LadderError
+
 
 @contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """A temporary path beside `path` to write to; it replaces `path` when the block succeeds."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.is_dir():
+        raise LadderError(f"{path} is a directory; give a file name to write")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise LadderError(f"cannot write {path}: a file stands where a directory of its path should be") from None
+    except PermissionError:
+        raise LadderError(f"cannot write {path}: permission denied") from None
+    if not os.access(path.parent, os.W_OK):
+        raise LadderError(f"cannot write {path}: {path.parent} is not writable")
     # Same suffix, so writers that choose a format by suffix (pandas, torch) still do.
     temporary = path.with_name(f".{path.stem}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}{path.suffix}")
     try:

@@ -27,7 +27,9 @@ from typing import Any, Iterable
 import pandas as pd
 
 from ladder.errors import LadderError
-from ladder.results import EVAL_ROWS_FILE, OPTIONAL_COLUMNS, REQUIRED_COLUMNS, read_eval_rows, validate_table, write_table
+from ladder.results import (
+    EVAL_ROWS_FILE, OPTIONAL_COLUMNS, REQUIRED_COLUMNS, check_output_table, read_eval_rows, validate_table, write_table,
+)
 from ladder.sizes import BYTE_VOCAB
 from ladder.sweep.state import RUNG_FILE, read_json
 
@@ -195,8 +197,7 @@ def collect_main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     if not args.roots and not args.wandb:
         raise LadderError("give run directories or --wandb ENTITY/PROJECT")
-    if args.output.exists() and not args.overwrite:
-        raise LadderError(f"{args.output} exists; pass --overwrite to replace it")
+    check_output_table(args.output, args.overwrite)  # before reading anything
     tables = ([collect_run_dirs(args.roots)] if args.roots else []) + [collect_wandb(p) for p in args.wandb]
     seen: set[str] = set()
     for source in tables:

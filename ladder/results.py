@@ -44,6 +44,7 @@ REQUIRED_COLUMNS = ("run", "role", "N", "D", "step", "task", "loss")
 OPTIONAL_COLUMNS = ("acc", "size", "multiplier", "flops", "rerun", "chance")
 ROLES = ("ladder", "target")
 EVAL_ROWS_FILE = "eval.jsonl"
+TORN_TAIL_BYTES = 1 << 20  # a row is far shorter: a torn one ends within this of the end
 TABLE_SUFFIXES = (".csv", ".parquet")
 
 
@@ -72,11 +73,22 @@ class EvalRow:
 
 
 def append_eval_rows(run_dir: str | os.PathLike, rows: Iterable[EvalRow]) -> None:
-    """Append rows to `<run_dir>/eval.jsonl`, flushed to disk (a crash loses no earlier row)."""
+    """Append rows to `<run_dir>/eval.jsonl`, flushed to disk (a crash loses no earlier row).
+
+    A torn last line (a writer killed mid-row) is cut off first, so that it stays the last line
+    instead of becoming a broken one in the middle.
+    """
     path = Path(run_dir) / EVAL_ROWS_FILE
     lines = "".join(json.dumps(row.to_dict(), allow_nan=True) + "\n" for row in rows)
-    with open(path, "a", encoding="utf-8") as handle:
-        handle.write(lines)
+    with open(path, "a+b") as handle:
+        size = handle.seek(0, os.SEEK_END)
+        if size:
+            handle.seek(max(0, size - TORN_TAIL_BYTES))
+            tail = handle.read()
+            if not tail.endswith(b"\n"):
+                cut = tail.rfind(b"\n")
+                handle.truncate(size - len(tail) + cut + 1 if cut >= 0 else max(0, size - len(tail)))
+        handle.write(lines.encode("utf-8"))
         handle.flush()
         os.fsync(handle.fileno())
 
@@ -87,16 +99,22 @@ def read_eval_rows(run_dir: str | os.PathLike) -> list[dict[str, Any]]:
     if not path.exists():
         return []
     rows = []
-    lines = path.read_text(encoding="utf-8").splitlines()
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as error:
+        raise LadderError(f"{path}: not UTF-8 text (byte {error.start})") from None
     for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
         try:
-            rows.append(json.loads(line))
+            row = json.loads(line)
         except json.JSONDecodeError:
             if number == len(lines):
                 break
+            raise LadderError(f"{path}:{number}: not a JSON object") from None
+        if not isinstance(row, dict):
             raise LadderError(f"{path}:{number}: not a JSON object")
+        rows.append(row)
     return rows
 
 
@@ -118,9 +136,12 @@ def validate_table(table: pd.DataFrame, source: str = "results table") -> pd.Dat
     numeric = ["N", "D", "step", "loss"] + [c for c in ("acc", "multiplier", "flops", "chance") if c in table]
     for column in numeric:
         values = pd.to_numeric(table[column], errors="coerce")
-        if values.isna().any() and column in REQUIRED_COLUMNS:
-            row = int(np.flatnonzero(values.isna().to_numpy())[0])
-            raise LadderError(f"{source}: column {column!r} has a missing or non-numeric value (row {row + 1})")
+        # Required columns need a number in every row; optional ones may be empty, but not text.
+        bad = values.isna() if column in REQUIRED_COLUMNS else values.isna() & table[column].notna()
+        if bad.any():
+            row = int(np.flatnonzero(bad.to_numpy())[0])
+            what = "a missing or non-numeric" if column in REQUIRED_COLUMNS else "a non-numeric"
+            raise LadderError(f"{source}: column {column!r} has {what} value (row {row + 1})")
         finite = values.dropna()
         if not np.isfinite(finite.to_numpy(dtype=float)).all():
             raise LadderError(f"{source}: column {column!r} has an infinite value")
@@ -138,8 +159,14 @@ def validate_table(table: pd.DataFrame, source: str = "results table") -> pd.Dat
         table["size"] = table["size"].map(lambda value: None if pd.isna(value) else str(value))
     if "rerun" in table:
         table["rerun"] = _as_bool(table["rerun"], source)
-    table["N"] = table["N"].astype("int64")
-    table["step"] = table["step"].astype("int64")
+    for column in ("N", "step"):
+        values = table[column].to_numpy(dtype=float)
+        wrong = (values % 1 != 0) | (np.abs(values) >= 2.0**62)
+        if wrong.any():
+            row = int(np.flatnonzero(wrong)[0])
+            raise LadderError(f"{source}: column {column!r} must hold whole numbers below 2^62 "
+                              f"(row {row + 1}: {values[row]:g})")
+        table[column] = table[column].astype("int64")
     per_run = table.groupby("run")[["role", "N"]].nunique()
     inconsistent = per_run[(per_run["role"] > 1) | (per_run["N"] > 1)].index.tolist()
     if inconsistent:
@@ -178,12 +205,20 @@ def read_table(path: str | os.PathLike) -> pd.DataFrame:
     return validate_table(table, source=str(path))
 
 
-def write_table(table: pd.DataFrame, path: str | os.PathLike, overwrite: bool = False) -> Path:
-    """Validate and write atomically (temporary file, then rename); refuse to overwrite unless asked."""
+def check_output_table(path: str | os.PathLike, overwrite: bool) -> Path:
+    """Refuse an output table path before any work: not .csv/.parquet, or existing unless `overwrite`."""
     path = Path(path)
     _check_suffix(path)
+    if path.is_dir():
+        raise LadderError(f"{path} is a directory; give a .csv or .parquet file name")
     if path.exists() and not overwrite:
         raise LadderError(f"{path} exists; pass --overwrite to replace it")
+    return path
+
+
+def write_table(table: pd.DataFrame, path: str | os.PathLike, overwrite: bool = False) -> Path:
+    """Validate and write atomically (temporary file, then rename); refuse to overwrite unless asked."""
+    path = check_output_table(path, overwrite)
     table = validate_table(table, source=f"table for {path}")
     with atomic_path(path) as temporary:
         if path.suffix == ".parquet":

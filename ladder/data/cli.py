@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 from omegaconf import DictConfig
 
 from ladder.errors import LadderError
@@ -30,9 +32,12 @@ def prepare(cfg: DictConfig) -> int:
 def main(argv: list[str]) -> int:
     from ladder.hydra_app import run_app
 
-    if not argv or argv[0] in ("-h", "--help"):
+    if argv and argv[0] in ("-h", "--help"):
         print(USAGE)
         return 0
+    if not argv:
+        print(USAGE, file=sys.stderr)
+        return 2
     if argv[0] != "prepare":
         raise LadderError(f"unknown data command {argv[0]!r}; {USAGE}")
     return int(run_app("data", prepare, [*argv[1:], *HYDRA_QUIET]) or 0)

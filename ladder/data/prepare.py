@@ -150,7 +150,12 @@ def prepare_corpus(data_cfg: Any, *, progress: bool | None = None) -> PreparedCo
     hashes = [source.content_hash() for source in sources]
     fingerprint = _fingerprint(specs, hashes, tokenizer_spec, val_fraction, seed)
     root = Path(str(data_cfg.prepared_root)).expanduser() / name
-    root.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        root.parent.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise LadderError(f"data.prepared_root={data_cfg.prepared_root} is not a directory") from None
+    except PermissionError:
+        raise LadderError(f"data.prepared_root={data_cfg.prepared_root} cannot be created: permission denied") from None
 
     with _lock(root.parent / f".{name}.lock"):
         if _up_to_date(root, fingerprint):

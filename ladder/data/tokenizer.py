@@ -63,7 +63,8 @@ class HFTokenizer:
         try:
             self._tokenizer = _HF.from_file(str(path))
         except Exception as error:  # the library raises bare Exceptions for bad files
-            raise LadderError(f"cannot load tokenizer {path}: {str(error).splitlines()[0]}") from None
+            what = path if parse_bpe_spec(name) is not None else name  # name the user's file, not our copy
+            raise LadderError(f"cannot load tokenizer {what}: {str(error).splitlines()[0]}") from None
         self.path = path
         self.name = name
         self.vocab_size: int = self._tokenizer.get_vocab_size(with_added_tokens=True)

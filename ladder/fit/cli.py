@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 from pathlib import Path
 
 from ladder.errors import LadderError
@@ -66,10 +67,9 @@ def import_olmo_main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
 
     from ladder.olmo_import import import_olmo
-    from ladder.results import write_table
+    from ladder.results import check_output_table, write_table
 
-    if Path(args.output).exists() and not args.overwrite:
-        raise LadderError(f"{args.output} exists; pass --overwrite to replace it")
+    check_output_table(args.output, args.overwrite)
     table = import_olmo(args.directory)
     path = write_table(table, args.output, overwrite=args.overwrite)
     runs = table.groupby("role")["run"].nunique()
@@ -134,8 +134,11 @@ def predict_main(argv: list[str]) -> int:
     from ladder.report import format_predictions
     from ladder.results import read_table
 
-    if args.out and Path(args.out).exists() and not args.overwrite:
-        raise LadderError(f"{args.out} exists; pass --overwrite to replace it")
+    if args.out:
+        if args.out.endswith(("/", os.sep)) or Path(args.out).is_dir() or Path(args.out).suffix != ".csv":
+            raise LadderError(f"--out {args.out}: give a .csv file to write the predictions to")
+        if Path(args.out).exists() and not args.overwrite:
+            raise LadderError(f"{args.out} exists; pass --overwrite to replace it")
     fit = fit_table(read_table(args.table), _options(args))
     predictions = pd.concat([fit.predict(n, d, name) for name, n, d in targets], ignore_index=True)
     print(format_predictions(predictions))

@@ -32,6 +32,7 @@ from ladder.fit.variance import checkpoint_variance
 from ladder.results import validate_table
 
 OUTPUT_FILES = ("predictions.csv", "params.csv", "variance.csv", "report.md")
+PLOT_FILES = ("step1.png", "step2.png", "pred_vs_actual.png")  # those this fit draws (ladder.report.plot_fit)
 PREDICTION_COLUMNS = (
     "task", "target", "N", "D", "pred_loss", "pred_loss_lo", "pred_loss_hi", "actual_loss", "loss_rel_err",
     "pred_acc", "pred_acc_lo", "pred_acc_hi", "actual_acc", "abs_err", "rel_err",
@@ -75,8 +76,12 @@ class FitOptions:
     """processes fitting tasks in parallel when bootstrapping (1: none; on a busy machine more can be slower)"""
 
     def check(self) -> None:
-        if self.last_n < 1 or self.window < 1 or self.variance_window < 2:
-            raise LadderError("--last-n and --window must be >= 1, --variance-window >= 2")
+        if self.last_n < 1 or self.window < 1:
+            raise LadderError(f"--last-n and --window must be >= 1, got {self.last_n} and {self.window}")
+        if self.variance_window < 2:
+            raise LadderError(f"variance_window must be >= 2, got {self.variance_window}")
+        if self.seed < 0:
+            raise LadderError(f"--seed must be >= 0, got {self.seed}")
         if not 0.0 <= self.skip_fraction < 1.0:
             raise LadderError(f"--skip must lie in [0, 1), got {self.skip_fraction}")
         if not 0.0 < self.level < 1.0:
@@ -304,7 +309,7 @@ def check_out_dir(out_dir: str | os.PathLike, overwrite: bool) -> Path:
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise LadderError(f"{out_dir} exists and is not a directory")
-    existing = [name for name in OUTPUT_FILES if (out_dir / name).exists()]
+    existing = [name for name in (*OUTPUT_FILES, *PLOT_FILES) if (out_dir / name).exists()]
     if existing and not overwrite:
         raise LadderError(f"{out_dir} already holds results ({', '.join(existing)}); pass --overwrite to replace them")
     return out_dir
@@ -331,6 +336,8 @@ def write_outputs(fit: LadderFit, out_dir: str | os.PathLike, *, overwrite: bool
         images = report.plot_fit(fit, staging) if plots else []
         (staging / "report.md").write_text(report.markdown_report(fit, images), encoding="utf-8")
         out_dir.mkdir(exist_ok=True)
+        for stale in set(PLOT_FILES) - {path.name for path in staging.iterdir()}:
+            (out_dir / stale).unlink(missing_ok=True)  # a plot of the results being replaced
         written = []
         for path in sorted(staging.iterdir()):
             os.replace(path, out_dir / path.name)

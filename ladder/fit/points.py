@@ -87,7 +87,8 @@ def chance_level(table: pd.DataFrame, task: str, default: float | None = None) -
     if "chance" in table:
         values = table.loc[table["task"] == task, "chance"].dropna().unique()
         if len(values) > 1:
-            raise LadderError(f"task {task!r} has more than one chance level: {sorted(values)}")
+            levels = ", ".join(f"{value:g}" for value in sorted(values))
+            raise LadderError(f"task {task!r} has more than one chance level: {levels}")
         if len(values) == 1:
             return float(values[0])
     if task in PAPER_CHANCE:

@@ -13,9 +13,10 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+from omegaconf import OmegaConf
 
 from ladder.errors import LadderError
-from ladder.results import EvalRow, write_table
+from ladder.results import EvalRow, check_output_table, write_table
 
 
 def _checkpoint_position(path: Path) -> tuple[int, int]:
@@ -51,7 +52,11 @@ def score_checkpoint(checkpoint: str, overrides: list[str]) -> list[EvalRow]:
     path = find_checkpoint(checkpoint)
     model, run_cfg = load_model(path)
     step, tokens = _checkpoint_position(path)
+    import torch
+
     cfg = compose_config(overrides)
+    if cfg.device == "cuda" and not torch.cuda.is_available():
+        raise LadderError("device=cuda but no CUDA device is available (use device=cpu)")
     names = [str(name) for name in (cfg.tasks.names or run_cfg.tasks.names)]
     if not names:
         raise LadderError("no tasks to score: pass tasks.names=[...] or a task list such as tasks=cpu")
@@ -81,10 +86,18 @@ def main(argv: list[str]) -> int:
     parser.add_argument("overrides", nargs="*", help="tasks.names=[arc_easy,...], tasks=cpu, tasks.max_questions=N, device=cuda")
     parser.add_argument("-o", "--output", help="write the rows as a results table (.csv or .parquet)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --output")
+    from ladder.hydra_app import compose_config, split_show_config
+
+    argv, show_config = split_show_config(argv, "eval")
     args = parser.parse_args(argv)
+    if show_config:
+        print(OmegaConf.to_yaml(compose_config(args.overrides)))
+        return 0
     bad = [item for item in args.overrides if "=" not in item]
     if bad:
         raise LadderError(f"expected key=value overrides after the checkpoint, got {bad[0]!r}")
+    if args.output:
+        check_output_table(args.output, args.overwrite)  # before scoring, which takes a while
     rows = score_checkpoint(args.checkpoint, args.overrides)
     table = pd.DataFrame([row.to_dict() for row in rows])
     columns = ["run", "step", "D", "task", "loss", "acc", "acc_raw", "chance", "n_questions"]

@@ -10,6 +10,7 @@ Choices are appended to the context exactly as written, so start each with the s
 from __future__ import annotations
 
 import csv
+import io
 import json
 import re
 from pathlib import Path
@@ -26,17 +27,24 @@ def _json_lines(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
     """(line number, object) for each non-blank line; a bad line is a LadderError naming it."""
     if not path.is_file():
         raise LadderError(f"{path}: no such task file")
-    with open(path, encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise LadderError(f"{path}:{number}: not valid JSON ({error.msg})") from None
-            if not isinstance(record, dict):
-                raise LadderError(f"{path}:{number}: expected a JSON object")
-            yield number, record
+    for number, line in enumerate(_text(path).splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise LadderError(f"{path}:{number}: not valid JSON ({error.msg})") from None
+        if not isinstance(record, dict):
+            raise LadderError(f"{path}:{number}: expected a JSON object")
+        yield number, record
+
+
+def _text(path: Path) -> str:
+    """A task file's text; one that is not UTF-8 (a binary file, another encoding) is refused."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        raise LadderError(f"{path}: not UTF-8 text (byte {error.start}); task files are UTF-8 JSONL or CSV") from None
 
 
 def _finish(name: str, path: Path, questions: list[Question], **kwargs: Any) -> Task:
@@ -120,7 +128,7 @@ def load_piqa(path: str | Path, name: str | None = None) -> Task:
     labels_path = path.with_name(path.stem + "-labels.lst")
     if not labels_path.is_file():
         raise LadderError(f"{path}: PIQA labels file {labels_path.name} not found beside it")
-    labels = labels_path.read_text(encoding="utf-8").split()
+    labels = _text(labels_path).split()
     questions = []
     for index, (number, record) in enumerate(_json_lines(path)):
         where = f"{path}:{number}"
@@ -138,8 +146,8 @@ def load_piqa(path: str | Path, name: str | None = None) -> Task:
 
 
 def _mmlu_rows(path: Path) -> list[tuple[int, list[str]]]:
-    with open(path, encoding="utf-8", newline="") as handle:
-        rows = [(number, row) for number, row in enumerate(csv.reader(handle), start=1) if row]
+    lines = io.StringIO(_text(path), newline="")
+    rows = [(number, row) for number, row in enumerate(csv.reader(lines), start=1) if row]
     for number, row in rows:
         if len(row) != 6 or row[5].strip() not in ("A", "B", "C", "D"):
             raise LadderError(f"{path}:{number}: expected question,A,B,C,D,answer letter (A-D)")

@@ -33,3 +33,15 @@ def test_shipped_data_configs_compose():
     assert compose_config(["data=bpe"]).data.tokenizer == "bpe:4096"
     large = compose_config(["data=large"]).data
     assert large.sources[2:] == ["deb:dict-gcide", "deb:wordnet-base", "deb:python3.11-doc", "deb:linux-doc-6.1"]
+
+
+def test_prepared_root_that_is_a_file_and_a_missing_subcommand(tmp_path, capsys):
+    (tmp_path / "log").write_text("a file")
+    source = tmp_path / "a.txt"
+    source.write_text("some text\n" * 50)
+    argv = ["data", "prepare", "data.name=x", f"data.sources=[{source}]", f"data.prepared_root={tmp_path / 'log'}"]
+    assert main(argv) == 2
+    assert "data.prepared_root=" in capsys.readouterr().err
+    assert (tmp_path / "log").read_text() == "a file"
+    assert main(["data"]) == 2
+    assert capsys.readouterr().err.startswith("usage: ladder data prepare")

@@ -52,6 +52,15 @@ def test_fit_command_writes_outputs_and_refuses_to_overwrite(table_path, tmp_pat
     assert "pass --overwrite" in capsys.readouterr().err
     assert main(["fit", str(table_path), "--out", str(out), "--bootstrap", "0", "--overwrite", "--no-plots"]) == 0
     assert sorted(pd.read_csv(out / "predictions.csv")["task"]) == ["alpha", "beta"]
+    assert not list(out.glob("*.png"))  # the replaced fit's plots went with it
+
+
+def test_plots_alone_count_as_results(table_path, tmp_path, capsys):
+    out = tmp_path / "fit"
+    out.mkdir()
+    (out / "step1.png").write_bytes(b"an earlier fit's plot")
+    assert main(["fit", str(table_path), "--out", str(out), "--bootstrap", "0"]) == 2
+    assert "already holds results (step1.png)" in capsys.readouterr().err
 
 
 def test_sizes_and_multipliers_select_ladder_runs_only(table_path, tmp_path):
@@ -106,6 +115,9 @@ def test_predict_command(table_path, tmp_path, capsys):
     assert predictions["actual_acc"].isna().all()
     assert main(["predict", str(table_path), "--target", "x:1e9"]) == 2
     assert "NAME:N:D" in capsys.readouterr().err
+    for wrong in ("pred.parquet", "predictions/"):
+        assert main(["predict", str(table_path), "--target", "x:1e9:2e10", "--out", str(tmp_path / wrong)]) == 2
+        assert "give a .csv file" in capsys.readouterr().err
 
 
 def _bad_table(tmp_path, change) -> str:
@@ -139,6 +151,8 @@ def test_bad_tables_fail_with_one_line_and_write_nothing(tmp_path, capsys, chang
     (["--multipliers", "1,3"], "--multipliers: 3.0 not in the table"),
     (["--level", "1.5"], "--level must lie in (0, 1)"),
     (["--bootstrap", "many"], "invalid int value"),
+    (["--bootstrap", "10", "--seed", "-1"], "--seed must be >= 0, got -1"),
+    (["--window", "0"], "--last-n and --window must be >= 1, got 5 and 0"),
 ])
 def test_bad_options_fail_with_one_line(tmp_path, capsys, option, message):
     assert main(["fit", _bad_table(tmp_path, lambda t: t), "--out", str(tmp_path / "out"), *option]) == 2

@@ -54,3 +54,32 @@ def test_eval_without_tasks_or_with_a_bad_task_is_a_one_line_error(run_dir, caps
     assert "no tasks to score" in capsys.readouterr().err
     assert ladder_main(["eval", str(run_dir), "tasks.names=[nope]"]) == 2
     assert "unknown task 'nope'" in capsys.readouterr().err
+
+
+def test_eval_input_mistakes_are_one_line(run_dir, tmp_path, capsys):
+    binary = tmp_path / "binary.jsonl"
+    binary.write_bytes(b'{"context": "\xd0\xff\x00"}\n')
+    assert ladder_main(["eval", str(run_dir), f"tasks.names=[{binary}]"]) == 2
+    assert "binary.jsonl: not UTF-8 text" in capsys.readouterr().err
+    (run_dir / "notes.pt").write_text("model: femto\n")  # not a checkpoint
+    assert ladder_main(["eval", str(run_dir / "notes.pt"), "tasks=cpu"]) == 2
+    error = capsys.readouterr().err
+    assert "not a readable ladder checkpoint" in error and len(error.strip().splitlines()) == 1
+    if not torch.cuda.is_available():
+        assert ladder_main(["eval", str(run_dir), "tasks=cpu", "device=cuda"]) == 2
+        assert "no CUDA device is available" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("output", "message"), [
+    ("taken.csv", "exists; pass --overwrite"), ("table.txt", "results tables are .csv or .parquet"),
+])
+def test_eval_output_is_checked_before_scoring(run_dir, tmp_path, capsys, monkeypatch, output, message):
+    (tmp_path / "taken.csv").write_text("run\n")
+    monkeypatch.setattr("ladder.tasks.cli.score_checkpoint", lambda *args: pytest.fail("scored before the check"))
+    assert ladder_main(["eval", str(run_dir), "tasks=cpu", "-o", str(tmp_path / output)]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_eval_shows_its_resolved_config(run_dir, capsys):
+    assert ladder_main(["eval", str(run_dir), "tasks=cpu", "--cfg", "job"]) == 0
+    assert "- corpus_next_word" in capsys.readouterr().out
