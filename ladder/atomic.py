@@ -16,20 +16,25 @@ from typing import Iterator
 from ladder.errors import LadderError
 
 
+def make_directory(path: Path, purpose: str) -> None:
+    """`mkdir -p path`, where a file in the way or a permission is a one-line LadderError about `purpose`."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise LadderError(f"cannot write {purpose}: a file stands where the directory {path} should be") from None
+    except PermissionError:
+        raise LadderError(f"cannot write {purpose}: permission denied for {path}") from None
+    if not os.access(path, os.W_OK):
+        raise LadderError(f"cannot write {purpose}: {path} is not writable")
+
+
 @contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """A temporary path beside `path` to write to; it replaces `path` when the block succeeds."""
     path = Path(path)
     if path.is_dir():
         raise LadderError(f"{path} is a directory; give a file name to write")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except (FileExistsError, NotADirectoryError):
-        raise LadderError(f"cannot write {path}: a file stands where a directory of its path should be") from None
-    except PermissionError:
-        raise LadderError(f"cannot write {path}: permission denied") from None
-    if not os.access(path.parent, os.W_OK):
-        raise LadderError(f"cannot write {path}: {path.parent} is not writable")
+    make_directory(path.parent, str(path))
     # Same suffix, so writers that choose a format by suffix (pandas, torch) still do.
     temporary = path.with_name(f".{path.stem}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}{path.suffix}")
     try:

@@ -31,6 +31,6 @@ def test_paths_that_cannot_be_written_are_one_line_errors(tmp_path):
     with pytest.raises(LadderError, match="is a directory"):
         write_text_atomic(tmp_path / "a-directory", "x")
     (tmp_path / "a-file").write_text("keep")
-    with pytest.raises(LadderError, match="a file stands where a directory"):
+    with pytest.raises(LadderError, match="a file stands where the directory"):
         write_text_atomic(tmp_path / "a-file" / "table.csv", "x")
     assert (tmp_path / "a-file").read_text() == "keep"

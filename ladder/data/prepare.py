@@ -36,7 +36,7 @@ from typing import Any, Iterator
 import numpy as np
 from tqdm import tqdm
 
-from ladder.atomic import write_text_atomic
+from ladder.atomic import make_directory, write_text_atomic
 from ladder.data.sources import Document, Source, read_documents, resolve_source
 from ladder.data.tokenizer import (
     TOKENIZER_FILE,
@@ -150,12 +150,7 @@ def prepare_corpus(data_cfg: Any, *, progress: bool | None = None) -> PreparedCo
     hashes = [source.content_hash() for source in sources]
     fingerprint = _fingerprint(specs, hashes, tokenizer_spec, val_fraction, seed)
     root = Path(str(data_cfg.prepared_root)).expanduser() / name
-    try:
-        root.parent.mkdir(parents=True, exist_ok=True)
-    except (FileExistsError, NotADirectoryError):
-        raise LadderError(f"data.prepared_root={data_cfg.prepared_root} is not a directory") from None
-    except PermissionError:
-        raise LadderError(f"data.prepared_root={data_cfg.prepared_root} cannot be created: permission denied") from None
+    make_directory(root.parent, f"the corpus into data.prepared_root={data_cfg.prepared_root}")
 
     with _lock(root.parent / f".{name}.lock"):
         if _up_to_date(root, fingerprint):
