@@ -26,3 +26,7 @@ def test_two_gloo_processes_match_one_process_at_the_same_global_batch(tmp_path,
     assert sorted(got) == sorted(expected)  # only rank 0 logged: one record per step
     assert max(abs(got[s] - expected[s]) for s in expected) < 1e-4
     assert json.loads((run_dir / "DONE").read_text())["loss"] == pytest.approx(expected[REFERENCE_STEPS], abs=1e-4)
+    # One summary line and one "done" log line (rank 0), and no deprecation warning from DDP.
+    output = result.stdout + result.stderr
+    assert result.stdout.count(f"done: {run_dir}") == 1 and output.count("][INFO] - done:") == 1
+    assert "FutureWarning" not in output
