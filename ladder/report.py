@@ -1,4 +1,8 @@
-"""Tables and plots of a ladder fit (PNG through matplotlib's Agg backend; no display needed).
+"""Tables and plots of a ladder fit (PNG files; no display needed).
+
+Figures are made as `matplotlib.figure.Figure` objects, not through pyplot: they are saved by the
+PNG writer without a GUI backend, and a notebook or script importing this module keeps its own
+backend (pyplot's state is never touched).
 
 Reusable pieces (the demo calls them too):
 - `plot_loss_curves(df, path, x, y, by)`: one line per group of a tidy frame (training curves);
@@ -6,7 +10,8 @@ Reusable pieces (the demo calls them too):
 - `plot_step2(fit, path)`: accuracy vs loss per task, the sigmoid through the points;
 - `plot_pred_vs_actual(fit, path)`: predicted vs actual accuracy of every target and task;
 - `plot_fit(fit, out_dir)`: all three; `markdown_report(fit, images)`: the report text;
-- `format_predictions(predictions)`: the table `ladder fit` prints; `markdown_table(frame)`: a pipe table.
+- `predictions_table(predictions)`: the readable predictions (`format_predictions` prints it,
+  the report shows it); `markdown_table(frame)`: a pipe table.
 """
 
 from __future__ import annotations
@@ -17,38 +22,38 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import matplotlib
+import numpy as np
+import pandas as pd
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+from matplotlib.ticker import NullFormatter
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.ticker import NullFormatter  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-
-from ladder.fit.variance import variance_summary  # noqa: E402
+from ladder.fit.variance import variance_summary
 
 if TYPE_CHECKING:
     from ladder.fit.pipeline import LadderFit
 
-COLORS = plt.get_cmap("viridis")
+COLORS = matplotlib.colormaps["viridis"]
 
 
-def _grid(count: int) -> tuple[plt.Figure, list[plt.Axes]]:
+def _grid(count: int) -> tuple[Figure, list[Axes]]:
     columns = min(4, max(count, 1))
     rows = math.ceil(max(count, 1) / columns)
-    figure, axes = plt.subplots(rows, columns, figsize=(3.6 * columns, 3.0 * rows), squeeze=False)
+    figure = Figure(figsize=(3.6 * columns, 3.0 * rows))
+    axes = figure.subplots(rows, columns, squeeze=False)
     flat = list(axes.flat)
     for unused in flat[count:]:
         unused.axis("off")
     return figure, flat[:count]
 
 
-def _log_x(axis: plt.Axes) -> None:
+def _log_x(axis: Axes) -> None:
     """Log x axis; minor ticks unlabelled (spans under a decade otherwise print overlapping labels)."""
     axis.set_xscale("log")
     axis.xaxis.set_minor_formatter(NullFormatter())
 
 
-def _label_task_panel(axis: plt.Axes, task: str, x: str, y: str) -> None:
+def _label_task_panel(axis: Axes, task: str, x: str, y: str) -> None:
     """Title, axis labels, grid and legend of one task's panel in a grid of plots."""
     axis.set_title(task, fontsize=9)
     axis.set_xlabel(x)
@@ -57,11 +62,10 @@ def _label_task_panel(axis: plt.Axes, task: str, x: str, y: str) -> None:
     axis.legend(fontsize=6)
 
 
-def _save(figure: plt.Figure, path: str | os.PathLike) -> Path:
+def _save(figure: Figure, path: str | os.PathLike) -> Path:
     path = Path(path)
     figure.tight_layout()
     figure.savefig(path, dpi=110)
-    plt.close(figure)
     return path
 
 
@@ -71,7 +75,8 @@ def plot_loss_curves(df: pd.DataFrame, path: str | os.PathLike, x: str = "tokens
     for column in (x, y, by):
         if column not in df:
             raise ValueError(f"plot_loss_curves: no column {column!r}")
-    figure, axis = plt.subplots(figsize=(6.4, 4.4))
+    figure = Figure(figsize=(6.4, 4.4))
+    axis = figure.subplots()
     groups = list(df.groupby(by, sort=True))
     for position, (name, group) in enumerate(groups):
         group = group.sort_values(x)
@@ -148,7 +153,8 @@ def plot_step2(fit: "LadderFit", path: str | os.PathLike) -> Path:
 def plot_pred_vs_actual(fit: "LadderFit", path: str | os.PathLike) -> Path:
     """Predicted (with its interval) against actual accuracy, one point per task x target."""
     rows = fit.predictions.dropna(subset=["pred_acc", "actual_acc"])
-    figure, axis = plt.subplots(figsize=(5.2, 5.0))
+    figure = Figure(figsize=(5.2, 5.0))
+    axis = figure.subplots()
     markers = "osD^v<>P*X"
     for position, (target, group) in enumerate(rows.groupby("target")):
         errors = np.vstack([group["pred_acc"] - group["pred_acc_lo"], group["pred_acc_hi"] - group["pred_acc"]])
@@ -190,25 +196,34 @@ def _number(value, digits: int = 4) -> str:
     return str(value)
 
 
+def _interval(lows: pd.Series, highs: pd.Series, scale: float, digits: int) -> list[str]:
+    return [f"[{scale * lo:.{digits}f}, {scale * hi:.{digits}f}]" if math.isfinite(lo) and math.isfinite(hi) else ""
+            for lo, hi in zip(lows, highs)]
+
+
+def predictions_table(predictions: pd.DataFrame) -> pd.DataFrame:
+    """The predictions as people read them (printed by `ladder fit` / `predict`, and in report.md):
+    task loss in bits per byte with its interval, accuracies and errors in percentage points."""
+    signed = lambda v: f"{v:+.2f}" if math.isfinite(v) else ""  # noqa: E731
+    return pd.DataFrame({
+        "task": predictions["task"],
+        "target": predictions["target"],
+        "pred loss": predictions["pred_loss"].map(lambda v: _number(v, 4)),
+        "loss interval": _interval(predictions["pred_loss_lo"], predictions["pred_loss_hi"], 1.0, 3),
+        "actual loss": predictions["actual_loss"].map(lambda v: _number(v, 4)),
+        "pred acc %": predictions["pred_acc"].map(lambda v: _number(100 * v, 2)),
+        "acc interval %": _interval(predictions["pred_acc_lo"], predictions["pred_acc_hi"], 100.0, 1),
+        "actual acc %": predictions["actual_acc"].map(lambda v: _number(100 * v, 2)),
+        "abs err": predictions["abs_err"].map(signed),
+        "single-step err": predictions["single_step_abs_err"].map(signed),
+    })
+
+
 def format_predictions(predictions: pd.DataFrame) -> str:
     """The readable table `ladder fit` and `ladder predict` print."""
     if predictions.empty:
         return "(no targets to predict)"
-    shown = pd.DataFrame({
-        "task": predictions["task"],
-        "target": predictions["target"],
-        "pred loss": predictions["pred_loss"].map(lambda v: _number(v, 4)),
-        "actual loss": predictions["actual_loss"].map(lambda v: _number(v, 4)),
-        "pred acc": predictions["pred_acc"].map(lambda v: _number(100 * v, 2)),
-        "interval": [
-            f"[{100 * lo:.1f}, {100 * hi:.1f}]" if math.isfinite(lo) and math.isfinite(hi) else ""
-            for lo, hi in zip(predictions["pred_acc_lo"], predictions["pred_acc_hi"])
-        ],
-        "actual acc": predictions["actual_acc"].map(lambda v: _number(100 * v, 2)),
-        "abs err": predictions["abs_err"].map(lambda v: f"{v:+.2f}" if math.isfinite(v) else ""),
-        "single-step err": predictions["single_step_abs_err"].map(lambda v: f"{v:+.2f}" if math.isfinite(v) else ""),
-    })
-    return shown.to_string(index=False)
+    return predictions_table(predictions).to_string(index=False)
 
 
 def markdown_table(frame: pd.DataFrame) -> str:
@@ -232,12 +247,13 @@ def markdown_report(fit: "LadderFit", images: list[Path] | None = None) -> str:
         "",
         "## Predictions",
         "",
-        "Errors are predicted minus actual, in accuracy points (abs_err) and percent (rel_err).",
+        f"Task loss in bits per byte, accuracy in percent; intervals are {options.level:.0%} bootstrap intervals.",
+        "Errors are predicted minus actual accuracy, in percentage points (abs err: the chained two-step",
+        "prediction; single-step err: accuracy fitted directly against (N, D), for comparison).",
+        "predictions.csv holds the same values unrounded (accuracies as fractions there).",
         "",
     ]
-    columns = ["task", "target", "pred_loss", "actual_loss", "pred_acc", "pred_acc_lo", "pred_acc_hi", "actual_acc",
-               "abs_err", "single_step_abs_err"]
-    lines += [markdown_table(fit.predictions[columns]) if not fit.predictions.empty else "(no targets)", ""]
+    lines += [markdown_table(predictions_table(fit.predictions)) if not fit.predictions.empty else "(no targets)", ""]
     lines += ["## Parameters", "", markdown_table(fit.params[["task", "chance", "A", "alpha", "B", "beta", "E", "a", "k",
                                                                 "L0", "b", "step1_rmse_log", "step2_rmse"]]), ""]
     flagged = fit.params[fit.params["flags"] != ""]

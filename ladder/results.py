@@ -125,7 +125,7 @@ def validate_table(table: pd.DataFrame, source: str = "results table") -> pd.Dat
         raise LadderError(f"{source}: missing required column(s) {', '.join(missing)}")
     if table.empty:
         raise LadderError(f"{source}: no rows")
-    table = table.copy()
+    table = table.reset_index(drop=True)  # a repeated index (pd.concat of per-run frames) would mislabel rows
     for column in ("run", "role", "task"):
         if table[column].isna().any():
             raise LadderError(f"{source}: empty values in column {column!r}")

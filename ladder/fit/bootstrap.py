@@ -56,7 +56,7 @@ def run_weights(sizes: list[str], replicates: int, rng: np.random.Generator) -> 
 
 
 def bootstrap_task(points1: Step1Points, fit1: Step1Fit, points2: Step2Points | None, fit2: Step2Fit | None,
-                   *, replicates: int, delta: float, seed: int) -> BootstrapFits:
+                   *, replicates: int, delta: float, seed: int | list[int]) -> BootstrapFits:
     """Refit both steps of one task on `replicates` resampled data sets."""
     rng = np.random.default_rng(seed)
     per_run = run_weights(points1.sizes, replicates, rng)

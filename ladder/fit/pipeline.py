@@ -13,6 +13,7 @@ import multiprocessing
 import os
 import shutil
 import tempfile
+import zlib
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -145,7 +146,10 @@ class LadderFit:
         self.params = pd.DataFrame([_param_row(fit) for fit in self.tasks.values()])
 
     def predict(self, N: float, D: float, name: str = "target") -> pd.DataFrame:
-        """Predictions for a model not trained yet (actual columns empty)."""
+        """Predictions (one row per task) for one model not trained yet (actual columns empty);
+        for several, call it once each and `pd.concat` the frames."""
+        if np.ndim(N) or np.ndim(D):
+            raise LadderError(f"target {name!r}: predict takes one model (numbers N and D); call it once per target")
         if not (math.isfinite(N) and math.isfinite(D) and N > 0 and D > 0):
             raise LadderError(f"target {name!r}: N and D must be finite and > 0")
         nan = math.nan
@@ -229,7 +233,7 @@ def _has_accuracy(rows: pd.DataFrame) -> bool:
     return "acc" in rows and bool(np.isfinite(rows["acc"].to_numpy(dtype=float)).any())
 
 
-def fit_task(task: str, ladder: pd.DataFrame, chance: float, options: FitOptions, seed: int) -> TaskFit:
+def fit_task(task: str, ladder: pd.DataFrame, chance: float, options: FitOptions, seed: list[int]) -> TaskFit:
     """Both steps, the baseline and the bootstrap for one task's ladder rows."""
     what = f"task {task!r}"
     points1 = step1_points(ladder, options.last_n)
@@ -288,11 +292,13 @@ def fit_table(table: pd.DataFrame, options: FitOptions | None = None, **override
         tasks = list(dict.fromkeys(ladder["task"]))  # a task only targets have cannot be fitted
     targets_rows = table[table["role"] == "target"]
     jobs = []
-    for index, task in enumerate(tasks):
+    for task in tasks:
         task_rows = ladder[ladder["task"] == task]
         if task_rows.empty:
             raise LadderError(f"task {task!r} has no rows in the selected ladder runs")
-        jobs.append((task, task_rows, chance_level(table, task, options.chance), options, options.seed + index))
+        # Seeded by the task's name, so that a task's intervals do not depend on the other tasks selected.
+        seed = [options.seed, zlib.crc32(task.encode("utf-8"))]
+        jobs.append((task, task_rows, chance_level(table, task, options.chance), options, seed))
     fits = dict(zip(tasks, _run_jobs(jobs, options)))
     targets = {}
     for task in tasks:

@@ -188,7 +188,8 @@ def fit_step1(N, D, loss, *, delta: float = 1e-3, what: str = "step 1") -> Step1
     if best is None:
         raise LadderError(f"{what}: the optimiser failed from every start (non-finite objective)")
     fit = problem.to_fit(best.x, converged=bool(best.success), n_starts=len(starts))
-    fit.alternatives = np.array([a for a in alternatives if np.abs(a - best.x).max() > DISTINCT])[:ALTERNATIVES]
+    others = [a for a in alternatives if np.abs(a - best.x).max() > DISTINCT]
+    fit.alternatives = np.array(others).reshape(-1, N_PARAMS)[:ALTERNATIVES]  # [0, 5] when the optimum is unique
     return fit
 
 

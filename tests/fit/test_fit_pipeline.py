@@ -8,7 +8,9 @@ import pytest
 from fit_synthetic import STEP1, STEP2, loss_law, make_table, sigmoid_law
 
 from ladder.cli import main
+from ladder.errors import LadderError
 from ladder.fit.pipeline import PREDICTION_COLUMNS, fit_table, write_outputs
+from ladder.fit.step1 import fit_step1
 from ladder.results import write_table
 
 BIG = (2e9, 2e9 * 20 * 5)
@@ -39,6 +41,17 @@ def test_fit_predicts_the_target_of_a_known_law(tmp_path):
             "pred_vs_actual.png"} <= written
     assert pd.read_csv(tmp_path / "out" / "predictions.csv")["pred_loss"].iloc[0] == pytest.approx(row["pred_loss"])
     assert not list(tmp_path.glob(".out.tmp-*"))
+
+
+def test_bootstrap_runs_when_step_1_has_a_single_optimum():
+    # This law with 0.5% noise leaves the grid of starts no second optimum to offer the refits.
+    law = {"A": 400.0, "alpha": 0.35, "B": 900.0, "beta": 0.32, "E": 0.55}
+    sizes = {"s1": 2e7, "s2": 5e7, "s3": 1e8, "s4": 2e8}
+    table = make_table(step1=law, sizes=sizes, loss_noise=0.005, checkpoints=10, targets={"big": (1e9, 4e10)})
+    last = table.groupby("run").tail(1)
+    assert fit_step1(last.N.to_numpy(float), last.D.to_numpy(float), last.loss.to_numpy(float)).alternatives.shape == (0, 5)
+    row = fit_table(table, bootstrap=30).predictions.iloc[0]
+    assert row["pred_loss_lo"] < row["pred_loss"] < row["pred_loss_hi"]
 
 
 def test_fit_command_writes_outputs_and_refuses_to_overwrite(table_path, tmp_path, capsys):
@@ -203,9 +216,44 @@ def test_fitting_never_imports_torch():
     assert subprocess.run([sys.executable, "-c", code], capture_output=True).returncode == 0
 
 
+def test_writing_plots_leaves_the_callers_matplotlib_backend_alone(tmp_path):
+    import subprocess
+    import sys
+
+    code = ("import matplotlib; matplotlib.use('svg'); import pandas as pd, ladder.report; "
+            f"ladder.report.plot_loss_curves(pd.DataFrame({{'tokens': [1, 2], 'loss': [3, 2], 'run': 'a'}}), "
+            f"r'{tmp_path / 'curves.png'}'); assert matplotlib.get_backend() == 'svg', matplotlib.get_backend()")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "curves.png").read_bytes().startswith(b"\x89PNG")
+
+
 def test_plot_loss_curves_draws_one_line_per_run(tmp_path):
     from ladder.report import plot_loss_curves
 
     metrics = pd.DataFrame({"run": ["a"] * 3 + ["b"] * 3, "tokens": [1e3, 1e4, 1e5] * 2, "loss": [3, 2, 1.5, 2.8, 1.9, 1.4]})
     path = plot_loss_curves(metrics, tmp_path / "loss.png", x="tokens", y="loss", by="run", title="training")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_repeated_row_index_does_not_change_the_fit():
+    table = make_table(targets={"big": BIG}, checkpoints=8, loss_noise=0.01, acc_noise=0.01, seed=3)
+    stacked = pd.concat([rows.reset_index(drop=True) for _, rows in table.groupby("run")])  # index 0..7 per run
+    assert stacked.index.duplicated().any()
+    expected, got = (fit_table(t, bootstrap=20).predictions for t in (table, stacked))
+    pd.testing.assert_frame_equal(got, expected)
+
+
+def test_a_tasks_intervals_do_not_depend_on_the_other_tasks_selected():
+    table = make_table(tasks=("alpha", "beta"), targets={"big": BIG}, checkpoints=8, loss_noise=0.01, acc_noise=0.01)
+    both = fit_table(table, bootstrap=30, seed=3).predictions.set_index("task")
+    alone = fit_table(table, bootstrap=30, seed=3, tasks=["beta"]).predictions.set_index("task")
+    columns = ["pred_loss_lo", "pred_loss_hi", "pred_acc_lo", "pred_acc_hi"]
+    pd.testing.assert_series_equal(alone.loc["beta", columns], both.loc["beta", columns])
+
+
+def test_predict_takes_one_target_and_says_so_for_arrays():
+    fit = fit_table(make_table(targets={"big": BIG}, checkpoints=8), bootstrap=0)
+    assert len(fit.predict(4e9, 1.6e12, "huge")) == 1
+    with pytest.raises(LadderError, match="predict takes one model"):
+        fit.predict(np.array([4e9, 8e9]), 1.6e12)
