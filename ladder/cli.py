@@ -7,6 +7,7 @@ that `ladder fit` never imports torch.
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 
 from ladder.errors import LadderError
@@ -48,11 +49,17 @@ def main(argv: list[str] | None = None) -> int:
         command = getattr(importlib.import_module(module), function)
         return int(command(rest) or 0)
     except LadderError as error:
-        print(f"ladder {name}: error: {error}", file=sys.stderr)
+        if _is_rank_zero():  # under torchrun every rank meets the same mistake: one line, not one per rank
+            print(f"ladder {name}: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"ladder {name}: interrupted", file=sys.stderr)
+        if _is_rank_zero():
+            print(f"ladder {name}: interrupted", file=sys.stderr)
         return 130
+
+
+def _is_rank_zero() -> bool:
+    return os.environ.get("RANK", "0") == "0"
 
 
 if __name__ == "__main__":

@@ -12,7 +12,8 @@
 
 Rungs live in `runs/demo/<rung>/`: a second run skips the finished ones (delete that folder to
 train again). `results/demo/` is the demo's own output and is rewritten on every run. Any Hydra
-override is passed on, e.g. `ladder demo wandb.mode=offline` or `ladder demo ladder=cpu`.
+override is passed on, e.g. `ladder demo wandb.mode=offline` or `ladder demo train.threads=2`. (A grid
+needs at least 5 ladder rungs per task: step 1 has 5 parameters; `ladder=cpu` has 4 and is refused.)
 """
 
 from __future__ import annotations

@@ -189,12 +189,39 @@ def sweep_job(cfg: DictConfig) -> JobResult:
     return JobResult(rung.name, str(outcome.status))
 
 
+def submitit_children() -> list[int]:
+    """Process ids of this process's submitit jobs (the local launcher's rungs), read from /proc;
+    none where there is no /proc."""
+    children = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            parent = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+            if parent == os.getpid() and b"submitit" in (stat.parent / "cmdline").read_bytes():
+                children.append(int(stat.parent.name))
+        except (OSError, ValueError, IndexError):
+            continue  # a process that ended while we looked
+    return children
+
+
+def signal_jobs(signum: int) -> int:
+    """Send `signum` to the local launcher's running rungs; how many got it."""
+    sent = 0
+    for pid in submitit_children():
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signum)
+            sent += 1
+    return sent
+
+
 @contextlib.contextmanager
 def stop_between_rungs() -> Iterator[None]:
-    """SIGTERM/SIGUSR1 outside a rung's training stop the sweep before its next rung."""
+    """SIGTERM/SIGUSR1 outside a rung's training stop the sweep before its next rung. Under the
+    local launcher (rungs in subprocesses) the signal is passed on to them: `kill <sweep pid>`
+    makes every running rung checkpoint and stop, as it does in the basic launcher."""
 
     def request_stop(signum: int, frame: Any) -> None:
         SweepStop.event.set()
+        signal_jobs(signum)
 
     previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGTERM, signal.SIGUSR1)}
     try:
@@ -208,25 +235,38 @@ def run_multirun(argv: list[str]) -> None:
     """Run `sweep_job` as the Hydra app `ladder sweep` with command line `argv` (a multirun)."""
     SweepStop.event = threading.Event()
     with stop_between_rungs():
-        run_app("sweep", sweep_job, argv)
+        try:
+            run_app("sweep", sweep_job, argv)
+        except KeyboardInterrupt:
+            # Ctrl-C in a terminal reaches the rungs too; an interrupt sent to this process alone
+            # would leave them training unattended: ask them to checkpoint and stop.
+            if signal_jobs(signal.SIGTERM):
+                log.warning("interrupted: the rungs still running were told to checkpoint and stop")
+            raise
 
 
-def summarize(root: Path, names: list[str]) -> tuple[str, int]:
-    """The end-of-sweep summary from the run dirs (launchers lose job results on requeue)."""
+def summarize(root: Path, names: list[str], max_steps: int | None) -> tuple[str, int]:
+    """The end-of-sweep summary from the run dirs (launchers lose job results on requeue), and the
+    exit code: 1 when a rung failed or stopped short of what was asked (its budget, or
+    `train.max_steps` for smoke runs), e.g. because a signal stopped it."""
     states = [read_state(root / name, name) for name in names]
     for state in states:
         if state.status in ("running", "partial"):
             state.status = "stopped"  # the launcher has returned: no job of this sweep still runs
     failed = [state for state in states if state.status == "failed"]
+    short = [state for state in states if state.status in ("stopped", "pending")
+             and (max_steps is None or (state.step or 0) < max_steps)]
     lines = [f"sweep {root}: " + ", ".join(f"{count} {status}" for status, count in _counts(states).items())]
     for state in states:
         if state.status != "done":
             lines.append(f"  {state.name}: {state.describe()}")
-    if SweepStop.event.is_set():
+    if short and SweepStop.event.is_set():
         lines.append("stopped by a signal: the same command resumes the sweep")
-    elif any(state.status in ("stopped", "pending") for state in states):
-        lines.append("unfinished rungs resume from their checkpoints when the same command is run again")
-    return "\n".join(lines), 1 if failed or SweepStop.event.is_set() else 0
+    elif short:
+        lines.append("stopped before the end: the same command resumes these rungs from their checkpoints")
+    elif any(state.status == "stopped" for state in states):
+        lines.append(f"rungs stopped at train.max_steps={max_steps}; without it the same command trains them on")
+    return "\n".join(lines), 1 if failed or short else 0
 
 
 def _counts(states: list[RungState]) -> dict[str, int]:
@@ -288,6 +328,12 @@ Finished rungs (DONE) are skipped, partial ones resume, failures are listed at t
   --cfg hydra                     show the Hydra config (the launcher's settings) and exit"""
 
 
+def say(text: str) -> None:
+    """Print once: under torchrun every rank runs the sweep, and rank 0 speaks for them."""
+    if os.environ.get("RANK", "0") == "0":
+        print(text)
+
+
 def sweep_main(argv: list[str]) -> int:
     if any(arg in ("-h", "--help") for arg in argv):
         print(SWEEP_USAGE)
@@ -310,10 +356,10 @@ def sweep_main(argv: list[str]) -> int:
     names = [rung.name for rung in rungs]
     pending = names if showing_config else [name for name in names if not (root / name / DONE).exists()]
     if not pending:
-        print(f"sweep {root}: all {len(names)} rungs are DONE")
+        say(f"sweep {root}: all {len(names)} rungs are DONE")
         return 0
     if len(pending) < len(names):
-        print(f"sweep {root}: {len(names) - len(pending)} of {len(names)} rungs are DONE, skipped")
+        say(f"sweep {root}: {len(names) - len(pending)} of {len(names)} rungs are DONE, skipped")
     if not showing_config:
         root.mkdir(parents=True, exist_ok=True)
         write_json_atomic(root / SWEEP_FILE, {"grid": cfg.ladder.name, "rungs": sweep_file_rungs(root, cfg, names)})
@@ -331,6 +377,6 @@ def sweep_main(argv: list[str]) -> int:
     )
     if showing_config:
         return 0
-    summary, code = summarize(root, names)
-    print(summary)
+    summary, code = summarize(root, names, cfg.train.max_steps)
+    say(summary)
     return code

@@ -7,6 +7,7 @@ logs, evaluates and writes checkpoints.
 
 from __future__ import annotations
 
+import atexit
 import os
 from dataclasses import dataclass
 
@@ -28,8 +29,6 @@ class DistContext:
     """Number of processes."""
     device: torch.device
     """This process's device."""
-    owns_group: bool
-    """True if this context created the process group (and must destroy it)."""
 
     @property
     def is_main(self) -> bool:
@@ -59,10 +58,6 @@ class DistContext:
         dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
         return bool(tensor.item())
 
-    def close(self) -> None:
-        if self.owns_group and dist.is_initialized():
-            dist.destroy_process_group()
-
 
 def setup(device_name: str) -> DistContext:
     """Read the torchrun environment and join the process group if there is more than one process."""
@@ -78,8 +73,9 @@ def setup(device_name: str) -> DistContext:
         device = torch.device("cpu")
     else:
         raise LadderError(f"device must be 'cpu' or 'cuda', got {device_name!r}")
-    owns_group = False
     if world_size > 1 and not dist.is_initialized():
         dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo", rank=rank, world_size=world_size)
-        owns_group = True
-    return DistContext(rank=rank, local_rank=local_rank, world_size=world_size, device=device, owns_group=owns_group)
+        # One group for the life of the process: a sweep under torchrun trains rung after rung in
+        # it (a gloo group created and destroyed per rung was seen to hang at the next rung).
+        atexit.register(dist.destroy_process_group)
+    return DistContext(rank=rank, local_rank=local_rank, world_size=world_size, device=device)

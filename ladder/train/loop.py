@@ -1,7 +1,8 @@
 """`run_training(cfg)`: train one rung to its token budget in its run directory.
 
-Re-entrant (the sweep calls it once per rung in one process): no global state is left behind,
-signal handlers are restored, the process group and wandb run are closed. The same call on the
+Re-entrant (the sweep calls it once per rung in one process): signal handlers and thread counts
+are restored and the wandb run is closed; a DDP process group, made once, serves every rung of
+the process (ladder.train.distributed). The same call on the
 same run_dir resumes from `checkpoint/latest.pt`; on a finished run (DONE) it does nothing.
 """
 
@@ -119,13 +120,13 @@ def run_training(cfg: DictConfig, stop: threading.Event | None = None) -> RunOut
     if done is not None:
         log.info("%s is already done (step %s, loss %.4f); nothing to do", run_dir.path, done["step"], done["loss"])
         return RunOutcome("skipped", run_dir.path, done["step"], done["tokens"], done["loss"])
-    ctx = distributed.setup(cfg.device)
-    try:
-        with (_stop_on_signals(stop or threading.Event()) as stop_requested, _torch_threads(cfg.train.threads),
-              _quiet_unless(ctx.is_main)):
+    # Rank 0 owns the run directory from here on (before the corpus, tasks and model are set up,
+    # so that `ladder status` and a second trainer see this session at once).
+    owner = run_dir.session() if int(os.environ.get("RANK", "0")) == 0 else contextlib.nullcontext()
+    with owner, _stop_on_signals(stop or threading.Event()) as stop_requested:
+        ctx = distributed.setup(cfg.device)
+        with _torch_threads(cfg.train.threads), _quiet_unless(ctx.is_main):
             return _Trainer(cfg, run_dir, ctx, stop_requested).run()
-    finally:
-        ctx.close()
 
 
 @contextlib.contextmanager
@@ -167,7 +168,8 @@ def _stop_on_signals(stop: threading.Event) -> Iterator[threading.Event]:
     def interrupt(signum: int, frame: Any) -> None:
         stop.set()
         signal.signal(signal.SIGINT, signal.default_int_handler)
-        log.warning("interrupted: checkpointing at the end of this step (Ctrl-C again aborts without one)")
+        if int(os.environ.get("RANK", "0")) == 0:  # every rank gets the signal; one says so
+            log.warning("interrupted: checkpointing at the end of this step (Ctrl-C again aborts without one)")
 
     previous = {sig: signal.signal(sig, lambda signum, frame: stop.set()) for sig in STOP_SIGNALS}
     previous[signal.SIGINT] = signal.signal(signal.SIGINT, interrupt)
@@ -315,7 +317,6 @@ class _Trainer:
         if ctx.is_main:
             self.run_dir.write_config(resolved)  # this session's values of the resumable keys
             self.run_dir.clear_failed()
-            self.run_dir.mark_running()
         try:
             if ctx.is_main:
                 self.tracker = Tracker(cfg, self.run_dir.path, run_name(cfg), resolved)
@@ -326,8 +327,6 @@ class _Trainer:
         finally:
             if self.tracker is not None:
                 self.tracker.finish()
-            if ctx.is_main:
-                self.run_dir.clear_running()
 
     def rung_record(self) -> dict[str, Any]:
         rung = self.rung
@@ -360,7 +359,8 @@ class _Trainer:
             while self.step < last_step:
                 if ctx.any(self.stop_requested.is_set()):
                     path = self.save()
-                    log.warning("stop signal: checkpoint at step %d written to %s", self.step, path)
+                    if ctx.is_main:
+                        log.warning("stop signal: checkpoint at step %d written to %s", self.step, path)
                     return self.outcome("stopped")
                 loss, grad_norm, lr = self.train_step()
                 self.step += 1

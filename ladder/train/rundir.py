@@ -6,16 +6,19 @@
     DONE           written last: final step, tokens, loss, wall seconds
     FAILED         the error of a run that died (removed when it is resumed)
     RUNNING        host and process id while a session trains (removed when it ends)
+    .lock          held (flock) by the training session: one trainer per run directory
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import socket
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import yaml
 
@@ -25,6 +28,7 @@ from ladder.results import EVAL_ROWS_FILE
 from ladder.train.checkpoint import CHECKPOINT_DIR, LATEST
 
 CONFIG, RUNG, METRICS, DONE, FAILED, RUNNING = "config.yaml", "rung.json", "metrics.jsonl", "DONE", "FAILED", "RUNNING"
+LOCK = ".lock"
 
 # Keys that may change between sessions of one run without changing what it computes.
 RESUMABLE_CHANGES = (
@@ -112,13 +116,26 @@ class RunDir:
     def clear_failed(self) -> None:
         (self.path / FAILED).unlink(missing_ok=True)
 
-    def mark_running(self) -> None:
-        """RUNNING names this process, so that `ladder status` tells a live run from a stopped one."""
-        record = {"host": socket.gethostname(), "pid": os.getpid(), "started": time.time()}
-        write_text_atomic(self.path / RUNNING, json.dumps(record) + "\n")
-
-    def clear_running(self) -> None:
-        (self.path / RUNNING).unlink(missing_ok=True)
+    @contextlib.contextmanager
+    def session(self) -> Iterator[None]:
+        """This process trains the run until the block ends: it holds an exclusive lock on `.lock`
+        (a second trainer of the same run directory is refused instead of interleaving its records
+        with this one's) and the RUNNING marker names it (`ladder status` tells a live run from a
+        stopped one by it). Both go when the block ends, however it ends."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        with open(self.path / LOCK, "a") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                holder = _read_json(self.path / RUNNING) or {}
+                who = f"process {holder.get('pid')} on {holder.get('host')}" if holder else "another process"
+                raise LadderError(f"{self.path} is being trained by {who}; wait for it or stop it first") from None
+            record = {"host": socket.gethostname(), "pid": os.getpid(), "started": time.time()}
+            write_text_atomic(self.path / RUNNING, json.dumps(record) + "\n")
+            try:
+                yield
+            finally:
+                (self.path / RUNNING).unlink(missing_ok=True)
 
 
 def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
@@ -140,3 +157,11 @@ def config_differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
         if old_flat.get(key) != new_flat.get(key):
             differences.append(f"{key}: {old_flat.get(key)!r} -> {new_flat.get(key)!r}")
     return differences
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return value if isinstance(value, dict) else None

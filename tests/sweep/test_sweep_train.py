@@ -225,6 +225,32 @@ def test_sigterm_checkpoints_the_rung_and_stops_the_sweep(tmp_path, data_dir):
     assert not (root / "pico-0.001xC" / "metrics.jsonl").exists()
 
 
+def test_sigterm_to_a_local_sweep_reaches_its_rungs(tmp_path, data_dir):
+    """Under the local launcher the rungs are subprocesses: `kill <sweep pid>` must still make
+    them checkpoint and stop (the sweep passes the signal on), and the sweep then exits 1."""
+    root = tmp_path / "runs"
+    overrides = grid_overrides(root, data_dir, multipliers="[0.05]") + [
+        "ladder.sizes=[pico]", "train.eval_interval=1000", "train.checkpoint_interval=1000", "hydra/launcher=local",
+    ]
+    run_dir = root / "pico-0.05xC"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "ladder.cli", "sweep", *overrides],
+        env=env(), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+    )
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline and process.poll() is None:
+        if (run_dir / "metrics.jsonl").exists() and len(metrics_steps(run_dir)) >= 2:
+            break
+        time.sleep(0.02)
+    assert process.poll() is None and len(metrics_steps(run_dir)) >= 2, "the rung was not training within 90 s"
+    process.send_signal(signal.SIGTERM)  # to the launcher alone, as `kill <pid>` does
+    out, _ = process.communicate(timeout=90)
+    assert process.returncode == 1, out
+    assert "stopped by a signal: the same command resumes the sweep" in out
+    assert not (run_dir / "DONE").exists() and (run_dir / "checkpoint" / "latest.pt").is_file()
+    assert not (run_dir / "RUNNING").exists()
+
+
 def test_submitit_local_two_tasks_per_rung_train_with_ddp(tmp_path, data_dir):
     """tasks_per_node=2: submitit starts two processes for the rung; the job exports RANK,
     WORLD_SIZE, LOCAL_RANK, MASTER_ADDR/PORT and the trainer runs DDP (gloo on CPU)."""

@@ -30,3 +30,18 @@ def test_two_gloo_processes_match_one_process_at_the_same_global_batch(tmp_path,
     output = result.stdout + result.stderr
     assert result.stdout.count(f"done: {run_dir}") == 1 and output.count("][INFO] - done:") == 1
     assert "FutureWarning" not in output
+
+
+def test_a_sweep_under_torchrun_trains_rung_after_rung_in_one_process_group(tmp_path, prepared_root):
+    root = tmp_path / "runs"
+    env = {**os.environ, "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1"}
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "ladder", "sweep",
+        "ladder=cpu", "ladder.only=[femto-0.25xC,pico-0.25xC]", f"ladder.sweep_root={root}",
+        f"data.prepared_root={prepared_root}", "wandb.mode=disabled", "train.max_steps=3", "train.log_interval=1",
+    ]
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    for rung in ("femto-0.25xC", "pico-0.25xC"):
+        assert sorted(losses(root / rung)) == [1, 2, 3]
+    assert result.stdout.count(f"sweep {root}: 2 stopped") == 1  # rank 0 speaks for both

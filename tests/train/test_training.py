@@ -14,6 +14,7 @@ from ladder.errors import LadderError
 from ladder.results import REQUIRED_COLUMNS, read_eval_rows
 from ladder.train import run_training
 from ladder.train.checkpoint import load_model
+from ladder.train.rundir import RunDir
 
 from conftest import REFERENCE_STEPS as STEPS
 from conftest import femto_overrides, losses
@@ -174,6 +175,16 @@ def test_ctrl_c_checkpoints_like_sigterm(tmp_path, make_cfg):
     assert outcome.status == "stopped" and 3 <= outcome.step < STEPS
     assert (run_dir / "checkpoint" / "latest.pt").is_file() and not (run_dir / "RUNNING").exists()
     assert signal.getsignal(signal.SIGINT) is previous_handler
+
+
+def test_a_run_dir_being_trained_is_refused(tmp_path, make_cfg):
+    run_dir = tmp_path / "femto"
+    with RunDir(run_dir).session():  # another trainer holds the run directory
+        with pytest.raises(LadderError, match=f"is being trained by process {os.getpid()} on"):
+            run_training(make_cfg(run_dir, *femto_overrides(3)))
+        assert not (run_dir / "metrics.jsonl").exists()
+    assert not (run_dir / "RUNNING").exists()
+    assert run_training(make_cfg(run_dir, *femto_overrides(3))).status == "done"
 
 
 def test_default_run_dir_uses_the_rung_name(make_cfg):
