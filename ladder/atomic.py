@@ -7,11 +7,12 @@ destination is left as it was.
 
 from __future__ import annotations
 
+import json
 import os
 import uuid
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 from ladder.errors import LadderError
 
@@ -50,3 +51,13 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
     with atomic_path(path) as temporary:
         temporary.write_text(text, encoding="utf-8")
     return Path(path)
+
+
+def read_json(path: str | os.PathLike) -> dict[str, Any] | None:
+    """A JSON object from a file, or None when it is absent, torn (a writer killed mid-write) or
+    not an object: for markers and records that may legitimately be missing."""
+    try:
+        value = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return value if isinstance(value, dict) else None

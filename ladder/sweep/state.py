@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ladder.atomic import write_text_atomic
+from ladder.atomic import read_json, write_text_atomic
 
 DONE = "DONE"
 FAILED = "FAILED"
@@ -32,15 +32,6 @@ TAIL_BYTES = 65536
 def write_json_atomic(path: Path, payload: dict[str, Any]) -> None:
     """`payload` as JSON, written atomically: readers never see half a file."""
     write_text_atomic(path, json.dumps(payload, indent=1))
-
-
-def read_json(path: Path) -> dict[str, Any] | None:
-    """A JSON object, or None when absent, torn or not an object."""
-    try:
-        value = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return value if isinstance(value, dict) else None
 
 
 def last_record(path: Path) -> dict[str, Any] | None:

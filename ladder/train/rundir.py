@@ -22,7 +22,7 @@ from typing import Any, Iterator
 
 import yaml
 
-from ladder.atomic import write_text_atomic
+from ladder.atomic import read_json, write_text_atomic
 from ladder.errors import LadderError
 from ladder.results import EVAL_ROWS_FILE
 from ladder.train.checkpoint import CHECKPOINT_DIR, LATEST
@@ -127,7 +127,7 @@ class RunDir:
             try:
                 fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError:
-                holder = _read_json(self.path / RUNNING) or {}
+                holder = read_json(self.path / RUNNING) or {}
                 who = f"process {holder.get('pid')} on {holder.get('host')}" if holder else "another process"
                 raise LadderError(f"{self.path} is being trained by {who}; wait for it or stop it first") from None
             record = {"host": socket.gethostname(), "pid": os.getpid(), "started": time.time()}
@@ -157,11 +157,3 @@ def config_differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
         if old_flat.get(key) != new_flat.get(key):
             differences.append(f"{key}: {old_flat.get(key)!r} -> {new_flat.get(key)!r}")
     return differences
-
-
-def _read_json(path: Path) -> dict[str, Any] | None:
-    try:
-        value = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return value if isinstance(value, dict) else None

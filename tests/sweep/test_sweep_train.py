@@ -199,13 +199,9 @@ def test_submitit_local_launcher_runs_rungs_in_subprocesses(tmp_path, data_dir, 
     assert all("done:" in log.read_text() for log in logs)
 
 
-def test_sigterm_checkpoints_the_rung_and_stops_the_sweep(tmp_path, data_dir):
-    """SIGTERM (SLURM's preemption, a Ctrl-C'd tmux): the rung checkpoints, later rungs do not start."""
-    root = tmp_path / "runs"
-    overrides = grid_overrides(root, data_dir, multipliers="[0.05,0.001]") + [
-        "ladder.sizes=[pico]", "train.eval_interval=1000", "train.checkpoint_interval=1000",
-    ]
-    run_dir = root / "pico-0.05xC"  # 194 steps: still training when the signal lands, even on a fast machine
+def sweep_then_sigterm(overrides: list[str], run_dir: Path) -> tuple[int, str]:
+    """Run `ladder sweep` in a subprocess, SIGTERM it (that process alone) once `run_dir` has
+    logged two steps; its exit code and output."""
     process = subprocess.Popen(
         [sys.executable, "-m", "ladder.cli", "sweep", *overrides],
         env=env(), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
@@ -218,7 +214,18 @@ def test_sigterm_checkpoints_the_rung_and_stops_the_sweep(tmp_path, data_dir):
     assert process.poll() is None and len(metrics_steps(run_dir)) >= 2, "the rung was not training within 90 s"
     process.send_signal(signal.SIGTERM)
     out, _ = process.communicate(timeout=90)
-    assert process.returncode == 1, out
+    return process.returncode, out
+
+
+def test_sigterm_checkpoints_the_rung_and_stops_the_sweep(tmp_path, data_dir):
+    """SIGTERM (SLURM's preemption, a Ctrl-C'd tmux): the rung checkpoints, later rungs do not start."""
+    root = tmp_path / "runs"
+    overrides = grid_overrides(root, data_dir, multipliers="[0.05,0.001]") + [
+        "ladder.sizes=[pico]", "train.eval_interval=1000", "train.checkpoint_interval=1000",
+    ]
+    run_dir = root / "pico-0.05xC"  # 194 steps: still training when the signal lands, even on a fast machine
+    code, out = sweep_then_sigterm(overrides, run_dir)
+    assert code == 1, out
     assert "stopped by a signal: the same command resumes the sweep" in out
     assert "pico-0.001xC: pending" in out
     assert not (run_dir / "DONE").exists() and (run_dir / "checkpoint" / "latest.pt").is_file()
@@ -233,19 +240,8 @@ def test_sigterm_to_a_local_sweep_reaches_its_rungs(tmp_path, data_dir):
         "ladder.sizes=[pico]", "train.eval_interval=1000", "train.checkpoint_interval=1000", "hydra/launcher=local",
     ]
     run_dir = root / "pico-0.05xC"
-    process = subprocess.Popen(
-        [sys.executable, "-m", "ladder.cli", "sweep", *overrides],
-        env=env(), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-    )
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline and process.poll() is None:
-        if (run_dir / "metrics.jsonl").exists() and len(metrics_steps(run_dir)) >= 2:
-            break
-        time.sleep(0.02)
-    assert process.poll() is None and len(metrics_steps(run_dir)) >= 2, "the rung was not training within 90 s"
-    process.send_signal(signal.SIGTERM)  # to the launcher alone, as `kill <pid>` does
-    out, _ = process.communicate(timeout=90)
-    assert process.returncode == 1, out
+    code, out = sweep_then_sigterm(overrides, run_dir)  # to the launcher alone, as `kill <pid>` does
+    assert code == 1, out
     assert "stopped by a signal: the same command resumes the sweep" in out
     assert not (run_dir / "DONE").exists() and (run_dir / "checkpoint" / "latest.pt").is_file()
     assert not (run_dir / "RUNNING").exists()
