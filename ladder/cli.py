@@ -7,10 +7,10 @@ that `ladder fit` never imports torch.
 from __future__ import annotations
 
 import importlib
-import os
 import sys
 
 from ladder.errors import LadderError
+from ladder.ranks import is_rank_zero
 
 # name -> (module, function, one-line help)
 COMMANDS: dict[str, tuple[str, str, str]] = {
@@ -49,17 +49,13 @@ def main(argv: list[str] | None = None) -> int:
         command = getattr(importlib.import_module(module), function)
         return int(command(rest) or 0)
     except LadderError as error:
-        if _is_rank_zero():  # under torchrun every rank meets the same mistake: one line, not one per rank
+        if is_rank_zero():  # under torchrun every rank meets the same mistake: one line, not one per rank
             print(f"ladder {name}: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        if _is_rank_zero():
+        if is_rank_zero():
             print(f"ladder {name}: interrupted", file=sys.stderr)
         return 130
-
-
-def _is_rank_zero() -> bool:
-    return os.environ.get("RANK", "0") == "0"
 
 
 if __name__ == "__main__":

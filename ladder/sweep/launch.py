@@ -39,6 +39,7 @@ from ladder.config import register_configs
 from ladder.errors import LadderError
 from ladder.grid import Rung
 from ladder.hydra_app import CONF_DIR, HYDRA_VERSION, compose_config, describe_config_error, run_app
+from ladder.ranks import is_rank_zero
 from ladder.sweep.rungs import find_rung, grid_rungs, rungs_to_train
 from ladder.sweep.state import DONE, FAILED, SWEEP_FILE, RungState, read_json, read_state, write_json_atomic
 
@@ -169,18 +170,18 @@ def sweep_job(cfg: DictConfig) -> JobResult:
     if SweepStop.event.is_set():
         return JobResult(rung.name, "not started")
     export_distributed_env()
-    is_rank_zero = int(os.environ.get("RANK", "0")) == 0
+    rank_zero = is_rank_zero()
     relay = PreemptionRelay()
     try:
         from ladder.train import run_training
 
-        if is_rank_zero:
+        if rank_zero:
             (run_dir / FAILED).unlink(missing_ok=True)  # a failed rung is retried by a new sweep
         with relay.while_training():
             outcome = run_training(cfg, stop=SweepStop.event)
     except Exception as error:  # one failing rung must not stop the others
         log.error("%s failed: %s", rung.name, error)
-        if is_rank_zero:
+        if rank_zero:
             write_failed(run_dir, error)
         return JobResult(rung.name, "failed", f"{type(error).__name__}: {error}")
     max_steps = cfg.train.max_steps
@@ -330,7 +331,7 @@ Finished rungs (DONE) are skipped, partial ones resume, failures are listed at t
 
 def say(text: str) -> None:
     """Print once: under torchrun every rank runs the sweep, and rank 0 speaks for them."""
-    if os.environ.get("RANK", "0") == "0":
+    if is_rank_zero():
         print(text)
 
 

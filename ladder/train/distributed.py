@@ -15,6 +15,7 @@ import torch
 import torch.distributed as dist
 
 from ladder.errors import LadderError
+from ladder.ranks import launch_rank
 
 
 @dataclass(frozen=True)
@@ -62,7 +63,7 @@ class DistContext:
 def setup(device_name: str) -> DistContext:
     """Read the torchrun environment and join the process group if there is more than one process."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
+    rank = launch_rank()
     local_rank = int(os.environ.get("LOCAL_RANK", str(rank)))
     if device_name == "cuda":
         if not torch.cuda.is_available():

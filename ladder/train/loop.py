@@ -30,6 +30,7 @@ from ladder.config import check_values
 from ladder.errors import LadderError
 from ladder.grid import Rung, make_rung
 from ladder.model import decoder_from_config
+from ladder.ranks import is_rank_zero
 from ladder.sizes import flops_per_token, get_shape
 from ladder.train import checkpoint as ckpt
 from ladder.train import distributed
@@ -122,7 +123,7 @@ def run_training(cfg: DictConfig, stop: threading.Event | None = None) -> RunOut
         return RunOutcome("skipped", run_dir.path, done["step"], done["tokens"], done["loss"])
     # Rank 0 owns the run directory from here on (before the corpus, tasks and model are set up,
     # so that `ladder status` and a second trainer see this session at once).
-    owner = run_dir.session() if int(os.environ.get("RANK", "0")) == 0 else contextlib.nullcontext()
+    owner = run_dir.session() if is_rank_zero() else contextlib.nullcontext()
     with owner, _stop_on_signals(stop or threading.Event()) as stop_requested:
         ctx = distributed.setup(cfg.device)
         with _torch_threads(cfg.train.threads), _quiet_unless(ctx.is_main):
@@ -168,7 +169,7 @@ def _stop_on_signals(stop: threading.Event) -> Iterator[threading.Event]:
     def interrupt(signum: int, frame: Any) -> None:
         stop.set()
         signal.signal(signal.SIGINT, signal.default_int_handler)
-        if int(os.environ.get("RANK", "0")) == 0:  # every rank gets the signal; one says so
+        if is_rank_zero():  # every rank gets the signal; one says so
             log.warning("interrupted: checkpointing at the end of this step (Ctrl-C again aborts without one)")
 
     previous = {sig: signal.signal(sig, lambda signum, frame: stop.set()) for sig in STOP_SIGNALS}
