@@ -12,11 +12,13 @@ OLMo 2), rotary position embeddings (RoPE, theta 500,000) and
 N(0, init_std^2) truncated at 3 std; norm weights start at 1.
 
 Speed (see scripts/bench_train.py): q, k and v come from one fused Linear, the SwiGLU gate and
-up projections from another. On CPU (eager) three hand-written autograd functions do what
-autograd would do in more passes: RMSNorm (adding the residual in the same pass), QK-norm with
-RoPE for q and k together, and SwiGLU; the last two write their gradients straight into the
-fused projections' gradients instead of concatenating pieces. On CUDA and under torch.compile the
-plain composition runs (`F.rms_norm`, complex RoPE), which the kernels or inductor fuse.
+up projections from another. On CPU (eager) hand-written autograd functions do what autograd
+would do in more passes: RMSNorm (adding the residual in the same pass), QK-norm with RoPE for q
+and k together, and SwiGLU; the fused projections return their pieces stacked ([pieces, ..., n],
+each piece contiguous, not side by side in [..., pieces * n]), so that those functions run on
+contiguous memory and write their gradients without concatenating pieces. On CUDA and under
+torch.compile the plain composition runs (`F.rms_norm`, complex RoPE), which the kernels or
+inductor fuse.
 
 The parameter count matches `ladder.sizes` exactly (tests/test_sizes.py checks it).
 """
@@ -119,13 +121,48 @@ def apply_rope(x: torch.Tensor, freqs: torch.Tensor) -> torch.Tensor:
     return torch.stack((a * cos - b * sin, a * sin + b * cos), dim=-1).flatten(-2).type_as(x)
 
 
-class _QKNormRoPEFunction(torch.autograd.Function):
-    """From the fused projection qkv [B, T, 3d]: q and k normalised (QK-norm) and rotated (RoPE), and v.
+class _StackedLinearFunction(torch.autograd.Function):
+    """x W^T for a weight that stacks `pieces` matrices W = [W_1; ...; W_k] (each [n, d]), for CPU:
+    the products come back stacked, Y [k, ..., n] with Y_i = x W_i^T, instead of side by side.
 
-    For CPU, where autograd would run two norms and two rotations as separate pieces and then
-    concatenate the gradients of q, k and v into the gradient of qkv (one more pass over it).
-    Here q and k go together as a [B, T, 2, d] view, and the backward writes straight into the
-    slices of qkv's gradient. RoPE is linear and the norm's scale r = 1 / rms(x) is one number per
+    On the side-by-side layout [..., k n] each piece (q, k, v; gate, up) is a strided slice, and
+    CPU's elementwise kernels run slower on slices than on contiguous tensors (measured for the
+    `base` preset's [16, 256, 512] gate, 2 threads: silu 1.45 vs 1.01 ms, its backward 2.3 vs
+    1.2 ms). The cost is k matrix multiplies instead of one, each as efficient here:
+        forward:   Y_i = x W_i^T
+        backward:  dL/dx = sum_i dY_i W_i,   dL/dW_i = dY_i^T x   (written into its rows of dL/dW)
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, pieces: int) -> torch.Tensor:
+        rows = x.reshape(-1, x.shape[-1])
+        stacked = rows.new_empty(pieces, rows.shape[0], weight.shape[0] // pieces)
+        for piece, matrix in enumerate(weight.chunk(pieces)):
+            torch.mm(rows, matrix.t(), out=stacked[piece])
+        ctx.save_for_backward(rows, weight)
+        ctx.pieces, ctx.input_shape = pieces, x.shape
+        return stacked.view(pieces, *x.shape[:-1], -1)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        rows, weight = ctx.saved_tensors
+        grad = grad.reshape(ctx.pieces, rows.shape[0], -1)
+        grad_rows, grad_weight = None, torch.empty_like(weight)
+        for piece, (matrix, grad_matrix) in enumerate(zip(weight.chunk(ctx.pieces), grad_weight.chunk(ctx.pieces))):
+            torch.mm(grad[piece].t(), rows, out=grad_matrix)
+            if grad_rows is None:
+                grad_rows = torch.mm(grad[piece], matrix)
+            else:
+                grad_rows.addmm_(grad[piece], matrix)
+        return grad_rows.view(ctx.input_shape), grad_weight, None
+
+
+class _QKNormRoPEFunction(torch.autograd.Function):
+    """From the stacked projection qkv [3, B, T, d]: q and k normalised (QK-norm) and rotated (RoPE), and v.
+
+    For CPU, where autograd would run two norms and two rotations as separate pieces. Here q and
+    k go together as the contiguous [2, B, T, d] front of qkv, and the backward writes straight
+    into qkv's gradient. RoPE is linear and the norm's scale r = 1 / rms(x) is one number per
     row, so rope(x r * w) = rope(x * w) * r: r rides on the rotation tensor (1/heads the size of q)
     instead of costing a pass. With x the raw q or k, xhat = x r, g_n the gradient of the normed
     (unrotated) vector = rope^-1(g), and gr = r g_n (the back-rotation times r, again one multiply):
@@ -137,61 +174,63 @@ class _QKNormRoPEFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, qkv, q_weight, k_weight, eps: float, freqs: torch.Tensor, n_heads: int):
-        d = qkv.shape[-1] // 3
-        qk = qkv[..., : 2 * d].unflatten(-1, (2, d))  # [B, T, 2, d]: q and k side by side (a view)
-        weight = torch.stack((q_weight, k_weight))  # [2, d]
+        d = qkv.shape[-1]
+        qk = qkv[:2]  # [2, B, T, d]
+        weight = torch.stack((q_weight, k_weight)).unsqueeze(1).unsqueeze(1)  # [2, 1, 1, d]
         dtype = torch.promote_types(qkv.dtype, torch.float32)
         rstd = torch.linalg.vector_norm(qk, dim=-1, keepdim=True, dtype=dtype).square_().div_(d).add_(eps).rsqrt_()
-        scaled_freqs = freqs.unsqueeze(-3) * rstd.unsqueeze(-1)  # [B, T, 2, 1, hd/2], complex
+        scaled_freqs = freqs * rstd.unsqueeze(-1)  # [2, B, T, 1, hd/2], complex
         weighted = (qk * weight).to(dtype)
-        # Rotate in place, as complex pairs [B, T, 2, H, hd/2].
+        # Rotate in place, as complex pairs [2, B, T, H, hd/2].
         torch.view_as_complex(weighted.unflatten(-1, (n_heads, -1, 2))).mul_(scaled_freqs)
         rotated = weighted.unflatten(-1, (n_heads, -1)).to(qkv.dtype)
         ctx.save_for_backward(qkv, rstd, weight, freqs)
         ctx.n_heads = n_heads
-        q, k = rotated.unbind(2)
-        return q, k, qkv[..., 2 * d :].unflatten(-1, (n_heads, -1))
+        q, k = rotated.unbind(0)
+        return q, k, qkv[2].unflatten(-1, (n_heads, -1))
 
     @staticmethod
     def backward(ctx, grad_q, grad_k, grad_v):
         qkv, rstd, weight, freqs = ctx.saved_tensors
-        d = qkv.shape[-1] // 3
-        qk = qkv[..., : 2 * d].unflatten(-1, (2, d))
+        d = qkv.shape[-1]
+        qk = qkv[:2]
         grad_qkv = torch.empty_like(qkv)
         # gr = r * rope^-1(g): the rotation by the opposite angle (conj) and the scale, one multiply.
-        scaled_conj = freqs.conj().unsqueeze(-3) * rstd.unsqueeze(-1)  # [B, T, 2, 1, hd/2]
-        grad_qk = grad_qkv[..., : 2 * d].unflatten(-1, (2, d))
+        scaled_conj = freqs.conj() * rstd.unsqueeze(-1)  # [2, B, T, 1, hd/2]
+        grad_qk = grad_qkv[:2]
         # gr is computed where dL/dx goes (in place) unless the input is lower precision than fp32.
         dtype = scaled_conj.real.dtype
         grad_rotated = grad_qk if grad_qk.dtype == dtype else torch.empty(qk.shape, dtype=dtype)
         for slot, grad in enumerate((grad_q, grad_k)):
             grad = grad if grad.stride(-1) == 1 else grad.contiguous()
-            into = torch.view_as_complex(grad_rotated[..., slot, :].unflatten(-1, (ctx.n_heads, -1, 2)))
+            into = torch.view_as_complex(grad_rotated[slot].unflatten(-1, (ctx.n_heads, -1, 2)))
             pairs = torch.view_as_complex(grad.to(dtype).unflatten(-1, (-1, 2)))
-            torch.mul(pairs, scaled_conj[..., slot, :, :], out=into)
+            torch.mul(pairs, scaled_conj[slot], out=into)
         grad_times_x = grad_rotated * qk
-        grad_weight = grad_times_x.flatten(0, -3).sum(0)  # [2, d]
-        dot = torch.stack([grad_times_x[..., slot, :] @ weight[slot] for slot in range(2)], dim=-1)  # sum(gr w x)
-        coefficient = dot.unsqueeze_(-1).mul_(rstd.square()).div_(d)
+        grad_weight = grad_times_x.flatten(1, -2).sum(1)  # [2, d]
+        dot = torch.empty_like(rstd)  # sum(gr w x) per row, [2, B, T, 1]: a matrix-vector product per slot
+        for slot in range(2):
+            torch.mv(grad_times_x[slot].reshape(-1, d), weight[slot].reshape(d), out=dot[slot].view(-1))
+        coefficient = dot.mul_(rstd.square()).div_(d)
         grad_x = grad_rotated.mul_(weight).addcmul_(qk, coefficient, value=-1)
         if grad_x is not grad_qk:
             grad_qk.copy_(grad_x)
-        grad_qkv[..., 2 * d :].unflatten(-1, (ctx.n_heads, -1)).copy_(grad_v)
+        grad_qkv[2].copy_(grad_v.reshape(grad_qkv[2].shape))
         return grad_qkv, grad_weight[0].to(weight.dtype), grad_weight[1].to(weight.dtype), None, None, None
 
 
 class _SwiGLUFunction(torch.autograd.Function):
-    """silu(gate) * up from the fused projection gate_up [..., 2 hidden], for CPU.
+    """silu(gate) * up from the stacked projection gate_up [2, ..., hidden], for CPU.
 
-    Autograd would compute the gradients of gate and up separately and then concatenate them into
-    the gradient of gate_up; here the backward writes each into its half directly (one pass over
+    Autograd would compute the gradients of gate and up separately and then stack them into the
+    gradient of gate_up; here the backward writes each into its half directly (one pass over
     the largest activation fewer). With s = silu(gate) and upstream gradient g:
         dL/dup = g * s,    dL/dgate = silu'(gate) * g * up   (aten's fused silu_backward)
     """
 
     @staticmethod
     def forward(ctx, gate_up: torch.Tensor) -> torch.Tensor:
-        gate, up = gate_up.chunk(2, dim=-1)
+        gate, up = gate_up.unbind(0)
         activated = F.silu(gate)
         ctx.save_for_backward(gate_up, activated)
         return activated * up
@@ -199,9 +238,9 @@ class _SwiGLUFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
         gate_up, activated = ctx.saved_tensors
-        gate, up = gate_up.chunk(2, dim=-1)
+        gate, up = gate_up.unbind(0)
         grad_gate_up = torch.empty_like(gate_up)
-        grad_gate, grad_up = grad_gate_up.chunk(2, dim=-1)
+        grad_gate, grad_up = grad_gate_up.unbind(0)
         torch.mul(grad, activated, out=grad_up)
         torch.mul(grad, up, out=grad_gate)
         torch.ops.aten.silu_backward(grad_gate, gate, grad_input=grad_gate)
@@ -210,8 +249,11 @@ class _SwiGLUFunction(torch.autograd.Function):
 
 def _fused_path(x: torch.Tensor) -> bool:
     """True on CPU in eager mode, where ladder's hand-written autograd functions are faster; on
-    CUDA and under torch.compile the composed ops are fused by the kernels or by inductor."""
-    return x.device.type == "cpu" and not torch.compiler.is_compiling()
+    CUDA and under torch.compile the composed ops are fused by the kernels or by inductor. Not
+    under CPU autocast (`train.precision=bf16`), which casts per op as the composed path runs."""
+    return (
+        x.device.type == "cpu" and not torch.compiler.is_compiling() and not torch.is_autocast_enabled("cpu")
+    )
 
 
 class Attention(nn.Module):
@@ -233,12 +275,12 @@ class Attention(nn.Module):
         and rotated by `freqs` (complex [T, 1, head_dim/2] or [B, T, 1, head_dim/2]; or the real
         form under torch.compile)."""
         batch, seq, d = x.shape
-        qkv = self.qkv(x)  # [B, T, 3d]
-        if self.q_norm is not None and _fused_path(qkv):
+        if self.q_norm is not None and _fused_path(x):
+            qkv = _StackedLinearFunction.apply(x, self.qkv.weight, 3)  # [3, B, T, d]
             norms = (self.q_norm.weight, self.k_norm.weight, self.q_norm.eps)
             q, k, v = _QKNormRoPEFunction.apply(qkv, *norms, freqs, self.n_heads)
         else:
-            q, k, v = qkv.split(d, dim=-1)  # views into one [B, T, 3d] product
+            q, k, v = self.qkv(x).split(d, dim=-1)  # views into one [B, T, 3d] product
             if self.q_norm is not None:
                 q, k = self.q_norm(q), self.k_norm(k)
             heads = (batch, seq, self.n_heads, self.head_dim)
@@ -265,10 +307,9 @@ class SwiGLU(nn.Module):
         self.down = nn.Linear(shape.mlp_hidden, shape.d_model, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        gate_up = self.gate_up(x)
-        if _fused_path(gate_up):
-            return self.down(_SwiGLUFunction.apply(gate_up))
-        gate, up = gate_up.split(self.hidden, dim=-1)
+        if _fused_path(x):
+            return self.down(_SwiGLUFunction.apply(_StackedLinearFunction.apply(x, self.gate_up.weight, 2)))
+        gate, up = self.gate_up(x).split(self.hidden, dim=-1)
         return self.down(F.silu(gate) * up)
 
 

@@ -185,10 +185,36 @@ def test_swiglu_function_matches_autograd():
     from ladder.model import _SwiGLUFunction
 
     torch.manual_seed(0)
-    gate_up = torch.randn(2, 5, 12, dtype=torch.float64, requires_grad=True)
-    gate, up = gate_up.split(6, dim=-1)
+    gate_up = torch.randn(2, 3, 5, 6, dtype=torch.float64, requires_grad=True)  # gate and up stacked
+    gate, up = gate_up.unbind(0)
     torch.testing.assert_close(_SwiGLUFunction.apply(gate_up), torch.nn.functional.silu(gate) * up)
     assert torch.autograd.gradcheck(_SwiGLUFunction.apply, (gate_up,))
+
+
+def test_stacked_linear_function_matches_linear():
+    """The k products of a stacked weight, stacked: the pieces of x W^T, values and gradients."""
+    from ladder.model import _StackedLinearFunction
+
+    torch.manual_seed(0)
+    x = torch.randn(2, 5, 4, dtype=torch.float64, requires_grad=True)
+    weight = torch.randn(9, 4, dtype=torch.float64, requires_grad=True)
+    stacked = _StackedLinearFunction.apply(x, weight, 3)
+    assert stacked.shape == (3, 2, 5, 3) and stacked[1].is_contiguous()
+    torch.testing.assert_close(stacked, torch.stack(torch.nn.functional.linear(x, weight).split(3, dim=-1)))
+    assert torch.autograd.gradcheck(lambda x, w: _StackedLinearFunction.apply(x, w, 3), (x, weight))
+
+
+def test_cpu_bf16_autocast_trains():
+    """`train.precision=bf16` on CPU runs the composed ops (the CPU functions are fp32 kernels)."""
+    torch.manual_seed(0)
+    model = Decoder(get_shape("tiny"))
+    idx = torch.randint(0, 256, (2, 32))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        logits = model(idx)
+    assert logits.dtype == torch.bfloat16
+    loss = torch.nn.functional.cross_entropy(logits.float().flatten(0, 1), idx.roll(-1, 1).flatten())
+    loss.backward()
+    assert torch.isfinite(loss) and all(torch.isfinite(p.grad).all() for p in model.parameters())
 
 
 @pytest.mark.parametrize("norm_placement", ["post", "pre"])
