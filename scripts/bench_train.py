@@ -16,7 +16,9 @@ its own process because one of the settings is process-wide:
 
 The processes take turns, `--rounds` times, each round timing `--steps` steps after warm-up;
 reported are medians and the ratios ours / plain (goal >= 1.0) and ours / plain+setup (what the
-architecture costs). On CUDA it reports MFU against the device's peak bf16 FLOP/s (bf16
+architecture costs), each as a ratio of the medians and as the median of the per-round ratios
+(with their range): a round's contenders run back to back, so slow drifts of the machine's speed
+cancel in the per-round ratios. On CUDA it reports MFU against the device's peak bf16 FLOP/s (bf16
 autocast, optional torch.compile) and `--only-ours` skips the plain GPT (e.g. 190M on a GPU).
 """
 
@@ -199,9 +201,12 @@ def main() -> None:
         print(f"  {name:11s} {params:>12,d} params  {step * 1e3:8.1f} ms/step (range {spread})  "
               f"{tokens_per_s[name]:>12,.0f} tokens/s  {tokens_per_s[name] * flops / 1e9:8.2f} GFLOP/s{mfu}")
     if not args.only_ours:
-        print(f"  ours / plain:       {tokens_per_s['ours'] / tokens_per_s['plain']:.3f}x tokens/s (goal >= 1.0)")
-        print(f"  ours / plain+setup: {tokens_per_s['ours'] / tokens_per_s['plain+setup']:.3f}x tokens/s "
-              f"(same set-up: the architecture's QK-norm, post-norm and RoPE)")
+        for other, meaning in (("plain", "goal >= 1.0"),
+                               ("plain+setup", "same set-up: the architecture's QK-norm, post-norm and RoPE")):
+            per_round = [theirs / ours for ours, theirs in zip(seconds["ours"], seconds[other])]
+            print(f"  ours / {other + ':':12s} {tokens_per_s['ours'] / tokens_per_s[other]:.3f}x tokens/s; per round "
+                  f"median {statistics.median(per_round):.3f}x (range {min(per_round):.3f}-{max(per_round):.3f}) "
+                  f"({meaning})")
 
 
 if __name__ == "__main__":
