@@ -24,6 +24,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "import-olmo": ("ladder.fit.cli", "import_olmo_main", "OLMo ladder CSV exports -> results table"),
     "fit": ("ladder.fit.cli", "fit_main", "two-stage fit on a results table; predict its targets"),
     "predict": ("ladder.fit.cli", "predict_main", "predict targets not trained yet (NAME:N:D)"),
+    "backtest": ("ladder.fit.cli", "backtest_main", "fit the smaller sizes, predict the larger: errors, interval coverage"),
     "demo": ("ladder.demo", "main", "the embedded CPU ladder, end to end"),
 }
 

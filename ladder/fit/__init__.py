@@ -2,7 +2,8 @@
 
 Modules: points (table -> fitting points), step1, step2, chain (chained prediction, single-step
 baseline), batched (vectorised least squares for the bootstrap), bootstrap (prediction
-intervals), variance (checkpoint-to-checkpoint noise), pipeline (a whole table), cli.
+intervals), variance (checkpoint-to-checkpoint noise), pipeline (a whole table), backtest
+(fit the smaller sizes, predict the larger ones), cli.
 
 Never imports torch.
 """

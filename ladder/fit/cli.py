@@ -1,4 +1,4 @@
-"""`ladder import-olmo`, `ladder fit` and `ladder predict`: argument parsing and printing only."""
+"""`ladder import-olmo`, `ladder fit`, `ladder predict` and `ladder backtest`: argument parsing and printing only."""
 
 from __future__ import annotations
 
@@ -117,6 +117,14 @@ def parse_target(text: str) -> tuple[str, float, float]:
     return parts[0], n, d
 
 
+def _check_csv_out(out: str, overwrite: bool) -> None:
+    """Refuse an --out that is not a .csv file path, or that exists without --overwrite (before any fitting)."""
+    if out.endswith(("/", os.sep)) or Path(out).is_dir() or Path(out).suffix != ".csv":
+        raise LadderError(f"--out {out}: give a .csv file to write the predictions to")
+    if Path(out).exists() and not overwrite:
+        raise LadderError(f"{out} exists; pass --overwrite to replace it")
+
+
 def predict_main(argv: list[str]) -> int:
     parser = _Parser(prog="ladder predict", description="Fit a results table and predict targets not trained yet.")
     parser.add_argument("table", help="results table (.csv or .parquet)")
@@ -135,10 +143,7 @@ def predict_main(argv: list[str]) -> int:
     from ladder.results import read_table
 
     if args.out:
-        if args.out.endswith(("/", os.sep)) or Path(args.out).is_dir() or Path(args.out).suffix != ".csv":
-            raise LadderError(f"--out {args.out}: give a .csv file to write the predictions to")
-        if Path(args.out).exists() and not args.overwrite:
-            raise LadderError(f"{args.out} exists; pass --overwrite to replace it")
+        _check_csv_out(args.out, args.overwrite)
     fit = fit_table(read_table(args.table), _options(args))
     predictions = pd.concat([fit.predict(n, d, name) for name, n, d in targets], ignore_index=True)
     print(format_predictions(predictions))
@@ -146,5 +151,40 @@ def predict_main(argv: list[str]) -> int:
         from ladder.results import write_csv_atomic
 
         write_csv_atomic(predictions, args.out)
+        print(f"wrote {args.out}")
+    return 0
+
+
+def backtest_main(argv: list[str]) -> int:
+    parser = _Parser(prog="ladder backtest",
+                     description="Fit the smaller sizes of a ladder, predict its larger ones: how well the "
+                                 "method extrapolates on this ladder and how often its intervals hold.")
+    parser.add_argument("table", help="results table (.csv or .parquet)")
+    parser.add_argument("--min-sizes", type=int, default=3,
+                        help="fewest sizes a backtest fit uses (default 3); every larger count is a cut")
+    parser.add_argument("--out", help="also write every prediction to this CSV file")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
+    _add_selection(parser)
+    args = parser.parse_args(argv)
+
+    import pandas as pd
+
+    from ladder.fit.backtest import backtest, coverage_by_task, nominal_level_note, summarize
+    from ladder.results import read_table
+
+    if args.out:
+        _check_csv_out(args.out, args.overwrite)
+    options = _options(args)
+    rows = backtest(read_table(args.table), options, min_sizes=args.min_sizes)
+    with pd.option_context("display.width", 200, "display.max_columns", 20, "display.float_format", "{:.3f}".format):
+        print("== held-out ladder runs, by the sizes fitted (errors and widths in accuracy points; loss error in %)")
+        print(summarize(rows).to_string())
+        print("\n== by task (share inside the intervals, over every cut)")
+        print(coverage_by_task(rows).to_string())
+    print(f"\n{nominal_level_note(rows, options.level)}")
+    if args.out:
+        from ladder.results import write_csv_atomic
+
+        write_csv_atomic(rows, args.out)
         print(f"wrote {args.out}")
     return 0

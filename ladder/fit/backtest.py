@@ -1,0 +1,113 @@
+"""Backtesting the method on a ladder: fit the smaller sizes, predict the larger ones.
+
+For each cut c (min_sizes <= c < number of sizes), the ladder's c smallest sizes are fitted with
+the given options and every selected run of a larger size is predicted as if it were a target,
+beside the table's own targets. The rows say how well the two-stage fit extrapolates on this
+ladder, and whether the bootstrap intervals hold the actual values as often as their level says:
+the intervals are a resampling spread, not a calibrated probability (docs/fit.md), so this is
+the check of what they are worth on real runs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pandas as pd
+
+from ladder.errors import LadderError
+from ladder.fit.pipeline import FitOptions, fit_table, select_ladder
+from ladder.fit.points import size_labels
+from ladder.results import validate_table
+
+MIN_FITTED_SIZES = 2  # step 1 separates the N and D terms only with two sizes or more
+
+
+def backtest(table: pd.DataFrame, options: FitOptions | None = None, *, min_sizes: int = 3, **overrides) -> pd.DataFrame:
+    """Predictions of held-out ladder runs (and the table's targets) from fits on smaller sizes.
+
+    One row per cut x task x predicted run: the prediction columns of `LadderFit.predictions`, plus
+    `fit_sizes` (the sizes fitted, comma-separated), `held_out` (True for a ladder run of a larger
+    size, False for a table target) and `in_loss_interval` / `in_acc_interval` (NaN where the
+    fit has no interval or the actual value is missing). Options as for `fit_table`.
+    """
+    options = replace(options or FitOptions(), **overrides)
+    options.check()
+    if min_sizes < MIN_FITTED_SIZES:
+        raise LadderError(f"--min-sizes must be >= {MIN_FITTED_SIZES}, got {min_sizes}")
+    table = validate_table(table)
+    ladder = select_ladder(table, options)
+    labels = size_labels(ladder)
+    sizes = list(dict.fromkeys(labels[ladder.sort_values("N", kind="stable").index]))
+    if len(sizes) <= min_sizes:
+        raise LadderError(f"a backtest fits at least {min_sizes} sizes (--min-sizes) and predicts larger ones; "
+                          f"the selected ladder has {len(sizes)}: {', '.join(sizes)}")
+    own_targets = table[table["role"] == "target"]
+    # The ladder is selected already; the fits below take it as it is.
+    per_cut = replace(options, sizes=None, multipliers=None, include_reruns=True)
+    frames = []
+    for cut in range(min_sizes, len(sizes)):
+        fitted, held = sizes[:cut], sizes[cut:]
+        held_rows = ladder[labels.isin(held)].assign(role="target")
+        cut_table = pd.concat([ladder[labels.isin(fitted)], held_rows, own_targets], ignore_index=True)
+        predictions = fit_table(cut_table, per_cut).predictions
+        predictions.insert(0, "fit_sizes", ",".join(fitted))
+        predictions.insert(3, "held_out", predictions["target"].isin(set(held_rows["run"])))
+        frames.append(predictions)
+    rows = pd.concat(frames, ignore_index=True)
+    rows["in_loss_interval"] = _inside(rows["actual_loss"], rows["pred_loss_lo"], rows["pred_loss_hi"])
+    rows["in_acc_interval"] = _inside(rows["actual_acc"], rows["pred_acc_lo"], rows["pred_acc_hi"])
+    return rows
+
+
+def _inside(actual: pd.Series, low: pd.Series, high: pd.Series) -> pd.Series:
+    """1.0 / 0.0 where the actual value lies in [low, high]; NaN where any of them is missing."""
+    known = actual.notna() & low.notna() & high.notna()
+    return ((actual >= low) & (actual <= high)).astype(float).where(known)
+
+
+def summarize(rows: pd.DataFrame) -> pd.DataFrame:
+    """Per cut and overall: predictions, share inside the loss and accuracy intervals, median absolute
+    accuracy error (points), median interval width (points), median |relative loss error| (%)."""
+
+    def summary(group: pd.DataFrame) -> pd.Series:
+        return pd.Series({
+            "predictions": len(group),
+            "in_loss_interval": group["in_loss_interval"].mean(),
+            "in_acc_interval": group["in_acc_interval"].mean(),
+            "median_abs_err": group["abs_err"].abs().median(),
+            "median_acc_width": (100 * (group["pred_acc_hi"] - group["pred_acc_lo"])).median(),
+            "median_loss_rel_err": group["loss_rel_err"].abs().median(),
+        })
+
+    held = rows[rows["held_out"]]
+    parts = [summary(group).rename(cut) for cut, group in held.groupby("fit_sizes", sort=False)]
+    parts.append(summary(held).rename("all held-out runs"))
+    frame = pd.DataFrame(parts)
+    frame.index.name = "fitted on"
+    frame["predictions"] = frame["predictions"].astype(int)
+    return frame
+
+
+def coverage_by_task(rows: pd.DataFrame) -> pd.DataFrame:
+    """Per task, over every cut: share of held-out runs inside the loss and accuracy intervals."""
+    held = rows[rows["held_out"]]
+    frame = held.groupby("task", sort=False)[["in_loss_interval", "in_acc_interval"]].mean()
+    frame.insert(0, "predictions", held.groupby("task", sort=False).size())
+    return frame
+
+
+def nominal_level_note(rows: pd.DataFrame, level: float) -> str:
+    """One line comparing the held-out coverage with the intervals' level."""
+    held = rows[rows["held_out"]]
+    covered = held["in_acc_interval"].dropna()
+    if covered.empty:
+        covered = held["in_loss_interval"].dropna()
+        what = "loss"
+    else:
+        what = "accuracy"
+    if covered.empty:
+        return "no intervals (--bootstrap 0): errors only"
+    share = float(np.mean(covered))
+    return (f"{share:.0%} of {len(covered)} held-out {what} values fell inside their {level:.0%} intervals "
+            f"(predictions of one fit are correlated: read it as a rough check)")
