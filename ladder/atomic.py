@@ -29,6 +29,19 @@ def make_directory(path: Path, purpose: str) -> None:
         raise LadderError(f"cannot write {purpose}: {path} is not writable")
 
 
+def check_writable_destination(path: Path) -> None:
+    """Before any work: refuse a file `path` that could not be written later, because a file stands
+    where one of its directories should be or the nearest existing directory is not writable.
+    Creates nothing."""
+    ancestor = path.parent
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise LadderError(f"cannot write {path}: a file stands where the directory {ancestor} should be")
+    if not os.access(ancestor, os.W_OK):
+        raise LadderError(f"cannot write {path}: {ancestor} is not writable")
+
+
 @contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """A temporary path beside `path` to write to; it replaces `path` when the block succeeds."""

@@ -18,7 +18,7 @@ and k together, and SwiGLU; the fused projections return their pieces stacked ([
 each piece contiguous, not side by side in [..., pieces * n]), so that those functions run on
 contiguous memory and write their gradients without concatenating pieces. On CUDA and under
 torch.compile the plain composition runs (`F.rms_norm`, complex RoPE), which the kernels or
-inductor fuse.
+inductor fuse; so it does under CPU autocast and when a projection carries hooks (`_fused_path`).
 
 The parameter count matches `ladder.sizes` exactly (tests/test_sizes.py checks it).
 """
@@ -30,6 +30,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.utils import parametrize
 
 from ladder.errors import LadderError
 from ladder.sizes import ModelShape
@@ -136,25 +137,30 @@ class _StackedLinearFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: torch.Tensor, weight: torch.Tensor, pieces: int) -> torch.Tensor:
         rows = x.reshape(-1, x.shape[-1])
-        stacked = rows.new_empty(pieces, rows.shape[0], weight.shape[0] // pieces)
+        width = weight.shape[0] // pieces
+        stacked = rows.new_empty(pieces, rows.shape[0], width)
         for piece, matrix in enumerate(weight.chunk(pieces)):
             torch.mm(rows, matrix.t(), out=stacked[piece])
         ctx.save_for_backward(rows, weight)
         ctx.pieces, ctx.input_shape = pieces, x.shape
-        return stacked.view(pieces, *x.shape[:-1], -1)
+        return stacked.view(pieces, *x.shape[:-1], width)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
         rows, weight = ctx.saved_tensors
         grad = grad.reshape(ctx.pieces, rows.shape[0], -1)
-        grad_rows, grad_weight = None, torch.empty_like(weight)
-        for piece, (matrix, grad_matrix) in enumerate(zip(weight.chunk(ctx.pieces), grad_weight.chunk(ctx.pieces))):
-            torch.mm(grad[piece].t(), rows, out=grad_matrix)
-            if grad_rows is None:
-                grad_rows = torch.mm(grad[piece], matrix)
-            else:
-                grad_rows.addmm_(grad[piece], matrix)
-        return grad_rows.view(ctx.input_shape), grad_weight, None
+        matrices = weight.chunk(ctx.pieces)
+        grad_rows = grad_weight = None
+        if ctx.needs_input_grad[0]:
+            grad_rows = torch.mm(grad[0], matrices[0])
+            for piece in range(1, ctx.pieces):
+                grad_rows.addmm_(grad[piece], matrices[piece])
+            grad_rows = grad_rows.view(ctx.input_shape)
+        if ctx.needs_input_grad[1]:
+            grad_weight = torch.empty_like(weight)
+            for piece, grad_matrix in enumerate(grad_weight.chunk(ctx.pieces)):
+                torch.mm(grad[piece].t(), rows, out=grad_matrix)
+        return grad_rows, grad_weight, None
 
 
 class _QKNormRoPEFunction(torch.autograd.Function):
@@ -168,7 +174,8 @@ class _QKNormRoPEFunction(torch.autograd.Function):
     (unrotated) vector = rope^-1(g), and gr = r g_n (the back-rotation times r, again one multiply):
         dL/dw = sum over rows of g_n * xhat = sum over rows of gr * x
         dL/dx = r (g_n w - xhat mean(g_n w xhat)) = gr w - x * r^2 mean(gr w x)
-    Only qkv (alive anyway: v is a view of it) and r are saved, not a normalised copy.
+    Saved are qkv (alive anyway: v is a view of it), r and the small weights and rotations, not a
+    normalised copy.
     Returns q, k, v as [B, T, heads, head_dim]; v is a view of qkv.
     """
 
@@ -176,7 +183,7 @@ class _QKNormRoPEFunction(torch.autograd.Function):
     def forward(ctx, qkv, q_weight, k_weight, eps: float, freqs: torch.Tensor, n_heads: int):
         d = qkv.shape[-1]
         qk = qkv[:2]  # [2, B, T, d]
-        weight = torch.stack((q_weight, k_weight)).unsqueeze(1).unsqueeze(1)  # [2, 1, 1, d]
+        weight = torch.stack((q_weight, k_weight)).view(2, *[1] * (qkv.dim() - 2), d)  # [2, 1, 1, d]
         dtype = torch.promote_types(qkv.dtype, torch.float32)
         rstd = torch.linalg.vector_norm(qk, dim=-1, keepdim=True, dtype=dtype).square_().div_(d).add_(eps).rsqrt_()
         scaled_freqs = freqs * rstd.unsqueeze(-1)  # [2, B, T, 1, hd/2], complex
@@ -215,7 +222,7 @@ class _QKNormRoPEFunction(torch.autograd.Function):
         grad_x = grad_rotated.mul_(weight).addcmul_(qk, coefficient, value=-1)
         if grad_x is not grad_qk:
             grad_qk.copy_(grad_x)
-        grad_qkv[2].copy_(grad_v.reshape(grad_qkv[2].shape))
+        grad_qkv[2].unflatten(-1, (ctx.n_heads, -1)).copy_(grad_v)
         return grad_qkv, grad_weight[0].to(weight.dtype), grad_weight[1].to(weight.dtype), None, None, None
 
 
@@ -247,13 +254,15 @@ class _SwiGLUFunction(torch.autograd.Function):
         return grad_gate_up
 
 
-def _fused_path(x: torch.Tensor) -> bool:
+def _fused_path(x: torch.Tensor, *projections: nn.Linear) -> bool:
     """True on CPU in eager mode, where ladder's hand-written autograd functions are faster; on
     CUDA and under torch.compile the composed ops are fused by the kernels or by inductor. Not
-    under CPU autocast (`train.precision=bf16`), which casts per op as the composed path runs."""
-    return (
-        x.device.type == "cpu" and not torch.compiler.is_compiling() and not torch.is_autocast_enabled("cpu")
-    )
+    under CPU autocast (`train.precision=bf16`): the functions' out= products would stay fp32.
+    Not when one of the `projections` the functions bypass has hooks or parametrizations (LoRA,
+    quantisation wrappers): those run only through the module's own forward."""
+    if x.device.type != "cpu" or torch.compiler.is_compiling() or torch.is_autocast_enabled("cpu"):
+        return False
+    return not any(p._forward_hooks or p._forward_pre_hooks or parametrize.is_parametrized(p) for p in projections)
 
 
 class Attention(nn.Module):
@@ -275,7 +284,7 @@ class Attention(nn.Module):
         and rotated by `freqs` (complex [T, 1, head_dim/2] or [B, T, 1, head_dim/2]; or the real
         form under torch.compile)."""
         batch, seq, d = x.shape
-        if self.q_norm is not None and _fused_path(x):
+        if self.q_norm is not None and _fused_path(x, self.qkv):
             qkv = _StackedLinearFunction.apply(x, self.qkv.weight, 3)  # [3, B, T, d]
             norms = (self.q_norm.weight, self.k_norm.weight, self.q_norm.eps)
             q, k, v = _QKNormRoPEFunction.apply(qkv, *norms, freqs, self.n_heads)
@@ -307,7 +316,7 @@ class SwiGLU(nn.Module):
         self.down = nn.Linear(shape.mlp_hidden, shape.d_model, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if _fused_path(x):
+        if _fused_path(x, self.gate_up):
             return self.down(_SwiGLUFunction.apply(_StackedLinearFunction.apply(x, self.gate_up.weight, 2)))
         gate, up = self.gate_up(x).split(self.hidden, dim=-1)
         return self.down(F.silu(gate) * up)

@@ -37,7 +37,7 @@ from typing import Any, Iterable
 import numpy as np
 import pandas as pd
 
-from ladder.atomic import atomic_path
+from ladder.atomic import atomic_path, check_writable_destination
 from ladder.errors import LadderError
 
 REQUIRED_COLUMNS = ("run", "role", "N", "D", "step", "task", "loss")
@@ -213,6 +213,7 @@ def check_output_table(path: str | os.PathLike, overwrite: bool) -> Path:
         raise LadderError(f"{path} is a directory; give a .csv or .parquet file name")
     if path.exists() and not overwrite:
         raise LadderError(f"{path} exists; pass --overwrite to replace it")
+    check_writable_destination(path)
     return path
 
 

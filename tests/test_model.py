@@ -204,8 +204,40 @@ def test_stacked_linear_function_matches_linear():
     assert torch.autograd.gradcheck(lambda x, w: _StackedLinearFunction.apply(x, w, 3), (x, weight))
 
 
+def test_stacked_linear_skips_gradients_nobody_needs():
+    """A frozen weight gets no gradient computed (as nn.Linear), the input's is still right."""
+    from ladder.model import _StackedLinearFunction
+
+    x = torch.randn(4, 6, dtype=torch.float64, requires_grad=True)
+    weight = torch.randn(10, 6, dtype=torch.float64)
+    _StackedLinearFunction.apply(x, weight, 2).sum().backward()
+    torch.testing.assert_close(x.grad, weight.sum(0).expand(4, 6))
+
+
+def test_an_empty_sequence_gives_empty_heads():
+    model = Decoder(get_shape("tiny"))
+    q, k, v = model.blocks[0].attention.heads(torch.randn(3, 0, 64), model.rope[:0])
+    assert q.shape == k.shape == v.shape == (3, 4, 0, 16)
+
+
+def test_hooks_on_a_projection_are_honoured_on_cpu():
+    """The CPU functions bypass the projections' forward; with a hook (LoRA, quantisation, probes)
+    attached, the composed path runs so that the hook does, with the same result."""
+    torch.manual_seed(0)
+    model = Decoder(get_shape("tiny"))
+    idx = torch.randint(0, 256, (2, 16))
+    expected = model(idx)
+    calls = []
+    for block in model.blocks:
+        block.attention.qkv.register_forward_hook(lambda module, args, out: calls.append("qkv"))
+        block.mlp.gate_up.register_forward_hook(lambda module, args, out: calls.append("gate_up"))
+    torch.testing.assert_close(model(idx), expected, rtol=1e-5, atol=1e-5)
+    assert calls == ["qkv", "gate_up"] * 2
+
+
 def test_cpu_bf16_autocast_trains():
-    """`train.precision=bf16` on CPU runs the composed ops (the CPU functions are fp32 kernels)."""
+    """`train.precision=bf16` on CPU runs the composed ops, which autocast casts (the CPU functions'
+    out= products would stay fp32)."""
     torch.manual_seed(0)
     model = Decoder(get_shape("tiny"))
     idx = torch.randint(0, 256, (2, 32))
@@ -238,7 +270,7 @@ def test_cpu_autograd_functions_agree_with_the_composed_path_of_cuda(monkeypatch
         return loss.detach(), [p.grad.clone() for p in model.parameters()]
 
     fused_loss, fused_grads = loss_and_grads()
-    monkeypatch.setattr(ladder.model, "_fused_path", lambda x: False)
+    monkeypatch.setattr(ladder.model, "_fused_path", lambda x, *projections: False)
     composed_loss, composed_grads = loss_and_grads()
     torch.testing.assert_close(fused_loss, composed_loss, rtol=1e-6, atol=1e-6)
     for fused, composed in zip(fused_grads, composed_grads):

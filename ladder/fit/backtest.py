@@ -33,12 +33,12 @@ def backtest(table: pd.DataFrame, options: FitOptions | None = None, *, min_size
     """
     options = replace(options or FitOptions(), **overrides)
     options.check()
-    if min_sizes < MIN_FITTED_SIZES:
-        raise LadderError(f"--min-sizes must be >= {MIN_FITTED_SIZES}, got {min_sizes}")
+    if isinstance(min_sizes, bool) or not isinstance(min_sizes, int) or min_sizes < MIN_FITTED_SIZES:
+        raise LadderError(f"--min-sizes must be a whole number >= {MIN_FITTED_SIZES}, got {min_sizes!r}")
     table = validate_table(table)
     ladder = select_ladder(table, options)
     labels = size_labels(ladder)
-    sizes = list(dict.fromkeys(labels[ladder.sort_values("N", kind="stable").index]))
+    sizes = sizes_by_n(ladder, labels)
     if len(sizes) <= min_sizes:
         raise LadderError(f"a backtest fits at least {min_sizes} sizes (--min-sizes) and predicts larger ones; "
                           f"the selected ladder has {len(sizes)}: {', '.join(sizes)}")
@@ -52,12 +52,29 @@ def backtest(table: pd.DataFrame, options: FitOptions | None = None, *, min_size
         cut_table = pd.concat([ladder[labels.isin(fitted)], held_rows, own_targets], ignore_index=True)
         predictions = fit_table(cut_table, per_cut).predictions
         predictions.insert(0, "fit_sizes", ",".join(fitted))
-        predictions.insert(3, "held_out", predictions["target"].isin(set(held_rows["run"])))
+        after_target = predictions.columns.get_loc("target") + 1
+        predictions.insert(after_target, "held_out", predictions["target"].isin(set(held_rows["run"])))
         frames.append(predictions)
     rows = pd.concat(frames, ignore_index=True)
     rows["in_loss_interval"] = _inside(rows["actual_loss"], rows["pred_loss_lo"], rows["pred_loss_hi"])
     rows["in_acc_interval"] = _inside(rows["actual_acc"], rows["pred_acc_lo"], rows["pred_acc_hi"])
     return rows
+
+
+def sizes_by_n(ladder: pd.DataFrame, labels: pd.Series) -> list[str]:
+    """The ladder's size labels from the smallest N up; a cut between two sizes must be a cut in N,
+    so a label with several N, or two labels with one N, is refused."""
+    n_per_label = ladder.groupby(labels, sort=False)["N"].unique()
+    for label, values in n_per_label.items():
+        if len(values) > 1:
+            raise LadderError(f"size {label!r} has runs of {len(values)} different N ({', '.join(f'{n:g}' for n in values)}); "
+                              "a backtest cuts the ladder between sizes by N")
+    n_of_label = n_per_label.map(lambda values: float(values[0]))
+    shared = n_of_label[n_of_label.duplicated(keep=False)]
+    if not shared.empty:
+        raise LadderError(f"sizes {', '.join(map(repr, shared.index))} share N = {shared.iloc[0]:g}; "
+                          "a backtest cuts the ladder between sizes by N")
+    return [str(label) for label in n_of_label.sort_values(kind="stable").index]
 
 
 def _inside(actual: pd.Series, low: pd.Series, high: pd.Series) -> pd.Series:
@@ -90,24 +107,57 @@ def summarize(rows: pd.DataFrame) -> pd.DataFrame:
 
 
 def coverage_by_task(rows: pd.DataFrame) -> pd.DataFrame:
-    """Per task, over every cut: share of held-out runs inside the loss and accuracy intervals."""
+    """Per task, over every cut: held-out predictions, shares inside the loss and accuracy intervals,
+    median absolute accuracy error (points)."""
     held = rows[rows["held_out"]]
-    frame = held.groupby("task", sort=False)[["in_loss_interval", "in_acc_interval"]].mean()
-    frame.insert(0, "predictions", held.groupby("task", sort=False).size())
+    by_task = held.groupby("task", sort=False)
+    frame = by_task[["in_loss_interval", "in_acc_interval"]].mean()
+    frame.insert(0, "predictions", by_task.size())
+    frame["median_abs_err"] = by_task["abs_err"].apply(lambda errors: errors.abs().median())
     return frame
 
 
 def nominal_level_note(rows: pd.DataFrame, level: float) -> str:
-    """One line comparing the held-out coverage with the intervals' level."""
+    """Lines comparing the held-out coverage with the intervals' level, accuracy and loss apart."""
     held = rows[rows["held_out"]]
-    covered = held["in_acc_interval"].dropna()
-    if covered.empty:
-        covered = held["in_loss_interval"].dropna()
-        what = "loss"
-    else:
-        what = "accuracy"
-    if covered.empty:
+    lines = []
+    for column, what in (("in_acc_interval", "accuracies"), ("in_loss_interval", "losses")):
+        covered = held[column].dropna()
+        if not covered.empty:
+            lines.append(f"{float(np.mean(covered)):.0%} of {len(covered)} held-out {what} fell inside their "
+                         f"{100 * level:g}% intervals")
+    if not lines:
         return "no intervals (--bootstrap 0): errors only"
-    share = float(np.mean(covered))
-    return (f"{share:.0%} of {len(covered)} held-out {what} values fell inside their {level:.0%} intervals "
-            f"(predictions of one fit are correlated: read it as a rough check)")
+    lines.append("(the predictions of one fit share its errors: read these as rough checks, not as counts of "
+                 "independent trials)")
+    return "\n".join(lines)
+
+
+def format_report(rows: pd.DataFrame, level: float) -> str:
+    """The printed backtest: per cut, per task, the coverage lines; shares as percentages."""
+    shares = ["in_loss_interval", "in_acc_interval"]
+
+    def table(frame: pd.DataFrame) -> str:
+        frame = frame.dropna(axis=1, how="all").copy()  # no intervals, or no accuracies: no column
+        for column in frame.columns:
+            if column in shares:
+                frame[column] = frame[column].map(lambda share: "" if pd.isna(share) else f"{share:.0%}")
+            elif column != "predictions":
+                frame[column] = frame[column].map("{:.2f}".format)
+        return frame.to_string()
+
+    targets = rows.loc[~rows["held_out"], "target"].unique()
+    parts = [
+        f"== held-out ladder runs, by the sizes fitted (inside the {100 * level:g}% intervals; errors and widths "
+        "in accuracy points, loss error in %)",
+        table(summarize(rows)),
+        "",
+        "== by task, over every cut",
+        table(coverage_by_task(rows)),
+        "",
+        nominal_level_note(rows, level),
+    ]
+    if len(targets):
+        parts.append(f"the table's targets ({', '.join(map(str, targets))}) were predicted by every cut too: "
+                     "see --out")
+    return "\n".join(parts)

@@ -7,6 +7,7 @@ import math
 import os
 from pathlib import Path
 
+from ladder.atomic import check_writable_destination
 from ladder.errors import LadderError
 
 
@@ -117,12 +118,25 @@ def parse_target(text: str) -> tuple[str, float, float]:
     return parts[0], n, d
 
 
-def _check_csv_out(out: str, overwrite: bool) -> None:
-    """Refuse an --out that is not a .csv file path, or that exists without --overwrite (before any fitting)."""
+def _check_csv_out(out: str | None, overwrite: bool) -> None:
+    """Before any fitting: refuse an --out that is not a writable .csv file path, or that exists
+    without --overwrite. None (no --out) passes."""
+    if out is None:
+        return
     if out.endswith(("/", os.sep)) or Path(out).is_dir() or Path(out).suffix != ".csv":
-        raise LadderError(f"--out {out}: give a .csv file to write the predictions to")
+        raise LadderError(f"--out {out!r}: give a .csv file to write the predictions to")
     if Path(out).exists() and not overwrite:
         raise LadderError(f"{out} exists; pass --overwrite to replace it")
+    check_writable_destination(Path(out))
+
+
+def _write_csv_out(frame, out: str | None) -> None:
+    """Write the rows to --out (atomically) when one was given, and say so."""
+    if out is not None:
+        from ladder.results import write_csv_atomic
+
+        write_csv_atomic(frame, out)
+        print(f"wrote {out}")
 
 
 def predict_main(argv: list[str]) -> int:
@@ -142,16 +156,11 @@ def predict_main(argv: list[str]) -> int:
     from ladder.report import format_predictions
     from ladder.results import read_table
 
-    if args.out:
-        _check_csv_out(args.out, args.overwrite)
+    _check_csv_out(args.out, args.overwrite)
     fit = fit_table(read_table(args.table), _options(args))
     predictions = pd.concat([fit.predict(n, d, name) for name, n, d in targets], ignore_index=True)
     print(format_predictions(predictions))
-    if args.out:
-        from ladder.results import write_csv_atomic
-
-        write_csv_atomic(predictions, args.out)
-        print(f"wrote {args.out}")
+    _write_csv_out(predictions, args.out)
     return 0
 
 
@@ -167,24 +176,12 @@ def backtest_main(argv: list[str]) -> int:
     _add_selection(parser)
     args = parser.parse_args(argv)
 
-    import pandas as pd
-
-    from ladder.fit.backtest import backtest, coverage_by_task, nominal_level_note, summarize
+    from ladder.fit.backtest import backtest, format_report
     from ladder.results import read_table
 
-    if args.out:
-        _check_csv_out(args.out, args.overwrite)
+    _check_csv_out(args.out, args.overwrite)
     options = _options(args)
     rows = backtest(read_table(args.table), options, min_sizes=args.min_sizes)
-    with pd.option_context("display.width", 200, "display.max_columns", 20, "display.float_format", "{:.3f}".format):
-        print("== held-out ladder runs, by the sizes fitted (errors and widths in accuracy points; loss error in %)")
-        print(summarize(rows).to_string())
-        print("\n== by task (share inside the intervals, over every cut)")
-        print(coverage_by_task(rows).to_string())
-    print(f"\n{nominal_level_note(rows, options.level)}")
-    if args.out:
-        from ladder.results import write_csv_atomic
-
-        write_csv_atomic(rows, args.out)
-        print(f"wrote {args.out}")
+    print(format_report(rows, options.level))
+    _write_csv_out(rows, args.out)
     return 0

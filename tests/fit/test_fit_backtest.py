@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pandas as pd
 import pytest
 from fit_synthetic import OLMO_DIR, STEP1, loss_law, make_table
@@ -54,10 +56,28 @@ def test_without_bootstrap_there_are_errors_and_no_coverage(exact_table):
     assert rows["in_acc_interval"].isna().all() and rows["abs_err"].notna().all()
 
 
-@pytest.mark.parametrize("min_sizes, message", [(5, "the selected ladder has 5"), (1, "--min-sizes must be >= 2")])
+@pytest.mark.parametrize("min_sizes, message", [(5, "the selected ladder has 5"), (1, "--min-sizes must be a whole number >= 2"),
+                                                (2.5, "--min-sizes must be a whole number")])
 def test_too_few_sizes_to_hold_out_is_refused(exact_table, min_sizes, message):
     with pytest.raises(LadderError, match=message):
         backtest(exact_table, min_sizes=min_sizes, bootstrap=0)
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda t: t.assign(N=t["N"].where(t["size"] != "s5", FIVE_SIZES["s4"])), "sizes 's4', 's5' share N = 3e+08"),
+    (lambda t: t.assign(size=t["size"].where(t["size"] != "s5", "s4")), "size 's4' has runs of 2 different N"),
+])
+def test_cuts_must_be_cuts_in_n(exact_table, change, message):
+    with pytest.raises(LadderError, match=re.escape(message)):
+        backtest(change(exact_table), bootstrap=0)
+
+
+def test_an_unwritable_out_is_refused_before_fitting(exact_table, tmp_path, capsys):
+    table = write_table(exact_table, tmp_path / "table.csv")
+    (tmp_path / "afile.csv").write_text("x")
+    assert main(["backtest", str(table), "--out", str(tmp_path / "afile.csv" / "rows.csv")]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and "a file stands where the directory" in captured.err
 
 
 def test_backtest_command(exact_table, tmp_path, capsys):
@@ -65,7 +85,7 @@ def test_backtest_command(exact_table, tmp_path, capsys):
     out = tmp_path / "backtest.csv"
     assert main(["backtest", str(table), "--bootstrap", "20", "--tasks", "alpha", "--out", str(out)]) == 0
     printed = capsys.readouterr().out
-    assert "all held-out runs" in printed and "held-out accuracy values fell inside their 90% intervals" in printed
+    assert "all held-out runs" in printed and "held-out accuracies fell inside their 90% intervals" in printed
     written = pd.read_csv(out)
     assert len(written) == 2 * 4 + 4 + 2 and written["held_out"].sum() == 12
     assert main(["backtest", str(table), "--bootstrap", "0", "--out", str(out)]) == 2
