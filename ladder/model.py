@@ -56,9 +56,8 @@ class _RMSNormFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: torch.Tensor, weight: torch.Tensor, eps: float, residual: torch.Tensor | None) -> torch.Tensor:
         d = x.shape[-1]
-        # ||x|| in one fused reduction; mean(x^2) = ||x||^2 / d. fp32 even for bf16 inputs.
-        dtype = torch.promote_types(x.dtype, torch.float32)
-        rstd = torch.linalg.vector_norm(x, dim=-1, keepdim=True, dtype=dtype).square_().div_(d).add_(eps).rsqrt_()
+        # ||x|| in one fused reduction; mean(x^2) = ||x||^2 / d.
+        rstd = torch.linalg.vector_norm(x, dim=-1, keepdim=True).square_().div_(d).add_(eps).rsqrt_()
         xhat = x * rstd
         ctx.save_for_backward(xhat, rstd, weight)
         ctx.has_residual = residual is not None
@@ -184,13 +183,12 @@ class _QKNormRoPEFunction(torch.autograd.Function):
         d = qkv.shape[-1]
         qk = qkv[:2]  # [2, B, T, d]
         weight = torch.stack((q_weight, k_weight)).view(2, *[1] * (qkv.dim() - 2), d)  # [2, 1, 1, d]
-        dtype = torch.promote_types(qkv.dtype, torch.float32)
-        rstd = torch.linalg.vector_norm(qk, dim=-1, keepdim=True, dtype=dtype).square_().div_(d).add_(eps).rsqrt_()
+        rstd = torch.linalg.vector_norm(qk, dim=-1, keepdim=True).square_().div_(d).add_(eps).rsqrt_()
         scaled_freqs = freqs * rstd.unsqueeze(-1)  # [2, B, T, 1, hd/2], complex
-        weighted = (qk * weight).to(dtype)
+        weighted = qk * weight
         # Rotate in place, as complex pairs [2, B, T, H, hd/2].
         torch.view_as_complex(weighted.unflatten(-1, (n_heads, -1, 2))).mul_(scaled_freqs)
-        rotated = weighted.unflatten(-1, (n_heads, -1)).to(qkv.dtype)
+        rotated = weighted.unflatten(-1, (n_heads, -1))
         ctx.save_for_backward(qkv, rstd, weight, freqs)
         ctx.n_heads = n_heads
         q, k = rotated.unbind(0)
@@ -204,26 +202,20 @@ class _QKNormRoPEFunction(torch.autograd.Function):
         grad_qkv = torch.empty_like(qkv)
         # gr = r * rope^-1(g): the rotation by the opposite angle (conj) and the scale, one multiply.
         scaled_conj = freqs.conj() * rstd.unsqueeze(-1)  # [2, B, T, 1, hd/2]
-        grad_qk = grad_qkv[:2]
-        # gr is computed where dL/dx goes (in place) unless the input is lower precision than fp32.
-        dtype = scaled_conj.real.dtype
-        grad_rotated = grad_qk if grad_qk.dtype == dtype else torch.empty(qk.shape, dtype=dtype)
+        grad_rotated = grad_qkv[:2]  # gr, computed where dL/dx goes: the in-place steps below turn it into dL/dx
         for slot, grad in enumerate((grad_q, grad_k)):
             grad = grad if grad.stride(-1) == 1 else grad.contiguous()
             into = torch.view_as_complex(grad_rotated[slot].unflatten(-1, (ctx.n_heads, -1, 2)))
-            pairs = torch.view_as_complex(grad.to(dtype).unflatten(-1, (-1, 2)))
-            torch.mul(pairs, scaled_conj[slot], out=into)
+            torch.mul(torch.view_as_complex(grad.unflatten(-1, (-1, 2))), scaled_conj[slot], out=into)
         grad_times_x = grad_rotated * qk
         grad_weight = grad_times_x.flatten(1, -2).sum(1)  # [2, d]
         dot = torch.empty_like(rstd)  # sum(gr w x) per row, [2, B, T, 1]: a matrix-vector product per slot
         for slot in range(2):
             torch.mv(grad_times_x[slot].reshape(-1, d), weight[slot].reshape(d), out=dot[slot].view(-1))
         coefficient = dot.mul_(rstd.square()).div_(d)
-        grad_x = grad_rotated.mul_(weight).addcmul_(qk, coefficient, value=-1)
-        if grad_x is not grad_qk:
-            grad_qk.copy_(grad_x)
+        grad_rotated.mul_(weight).addcmul_(qk, coefficient, value=-1)  # dL/dx of q and k
         grad_qkv[2].unflatten(-1, (ctx.n_heads, -1)).copy_(grad_v)
-        return grad_qkv, grad_weight[0].to(weight.dtype), grad_weight[1].to(weight.dtype), None, None, None
+        return grad_qkv, grad_weight[0], grad_weight[1], None, None, None
 
 
 class _SwiGLUFunction(torch.autograd.Function):
@@ -255,12 +247,15 @@ class _SwiGLUFunction(torch.autograd.Function):
 
 
 def _fused_path(x: torch.Tensor, *projections: nn.Linear) -> bool:
-    """True on CPU in eager mode, where ladder's hand-written autograd functions are faster; on
-    CUDA and under torch.compile the composed ops are fused by the kernels or by inductor. Not
-    under CPU autocast (`train.precision=bf16`): the functions' out= products would stay fp32.
-    Not when one of the `projections` the functions bypass has hooks or parametrizations (LoRA,
-    quantisation wrappers): those run only through the module's own forward."""
+    """True on CPU in eager mode for fp32/fp64, where ladder's hand-written autograd functions are
+    faster; on CUDA and under torch.compile the composed ops are fused by the kernels or by
+    inductor. Not under CPU autocast (`train.precision=bf16`): the functions' out= products would
+    stay fp32; nor for a model cast to bf16/fp16, which the composed ops handle. Not when one of
+    the `projections` the functions bypass has hooks or parametrizations (LoRA, quantisation
+    wrappers): those run only through the module's own forward."""
     if x.device.type != "cpu" or torch.compiler.is_compiling() or torch.is_autocast_enabled("cpu"):
+        return False
+    if x.dtype not in (torch.float32, torch.float64):
         return False
     return not any(p._forward_hooks or p._forward_pre_hooks or parametrize.is_parametrized(p) for p in projections)
 
@@ -375,6 +370,16 @@ class Decoder(nn.Module):
         self.register_buffer("rope", rope, persistent=False)
         self.register_buffer("rope_real", torch.view_as_real(rope).clone(), persistent=False)
         self.init_weights(init_std)
+
+    def _apply(self, fn, recurse=True):
+        """`.to()`, `.cuda()`, `.double()` and the like, except that the RoPE tables keep their
+        precision (complex64 / float32): a cast to a real dtype would drop their imaginary part, one
+        to bf16 would round the angles. Only their device follows the model's."""
+        tables = {name: self._buffers.pop(name) for name in ("rope", "rope_real")}
+        super()._apply(fn, recurse)
+        for name, table in tables.items():
+            self.register_buffer(name, table.to(self.embed.weight.device), persistent=False)
+        return self
 
     @torch.no_grad()
     def init_weights(self, std: float) -> None:

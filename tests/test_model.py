@@ -235,6 +235,17 @@ def test_hooks_on_a_projection_are_honoured_on_cpu():
     assert calls == ["qkv", "gate_up"] * 2
 
 
+def test_a_bf16_model_trains_on_cpu():
+    """A model cast to bf16 (no autocast) takes the composed ops on CPU."""
+    torch.manual_seed(0)
+    model = Decoder(get_shape("tiny")).to(torch.bfloat16)
+    idx = torch.randint(0, 256, (2, 32))
+    logits = model(idx)
+    assert logits.dtype == torch.bfloat16
+    torch.nn.functional.cross_entropy(logits.float().flatten(0, 1), idx.roll(-1, 1).flatten()).backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
+
+
 def test_cpu_bf16_autocast_trains():
     """`train.precision=bf16` on CPU runs the composed ops, which autocast casts (the CPU functions'
     out= products would stay fp32)."""
