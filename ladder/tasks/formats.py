@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import re
 from pathlib import Path
 from typing import Any, Iterator
 
 from ladder.errors import LadderError
+from ladder.jsonl import json_objects
 from ladder.tasks.olmes import MMLU_CATEGORIES, MMLU_SHOTS, MMLU_WEIGHTS, mmlu_prompt
 from ladder.tasks.task import Question, Task, check_question
 
@@ -27,16 +27,7 @@ def _json_lines(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
     """(line number, object) for each non-blank line; a bad line is a LadderError naming it."""
     if not path.is_file():
         raise LadderError(f"{path}: no such task file")
-    for number, line in enumerate(_text(path).splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as error:
-            raise LadderError(f"{path}:{number}: not valid JSON ({error.msg})") from None
-        if not isinstance(record, dict):
-            raise LadderError(f"{path}:{number}: expected a JSON object")
-        yield number, record
+    return json_objects(path)
 
 
 def _text(path: Path) -> str:

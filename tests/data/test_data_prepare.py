@@ -106,7 +106,7 @@ def test_open_corpus_reads_manifest(tmp_path):
     "setup, message",
     [
         (lambda d: [str(d / "missing.txt")], "no such file or folder"),
-        (lambda d: [_write(d / "bad.jsonl", '{"text": "ok"}\n{"text": oops}\n')], "bad.jsonl:2: malformed JSON"),
+        (lambda d: [_write(d / "bad.jsonl", '{"text": "ok"}\n{"text": oops}\n')], "bad.jsonl:2: not valid JSON"),
         (lambda d: [_write(d / "notext.jsonl", '{"body": "x"}\n')], "notext.jsonl:1: expected an object"),
         (lambda d: [_write(d / "empty.txt", "\n\n  \n")], "has no documents"),
         (lambda d: [_ids(d / "big.npy", [1, 2, 300])], "token id 300 at position 2 is outside"),
@@ -151,7 +151,7 @@ def test_failed_rebuild_keeps_the_previous_corpus(tmp_path):
     cfg = config(tmp_path, [str(jsonl)])
     first = prepare_corpus(cfg)
     jsonl.write_text(jsonl.read_text() + "{broken\n")
-    with pytest.raises(LadderError, match="docs.jsonl:11: malformed JSON"):
+    with pytest.raises(LadderError, match="docs.jsonl:11: not valid JSON"):
         prepare_corpus(cfg)
     assert open_corpus(first.root).manifest == first.manifest
     assert sorted(p.name for p in (tmp_path / "prepared").iterdir()) == [".c.lock", "c"]

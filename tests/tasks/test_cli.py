@@ -60,7 +60,7 @@ def test_eval_input_mistakes_are_one_line(run_dir, tmp_path, capsys):
     binary = tmp_path / "binary.jsonl"
     binary.write_bytes(b'{"context": "\xd0\xff\x00"}\n')
     assert ladder_main(["eval", str(run_dir), f"tasks.names=[{binary}]"]) == 2
-    assert "binary.jsonl: not UTF-8 text" in capsys.readouterr().err
+    assert "binary.jsonl:1: not UTF-8 text" in capsys.readouterr().err
     (run_dir / "notes.pt").write_text("model: femto\n")  # not a checkpoint
     assert ladder_main(["eval", str(run_dir / "notes.pt"), "tasks=cpu"]) == 2
     error = capsys.readouterr().err
