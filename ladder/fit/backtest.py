@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-import numpy as np
 import pandas as pd
 
 from ladder.errors import LadderError
@@ -83,38 +82,41 @@ def _inside(actual: pd.Series, low: pd.Series, high: pd.Series) -> pd.Series:
     return ((actual >= low) & (actual <= high)).astype(float).where(known)
 
 
-def summarize(rows: pd.DataFrame) -> pd.DataFrame:
-    """Per cut and overall: predictions, share inside the loss and accuracy intervals, median absolute
-    accuracy error (points), median interval width (points), median |relative loss error| (%)."""
+def _statistics(group: pd.DataFrame) -> pd.Series:
+    """Predictions, shares inside the loss and accuracy intervals, median absolute accuracy error
+    (points), median interval width (points), median |relative loss error| (%)."""
+    return pd.Series({
+        "predictions": len(group),
+        "in_loss_interval": group["in_loss_interval"].mean(),
+        "in_acc_interval": group["in_acc_interval"].mean(),
+        "median_abs_err": group["abs_err"].abs().median(),
+        "median_acc_width": (100 * (group["pred_acc_hi"] - group["pred_acc_lo"])).median(),
+        "median_loss_rel_err": group["loss_rel_err"].abs().median(),
+    })
 
-    def summary(group: pd.DataFrame) -> pd.Series:
-        return pd.Series({
-            "predictions": len(group),
-            "in_loss_interval": group["in_loss_interval"].mean(),
-            "in_acc_interval": group["in_acc_interval"].mean(),
-            "median_abs_err": group["abs_err"].abs().median(),
-            "median_acc_width": (100 * (group["pred_acc_hi"] - group["pred_acc_lo"])).median(),
-            "median_loss_rel_err": group["loss_rel_err"].abs().median(),
-        })
 
+def _statistics_by(rows: pd.DataFrame, column: str, index_name: str, overall: str | None = None) -> pd.DataFrame:
+    """`_statistics` of the held-out rows per value of `column` (and over all of them as `overall`)."""
     held = rows[rows["held_out"]]
-    parts = [summary(group).rename(cut) for cut, group in held.groupby("fit_sizes", sort=False)]
-    parts.append(summary(held).rename("all held-out runs"))
+    parts = [_statistics(group).rename(key) for key, group in held.groupby(column, sort=False)]
+    if overall is not None:
+        parts.append(_statistics(held).rename(overall))
     frame = pd.DataFrame(parts)
-    frame.index.name = "fitted on"
+    frame.index.name = index_name
     frame["predictions"] = frame["predictions"].astype(int)
     return frame
+
+
+def summarize(rows: pd.DataFrame) -> pd.DataFrame:
+    """Per cut and over all held-out runs: the statistics of `_statistics`."""
+    return _statistics_by(rows, "fit_sizes", "fitted on", overall="all held-out runs")
 
 
 def coverage_by_task(rows: pd.DataFrame) -> pd.DataFrame:
     """Per task, over every cut: held-out predictions, shares inside the loss and accuracy intervals,
     median absolute accuracy error (points)."""
-    held = rows[rows["held_out"]]
-    by_task = held.groupby("task", sort=False)
-    frame = by_task[["in_loss_interval", "in_acc_interval"]].mean()
-    frame.insert(0, "predictions", by_task.size())
-    frame["median_abs_err"] = by_task["abs_err"].apply(lambda errors: errors.abs().median())
-    return frame
+    frame = _statistics_by(rows, "task", "task")
+    return frame[["predictions", "in_loss_interval", "in_acc_interval", "median_abs_err"]]
 
 
 def nominal_level_note(rows: pd.DataFrame, level: float) -> str:
@@ -124,7 +126,7 @@ def nominal_level_note(rows: pd.DataFrame, level: float) -> str:
     for column, what in (("in_acc_interval", "accuracies"), ("in_loss_interval", "losses")):
         covered = held[column].dropna()
         if not covered.empty:
-            lines.append(f"{float(np.mean(covered)):.0%} of {len(covered)} held-out {what} fell inside their "
+            lines.append(f"{covered.mean():.0%} of {len(covered)} held-out {what} fell inside their "
                          f"{100 * level:g}% intervals")
     if not lines:
         return "no intervals (--bootstrap 0): errors only"
