@@ -123,9 +123,9 @@ def run_training(cfg: DictConfig, stop: threading.Event | None = None) -> RunOut
         return RunOutcome("skipped", run_dir.path, done["step"], done["tokens"], done["loss"])
     # Rank 0 owns the run directory from here on (before the corpus, tasks and model are set up,
     # so that `ladder status` and a second trainer see this session at once).
-    owner = run_dir.session() if is_rank_zero() else contextlib.nullcontext()
+    owner = run_dir.session(cfg.train.lock) if is_rank_zero() else contextlib.nullcontext()
     with owner, _stop_on_signals(stop or threading.Event()) as stop_requested:
-        ctx = distributed.setup(cfg.device)
+        ctx = distributed.setup(cfg.device, cfg.train.startup_timeout_min)
         with _torch_threads(cfg.train.threads), _quiet_unless(ctx.is_main):
             return _Trainer(cfg, run_dir, ctx, stop_requested).run()
 
@@ -195,14 +195,14 @@ class _Trainer:
         self.device = ctx.device
         self.started = time.perf_counter()
 
-        from ladder.data import TokenLoader, prepare_corpus
+        from ladder.data import TokenLoader, open_prepared, training_corpus
 
-        # Rank 0 prepares the corpus (idempotent); the others then find it ready.
+        # Rank 0 checks the prepared corpus cheaply (or prepares it); the others then open it.
         if ctx.is_main:
-            self.corpus = prepare_corpus(cfg.data)
+            self.corpus = training_corpus(cfg.data)
         ctx.barrier()
         if not ctx.is_main:
-            self.corpus = prepare_corpus(cfg.data)
+            self.corpus = open_prepared(cfg.data)
         vocab = self.corpus.tokenizer.vocab_size
         if cfg.model.vocab_size is not None and cfg.model.vocab_size < vocab:
             raise LadderError(f"model.vocab_size={cfg.model.vocab_size} is smaller than the tokenizer's {vocab}")
@@ -253,9 +253,9 @@ class _Trainer:
         self.loss_of = torch.compile(loss_of) if compile_ else loss_of
 
         self.throughput = Throughput(self.flops_per_token[1], device_peak_flops(self.device, cfg.train.gpu), ctx.world_size)
-        self.tasks = (
-            TaskEvaluator(cfg.tasks, self.corpus, run_dir.path, self.device) if ctx.is_main and cfg.tasks.names else None
-        )
+        self.tasks = TaskEvaluator(cfg.tasks, self.corpus, run_dir.path, ctx) if cfg.tasks.names else None
+        self.last_checkpoint = time.monotonic()
+        self.pending_record: dict[str, Any] | None = None  # a step's record whose evaluation a stop interrupted
         self.tracker: Tracker | None = None
 
     # -- context managers -------------------------------------------------------------------
@@ -280,6 +280,7 @@ class _Trainer:
             "stability": self.stability.state_dict(),
             "elapsed": self.elapsed_before + time.perf_counter() - self.started,
             "last_loss": self.last_loss,
+            "pending_record": self.pending_record,
             "config": OmegaConf.to_container(self.cfg, resolve=True),
             "shape": ckpt.shape_to_dict(self.rung.shape),
         }
@@ -290,6 +291,7 @@ class _Trainer:
         if self.ctx.is_main:
             ckpt.save_checkpoint(path, self.state_dict())
         self.ctx.barrier()
+        self.last_checkpoint = time.monotonic()
         return path
 
     def resume(self) -> None:
@@ -301,6 +303,7 @@ class _Trainer:
         self.step = int(state["step"])
         self.elapsed_before = float(state["elapsed"])
         self.last_loss = state["last_loss"]
+        self.pending_record = state.get("pending_record")
         if self.ctx.is_main:
             self.run_dir.truncate_metrics(self.step)
         log.info("resumed %s at step %d of %d", self.run_dir.path, self.step, self.rung.steps)
@@ -315,16 +318,17 @@ class _Trainer:
         elif ctx.is_main:
             self.run_dir.start(resolved, self.rung_record())
         ctx.barrier()
+        ctx.set_timeout(cfg.train.timeout_min)  # start-up is over
         if ctx.is_main:
             self.run_dir.write_config(resolved)  # this session's values of the resumable keys
             self.run_dir.clear_failed()
+        ctx.barrier()  # no rank may fail (and write FAILED) before rank 0 has cleared the old one
+        # NaN, a bug or a broken machine: recorded for `ladder status`, naming the rank.
         try:
-            if ctx.is_main:
-                self.tracker = Tracker(cfg, self.run_dir.path, run_name(cfg), resolved)
-            return self.train()
-        except Exception as error:  # NaN, a bug or a broken machine: recorded for `ladder status`
-            self.fail(error)
-            raise
+            with distributed.fail_fast(ctx, self.fail, lambda: self.step):
+                if ctx.is_main:
+                    self.tracker = Tracker(cfg, self.run_dir.path, run_name(cfg), resolved)
+                return self.train()
         finally:
             if self.tracker is not None:
                 self.tracker.finish()
@@ -342,9 +346,10 @@ class _Trainer:
             "n_heads": rung.shape.n_heads, "total_params": self.model.num_params(),
         }
 
-    def fail(self, error: BaseException) -> None:
-        if self.ctx.is_main:
-            self.run_dir.write_failed({"step": self.step, "error": f"{type(error).__name__}: {error}"})
+    def fail(self, record: dict[str, Any]) -> None:
+        """FAILED, by whichever rank failed; with several ranks the first failure's record is
+        kept (the others only saw their peer go)."""
+        self.run_dir.write_failed(record, keep_existing=self.ctx.distributed)
 
     def train(self) -> RunOutcome:
         cfg, rung, ctx = self.cfg, self.rung, self.ctx
@@ -356,9 +361,18 @@ class _Trainer:
         evals = cfg.train.evals
         eval_interval = max(1, -(-rung.steps // evals)) if evals else cfg.train.eval_interval
         self.model.train()
+        checkpoint_seconds = math.inf if cfg.train.checkpoint_minutes is None else 60 * cfg.train.checkpoint_minutes
         try:
+            if self.pending_record is not None and not self.stop_requested.is_set():
+                self.log_record(self.pending_record, evaluate=True)  # the evaluation a stop interrupted
+                self.save()
             while self.step < last_step:
-                if ctx.any(self.stop_requested.is_set()):
+                stop, checkpoint_due = ctx.any_of_each(
+                    self.stop_requested.is_set(), time.monotonic() - self.last_checkpoint >= checkpoint_seconds
+                )
+                if checkpoint_due and not stop:
+                    self.save()
+                if stop:
                     path = self.save()
                     if ctx.is_main:
                         log.warning("stop signal: checkpoint at step %d written to %s", self.step, path)
@@ -376,16 +390,14 @@ class _Trainer:
                 evaluate = final or self.step % eval_interval == 0
                 if final or evaluate or self.step % cfg.train.log_interval == 0 or self.step == last_step:
                     record = self.metrics_record(loss, grad_norm, lr, clipped_since_log / steps_since_log)
-                    if evaluate:
-                        record |= self.evaluate()
-                    if ctx.is_main:
-                        self.run_dir.append_metrics(record)
-                        self.tracker.log(record, self.step)
+                    self.log_record(record, evaluate)
                     clipped_since_log, steps_since_log = 0, 0
                 if final or self.step == last_step or self.step % cfg.train.checkpoint_interval == 0:
                     self.save()
         finally:
             bar.close()
+        if self.pending_record is not None:  # a stop interrupted the last evaluation: not done yet
+            return self.outcome("stopped")
         if self.step < rung.steps:
             log.info("stopped at step %d (train.max_steps=%d, of %d); the same command resumes",
                      self.step, cfg.train.max_steps, rung.steps)
@@ -438,24 +450,47 @@ class _Trainer:
             "mfu": speed["mfu"], "mem": memory_mb(self.device), "flops": self.flops_per_token[0] * tokens,
         }
 
-    def evaluate(self) -> dict[str, Any]:
-        """Validation bpb and task scores on rank 0 (the others wait); time excluded from tokens/s."""
-        record: dict[str, Any] = {}
+    def log_record(self, record: dict[str, Any], evaluate: bool) -> None:
+        """Append the step's record (rank 0), with the evaluation's when asked. A stop during the
+        evaluation keeps the record back (`pending_record`, saved in the checkpoint): the resumed
+        run evaluates this step first, so no evaluation is lost and no step is logged twice."""
+        if evaluate:
+            scores = self.evaluate()
+            if scores is None:
+                self.pending_record = record
+                return
+            record = record | scores
+        self.pending_record = None
         if self.ctx.is_main:
-            record["val_bpb"] = validation_bpb(
+            self.run_dir.append_metrics(record)
+            self.tracker.log(record, self.step)
+
+    def evaluate(self) -> dict[str, Any] | None:
+        """Validation bpb and task scores, shared by every rank (ladder.train.evaluation), and the
+        seconds they took (eval_s; not counted in tokens/s); None when a stop interrupted them."""
+        started = time.perf_counter()
+        record: dict[str, Any] = {
+            "val_bpb": validation_bpb(
                 self.model, self.corpus.val_path, seq_len=self.rung.seq_len, batch_size=self.micro,
                 max_tokens=self.cfg.train.val_tokens, bytes_per_token=self.corpus.val_bytes_per_token,
-                device=self.device, autocast=self.autocast,
+                device=self.device, autocast=self.autocast, ctx=self.ctx,
             )
-            if self.tasks is not None:
-                tokens = self.step * self.rung.batch_tokens
-                record |= self.tasks(self.model, step=self.step, tokens=tokens, row_fields={
+        }
+        if self.tasks is not None:
+            tokens = self.step * self.rung.batch_tokens
+            scores = self.tasks(
+                self.model, step=self.step, tokens=tokens, final=self.step == self.rung.steps,
+                autocast=self.autocast, stop=self.stop_requested.is_set, row_fields={
                     "run": run_name(self.cfg), "role": self.rung.role, "N": self.rung.n_params,
                     "size": self.rung.size, "multiplier": self.rung.multiplier,
                     "flops": self.flops_per_token[0] * tokens,
-                })
-        self.ctx.barrier()
-        return record
+                },
+            )
+            if scores is None:
+                return None
+            record |= scores
+        record["eval_s"] = time.perf_counter() - started
+        return record if self.ctx.is_main else {}
 
     def outcome(self, status: str) -> RunOutcome:
         return RunOutcome(status, self.run_dir.path, self.step, self.step * self.rung.batch_tokens, self.last_loss)
