@@ -199,6 +199,9 @@ class GridConfig:
     """`ladder sweep` trains the targets too (the CPU demo); false where they exist elsewhere."""
     only: list[str] = field(default_factory=list)
     """`ladder sweep` trains only these rungs (by name); empty = every rung of the grid."""
+    gpus_per_rung: int = 1
+    """GPUs each rung gets under `hydra/launcher=local` (the next ones of the visible GPUs,
+    round-robin; 0 on a CPU-only sweep); set hydra.launcher.tasks_per_node to it for DDP."""
 
 
 @dataclass
@@ -266,6 +269,7 @@ VALUE_RULES: tuple[tuple[str, Callable[[Any], bool], str], ...] = (
     ("tasks.seed", lambda v: v >= 0, ">= 0"),
     ("tasks.max_questions", lambda v: v >= 1, ">= 1"),
     ("tasks.in_loop_questions", lambda v: v >= 1, ">= 1"),
+    ("ladder.gpus_per_rung", lambda v: v >= 0, ">= 0"),
     ("tasks.batch_size", lambda v: v >= 1, ">= 1"),
 )
 

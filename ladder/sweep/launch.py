@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from hydra import compose, initialize_config_dir
+from hydra.core.hydra_config import HydraConfig
 from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
@@ -40,6 +41,7 @@ from ladder.errors import LadderError
 from ladder.grid import Rung
 from ladder.hydra_app import CONF_DIR, HYDRA_VERSION, compose_config, describe_config_error, run_app
 from ladder.ranks import is_rank_zero
+from ladder.sweep.launchers import record_visible_gpus, take_rung_gpus
 from ladder.sweep.rungs import find_rung, grid_rungs, rungs_to_train
 from ladder.sweep.state import DONE, FAILED, SWEEP_FILE, RungState, read_json, read_state, write_json_atomic
 
@@ -169,6 +171,9 @@ def sweep_job(cfg: DictConfig) -> JobResult:
         return JobResult(rung.name, "skipped")
     if SweepStop.event.is_set():
         return JobResult(rung.name, "not started")
+    gpus = take_rung_gpus(HydraConfig.get().job.num, cfg.ladder.gpus_per_rung) if HydraConfig.initialized() else None
+    if gpus is not None:
+        log.info("rung job %d (%s): CUDA_VISIBLE_DEVICES=%s", HydraConfig.get().job.num, rung.name, gpus)
     export_distributed_env()
     rank_zero = is_rank_zero()
     relay = PreemptionRelay()
@@ -364,6 +369,8 @@ def sweep_main(argv: list[str]) -> int:
     if not showing_config:
         root.mkdir(parents=True, exist_ok=True)
         write_json_atomic(root / SWEEP_FILE, {"grid": cfg.ladder.name, "rungs": sweep_file_rungs(root, cfg, names)})
+    if "local" in launcher:
+        record_visible_gpus()  # each rung's job takes its share (ladder.sweep.launchers)
     run_multirun(
         [
             # Hydra shows a config (--cfg ...) in run mode only: show the first rung's.
