@@ -41,6 +41,8 @@ from ladder.errors import LadderError
 from ladder.grid import Rung
 from ladder.hydra_app import CONF_DIR, HYDRA_VERSION, compose_config, describe_config_error, run_app
 from ladder.ranks import is_rank_zero
+from ladder.sweep.detach import detached_cluster, submit_detached
+from ladder.sweep.jobs import queued_rungs
 from ladder.sweep.launchers import record_visible_gpus, take_rung_gpus
 from ladder.sweep.rungs import find_rung, grid_rungs, rungs_to_train
 from ladder.sweep.state import DONE, FAILED, SWEEP_FILE, RungState, read_json, read_state, write_json_atomic
@@ -310,6 +312,12 @@ def sweep_file_rungs(root: Path, cfg: DictConfig, launched: list[str]) -> list[s
     return names
 
 
+def write_sweep_file(root: Path, cfg: DictConfig, launched: list[str]) -> None:
+    """sweep.json's grid and rungs (its other keys, the detached jobs, are kept)."""
+    sweep = read_json(root / SWEEP_FILE) or {}
+    write_json_atomic(root / SWEEP_FILE, sweep | {"grid": cfg.ladder.name, "rungs": sweep_file_rungs(root, cfg, launched)})
+
+
 def check_hydra_choices(argv: list[str]) -> None:
     """Refuse an unknown Hydra group choice (hydra/launcher=nope) before the sweep writes anything."""
     choices = [arg for arg in argv if arg.lstrip("+~").startswith("hydra/") and "=" in arg]
@@ -323,7 +331,7 @@ def check_hydra_choices(argv: list[str]) -> None:
             raise LadderError(f"bad Hydra option: {describe_config_error(error)}") from None
 
 
-SWEEP_USAGE = """usage: ladder sweep ladder=<grid> [OVERRIDES...] [hydra/launcher=local|slurm]
+SWEEP_USAGE = """usage: ladder sweep ladder=<grid> [OVERRIDES...] [hydra/launcher=local|slurm] [--detach]
 
 Train every rung of a grid into <ladder.sweep_root>/<rung>/ (Hydra multirun over rung names).
 Finished rungs (DONE) are skipped, partial ones resume, failures are listed at the end (exit 1).
@@ -331,6 +339,7 @@ Finished rungs (DONE) are skipped, partial ones resume, failures are listed at t
   ladder.train_targets=true|false train the grid's targets too, or not
   hydra/launcher=local            every rung at once, one subprocess each (submitit)
   hydra/launcher=slurm            one SLURM job per rung: hydra.launcher.partition=..., see docs/sweep.md
+  --detach                        submit the rungs (local or slurm) and return; `ladder status` follows them
   --cfg hydra                     show the Hydra config (the launcher's settings) and exit"""
 
 
@@ -344,6 +353,8 @@ def sweep_main(argv: list[str]) -> int:
     if any(arg in ("-h", "--help") for arg in argv):
         print(SWEEP_USAGE)
         return 0
+    detach = "--detach" in argv
+    argv = [arg for arg in argv if arg != "--detach"]
     config_overrides = [a for a in argv if "=" in a and not a.startswith("-") and not a.lstrip("+~").startswith("hydra")]
     if any(a.split("=", 1)[0].lstrip("+~") == "rung" for a in config_overrides):
         raise LadderError("`ladder sweep` sets rung itself; choose rungs with ladder.only=[...]")
@@ -360,15 +371,25 @@ def sweep_main(argv: list[str]) -> int:
         raise LadderError(f"hydra/launcher={launcher} needs SLURM (no srun on PATH): run it on the cluster's login node")
     root = Path(cfg.ladder.sweep_root).resolve()
     names = [rung.name for rung in rungs]
-    pending = names if showing_config else [name for name in names if not (root / name / DONE).exists()]
+    if detach and not showing_config:
+        detached_cluster(launcher)  # before anything is written
+        root.mkdir(parents=True, exist_ok=True)
+        write_sweep_file(root, cfg, names)
+        hydra_overrides = [a for a in argv if a.lstrip("+~").startswith("hydra")]
+        say(submit_detached(config_overrides, hydra_overrides, root, names, launcher, sweep_job))
+        return 0
+    queued = set() if showing_config else queued_rungs(root)
+    pending = names if showing_config else [name for name in names if not (root / name / DONE).exists() and name not in queued]
+    if queued & set(names):
+        say(f"sweep {root}: {len(queued & set(names))} rungs are queued by a detached sweep, left to it")
     if not pending:
-        say(f"sweep {root}: all {len(names)} rungs are DONE")
+        say(f"sweep {root}: all {len(names)} rungs are DONE" if not queued else f"sweep {root}: nothing to launch")
         return 0
     if len(pending) < len(names):
-        say(f"sweep {root}: {len(names) - len(pending)} of {len(names)} rungs are DONE, skipped")
+        say(f"sweep {root}: {sum((root / name / DONE).exists() for name in names)} of {len(names)} rungs are DONE, skipped")
     if not showing_config:
         root.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(root / SWEEP_FILE, {"grid": cfg.ladder.name, "rungs": sweep_file_rungs(root, cfg, names)})
+        write_sweep_file(root, cfg, names)
     if "local" in launcher:
         record_visible_gpus()  # each rung's job takes its share (ladder.sweep.launchers)
     run_multirun(
