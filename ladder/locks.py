@@ -4,8 +4,8 @@
   Some network filesystems do not support it (NFS mounted with `nolock`, Lustre without
   `-o flock`): the call fails with ENOLCK, EOPNOTSUPP or ENOSYS, which is reported as such (not
   as a lock held by someone else).
-- file: a lock file created with O_EXCL (atomic on every POSIX filesystem, NFS v3+ included)
-  holding the owner's host and process id, removed when the block ends. A process that dies
+- file: a lock file `<path>.held` created with O_EXCL (atomic on every POSIX filesystem, NFS v3+
+  included) holding the owner's host and process id, removed when the block ends. A process that dies
   without removing it (SIGKILL) leaves it behind: on the same host a dead owner's file is taken
   over; from another host it must be removed by hand (the message names it).
 - none: no lock (a second trainer of the same run directory is not refused).
@@ -55,11 +55,12 @@ def exclusive_lock(path: Path, mode: str = "flock") -> Iterator[None]:
                 raise flock_unsupported(path, error) from None
             yield
     elif mode == "file":
-        _create_lock_file(path)
+        held = path.with_name(path.name + ".held")
+        _create_lock_file(held)
         try:
             yield
         finally:
-            path.unlink(missing_ok=True)
+            held.unlink(missing_ok=True)
     else:
         raise LadderError(f"unknown lock mode {mode!r} (flock, file or none)")
 

@@ -124,17 +124,22 @@ def setup(device_name: str, startup_timeout_min: float = 30.0) -> DistContext:
     return context
 
 
-def _slurm_rendezvous() -> None:
-    """MASTER_ADDR/MASTER_PORT for tasks started by srun without torchrun: this node on a
-    one-node job (a port derived from the job id, so that two jobs on a node differ); on several
-    nodes they must be given."""
-    if "MASTER_ADDR" in os.environ and "MASTER_PORT" in os.environ:
+def check_launch() -> None:
+    """Refuse, before anything is written, a launch the process group cannot be formed from:
+    srun tasks on several nodes without MASTER_ADDR/MASTER_PORT."""
+    if launch_ranks().source != "slurm" or ("MASTER_ADDR" in os.environ and "MASTER_PORT" in os.environ):
         return
     if int(os.environ.get("SLURM_NNODES", os.environ.get("SLURM_JOB_NUM_NODES", "1"))) > 1:
         raise LadderError(
             "started by srun on several nodes without torchrun: export MASTER_ADDR (the first node, "
             "`scontrol show hostnames $SLURM_JOB_NODELIST | head -n1`) and MASTER_PORT, or run torchrun in each task"
         )
+
+
+def _slurm_rendezvous() -> None:
+    """MASTER_ADDR/MASTER_PORT for tasks started by srun without torchrun on one node: this node,
+    and a port derived from the job id (two jobs on one node differ)."""
+    check_launch()
     os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
     os.environ.setdefault("MASTER_PORT", str(20_000 + int(os.environ.get("SLURM_JOB_ID", "0")) % 40_000))
 

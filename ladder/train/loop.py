@@ -87,9 +87,11 @@ def run_name(cfg: DictConfig) -> str:
 
 def check_run(cfg: DictConfig) -> None:
     """Everything that would make the run fail at once, checked before anything is written: the
-    config's values, the rung (preset, multiplier), the device, and a run directory that is a file,
+    config's values, the launch (ladder.train.distributed.check_launch), the rung (preset,
+    multiplier), the device, and a run directory that is a file,
     cannot be written, or holds a run with another config (finished or not)."""
     check_values(cfg)
+    distributed.check_launch()
     rung_for(cfg)
     if cfg.device == "cuda" and not torch.cuda.is_available():
         raise LadderError("device=cuda but no CUDA device is available (use device=cpu)")
@@ -366,9 +368,11 @@ class _Trainer:
             if self.pending_record is not None and not self.stop_requested.is_set():
                 self.log_record(self.pending_record, evaluate=True)  # the evaluation a stop interrupted
                 self.save()
+            first_step = self.step
             while self.step < last_step:
                 stop, checkpoint_due = ctx.any_of_each(
-                    self.stop_requested.is_set(), time.monotonic() - self.last_checkpoint >= checkpoint_seconds
+                    self.stop_requested.is_set(),
+                    self.step > first_step and time.monotonic() - self.last_checkpoint >= checkpoint_seconds,
                 )
                 if checkpoint_due and not stop:
                     self.save()

@@ -6,7 +6,8 @@
     DONE           written last: final step, tokens, loss, wall seconds
     FAILED         the error of a run that died (removed when it is resumed)
     RUNNING        host and process id while a session trains (removed when it ends)
-    .lock          held by the training session (train.lock): one trainer per run directory
+    .lock          held by the training session (train.lock; .lock.held with train.lock=file): one trainer
+                   per run directory
 """
 
 from __future__ import annotations
