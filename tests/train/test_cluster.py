@@ -112,14 +112,15 @@ def test_srun_without_torchrun_forms_one_group_from_slurm_variables(tmp_path, pr
                  "SLURM_NNODES": "1", "SLURM_JOB_ID": job_id}
         clean = {k: v for k, v in env(**slurm).items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")}
         tasks.append(subprocess.Popen(
-            [sys.executable, "-m", "ladder", *train_args(run_dir, prepared_root, *femto_overrides(60))],
+            [sys.executable, "-m", "ladder", *train_args(run_dir, prepared_root, *femto_overrides(60), "train.max_steps=10")],
             env=clean, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         ))
     outputs = [task.communicate(timeout=300) for task in tasks]
     assert [task.returncode for task in tasks] == [0, 0], outputs[0][1][-2000:] + outputs[1][1][-2000:]
-    assert [out.count("done:") for out, _ in outputs] == [1, 0]  # rank 0 speaks for both
+    assert [out.count(f"stopped: {run_dir} at step 10") for out, _ in outputs] == [1, 0]  # rank 0 speaks for both
     expected, got = losses(reference), losses(run_dir)
-    assert max(abs(got[s] - expected[s]) for s in expected) < 1e-4  # one DDP run of the global batch
+    assert sorted(got) == list(range(1, 11))
+    assert max(abs(got[s] - expected[s]) for s in got) < 1e-4  # one DDP run of the global batch
 
 
 def test_srun_on_several_nodes_without_a_rendezvous_is_refused_in_one_line(tmp_path, monkeypatch, capsys):
@@ -150,7 +151,7 @@ def test_sigterm_to_torchrun_checkpoints_within_its_shutdown_window(tmp_path, pr
         assert process.poll() is None, process.communicate()[1][-3000:]
         process.send_signal(signal.SIGTERM)  # to the agent, as SLURM and Kubernetes do
         sent = time.monotonic()
-        _, err = process.communicate(timeout=60)
+        out, err = process.communicate(timeout=60)
     finally:
         if process.poll() is None:
             process.kill()
@@ -158,12 +159,16 @@ def test_sigterm_to_torchrun_checkpoints_within_its_shutdown_window(tmp_path, pr
     state = torch.load(run_dir / "checkpoint" / "latest.pt", weights_only=True)
     assert state["step"] >= 3 and state["step"] == max(losses(run_dir))
     assert not (run_dir / "DONE").exists() and not (run_dir / "FAILED").exists()
-    assert "stop signal: checkpoint at step" in err
+    assert f"stop signal: checkpoint at step {state['step']}" in out + err
 
 
-def test_only_data_prepare_hashes_the_corpus(tmp_path):
-    """`ladder data prepare` hashes; `ladder train` under two-process torchrun hashes nothing
-    (rank 0 compares sizes and times), until a source changes: then rank 0 alone hashes."""
+def test_only_data_prepare_hashes_the_corpus(tmp_path, monkeypatch):
+    """`ladder data prepare` hashes; `ladder train` under two-process torchrun hashes nothing on
+    either rank (rank 0 compares sizes and times); after a source changed, rank 0's check hashes
+    once (same content: reused, and the new times recorded), then no more."""
+    from ladder.data import training_corpus
+    from ladder.data.sources import Source
+
     source = tmp_path / "corpus.txt"
     source.write_text("".join(f"Document {i}: the quick brown fox jumps over the lazy dog.\n\n" for i in range(300)))
     data = [f"data.sources=[{source}]", f"data.prepared_root={tmp_path / 'prepared'}", "data.name=mine"]
@@ -173,22 +178,21 @@ def test_only_data_prepare_hashes_the_corpus(tmp_path):
     assert prepare.returncode == 0, prepare.stderr[-2000:]
     assert hashes.read_text().split() == ["0"]
 
-    def train(run: str) -> None:
-        result = subprocess.run(
-            torchrun(*train_args(tmp_path / run, tmp_path / "prepared", *data[:1], "data.name=mine", "model=femto",
-                                 "train.max_steps=2", "train.lock=file")),
-            env=env(LADDER_TEST_HASH_LOG=str(hashes)), capture_output=True, text=True, timeout=300,
-        )
-        assert result.returncode == 0, result.stderr[-3000:]
-
     hashes.write_text("")
-    train("a")
+    result = subprocess.run(
+        torchrun(*train_args(tmp_path / "run", tmp_path / "prepared", *data, "model=femto", "train.max_steps=2")),
+        env=env(LADDER_TEST_HASH_LOG=str(hashes)), capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
     assert hashes.read_text().split() == []
+
+    counted = []
+    content_hash = Source.content_hash
+    monkeypatch.setattr(Source, "content_hash", lambda self: (counted.append(self.spec), content_hash(self))[1])
+    data_cfg = compose_config(data).data
     os.utime(source)  # touched: same bytes, new time
-    train("b")
-    assert hashes.read_text().split() == ["0"]  # rank 0 hashed once (same content: reused, times recorded)
-    train("c")
-    assert hashes.read_text().split() == ["0"]
+    assert training_corpus(data_cfg).reused and counted == [str(source)]
+    assert training_corpus(data_cfg).reused and counted == [str(source)]
 
 
 def test_checkpoint_minutes_checkpoints_by_time(tmp_path, make_cfg, monkeypatch):
