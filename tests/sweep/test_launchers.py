@@ -25,7 +25,8 @@ def test_slurm_launcher_config(tmp_path, capsys):
     assert launcher["partition"] == "gpu" and launcher["timeout_min"] == 720
     assert launcher["gpus_per_node"] == 8 and launcher["tasks_per_node"] == 8  # one process per GPU
     assert launcher["max_num_timeout"] > 0 and launcher["signal_delay_s"] > 0  # requeue after the signal
-    assert launcher["setup"] == ["export OMP_NUM_THREADS=1"]
+    assert launcher["setup"][0] == "export OMP_NUM_THREADS=1"
+    assert launcher["additional_parameters"]["requeue"] is True  # resolved values: the sbatch tests below
     assert hydra["sweep"]["dir"] == str(tmp_path)  # absolute: jobs on other nodes agree on it
     assert hydra["sweep"]["subdir"] == "${rung}"
     assert not list(tmp_path.iterdir())  # showing the config launches nothing
