@@ -18,18 +18,16 @@ softmax, so a large vocabulary costs little.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
-import sys
-from contextvars import ContextVar
 from dataclasses import asdict, dataclass, replace
-from typing import Any, Callable, Iterable, Iterator, Protocol, Sequence
+from typing import Any, Protocol, Sequence
 
 import numpy as np
 import torch
 
 from ladder.errors import LadderError
+from ladder.tasks.batches import longest_first_batches, with_progress
 from ladder.tasks.prefix import shared_context_logprobs, unwrap_decoder
 from ladder.tasks.task import Question, Task, answer_text
 
@@ -71,45 +69,6 @@ class TaskScore:
         return row
 
 
-class ScoringStopped(Exception):
-    """The stop request of `stop_when` was seen between two batches."""
-
-
-_stop_requested: ContextVar[Callable[[], bool] | None] = ContextVar("stop_requested", default=None)
-
-
-@contextlib.contextmanager
-def stop_when(requested: Callable[[], bool]) -> Iterator[None]:
-    """Within the block, scoring checks `requested()` before each batch and raises
-    ScoringStopped when it is true (the trainer's stop flag: a SIGTERM during a long evaluation)."""
-    token = _stop_requested.set(requested)
-    try:
-        yield
-    finally:
-        _stop_requested.reset(token)
-
-
-def with_progress(batches: Sequence[Any], enabled: bool) -> Iterable[Any]:
-    """`batches` with a tqdm bar when asked and stderr is a terminal; each batch first checks the
-    stop request of `stop_when`, if any."""
-    requested = _stop_requested.get()
-    shown: Iterable[Any] = batches
-    if enabled and sys.stderr.isatty():
-        from tqdm import tqdm
-
-        shown = tqdm(batches, desc="eval", unit="batch", leave=False)
-    if requested is None:
-        return shown
-    return _stopping(shown, requested)
-
-
-def _stopping(batches: Iterable[Any], requested: Callable[[], bool]) -> Iterator[Any]:
-    for batch in batches:
-        if requested():
-            raise ScoringStopped
-        yield batch
-
-
 def continuation_logprobs(
     model: torch.nn.Module,
     requests: Sequence[tuple[Sequence[int], Sequence[int]]],
@@ -130,10 +89,8 @@ def continuation_logprobs(
     for context, continuation in requests:
         check_request(context, continuation, seq_len)
         inputs.append((list(context) + list(continuation))[:-1][-seq_len:])
-    order = sorted(range(len(requests)), key=lambda i: -len(inputs[i]))
     totals = np.zeros(len(requests), dtype=np.float64)
-    for start in with_progress(range(0, len(order), batch_size), progress):
-        members = order[start : start + batch_size]
+    for members in with_progress(longest_first_batches([len(tokens) for tokens in inputs], batch_size), progress):
         width = len(inputs[members[0]])
         idx = torch.zeros((len(members), width), dtype=torch.long)
         rows, positions, targets, owners = [], [], [], []

@@ -96,7 +96,8 @@ class TaskEvaluator:
         during scoring (nothing is written then)."""
         from dataclasses import replace
 
-        from ladder.tasks.scoring import ScoringStopped, model_seq_len, score_questions, stop_when, summarize
+        from ladder.tasks.batches import ScoringStopped, stop_when
+        from ladder.tasks.scoring import model_seq_len, score_questions, summarize
 
         ctx = self.ctx
         done = ctx.gather({row["task"] for row in read_eval_rows(self.run_dir) if row.get("step") == step}

@@ -213,19 +213,19 @@ def test_a_stop_during_evaluation_is_honoured_and_the_evaluation_redone_on_resum
     from ladder.tasks import scoring
 
     stop = threading.Event()
-    with_progress = scoring.with_progress
+    score_questions = scoring.score_questions
 
-    def stop_at_first_batch(batches, enabled):  # a SIGTERM that lands during the evaluation
+    def stop_as_scoring_starts(*args, **kwargs):  # a SIGTERM that lands during the evaluation
         stop.set()
-        return with_progress(batches, enabled)
+        return score_questions(*args, **kwargs)
 
-    monkeypatch.setattr(scoring, "with_progress", stop_at_first_batch)
+    monkeypatch.setattr(scoring, "score_questions", stop_as_scoring_starts)
     run_dir = tmp_path / "femto"
     overrides = [*femto_overrides(6), "tasks=cpu", "tasks.max_questions=20", "train.eval_interval=3"]
     outcome = run_training(make_cfg(run_dir, *overrides), stop=stop)
     assert (outcome.status, outcome.step) == ("stopped", 3)
     assert not (run_dir / "eval.jsonl").exists() and sorted(losses(run_dir)) == [1, 2]
-    monkeypatch.setattr(scoring, "with_progress", with_progress)
+    monkeypatch.setattr(scoring, "score_questions", score_questions)
     assert run_training(make_cfg(run_dir, *overrides)).status == "done"
     assert sorted(losses(run_dir)) == list(range(1, 7))  # step 3 logged once, with its evaluation
     rows = [json.loads(line) for line in (run_dir / "eval.jsonl").read_text().splitlines()]
