@@ -15,6 +15,9 @@ in the grid, points the config at `<sweep_root>/<rung>/` and calls `ladder.train
 - Under submitit, the preemption/timeout signal (USR2 unless SUBMITIT_PREEMPT_SIGNAL says
   otherwise) is first turned into SIGUSR1 for the trainer, which checkpoints and stops; then
   submitit's own handler requeues the job, which resumes from that checkpoint.
+- Under the local launcher each rung takes its own GPUs (ladder.sweep.launchers).
+- `--detach` submits the same jobs through submitit and returns (ladder.sweep.detach); rungs
+  queued by a detached sweep are left to their jobs by any later sweep.
 """
 
 from __future__ import annotations
