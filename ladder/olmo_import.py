@@ -5,6 +5,7 @@ The format is that of allenai/OLMo-ladder `src/scripts/paper/data/ladder-runs/`:
 `peteish13_eval_final.csv` (13B-5T). Task bpb comes from `eval/downstream_bpb/<task>_<split>_rc_5shot_bpb`,
 accuracy from `eval/downstream/<task>_<split>_rc_5shot_len_norm`; MMLU is the category-weighted
 mean the paper uses. N is the paper's count (all parameters but the input embedding).
+`ladder import-olmo` (`import_olmo_main`) writes the table.
 
 This module never imports torch.
 """
@@ -19,8 +20,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ladder.errors import LadderError
-from ladder.results import validate_table
+from ladder.errors import ArgumentParser, LadderError
+from ladder.results import check_output_table, validate_table, write_table
 from ladder.sizes import get_shape, paper_params
 
 # N as the paper counts it (every parameter except the input embedding), per size label: from the
@@ -153,3 +154,20 @@ def import_olmo(directory: str | os.PathLike) -> pd.DataFrame:
         if (directory / target.file).is_file():
             parts.append(_target_run(directory / target.file, target))
     return validate_table(pd.concat(parts, ignore_index=True), source=str(directory))
+
+
+def import_olmo_main(argv: list[str]) -> int:
+    """`ladder import-olmo DIR -o TABLE`."""
+    parser = ArgumentParser(prog="ladder import-olmo", description="OLMo ladder CSV exports -> a results table.")
+    parser.add_argument("directory", help="folder with <size>-<x>xC.csv files (and peteish7/13 target files)")
+    parser.add_argument("-o", "--output", required=True, help="results table to write (.csv or .parquet)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing table")
+    args = parser.parse_args(argv)
+
+    check_output_table(args.output, args.overwrite)
+    table = import_olmo(args.directory)
+    path = write_table(table, args.output, overwrite=args.overwrite)
+    runs = table.groupby("role")["run"].nunique()
+    print(f"wrote {len(table)} rows to {path}: {runs.get('ladder', 0)} ladder runs, {runs.get('target', 0)} targets, "
+          f"tasks {', '.join(dict.fromkeys(table['task']))}")
+    return 0
