@@ -1,12 +1,12 @@
-"""Config -> Rung: the paper's batch, LR, warmup and budget rules, and the rung.json record.
+"""Config -> Rung: the paper's batch, LR, warmup and budget rules, and the rung's record.
 
 A Rung is plain data: everything `ladder plan` prints and `ladder train` needs to size a run.
 Rungs are made here and nowhere else: from a grid (`grid_rungs`, what the sweep launches) or
 from a single run's config (`rung_from_config`, `ladder train`). The sweep hands the trainer the
 Rung itself; the trainer never sizes one from config keys.
 
-`Rung.to_record()` / `Rung.from_record()` are the one codec of the record a run directory keeps
-(rung.json, written by the trainer and mirrored to wandb under `rung_record`):
+`Rung.to_record()` / `Rung.from_record()` are the one codec of the rung's record, which the
+trainer keeps in its run directory (`ladder.runs.directory`) and logs to wandb under `rung_record`:
 
 | key                             | type  | meaning                                          |
 |---------------------------------|-------|--------------------------------------------------|
@@ -137,7 +137,7 @@ class Rung:
                          **asdict(replace(self.sizing, vocab_size=vocab_size)))
 
     def to_record(self) -> dict[str, Any]:
-        """The rung.json record (schema in the module docstring)."""
+        """The rung's record (schema in the module docstring)."""
         dense, with_attention = flops_per_token(self.shape)
         return {
             "name": self.name, "size": self.size, "multiplier": self.multiplier, "role": self.role,

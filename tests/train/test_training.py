@@ -236,3 +236,25 @@ def test_thread_count_is_set_for_the_run_and_restored(tmp_path, make_cfg):
         assert outcome.status == "done" and torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(1)
+
+
+def test_wandb_gets_the_rung_record_and_collect_reads_it_back(tmp_path, make_cfg, monkeypatch):
+    from ladder.runs.collect import rows_from_wandb_history
+    from ladder.train import loop
+    from ladder.train.tracking import Tracker
+
+    logged = {}
+
+    class Recorded(Tracker):  # the real offline wandb run; keeps what wandb holds as its config
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            logged.update(json.loads(json.dumps(dict(self.run.config))))
+
+    monkeypatch.setattr(loop, "Tracker", Recorded)
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    run_dir = tmp_path / "femto-wandb"
+    assert run_training(make_cfg(run_dir, *femto_overrides(2), "wandb.mode=offline")).status == "done"
+    assert logged["rung_record"] == json.loads((run_dir / "rung.json").read_text())
+    assert logged["rung"] is None and logged["model"]["preset"] == "femto"  # the config's own keys, untouched
+    (row,) = rows_from_wandb_history("femto-wandb", logged, [{"_step": 2, "tokens": 4096, "piqa/loss": 2.0}])
+    assert (row["N"], row["size"], row["role"], row["multiplier"]) == (12_432, "femto", "ladder", None)
