@@ -1,11 +1,10 @@
-"""OLMo ladder-run CSV exports (wandb, one row per checkpoint) -> the results table.
+"""`ladder import-olmo`: OLMo ladder-run CSV exports (wandb, one row per checkpoint) -> the results table.
 
 The format is that of allenai/OLMo-ladder `src/scripts/paper/data/ladder-runs/`: ladder files
 `<size>-<x>xC[-rerun].csv` and the targets `peteish7_eval_anneal.csv` (7B-4T) and
 `peteish13_eval_final.csv` (13B-5T). Task bpb comes from `eval/downstream_bpb/<task>_<split>_rc_5shot_bpb`,
 accuracy from `eval/downstream/<task>_<split>_rc_5shot_len_norm`; MMLU is the category-weighted
 mean the paper uses. N is the paper's count (all parameters but the input embedding).
-`ladder import-olmo` (`import_olmo_main`) writes the table.
 
 This module never imports torch.
 """
@@ -157,7 +156,7 @@ def import_olmo(directory: str | os.PathLike) -> pd.DataFrame:
 
 
 def import_olmo_main(argv: list[str]) -> int:
-    """`ladder import-olmo DIR -o TABLE`."""
+    """`ladder import-olmo DIRECTORY -o TABLE`."""
     parser = ArgumentParser(prog="ladder import-olmo", description="OLMo ladder CSV exports -> a results table.")
     parser.add_argument("directory", help="folder with <size>-<x>xC.csv files (and peteish7/13 target files)")
     parser.add_argument("-o", "--output", required=True, help="results table to write (.csv or .parquet)")
