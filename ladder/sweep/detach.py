@@ -26,9 +26,10 @@ from omegaconf import DictConfig
 from ladder.config import register_configs
 from ladder.errors import LadderError
 from ladder.hydra_app import CONF_DIR, HYDRA_VERSION
-from ladder.sweep.jobs import queued_rungs, record_job
+from ladder.runs.directory import RunDir
+from ladder.runs.sweep_state import record_job
+from ladder.sweep.jobs import queued_rungs
 from ladder.sweep.launchers import record_visible_gpus, submitit_executor, take_rung_gpus
-from ladder.sweep.state import DONE
 
 log = logging.getLogger("ladder.sweep")
 CLUSTERS = {"local": "local", "submitit_local": "local", "slurm": "slurm", "submitit_slurm": "slurm"}
@@ -86,7 +87,7 @@ def submit_detached(config_overrides: list[str], hydra_overrides: list[str], roo
     """Submit every rung of `names` neither DONE nor queued, each job running `task` on its rung's
     config; a summary for the user."""
     cluster = detached_cluster(launcher)
-    done = [name for name in names if (root / name / DONE).exists()]
+    done = [name for name in names if RunDir(root / name).is_done()]
     queued = queued_rungs(root)
     todo = [name for name in names if name not in done and name not in queued]
     lines = []

@@ -1,14 +1,10 @@
-"""Scheduler jobs of a detached sweep: their records in sweep.json and their state now.
+"""The scheduler's state of a detached sweep's jobs (recorded in sweep.json by
+`ladder.runs.sweep_state.record_job`).
 
-`ladder sweep ... --detach` records one job per rung in `<sweep_root>/sweep.json`:
-
-    "jobs": {"<rung>": {"id": "<job id>", "cluster": "slurm" | "local", "folder": "<submitit folder>",
-                        "submitted": <unix time>}}
-
-A rung's latest job replaces its earlier one. `scheduler_state` asks the scheduler about a job:
-pending, running or requeued (it is queued: a new sweep leaves the rung alone), completed, failed
-(or timeout, cancelled, out_of_memory, node_fail, preempted: SLURM's words), ended (a local job
-whose process is gone without a result) or unknown (no sacct here).
+`scheduler_state` asks the scheduler about a rung's latest job: pending, running or requeued (it
+is queued: a new sweep leaves the rung alone), completed, failed (or timeout, cancelled,
+out_of_memory, node_fail, preempted: SLURM's words), ended (a local job whose process is gone
+without a result) or unknown (no sacct here).
 """
 
 from __future__ import annotations
@@ -16,28 +12,12 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import time
 from pathlib import Path
-from typing import Any
 
-from ladder.sweep.state import SWEEP_FILE, read_json, write_json_atomic
+from ladder.runs.sweep_state import read_jobs
 
 QUEUED = ("pending", "running", "requeued")
 SACCT_TIMEOUT_S = 30
-
-
-def read_jobs(root: Path) -> dict[str, dict[str, Any]]:
-    """rung -> its latest job record (none before a detached sweep)."""
-    jobs = (read_json(root / SWEEP_FILE) or {}).get("jobs")
-    return {name: job for name, job in jobs.items() if isinstance(job, dict)} if isinstance(jobs, dict) else {}
-
-
-def record_job(root: Path, rung: str, job_id: str, cluster: str, folder: str) -> None:
-    """Add a rung's job to sweep.json (rewritten atomically: the other keys are kept)."""
-    sweep = read_json(root / SWEEP_FILE) or {}
-    jobs = sweep.get("jobs") if isinstance(sweep.get("jobs"), dict) else {}
-    jobs[rung] = {"id": job_id, "cluster": cluster, "folder": folder, "submitted": time.time()}
-    write_json_atomic(root / SWEEP_FILE, sweep | {"jobs": jobs})
 
 
 def scheduler_states(root: Path) -> dict[str, str]:

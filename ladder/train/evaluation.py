@@ -1,8 +1,8 @@
 """In-loop evaluation: validation bits per byte on held-out text, and the downstream tasks,
 shared by every rank of a distributed run.
 
-Validation bpb goes to metrics.jsonl; task scores become results-table rows in eval.jsonl
-(`ladder.results.append_eval_rows`), one per task, with D = tokens trained so far.
+Validation bpb goes to the run's metrics records; task scores become results-table rows in the
+run directory (`ladder.runs.directory.append_eval_rows`), one per task, with D = tokens trained so far.
 
 Distribution: every rank scores its share (validation windows r, r + W, ...; questions r, r + W,
 ... of each task) under the training autocast (bf16 on CUDA) with the log-softmax in fp32; the
@@ -24,7 +24,8 @@ import torch
 import torch.nn.functional as F
 
 from ladder.data import TokenLoader
-from ladder.results import EvalRow, append_eval_rows, read_eval_rows
+from ladder.results import EvalRow
+from ladder.runs.directory import append_eval_rows, read_eval_rows
 from ladder.train.distributed import DistContext
 
 WANDB_METRICS = ("loss", "acc", "acc_raw", "soft", "soft_log")

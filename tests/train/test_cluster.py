@@ -25,7 +25,7 @@ from ladder import cli
 from ladder.errors import LadderError
 from ladder.hydra_app import compose_config
 from ladder.train import run_training
-from ladder.train.rundir import RunDir
+from ladder.runs.directory import RunDir
 
 from conftest import femto_overrides, losses
 
