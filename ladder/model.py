@@ -30,6 +30,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.distributed.tensor import DTensor, distribute_tensor
 from torch.nn.utils import parametrize
 
 from ladder.errors import LadderError
@@ -279,7 +280,7 @@ class Attention(nn.Module):
         and rotated by `freqs` (complex [T, 1, head_dim/2] or [B, T, 1, head_dim/2]; or the real
         form under torch.compile)."""
         batch, seq, d = x.shape
-        if self.q_norm is not None and _fused_path(x, self.qkv):
+        if self.q_norm is not None and freqs.is_complex() and _fused_path(x, self.qkv):
             qkv = _StackedLinearFunction.apply(x, self.qkv.weight, 3)  # [3, B, T, d]
             norms = (self.q_norm.weight, self.k_norm.weight, self.q_norm.eps)
             q, k, v = _QKNormRoPEFunction.apply(qkv, *norms, freqs, self.n_heads)
@@ -359,42 +360,63 @@ class Decoder(nn.Module):
             raise LadderError(f"norm_placement must be 'post' or 'pre', got {norm_placement!r}")
         if shape.d_model % shape.n_heads:
             raise LadderError(f"d_model {shape.d_model} is not divisible by n_heads {shape.n_heads}")
+        # The weights are drawn from the generator state at construction (not after the layers'
+        # own default initialisations): the same as meta-device construction, then init_weights().
+        generator_state = torch.get_rng_state()
         self.shape = shape
         self.seq_len = shape.seq_len
+        self.rope_theta, self.init_std = rope_theta, init_std
+        self.compiled_blocks = False
+        """Set by ladder.train.compile when the blocks are compiled one by one: they then take the
+        real form of the RoPE table (inductor has no complex numbers)."""
         self.embed = nn.Embedding(shape.vocab_size, shape.d_model)  # input embedding: V x d
         self.blocks = nn.ModuleList(Block(shape, norm_placement, qk_norm) for _ in range(shape.n_layers))
         self.final_norm = RMSNorm(shape.d_model)
         self.lm_head = nn.Linear(shape.d_model, shape.vocab_size, bias=False)  # untied output layer: V x d
         # Not parameters and not saved: recomputed from the shape, so checkpoints stay portable.
-        rope = rope_frequencies(shape.seq_len, shape.head_dim, rope_theta)
+        self._set_rope_tables(self.embed.weight.device)
+        if not self.embed.weight.is_meta:
+            torch.set_rng_state(generator_state)
+            self.init_weights()
+
+    def _set_rope_tables(self, device: torch.device) -> None:
+        rope = rope_frequencies(self.shape.seq_len, self.shape.head_dim, self.rope_theta).to(device)
         self.register_buffer("rope", rope, persistent=False)
         self.register_buffer("rope_real", torch.view_as_real(rope).clone(), persistent=False)
-        self.init_weights(init_std)
 
     def _apply(self, fn, recurse=True):
-        """`.to()`, `.cuda()`, `.double()` and the like, except that the RoPE tables keep their
-        precision (complex64 / float32): a cast to a real dtype would drop their imaginary part, one
-        to bf16 would round the angles. Only their device follows the model's."""
+        """`.to()`, `.cuda()`, `.double()`, `.to_empty()` and the like, except that the RoPE tables
+        keep their precision (complex64 / float32): a cast to a real dtype would drop their
+        imaginary part, one to bf16 would round the angles. Only their device follows the model's;
+        tables on the meta device (a model built there, then `to_empty`) are computed afresh."""
         tables = {name: self._buffers.pop(name) for name in ("rope", "rope_real")}
         super()._apply(fn, recurse)
-        for name, table in tables.items():
-            self.register_buffer(name, table.to(self.embed.weight.device), persistent=False)
+        device = self.embed.weight.device
+        if any(table.is_meta for table in tables.values()) and not self.embed.weight.is_meta:
+            self._set_rope_tables(device)
+        else:
+            for name, table in tables.items():
+                self.register_buffer(name, table.to(device), persistent=False)
         return self
 
     @torch.no_grad()
-    def init_weights(self, std: float) -> None:
-        """Weights ~ N(0, std^2) truncated to [-3 std, 3 std]; norm weights = 1."""
+    def init_weights(self, std: float | None = None) -> None:
+        """Weights ~ N(0, std^2) truncated to [-3 std, 3 std] (std: the model's init_std); norm
+        weights = 1. Also after meta-device construction and `to_empty()`, on sharded parameters:
+        the same seed gives the same weights as one process (`_fill`)."""
+        std = self.init_std if std is None else std
         for module in self.modules():
             if isinstance(module, (nn.Linear, nn.Embedding)):
-                nn.init.trunc_normal_(module.weight, mean=0.0, std=std, a=-3 * std, b=3 * std)
+                _fill(module.weight, lambda t: nn.init.trunc_normal_(t, mean=0.0, std=std, a=-3 * std, b=3 * std))
             elif isinstance(module, RMSNorm):
-                nn.init.ones_(module.weight)
+                _fill(module.weight, nn.init.ones_)
 
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
         if idx.shape[1] > self.seq_len:
             raise LadderError(f"input of {idx.shape[1]} tokens is longer than the model's {self.seq_len}")
         x = self.embed(idx)
-        rope = (self.rope_real if torch.compiler.is_compiling() else self.rope)[: idx.shape[1]]
+        real = self.compiled_blocks or torch.compiler.is_compiling()
+        rope = (self.rope_real if real else self.rope)[: idx.shape[1]]
         for block in self.blocks:
             x = block(x, rope)
         return self.lm_head(self.final_norm(x))
@@ -402,6 +424,19 @@ class Decoder(nn.Module):
     def num_params(self) -> int:
         """Every parameter (the RoPE buffer is not one)."""
         return sum(p.numel() for p in self.parameters())
+
+
+def _fill(param: torch.Tensor, fill: Callable[[torch.Tensor], object]) -> None:
+    """fill(param) in place. A sharded parameter (a DTensor of FSDP2) is filled whole on the CPU, one
+    parameter at a time, and keeps its own shard: every rank draws the same numbers in the same
+    order, so the weights do not depend on how the model is sharded."""
+    if not isinstance(param, DTensor):
+        fill(param)
+        return
+    whole = torch.empty(param.shape, dtype=param.dtype)
+    fill(whole)
+    shard = distribute_tensor(whole, param.device_mesh, param.placements, src_data_rank=None)
+    param.to_local().copy_(shard.to_local())
 
 
 def decoder_from_config(shape: ModelShape, model_cfg) -> Decoder:

@@ -2,7 +2,7 @@
 
     config.yaml    resolved config          rung.json     the rung's sizing (N, D, steps, ...)
     metrics.jsonl  one record per logged step                eval.jsonl    results-table rows
-    checkpoint/    latest.pt (+ diagnostic-step<k>.pt after a NaN)
+    checkpoint/    step-<k>/ sharded checkpoints, the newest train.keep_checkpoints (ladder.train.checkpoint)
     DONE           written last: final step, tokens, loss, wall seconds
     FAILED         the error of a run that died (removed when it is resumed)
     RUNNING        host and process id while a session trains (removed when it ends)
@@ -25,7 +25,7 @@ import yaml
 from ladder.atomic import read_json, write_text_atomic
 from ladder.errors import LadderError
 from ladder.results import EVAL_ROWS_FILE
-from ladder.train.checkpoint import CHECKPOINT_DIR, LATEST
+from ladder.train.checkpoint import CHECKPOINT_DIR, latest_checkpoint
 
 CONFIG, RUNG, METRICS, DONE, FAILED, RUNNING = "config.yaml", "rung.json", "metrics.jsonl", "DONE", "FAILED", "RUNNING"
 LOCK = ".lock"
@@ -34,6 +34,8 @@ LOCK = ".lock"
 RESUMABLE_CHANGES = (
     "train.max_steps", "train.log_interval", "train.eval_interval", "train.evals", "train.checkpoint_interval",
     "train.compile", "train.micro_batch_size", "train.threads", "train.val_tokens", "train.spike_factor", "train.gpu",
+    "train.parallel", "train.fsdp_shard_size", "train.activation_checkpointing", "train.compile_backend",
+    "train.gpu_memory_gb", "train.keep_checkpoints", "train.async_checkpoint",
     "tasks.", "wandb.", "device", "run_dir", "run_name", "extra.", "ladder.", "rung", "data.prepared_root",
 )
 
@@ -49,8 +51,9 @@ class RunDir:
         return self.path / CHECKPOINT_DIR
 
     @property
-    def latest_checkpoint(self) -> Path:
-        return self.checkpoint_dir / LATEST
+    def latest_checkpoint(self) -> Path | None:
+        """The newest complete checkpoint, or None."""
+        return latest_checkpoint(self.checkpoint_dir)
 
     def read_done(self) -> dict[str, Any] | None:
         path = self.path / DONE
