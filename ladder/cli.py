@@ -20,6 +20,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "collect": ("ladder.collect", "collect_main", "run directories or a wandb project -> one results table"),
     "train": ("ladder.train.cli", "main", "train one rung (Hydra app)"),
     "data": ("ladder.data.cli", "main", "corpus preparation: `ladder data prepare data=<name>`"),
+    "export": ("ladder.train.cli", "export_main", "a sharded checkpoint's model as one file (for `ladder eval`)"),
     "eval": ("ladder.tasks.cli", "main", "score a checkpoint on tasks, writing results-table rows"),
     "import-olmo": ("ladder.fit.cli", "import_olmo_main", "OLMo ladder CSV exports -> results table"),
     "fit": ("ladder.fit.cli", "fit_main", "two-stage fit on a results table; predict its targets"),

@@ -45,7 +45,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ladder.errors import LadderError
-from ladder.sizes import ModelShape, layer_params, total_params
+from ladder.sizes import ModelShape, layer_params, paper_params, total_params
 
 GB = 1e9
 PARALLELISMS = ("ddp", "fsdp")
@@ -59,9 +59,9 @@ RESERVED_BYTES = 3 * GB
 
 
 def default_micro_batch(shape: ModelShape, per_rank: int) -> int:
-    """Sequences per forward pass for a paper-size model: the largest divisor of the per-rank batch
+    """Sequences per forward pass by model size (paper N): the largest divisor of the per-rank batch
     within the size's token budget (MICRO_BATCH_TOKENS_BY_SIZE)."""
-    params = total_params(shape)
+    params = paper_params(shape)
     tokens = next(limit for bound, limit in MICRO_BATCH_TOKENS_BY_SIZE if params <= bound)
     limit = max(1, tokens // shape.seq_len)
     return max(d for d in range(1, per_rank + 1) if per_rank % d == 0 and d <= limit)
@@ -191,9 +191,9 @@ def memory_plan(
 def choose_plan(
     shape: ModelShape, *, parallel: str, world_size: int, per_rank: int, micro_batch: int | None,
     checkpointing: str, precision: str, optimizer: str, gpu_memory_gb: float, shard_size: int | None = None,
-    what: str = "the rung",
+    what: str = "the rung", compiled_loss: bool = True,
 ) -> MemoryPlan:
-    """The plan the trainer runs: `parallel='auto'` takes DDP when it fits and FSDP otherwise (and
+    """The plan of a GPU run (compiled loss unless `compiled_loss=False`): `parallel='auto'` takes DDP when it fits and FSDP otherwise (and
     on one rank, where there is nothing to shard, DDP's plan: one process). Raises LadderError in one
     line when the declared GPU memory cannot hold it, naming the settings that would fit."""
     micro = micro_batch or default_micro_batch(shape, per_rank)
@@ -201,7 +201,7 @@ def choose_plan(
 
     def plan(kind: str, ac: str, mb: int) -> MemoryPlan:
         return memory_plan(shape, parallel=kind, world_size=world_size, micro_batch=mb, checkpointing=ac,
-                           precision=precision, optimizer=optimizer, shard_size=shard_size)
+                           precision=precision, optimizer=optimizer, shard_size=shard_size, compiled_loss=compiled_loss)
 
     if parallel == "auto":
         kinds = ["ddp"] if world_size == 1 else ["ddp", "fsdp"]

@@ -40,6 +40,7 @@ from ladder.errors import LadderError
 from ladder.grid import Rung
 from ladder.hydra_app import CONF_DIR, HYDRA_VERSION, compose_config, describe_config_error, run_app
 from ladder.ranks import is_rank_zero
+from ladder.sweep.plan import check_memory
 from ladder.sweep.rungs import find_rung, grid_rungs, rungs_to_train
 from ladder.sweep.state import DONE, FAILED, SWEEP_FILE, RungState, read_json, read_state, write_json_atomic
 
@@ -349,6 +350,8 @@ def sweep_main(argv: list[str]) -> int:
     check_hydra_choices(argv)
     cfg = compose_config(config_overrides)
     rungs = rungs_to_train(cfg)
+    if cfg.device == "cuda":
+        check_memory(cfg, rungs)  # a rung that cannot fit its GPUs is refused before any job starts
     launcher = next((a.split("=", 1)[1] for a in argv if a.lstrip("+~").startswith("hydra/launcher=")), "basic")
     showing_config = any(arg.split("=", 1)[0] in HYDRA_FLAGS for arg in argv)
     if "slurm" in launcher and not showing_config and shutil.which("srun") is None:

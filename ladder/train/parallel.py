@@ -52,6 +52,7 @@ def resolve_plan(
             checkpointing=checkpointing, precision=precision, optimizer=cfg.optim.name,
             gpu_memory_gb=train.gpu_memory_gb, shard_size=train.fsdp_shard_size,
             what=f"the {shape.name} rung on {world_size} GPU{'s' * (world_size > 1)}",
+            compiled_loss=cfg.train.compile is not False,
         )
     parallel = "ddp" if train.parallel == "auto" else train.parallel
     return memory_plan(
