@@ -112,10 +112,10 @@ class MemoryPlan:
         parts = (("weights", self.weights), ("grads", self.gradients), ("optimizer", self.optimizer),
                  ("buffers", self.buffers), ("activations", self.activations), ("transient", self.transient),
                  ("reserve", RESERVED_BYTES))
-        return ", ".join(f"{name} {_size(value)}" for name, value in parts) + f" = {_size(self.total)}"
+        return ", ".join(f"{name} {format_bytes(value)}" for name, value in parts) + f" = {format_bytes(self.total)}"
 
 
-def _size(value: float) -> str:
+def format_bytes(value: float) -> str:
     return f"{value / GB:.1f} GB" if value >= 0.1 * GB else f"{value / 1e6:.1f} MB"
 
 
@@ -211,26 +211,37 @@ def choose_plan(
         chosen = plan(parallel, checkpointing, micro)
     if chosen.total <= budget:
         return chosen
-    return _refuse(chosen, budget, gpu_memory_gb, what, plan, per_rank, world_size)
+    return _refuse(chosen, shape, gpu_memory_gb, what, per_rank, world_size, optimizer, shard_size, compiled_loss)
 
 
-def _refuse(chosen: MemoryPlan, budget: float, gpu_memory_gb: float, what: str, plan, per_rank: int,
-            world_size: int) -> MemoryPlan:
+def first_fit(shape: ModelShape, *, world_size: int, per_rank: int, largest_micro_batch: int, gpu_memory_gb: float,
+              precision: str = "bf16", optimizer: str = "adamw", shard_size: int | None = None,
+              compiled_loss: bool = True) -> MemoryPlan | None:
+    """The plan that fits with the largest micro-batch and the least recomputation (FSDP when
+    there are ranks to shard over), or None when nothing fits."""
     kinds = ["fsdp"] if world_size > 1 else ["ddp"]
-    micros = [m for m in range(chosen.micro_batch, 0, -1) if per_rank % m == 0]
-    for mb in micros:  # the largest micro-batch that fits, with the least recomputation
-        for ac in CHECKPOINTING:
+    for micro in (m for m in range(largest_micro_batch, 0, -1) if per_rank % m == 0):
+        for checkpointing in CHECKPOINTING:
             for kind in kinds:
-                option = plan(kind, ac, mb)
-                if option.total <= budget:
-                    raise LadderError(
-                        f"{what} needs {chosen.describe()} per GPU, more than train.gpu_memory_gb={gpu_memory_gb:g}; "
-                        f"it fits in {option.describe()}"
-                        + (f" (train.micro_batch_size={mb})" if mb != chosen.micro_batch else "")
-                    )
-    smallest = plan(kinds[-1], "full", 1)
-    raise LadderError(
-        f"{what} needs {chosen.describe()} per GPU, more than train.gpu_memory_gb={gpu_memory_gb:g}; even "
-        f"{smallest.describe()} needs {smallest.total / GB:.1f} GB: use more GPUs (FSDP shards the state over them)"
-    )
+                option = memory_plan(shape, parallel=kind, world_size=world_size, micro_batch=micro,
+                                     checkpointing=checkpointing, precision=precision, optimizer=optimizer,
+                                     shard_size=shard_size, compiled_loss=compiled_loss)
+                if option.total <= gpu_memory_gb * GB:
+                    return option
+    return None
 
+
+def _refuse(chosen: MemoryPlan, shape: ModelShape, gpu_memory_gb: float, what: str, per_rank: int,
+            world_size: int, optimizer: str, shard_size: int | None, compiled_loss: bool) -> MemoryPlan:
+    needs = f"{what} needs {chosen.describe()} per GPU, more than train.gpu_memory_gb={gpu_memory_gb:g}"
+    option = first_fit(shape, world_size=world_size, per_rank=per_rank, largest_micro_batch=chosen.micro_batch,
+                       gpu_memory_gb=gpu_memory_gb, precision=chosen.precision, optimizer=optimizer,
+                       shard_size=shard_size, compiled_loss=compiled_loss)
+    if option is not None:
+        micro = f" (train.micro_batch_size={option.micro_batch})" if option.micro_batch != chosen.micro_batch else ""
+        raise LadderError(f"{needs}; it fits in {option.describe()}{micro}")
+    smallest = memory_plan(shape, parallel="fsdp" if world_size > 1 else "ddp", world_size=world_size, micro_batch=1,
+                           checkpointing="full", precision=chosen.precision, optimizer=optimizer,
+                           shard_size=shard_size, compiled_loss=compiled_loss)
+    raise LadderError(f"{needs}; even the least, {smallest.describe()}, does not fit: "
+                      "use more GPUs (FSDP shards the state over them)")

@@ -132,3 +132,38 @@ def test_a_bad_wandb_mode_in_the_environment_is_named(tmp_path, monkeypatch):
     cfg = OmegaConf.create({"wandb": {"mode": None, "project": "p", "entity": None}})
     with pytest.raises(LadderError, match="WANDB_MODE must be one of"):
         Tracker(cfg, tmp_path, "run", {})
+
+
+def test_z_loss_adds_the_squared_log_normaliser_and_reports_plain_cross_entropy():
+    import torch.nn.functional as F
+
+    from ladder.train.compile import loss_function
+
+    torch.manual_seed(0)
+    logits, targets = torch.randn(2, 5, 11) * 3, torch.randint(0, 11, (2, 5))
+    plain = F.cross_entropy(logits.flatten(0, 1), targets.flatten())
+    assert loss_function(0.0)(logits, targets) == (plain, plain)
+    total, cross_entropy = loss_function(1e-2)(logits, targets)
+    log_z = torch.logsumexp(logits, -1)
+    assert cross_entropy == pytest.approx(plain.item(), abs=1e-6)
+    assert total == pytest.approx((plain + 1e-2 * log_z.square().mean()).item(), abs=1e-6)
+
+
+def test_prefetcher_keeps_the_loaders_step_order(tmp_path):
+    import numpy as np
+
+    from ladder.data.loader import TokenLoader
+    from ladder.data.prefetch import Prefetcher
+
+    np.save(tmp_path / "tokens.npy", np.arange(5000, dtype=np.uint16))
+    loader = TokenLoader(tmp_path / "tokens.npy", 16, 8, seed=3, rank=1, world_size=2)
+    batches = Prefetcher(loader, 2, torch.device("cpu"), start_step=7)
+    try:
+        for step in (7, 8, 9):
+            for micro in (0, 1):
+                got, expected = batches.get(step, micro), loader.batch(step, micro, 2)
+                assert all(torch.equal(a, b) for a, b in zip(got, expected))
+        with pytest.raises(RuntimeError, match="out of order"):
+            batches.get(12, 0)
+    finally:
+        batches.close()
