@@ -193,9 +193,10 @@ def choose_plan(
     checkpointing: str, precision: str, optimizer: str, gpu_memory_gb: float, shard_size: int | None = None,
     what: str = "the rung", compiled_loss: bool = True,
 ) -> MemoryPlan:
-    """The plan of a GPU run (compiled loss unless `compiled_loss=False`): `parallel='auto'` takes DDP when it fits and FSDP otherwise (and
-    on one rank, where there is nothing to shard, DDP's plan: one process). Raises LadderError in one
-    line when the declared GPU memory cannot hold it, naming the settings that would fit."""
+    """The plan of a GPU run (its loss compiled unless `compiled_loss=False`): `parallel='auto'`
+    takes DDP when it fits and FSDP otherwise (on one rank, with nothing to shard, DDP's plan: one
+    process). Raises LadderError in one line when the declared GPU memory cannot hold it, naming
+    the settings that would fit."""
     micro = micro_batch or default_micro_batch(shape, per_rank)
     budget = gpu_memory_gb * GB
 

@@ -85,3 +85,15 @@ def test_compiled_blocks_have_no_graph_break_and_no_recompile_per_micro_batch(tm
     # One graph for the plain blocks, one for the checkpointed ones (selective: every other block)
     # and one for the loss: compiled once, whatever the number of steps and micro-batches.
     assert counters["stats"]["unique_graphs"] == 3
+
+
+def test_asynchronous_checkpoints_resume_exactly(tmp_path, make_cfg, reference):
+    from ladder.train import run_training
+
+    run_dir = tmp_path / "femto-async"
+    overrides = (*femto_overrides(REFERENCE_STEPS), "train.checkpoint_interval=2", "train.async_checkpoint=true")
+    assert run_training(make_cfg(run_dir, *overrides, "train.max_steps=5")).step == 5
+    assert sorted(p.name for p in (run_dir / "checkpoint").iterdir()) == ["step-00000004", "step-00000005"]
+    assert run_training(make_cfg(run_dir, *overrides, "train.max_steps=8")).step == 8
+    expected, got = losses(reference), losses(run_dir)
+    assert max(abs(got[s] - expected[s]) for s in got) < 1e-6
