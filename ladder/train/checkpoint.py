@@ -44,39 +44,14 @@ from omegaconf import DictConfig, OmegaConf
 from ladder.atomic import atomic_path, write_text_atomic
 from ladder.errors import LadderError
 from ladder.model import Decoder, decoder_from_config
+from ladder.runs.directory import CHECKPOINT_MARKERS, EXPORT, TEMPORARY_PREFIX, checkpoints, find_checkpoint, is_checkpoint
 from ladder.sizes import ModelShape
 
-CHECKPOINT_DIR = "checkpoint"
-STEP_PREFIX = "step-"
-TEMPORARY_PREFIX = ".tmp-"
-TRAINER_STATE = "trainer.json"
-DCP_METADATA = ".metadata"
-EXPORT = "model.pt"
+DCP_METADATA, TRAINER_STATE = CHECKPOINT_MARKERS  # the file names ladder.runs.directory checks for
 
 
 # DCP warns that it "assumes" one process whenever no process group is up: that is the intent here.
 warnings.filterwarnings("ignore", message="torch.distributed is disabled, unavailable or uninitialized")
-
-
-def step_name(step: int) -> str:
-    return f"{STEP_PREFIX}{step:08d}"
-
-
-def is_checkpoint(path: Path) -> bool:
-    return (path / DCP_METADATA).is_file() and (path / TRAINER_STATE).is_file()
-
-
-def checkpoints(checkpoint_dir: Path) -> list[Path]:
-    """The complete step checkpoints, oldest first."""
-    if not checkpoint_dir.is_dir():
-        return []
-    found = [p for p in checkpoint_dir.iterdir() if p.name.startswith(STEP_PREFIX) and is_checkpoint(p)]
-    return sorted(found, key=lambda p: p.name)
-
-
-def latest_checkpoint(checkpoint_dir: Path) -> Path | None:
-    found = checkpoints(checkpoint_dir)
-    return found[-1] if found else None
 
 
 # -- writing ------------------------------------------------------------------------------------
@@ -91,14 +66,13 @@ class CheckpointWriter:
         self._pending: tuple[Future, Path, Path] | None = None
         self._group = None  # async saves talk on their own group, apart from training's collectives
 
-    def save(self, name: str, trainer_state: dict[str, Any], tensors: dict[str, Any], *, prune: bool = True) -> Path:
-        """Write `tensors` (DCP) and `trainer_state` (JSON) as checkpoint `name`; returns its path
-        (complete on return unless asynchronous)."""
+    def save(self, final: Path, trainer_state: dict[str, Any], tensors: dict[str, Any], *, prune: bool = True) -> Path:
+        """Write `tensors` (DCP) and `trainer_state` (JSON) as checkpoint directory `final` (in this
+        writer's folder); returns it (whole on return unless asynchronous)."""
         self.wait()
-        final = self.dir / name
         if is_checkpoint(final):  # this step is already saved (a stop right after a resume)
             return final
-        temporary = self.dir / f"{TEMPORARY_PREFIX}{name}"
+        temporary = self.dir / f"{TEMPORARY_PREFIX}{final.name}"
         if self.rank == 0:
             for stale in self.dir.glob(f"{TEMPORARY_PREFIX}*") if self.dir.is_dir() else ():
                 shutil.rmtree(stale, ignore_errors=True)
@@ -220,24 +194,6 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
     except (OSError, RuntimeError, EOFError, pickle.UnpicklingError) as error:
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise LadderError(f"{path}: not a readable ladder checkpoint ({reason})") from None
-
-
-def find_checkpoint(path: str | os.PathLike) -> Path:
-    """A one-file checkpoint (.pt), a sharded checkpoint directory, or a run directory's newest
-    checkpoint (its exported model.pt if that is newer than its sharded checkpoints)."""
-    path = Path(path)
-    if path.is_file() or is_checkpoint(path):
-        return path
-    for folder in (path / CHECKPOINT_DIR, path):
-        sharded = latest_checkpoint(folder)
-        exported = folder / EXPORT
-        if exported.is_file() and (sharded is None or exported.stat().st_mtime >= (sharded / DCP_METADATA).stat().st_mtime):
-            return exported
-        if sharded is not None:
-            return sharded
-    raise LadderError(
-        f"{path}: no checkpoint (expected a .pt file, a checkpoint directory or a run directory with {CHECKPOINT_DIR}/)"
-    )
 
 
 def load_model(path: str | os.PathLike) -> tuple[Decoder, DictConfig]:

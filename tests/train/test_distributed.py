@@ -24,12 +24,8 @@ def test_two_gloo_processes_match_one_process_at_the_same_global_batch(tmp_path,
     assert config["batch_sequences"] == 8  # the same global batch, 4 sequences per process
     expected, got = losses(reference), losses(run_dir)
     assert sorted(got) == sorted(expected)  # only rank 0 logged: one record per step
-    # Two processes sum the gradients in another order: the losses agree to rounding (about 1e-7)
-    # at first; femto's training at its peak LR (0.024) amplifies such differences about 10x per 8
-    # steps after step 20 (measured: 2e-6 at step 20, 2e-4 at 40, 6e-4 at 60; FSDP the same).
-    assert max(abs(got[s] - expected[s]) for s in range(1, 21)) < 1e-5
-    assert max(abs(got[s] - expected[s]) for s in expected) < 5e-3
-    assert json.loads((run_dir / "DONE").read_text())["loss"] == pytest.approx(expected[REFERENCE_STEPS], abs=5e-3)
+    assert max(abs(got[s] - expected[s]) for s in expected) < 1e-4
+    assert json.loads((run_dir / "DONE").read_text())["loss"] == pytest.approx(expected[REFERENCE_STEPS], abs=1e-4)
     # One summary line and one "done" log line (rank 0), and no deprecation warning from DDP.
     output = result.stdout + result.stderr
     assert result.stdout.count(f"done: {run_dir}") == 1 and output.count("][INFO] - done:") == 1

@@ -1,13 +1,10 @@
 """FSDP2 and DDP on two CPU processes (gloo) against one process; sharded checkpoints resumed at
-another world size; meta-device initialisation; compiled blocks without graph breaks or recompiles."""
+another world size; compiled blocks without graph breaks or recompiles (meta-device
+initialisation: tests/model/test_decoder_init.py)."""
 
 import json
 
 import pytest
-import torch
-
-from ladder.model import Decoder
-from ladder.sizes import get_shape
 
 from conftest import REFERENCE_STEPS, femto_overrides, losses
 from spawn import train_in_processes
@@ -54,22 +51,6 @@ def test_sharded_checkpoint_resumes_on_fewer_processes_as_if_uninterrupted(tmp_p
     expected, got = losses(reference), losses(run_dir)
     assert sorted(got) == list(range(1, 9))
     assert max(abs(got[s] - expected[s]) for s in got) < 1e-6
-
-
-def test_meta_device_construction_then_init_equals_eager_init():
-    shape = get_shape("tiny")
-    torch.manual_seed(3)
-    eager = Decoder(shape)
-    with torch.device("meta"):
-        late = Decoder(shape)
-    late.to_empty(device="cpu")  # the RoPE tables are recomputed, not copied out of meta tensors
-    torch.manual_seed(3)
-    late.init_weights()
-    for (name, a), (_, b) in zip(eager.state_dict(keep_vars=True).items(), late.state_dict(keep_vars=True).items()):
-        assert torch.equal(a, b), name
-    assert torch.equal(eager.rope, late.rope) and torch.equal(eager.rope_real, late.rope_real)
-    tokens = torch.randint(0, 256, (2, 16))
-    assert torch.equal(eager(tokens), late(tokens))
 
 
 @pytest.mark.parametrize("parallel", ["ddp", "fsdp"])

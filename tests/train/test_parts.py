@@ -10,10 +10,11 @@ from ladder.errors import LadderError
 from omegaconf import OmegaConf
 
 from ladder.model import Decoder
+from ladder.runs.directory import find_checkpoint
 from ladder.train import checkpoint as checkpoint_module
-from ladder.train.checkpoint import find_checkpoint, read_checkpoint
+from ladder.train.checkpoint import read_checkpoint
 from ladder.train.metrics import Throughput, device_peak_flops, peak_flops
-from ladder.train.rundir import config_differences
+from ladder.runs.directory import config_differences
 from ladder.train.stability import StabilityMonitor
 from ladder.train.tracking import Tracker, wandb_run_id
 
@@ -58,7 +59,8 @@ def test_stability_monitor_spikes_and_suggested_clip():
 
 def test_checkpoints_are_atomic_pruned_and_export_to_one_file_for_eval(tmp_path):
     from ladder.sizes import get_shape
-    from ladder.train.checkpoint import CheckpointWriter, export_checkpoint, latest_checkpoint, load_into, load_model
+    from ladder.runs.directory import latest_checkpoint
+    from ladder.train.checkpoint import CheckpointWriter, export_checkpoint, load_into, load_model
     from ladder.train.optim import build_optimizer
 
     from ladder.hydra_app import compose_config
@@ -76,7 +78,7 @@ def test_checkpoints_are_atomic_pruned_and_export_to_one_file_for_eval(tmp_path)
                "config": OmegaConf.to_container(cfg, resolve=True), "shape": checkpoint_module.shape_to_dict(model.shape)}
     for step in (5, 6, 7):
         torch.manual_seed(step)
-        writer.save(f"step-{step:08d}", trainer | {"step": step},
+        writer.save(folder / f"step-{step:08d}", trainer | {"step": step},
                     checkpoint_module.model_and_optimizer_state(model, optimizer) | checkpoint_module.rng_tensors(0, torch.device("cpu")))
     assert sorted(p.name for p in folder.iterdir()) == ["step-00000006", "step-00000007"]
     assert latest_checkpoint(folder).name == "step-00000007"
