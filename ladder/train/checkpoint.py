@@ -217,13 +217,23 @@ def load_model(path: str | os.PathLike) -> tuple[Decoder, DictConfig]:
     return model.eval(), cfg
 
 
+def checkpoint_position(path: Path) -> tuple[int, int]:
+    """(step, tokens) of a checkpoint, without loading its weights (a one-file one is memory-mapped)."""
+    if path.is_dir():
+        state = read_trainer_state(path)
+    else:
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    return int(state.get("step", 0)), int(state.get("tokens", 0))
+
+
 def export_checkpoint(path: str | os.PathLike, out: Path | None = None) -> Path:
     """Write the model of a checkpoint (sharded or not) as one file, `<checkpoint dir>/model.pt` by default."""
     found = find_checkpoint(path)
     model, cfg = load_model(found)
+    step, tokens = checkpoint_position(found)
     target = out or (found.parent / EXPORT if found.is_dir() else found.with_name(EXPORT))
     save_checkpoint(target, {
         "model": model.state_dict(), "config": OmegaConf.to_container(cfg, resolve=True),
-        "shape": shape_to_dict(model.shape),
+        "shape": shape_to_dict(model.shape), "step": step, "tokens": tokens,
     })
     return target

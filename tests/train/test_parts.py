@@ -74,7 +74,7 @@ def test_checkpoints_are_atomic_pruned_and_export_to_one_file_for_eval(tmp_path)
     folder = tmp_path / "checkpoint"
     writer = CheckpointWriter(folder, rank=0, distributed=False, keep=2, asynchronous=False)
     (folder / ".tmp-step-00000009").mkdir(parents=True)  # left by a crash: removed by the next save
-    trainer = {"step": 7, "python_rng": checkpoint_module.python_rng_state(), "world_size": 1, "parallel": "ddp",
+    trainer = {"step": 7, "tokens": 7 * 2048, "python_rng": checkpoint_module.python_rng_state(), "world_size": 1, "parallel": "ddp",
                "config": OmegaConf.to_container(cfg, resolve=True), "shape": checkpoint_module.shape_to_dict(model.shape)}
     for step in (5, 6, 7):
         torch.manual_seed(step)
@@ -94,7 +94,10 @@ def test_checkpoints_are_atomic_pruned_and_export_to_one_file_for_eval(tmp_path)
     assert all(torch.equal(a, optimizer.state[p]["exp_avg"]) for a, p in zip(moments, model.parameters()))
     # `ladder eval` loads the sharded checkpoint directly, or its one-file export.
     exported = export_checkpoint(tmp_path)
-    assert exported == folder / "model.pt" and set(read_checkpoint(exported)) == {"model", "config", "shape"}
+    assert exported == folder / "model.pt"
+    assert set(read_checkpoint(exported)) == {"model", "config", "shape", "step", "tokens"}
+    assert checkpoint_module.checkpoint_position(exported)[0] == 7  # what `ladder eval` reports
+    assert checkpoint_module.checkpoint_position(folder / "step-00000007")[0] == 7
     for source in (folder / "step-00000007", exported, tmp_path):
         loaded, loaded_cfg = load_model(source)
         assert loaded_cfg.model.preset == "femto" and torch.equal(loaded.lm_head.weight, model.lm_head.weight)
