@@ -33,7 +33,7 @@ from pathlib import Path
 import torch
 
 from ladder.errors import LadderError
-from ladder.grid import make_rung
+from ladder.rungs import make_rung
 from ladder.hardware import peak_flops
 from ladder.hydra_app import compose_config
 from ladder.memory import RESERVED_BYTES, choose_plan, default_micro_batch, first_fit, format_bytes, memory_plan
@@ -170,7 +170,7 @@ def smoke_checkpoint(first: dict, ctx: distributed.DistContext, folder: Path) ->
     state = {"step": 0, "python_rng": ckpt.python_rng_state(), "world_size": ctx.world_size, "parallel": model.parallel,
              "config": {}, "shape": ckpt.shape_to_dict(first["shape"])}
     started = time.perf_counter()
-    path = writer.save(ckpt.step_name(0), state, ckpt.model_and_optimizer_state(model.model, optimizer)
+    path = writer.save(folder / "step-00000000", state, ckpt.model_and_optimizer_state(model.model, optimizer)
                        | ckpt.rng_tensors(ctx.rank, ctx.device))
     saved_s = time.perf_counter() - started
     started = time.perf_counter()

@@ -22,6 +22,7 @@ def records(run_dir) -> dict[int, dict]:
 @pytest.mark.parametrize(("overrides", "loss_tolerance", "norm_tolerance"), [
     ((), 1e-5, 1e-5),
     (("train.activation_checkpointing=full",), 1e-5, 1e-5),
+    (("train.fsdp_shard_size=1",), 1e-5, 1e-5),  # hybrid: a (replicate 2, shard 1) mesh
     (("train.precision=bf16",), 2e-2, 5e-2),
 ])
 def test_fsdp_on_two_processes_matches_one_process(tmp_path, make_cfg, reference, overrides, loss_tolerance, norm_tolerance):
