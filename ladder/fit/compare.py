@@ -8,7 +8,8 @@ options and seed. Per task and target:
   from one seed, so when the ladders have the same rungs (sizes, multipliers, run order)
   replicate i resamples the same rungs of both: a paired bootstrap (`paired` says whether it
   was); otherwise the replicates are independent resamplings, which is valid too, only wider;
-- P(A beats B): the share of replicates in which A's prediction is the higher. A bootstrap
+- P(A beats B): the share of replicates in which A's prediction is the higher (a tie counts
+  half: ladders that share runs tie in the replicates that resample only those). A bootstrap
   share, not a posterior probability: it says how stable the sign is under resampling of the
   ladders, and carries none of the law's own error at the target;
 - the effective compute multiplier m: B reaches A's predicted accuracy at the target when
@@ -180,7 +181,7 @@ def compare(table_a: pd.DataFrame, table_b: pd.DataFrame, targets: list[Target],
             rows.append({
                 "task": task, "target": target.name, "pred_a": 100 * pred_a, "pred_b": 100 * pred_b,
                 "diff": 100 * (pred_a - pred_b), "diff_lo": diff_lo, "diff_hi": diff_hi,
-                "p_a_beats_b": float(np.mean(finite > 0)) if len(finite) else math.nan,
+                "p_a_beats_b": float(np.mean(finite > 0) + 0.5 * np.mean(finite == 0)) if len(finite) else math.nan,
                 "multiplier": multiplier, "multiplier_lo": low, "multiplier_hi": high,
                 "replicates": len(finite), "paired": _paired(fit_a, fit_b, task),
             })

@@ -207,10 +207,10 @@ def laws_from_params(params: pd.DataFrame, source: str = "params.csv") -> dict[s
 
 def noise_from_variance(variance: pd.DataFrame, params: pd.DataFrame, options: DesignOptions,
                         source: str = "variance.csv") -> dict[str, Noise]:
-    """Noise per task from a fit's `variance.csv` (checkpoint noise: the median over ladder runs)
+    """Noise per task from a fit's `variance.csv` (checkpoint noise: `checkpoint_noise`)
     and `params.csv` (the scatter around the law left over after checkpoint noise is taken as the
     size-level deviation; seed noise cannot be told apart from it there and is counted in it)."""
-    needed = ("task", "role", "loss_rel_sd", "acc_sd")
+    needed = ("task", "role", "loss_sd", "loss_rel_sd", "loss_step_change", "acc_step_change")
     missing = [column for column in needed if column not in variance]
     if missing:
         raise LadderError(f"{source}: missing column(s) {', '.join(missing)} (is it a variance.csv of `ladder fit`?)")
@@ -223,8 +223,7 @@ def noise_from_variance(variance: pd.DataFrame, params: pd.DataFrame, options: D
         rows = ladder[ladder["task"] == row.task]
         if rows.empty:
             raise LadderError(f"{source}: no ladder rows for task {row.task!r}")
-        loss_ckpt = float(np.nanmedian(rows["loss_rel_sd"]))
-        acc_ckpt = float(np.nanmedian(rows["acc_sd"]))
+        loss_ckpt, acc_ckpt = checkpoint_noise(rows)
         points = int(row.step1_points)
         scatter1 = float(row.step1_rmse_log) ** 2 * points / max(points - len(STEP1_PARAMS), 1)
         noises[str(row.task)] = Noise(
@@ -233,6 +232,17 @@ def noise_from_variance(variance: pd.DataFrame, params: pd.DataFrame, options: D
             acc_size=math.sqrt(max(0.0, float(row.step2_rmse) ** 2 - acc_ckpt**2 / options.window)),
         )
     return noises
+
+
+def checkpoint_noise(variance_rows: pd.DataFrame) -> tuple[float, float]:
+    """SD of log loss and of accuracy between checkpoints, the median over runs: from the mean
+    change between consecutive checkpoints (E|x1 - x2| = 2 sd / sqrt(pi) for independent normal
+    noise), which a run's downward trend barely touches, unlike the SD over its last checkpoints."""
+    to_sd = math.sqrt(math.pi) / 2.0
+    mean_loss = variance_rows["loss_sd"] / variance_rows["loss_rel_sd"]
+    loss = float(np.nanmedian(variance_rows["loss_step_change"] / mean_loss)) * to_sd
+    acc = float(np.nanmedian(variance_rows["acc_step_change"])) * to_sd
+    return loss, acc
 
 
 def _rerun_pairs(table: pd.DataFrame) -> list[tuple[str, str]]:
@@ -250,7 +260,7 @@ def _rerun_pairs(table: pd.DataFrame) -> list[tuple[str, str]]:
 
 def laws_and_noise_from_table(table: pd.DataFrame, fit_options=None) -> tuple[dict[str, TaskLaw], dict[str, Noise]]:
     """Fit a results table (no bootstrap) for the prior laws, and measure its noise per task:
-    checkpoint noise from `checkpoint_variance`, seed noise from its reruns (when it has any),
+    checkpoint noise from `checkpoint_variance` (`checkpoint_noise`), seed noise from its reruns (when it has any),
     and the size-level deviation from the fit's residuals grouped by size, less what the other
     two explain (a method-of-moments estimate from few sizes: rough)."""
     from ladder.fit.pipeline import FitOptions, fit_table
@@ -264,8 +274,7 @@ def laws_and_noise_from_table(table: pd.DataFrame, fit_options=None) -> tuple[di
         if task_fit.step2 is None:
             raise LadderError(f"task {task!r} has no accuracies; design scores accuracy (select tasks with --tasks)")
         laws[task] = TaskLaw(task, task_fit.step1.as_dict(), task_fit.step2.as_dict(), task_fit.chance)
-        rows = variance[variance["task"] == task]
-        loss_ckpt, acc_ckpt = float(np.nanmedian(rows["loss_rel_sd"])), float(np.nanmedian(rows["acc_sd"]))
+        loss_ckpt, acc_ckpt = checkpoint_noise(variance[variance["task"] == task])
         loss_run = acc_run = 0.0
         if pairs:
             task_rows = table[table["task"] == task]
