@@ -21,7 +21,7 @@ import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 from ladder.fit import design  # noqa: E402
-from ladder.olmo_import import import_olmo  # noqa: E402
+from ladder.runs.olmo_import import import_olmo  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "olmo-ladder"
 SEVEN = design.Target("7B-4T", 6_887_575_552, 3_945_065_873_408)

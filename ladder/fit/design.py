@@ -315,7 +315,7 @@ def _size_deviation(residuals: np.ndarray, sizes: np.ndarray, point_variance: fl
 
 def make_grid(sizes: list[Size], multipliers: list[float]) -> Grid:
     """The grid's runs; a preset's tokens are the rung's (whole batches), others 20 x multiplier x N."""
-    from ladder.grid import chinchilla_tokens, make_rung
+    from ladder.rungs import chinchilla_tokens, make_rung
 
     tokens = tuple(
         tuple(float(make_rung(size.label, m).tokens) if size.preset else float(chinchilla_tokens(int(size.N), m))

@@ -76,7 +76,7 @@ def test_one_table_with_a_recipe_column_and_decision_accuracy():
 def test_paper_reruns_against_originals_are_no_different():
     """Two identical recipes: the paper's ladder with its 1xC originals against the same ladder
     with the 1xC reruns in their place."""
-    from ladder.olmo_import import import_olmo
+    from ladder.runs.olmo_import import import_olmo
 
     table = import_olmo(OLMO_DIR)
     ladder = table[(table["role"] == "ladder") & table["multiplier"].isin([1, 2, 5, 10])]

@@ -193,7 +193,7 @@ def test_design_refuses_a_missing_prior_and_existing_results(tmp_path, capsys, p
 
 @pytest.mark.skipif(not OLMO_DIR.is_dir(), reason=f"the paper's ladder data is not in {OLMO_DIR}")
 def test_paper_a_3b_rung_is_predicted_to_help_at_7b(tmp_path):
-    from ladder.olmo_import import import_olmo
+    from ladder.runs.olmo_import import import_olmo
 
     table = import_olmo(OLMO_DIR)
     laws, noises = d.laws_and_noise_from_table(table, fit_options=None)
@@ -204,3 +204,12 @@ def test_paper_a_3b_rung_is_predicted_to_help_at_7b(tmp_path):
     errors = result.grids["expected_abs_err"].to_numpy()
     assert errors[1] < 0.8 * errors[0]
     assert 0.5 < errors[0] < 10
+
+
+def test_design_and_compare_import_neither_torch_nor_matplotlib():
+    import subprocess
+    import sys
+
+    code = ("import sys, ladder.fit.design, ladder.fit.compare, ladder.decide; "
+            "assert 'torch' not in sys.modules and 'matplotlib' not in sys.modules, sorted(sys.modules)")
+    subprocess.run([sys.executable, "-c", code], check=True)
