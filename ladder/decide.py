@@ -370,8 +370,9 @@ def plot_comparison(comparison, path: Path) -> None:
     figure = _figure(7.0, 0.45 * len(rows) + 1.2)
     axis = figure.add_subplot()
     y = range(len(rows))
-    axis.errorbar(rows["diff"], y, xerr=[rows["diff"] - rows["diff_lo"], rows["diff_hi"] - rows["diff"]],
-                  fmt="o", color="tab:blue", capsize=3)
+    # Intervals as lines: a bootstrap's percentile interval need not hold the full-data estimate.
+    axis.hlines(list(y), rows["diff_lo"], rows["diff_hi"], color="tab:blue", lw=2)
+    axis.plot(rows["diff"], list(y), "o", color="tab:blue")
     axis.axvline(0.0, color="0.5", lw=1)
     axis.set_yticks(list(y), [f"{task} @ {target}" for task, target in zip(rows["task"], rows["target"])])
     for i, p in enumerate(rows["p_a_beats_b"]):
