@@ -14,13 +14,13 @@ import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import pandas as pd
 
 from ladder.errors import LadderError
-from ladder.fit.cli import _add_selection, _options, _Parser, _numbers, parse_target
+from ladder.fit.cli import _add_selection, _numbers, _options, _Parser, parse_target
 
 DESIGN_FILES = ("design.csv", "design_tasks.csv", "coverage.csv", "design.png")
 COMPARE_FILES = ("compare.csv", "decisions.csv", "compare.png")
@@ -138,7 +138,7 @@ def grid_yaml(name: str, grid, targets, gpu: str, mfu: float, note: str) -> str:
         if preset is None:
             skipped.append(target.name)
         else:
-            entries.append(f"  - {{name: {target.name}, size: {preset}, tokens: {int(round(target.D))}}}")
+            entries.append(f"  - {{name: {target.name}, size: {preset}, tokens: {round(target.D)}}}")
     lines += ["targets:", *entries] if entries else ["targets: []"]
     if skipped:
         lines.append(f"# not written (no size preset has their N): {', '.join(skipped)}")
@@ -180,9 +180,9 @@ def format_design(result, top: int = 12) -> str:
         p90_abs_err=lambda f: f["p90_abs_err"].map("{:.2f}".format), width=lambda f: f["width"].map("{:.2f}".format),
         chosen=lambda f: f["chosen"].map({True: "<-", False: ""}),
     )[["sizes", "multipliers", "runs", "flops", "share", "expected_abs_err", "p90_abs_err", "width", "chosen"]]
-    lines = [f"== Pareto front: compute vs expected |error| at the target(s), accuracy points, mean over tasks "
-             f"({len(grids)} grids scored, {result.options.sims} simulated ladders each)",
-             shown.head(top).to_string(index=False)]
+    heading = (f"== Pareto front: compute vs expected |error| at the target(s), accuracy points, mean over tasks "
+               f"({len(grids)} grids scored, {result.options.sims} simulated ladders each)")
+    lines = [heading, shown.head(top).to_string(index=False)]
     if result.chosen is None:
         lines.append("no grid fits the budget")
     else:
@@ -354,8 +354,9 @@ def format_comparison(comparison) -> str:
         "paired": rows["paired"].map({True: "yes", False: "no"}),
     })
     level = comparison.fits[0].options.level
-    lines = [f"== {a} vs {b} at the target (accuracy points; {100 * level:g}% bootstrap intervals; compute x: how "
-             f"much more compute {b} needs to match {a}'s predicted accuracy)", table.to_string(index=False)]
+    heading = (f"== {a} vs {b} at the target (accuracy points; {100 * level:g}% bootstrap intervals; compute x: how "
+               f"much more compute {b} needs to match {a}'s predicted accuracy)")
+    lines = [heading, table.to_string(index=False)]
     if not comparison.decisions.empty:
         decisions = comparison.decisions.assign(agreement=lambda f: f["agreement"].map("{:.0%}".format))
         lines += ["", "== decision accuracy: ranking at each size vs at the largest common size, share of tasks",

@@ -15,13 +15,13 @@ import os
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
-import argparse  # noqa: E402
-import statistics  # noqa: E402
-import time  # noqa: E402
-from pathlib import Path  # noqa: E402
+import argparse
+import statistics
+import time
+from pathlib import Path
 
-from ladder.fit import design  # noqa: E402
-from ladder.runs.olmo_import import import_olmo  # noqa: E402
+from ladder.fit import design
+from ladder.runs.olmo_import import import_olmo
 
 DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "olmo-ladder"
 SEVEN = design.Target("7B-4T", 6_887_575_552, 3_945_065_873_408)

@@ -89,7 +89,7 @@ class Noise:
     acc_size: float = 0.0
     """a whole size off the law, accuracy"""
 
-    def without_law_error(self) -> "Noise":
+    def without_law_error(self) -> Noise:
         return replace(self, loss_size=0.0, acc_size=0.0)
 
 
@@ -439,7 +439,7 @@ def fit_draws(law: TaskLaw, union: Grid, draws: Draws, grids: list[Grid], target
         y = np.concatenate([smoothed_acc[:, where].reshape(sims, -1), np.ones((sims, 1))], axis=1)
         problem2 = Step2Problem(x[:, :-1].max(axis=0), y[0, :-1], law.chance)
         theta2_0 = np.clip([law.step2[name] for name in STEP2_PARAMS], problem2.lower, problem2.upper)
-        theta2, _ = batched.solve(lambda t, rows: sigmoid_residuals(t, x[rows], y[rows]), np.tile(theta2_0, (sims, 1)),
+        theta2, _ = batched.solve(lambda t, rows, x=x, y=y: sigmoid_residuals(t, x[rows], y[rows]), np.tile(theta2_0, (sims, 1)),
                                   np.ones_like(x), problem2.lower, problem2.upper, huber=False,
                                   max_iter=STEP2_ITERATIONS, rtol=1e-8)
         a, k, L0, b = (theta2[:, i : i + 1] for i in range(4))

@@ -7,8 +7,8 @@ import os
 import numpy as np
 import pandas as pd
 import pytest
-
 from fit_synthetic import OLMO_DIR, STEP1, STEP2, loss_law, make_table, sigmoid_law
+
 from ladder.fit.compare import compare, decision_accuracy, split_recipes
 from ladder.fit.design import Target
 

@@ -7,8 +7,8 @@ import uuid
 import numpy as np
 import pandas as pd
 import pytest
-
 from fit_synthetic import OLMO_DIR, STEP1, STEP2, make_table
+
 from ladder.fit import design as d
 from ladder.fit.pipeline import fit_table
 
@@ -137,7 +137,7 @@ def test_design_writes_a_grid_that_plan_takes_as_is(tmp_path, capsys, prior_file
     path = CONF_DIR / "ladder" / f"{name}.yaml"
     n_target = paper_params(get_shape("mini"))
     try:
-        code, out, err = _cli(capsys, "design", "--params", str(params), "--variance", str(variance),
+        code, _, err = _cli(capsys, "design", "--params", str(params), "--variance", str(variance),
                               "--target", f"mini-1xC:{n_target}:{20 * n_target}", "--sizes", "femto,pico,nano,micro",
                               "--multipliers", "1,2,4", "--sims", "8", "--checkpoints", "12",
                               "--out", str(tmp_path / "out"), "--name", name)
@@ -172,7 +172,7 @@ def test_design_bad_input_one_line_exit_2_nothing_written(tmp_path, capsys, prio
     argv = ["design", "--params", str(params), "--variance", str(variance), "--out", str(tmp_path / "out")]
     for flag, value in base.items():
         argv += [flag, value]
-    code, out, err = _cli(capsys, *argv)
+    code, _, err = _cli(capsys, *argv)
     assert code == 2 and err.count("\n") == 1 and message in err and "Traceback" not in err
     assert not (tmp_path / "out").exists()
 
