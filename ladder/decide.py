@@ -286,7 +286,10 @@ def design_main(argv: list[str]) -> int:
     coverage = None
     if args.coverage and result.chosen is not None:
         coverage = design_module.interval_coverage(laws, noises, result.chosen, targets, options,
-                                                   sims=args.coverage, bootstrap=args.coverage_bootstrap)
+                                                   sims=args.coverage, bootstrap=args.coverage_bootstrap,
+                                                   progress=lambda done: print(
+                                                       f"design: coverage, simulated table {done + 1}/{args.coverage} "
+                                                       f"({time.perf_counter() - started:.0f} s)", file=sys.stderr, flush=True))
     writers: dict[str, Callable[[Path], None]] = {
         "design.csv": lambda path: result.grids.to_csv(path, index=False),
         "design_tasks.csv": lambda path: result.tasks.to_csv(path, index=False),

@@ -583,7 +583,7 @@ def simulated_table(laws: dict[str, TaskLaw], noises: dict[str, Noise], grid: Gr
 
 
 def interval_coverage(laws: dict[str, TaskLaw], noises: dict[str, Noise], grid: Grid, targets: list[Target],
-                      options: DesignOptions, *, sims: int = 10, bootstrap: int = 200) -> pd.DataFrame:
+                      options: DesignOptions, *, sims: int = 10, bootstrap: int = 200, progress=None) -> pd.DataFrame:
     """How often `ladder fit`'s bootstrap intervals hold the simulated truth: per task and target,
     over `sims` simulated tables fitted by the pipeline itself. Columns: task, target, sims,
     coverage (share), median_width (points), mean_abs_err (points)."""
@@ -595,7 +595,9 @@ def interval_coverage(laws: dict[str, TaskLaw], noises: dict[str, Noise], grid: 
     rng = np.random.default_rng([options.seed, sims, bootstrap])
     noises = noises if options.law_error else {task: noise.without_law_error() for task, noise in noises.items()}
     rows = []
-    for _ in range(sims):
+    for done in range(sims):
+        if progress is not None:
+            progress(done)
         table, truths = simulated_table(laws, noises, grid, targets, options.checkpoints, rng)
         fit = fit_table(table, fit_options)
         for t, target in enumerate(targets):
