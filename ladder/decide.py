@@ -1,26 +1,23 @@
 """`ladder design` and `ladder compare`: argument parsing, printed tables, files and plots.
 
 The logic lives in `ladder.fit.design` and `ladder.fit.compare`; this module reads the inputs,
-prints, and writes outputs only once everything has been computed (a staging folder moved into
-place, as `ladder fit` does). matplotlib is imported inside the plotting functions.
+prints, and writes outputs only once everything has been computed (`ladder.report.folder`, as
+`ladder fit` does). matplotlib is imported inside the plotting functions.
 """
 
 from __future__ import annotations
 
 import math
-import os
 import re
-import shutil
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
 
-from ladder.errors import LadderError
-from ladder.fit.cli import _add_selection, _numbers, _options, _Parser, parse_target
+from ladder.errors import ArgumentParser, LadderError
+from ladder.report.cli import _add_selection, _numbers, _options, parse_target
 
 DESIGN_FILES = ("design.csv", "design_tasks.csv", "coverage.csv", "design.png")
 COMPARE_FILES = ("compare.csv", "decisions.csv", "compare.png")
@@ -31,40 +28,24 @@ GRID_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
 
 
 def _check_out_dir(out: str, overwrite: bool, names: tuple[str, ...]) -> Path:
+    """Before any work: refuse an --out holding results (unless `overwrite`) or that cannot be written."""
     from ladder.atomic import check_writable_destination
+    from ladder.report.folder import check_out_dir
 
-    out_dir = Path(out)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise LadderError(f"--out {out}: exists and is not a directory")
-    existing = [name for name in names if (out_dir / name).exists()]
-    if existing and not overwrite:
-        raise LadderError(f"{out} already holds results ({', '.join(existing)}); pass --overwrite to replace them")
+    out_dir = check_out_dir(out, names, overwrite)
     check_writable_destination(out_dir / names[0])
     return out_dir
 
 
-def _write_outputs(out_dir: Path, writers: dict[str, Callable[[Path], None]], stale: tuple[str, ...]) -> list[Path]:
-    """Run every writer into a staging folder beside `out_dir`, then move the files into place;
-    files of `stale` this run did not write are removed (they belong to the results replaced)."""
-    try:
-        out_dir.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.tmp-"))
-    except OSError as error:
-        raise LadderError(f"{out_dir}: cannot write results here: {error.strerror or error}")
-    try:
+def _write_outputs(out_dir: Path, writers: dict[str, Callable[[Path], None]], replaces: tuple[str, ...]) -> list[Path]:
+    """Every writer's file, written all at once into `out_dir` (`ladder.report.folder`)."""
+    from ladder.report.folder import write_folder
+
+    def write(folder: Path) -> None:
         for name, writer in writers.items():
-            writer(staging / name)
-        out_dir.mkdir(exist_ok=True)
-        for name in stale:
-            if name not in writers:
-                (out_dir / name).unlink(missing_ok=True)
-        written = []
-        for name in writers:
-            os.replace(staging / name, out_dir / name)
-            written.append(out_dir / name)
-        return written
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+            writer(folder / name)
+
+    return write_folder(out_dir, write, replaces=replaces)
 
 
 def _targets(texts: list[str]):
@@ -191,7 +172,7 @@ def format_design(result, top: int = 12) -> str:
 
 
 def design_main(argv: list[str]) -> int:
-    parser = _Parser(prog="ladder design",
+    parser = ArgumentParser(prog="ladder design",
                      description="Choose the ladder grid worth its compute: simulate ladders from a prior law and a "
                                  "noise model, fit each, score every candidate grid by its expected error at the target.")
     prior = parser.add_argument_group("prior law and noise (one of)")
@@ -389,7 +370,7 @@ def plot_comparison(comparison, path: Path) -> None:
 
 
 def compare_main(argv: list[str]) -> int:
-    parser = _Parser(prog="ladder compare",
+    parser = ArgumentParser(prog="ladder compare",
                      description="Does recipe A beat recipe B at the target, and by how much compute? Fits both "
                                  "ladders; per task the predicted difference, P(A beats B) and the compute multiplier.")
     parser.add_argument("tables", nargs="+", metavar="TABLE", help="two results tables (A, B), or one with a recipe column")
