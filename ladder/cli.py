@@ -25,8 +25,8 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "fit": ("ladder.report.cli", "fit_main", "two-stage fit on a results table; predict its targets"),
     "predict": ("ladder.report.cli", "predict_main", "predict targets not trained yet (NAME:N:D)"),
     "backtest": ("ladder.report.cli", "backtest_main", "fit the smaller sizes, predict the larger: errors, interval coverage"),
-    "design": ("ladder.decide", "design_main", "choose the ladder grid worth its compute (simulated ladders, Pareto table)"),
-    "compare": ("ladder.decide", "compare_main", "does recipe A beat B at the target, and by how much compute?"),
+    "design": ("ladder.report.decide", "design_main", "choose the ladder grid worth its compute (simulated ladders, Pareto table)"),
+    "compare": ("ladder.report.decide", "compare_main", "does recipe A beat B at the target, and by how much compute?"),
     "demo": ("ladder.demo", "main", "the embedded CPU ladder, end to end"),
 }
 

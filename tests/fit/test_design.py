@@ -210,6 +210,6 @@ def test_design_and_compare_import_neither_torch_nor_matplotlib():
     import subprocess
     import sys
 
-    code = ("import sys, ladder.fit.design, ladder.fit.compare, ladder.decide; "
+    code = ("import sys, ladder.fit.design, ladder.fit.compare, ladder.report.decide; "
             "assert 'torch' not in sys.modules and 'matplotlib' not in sys.modules, sorted(sys.modules)")
     subprocess.run([sys.executable, "-c", code], check=True)
