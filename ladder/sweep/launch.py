@@ -50,6 +50,7 @@ from ladder.runs.sweep_state import RungState, read_state, read_sweep_file, writ
 from ladder.sweep.detach import detached_cluster, submit_detached
 from ladder.sweep.jobs import queued_rungs
 from ladder.sweep.launchers import record_visible_gpus, take_rung_gpus
+from ladder.sweep.plan import check_memory
 
 log = logging.getLogger("ladder.sweep")
 
@@ -359,6 +360,8 @@ def sweep_main(argv: list[str]) -> int:
     check_hydra_choices(argv)
     cfg = compose_config(config_overrides)
     rungs = rungs_to_train(cfg)
+    if cfg.device == "cuda":
+        check_memory(cfg, rungs)  # a rung that cannot fit its GPUs is refused before any job starts
     launcher = next((a.split("=", 1)[1] for a in argv if a.lstrip("+~").startswith("hydra/launcher=")), "basic")
     showing_config = any(arg.split("=", 1)[0] in HYDRA_FLAGS for arg in argv)
     if "slurm" in launcher and not showing_config and shutil.which("srun") is None:

@@ -2,6 +2,8 @@
 
 Prints one row per rung (ladder rungs, then targets) and the ladder's compute as a share of its
 targets' compute: the paper's point is that a ladder costs about 1% of the models it predicts.
+Each rung's memory plan (ladder.memory) on `ladder.gpus` GPUs of `train.gpu_memory_gb`: the
+parallelism, micro-batch and peak GB per GPU, or why it does not fit and what would.
 No torch: planning a paper-size grid needs no GPU stack.
 """
 
@@ -14,6 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 from ladder.errors import LadderError
 from ladder.hardware import PEAK_BF16_FLOPS, peak_flops
 from ladder.hydra_app import compose_config, split_show_config
+from ladder.memory import GB, MemoryPlan, choose_plan
 from ladder.rungs import Rung, grid_rungs
 from ladder.sizes import flops_per_token, non_embedding_params, total_params
 
@@ -53,6 +56,10 @@ class PlanRow:
     """Training (flops_attention / (peak FLOP/s x MFU)) plus in-loop evaluation, in GPU-hours."""
     eval_gpu_hours: float
     """In-loop evaluation alone: its forward FLOPs / (peak FLOP/s x eval MFU), in GPU-hours."""
+    memory: MemoryPlan | None
+    """Peak memory per GPU of the chosen parallelism; None when it does not fit (`memory_error`)."""
+    memory_error: str | None
+    """Why the rung does not fit `train.gpu_memory_gb`, and what would."""
 
 
 @dataclass(frozen=True)
@@ -71,6 +78,10 @@ class Plan:
     """Assumed FLOPs utilisation of in-loop evaluation."""
     rows: list[PlanRow]
     """Ladder rungs, then targets."""
+    gpus: int
+    """GPUs per rung of the memory plan."""
+    gpu_memory_gb: float
+    """Memory of one GPU."""
 
     def total(self, role: str, field: str) -> float:
         return sum(getattr(row, field) for row in self.rows if row.rung.role == role)
@@ -115,6 +126,26 @@ def evaluation_count(cfg: DictConfig, steps: int) -> int:
     return steps // interval + (1 if steps % interval else 0)
 
 
+def rung_memory_plan(cfg: DictConfig, rung: Rung, world_size: int | None = None) -> MemoryPlan:
+    """The rung's memory plan on `world_size` GPUs (default `ladder.gpus`); LadderError when it cannot fit."""
+    world = cfg.ladder.gpus if world_size is None else world_size
+    if rung.batch_sequences % world:
+        raise LadderError(f"rung {rung.name}: global batch {rung.batch_sequences} is not divisible by {world} GPUs")
+    return choose_plan(
+        rung.shape, parallel=cfg.train.parallel, world_size=world, per_rank=rung.batch_sequences // world,
+        micro_batch=cfg.train.micro_batch_size, checkpointing=cfg.train.activation_checkpointing,
+        precision="fp32" if cfg.train.precision == "fp32" else "bf16", optimizer=cfg.optim.name,
+        gpu_memory_gb=cfg.train.gpu_memory_gb, shard_size=cfg.train.fsdp_shard_size,
+        what=f"rung {rung.name} on {world} GPU{'s' * (world > 1)}", compiled_loss=cfg.train.compile is not False,
+    )
+
+
+def check_memory(cfg: DictConfig, rungs: list[Rung]) -> None:
+    """Refuse, before anything is launched, the first rung that cannot fit its GPUs."""
+    for rung in rungs:
+        rung_memory_plan(cfg, rung)
+
+
 def make_plan(cfg: DictConfig) -> Plan:
     """Size every rung of `cfg.ladder` and estimate its cost."""
     if not 0 < cfg.ladder.mfu <= 1:
@@ -129,6 +160,10 @@ def make_plan(cfg: DictConfig) -> Plan:
         evaluations = evaluation_count(cfg, rung.steps)
         eval_tokens = (evaluations - 1) * intermediate_tokens + final_tokens + evaluations * cfg.train.val_tokens
         eval_hours = eval_tokens * with_attention / 3 / (peak * cfg.ladder.eval_mfu) / 3600  # forward: 1/3 of a step
+        try:
+            memory, memory_error = rung_memory_plan(cfg, rung), None
+        except LadderError as error:
+            memory, memory_error = None, str(error)
         rows.append(
             PlanRow(
                 rung=rung,
@@ -138,10 +173,12 @@ def make_plan(cfg: DictConfig) -> Plan:
                 flops_attention=with_attention * rung.tokens,
                 gpu_hours=with_attention * rung.tokens / (peak * cfg.ladder.mfu) / 3600 + eval_hours,
                 eval_gpu_hours=eval_hours,
+                memory=memory,
+                memory_error=memory_error,
             )
         )
     return Plan(grid=cfg.ladder.name, gpu=str(cfg.ladder.gpu), peak_flops=peak, mfu=cfg.ladder.mfu,
-                eval_mfu=cfg.ladder.eval_mfu, rows=rows)
+                eval_mfu=cfg.ladder.eval_mfu, rows=rows, gpus=cfg.ladder.gpus, gpu_memory_gb=cfg.train.gpu_memory_gb)
 
 
 def kaplan_loss(non_embedding_n: int) -> float:
@@ -175,7 +212,7 @@ def format_table(header: list[str], rows: list[list[str]]) -> str:
 def format_plan(plan: Plan) -> str:
     header = [
         "rung", "role", "N", "total", "non-emb", "D", "batch", "steps", "peak LR", "warmup",
-        "FLOPs 6ND", "FLOPs +attn", f"{plan.gpu}-h", "eval",
+        "FLOPs 6ND", "FLOPs +attn", f"{plan.gpu}-h", "eval", "parallel", "micro", "GB/GPU",
     ]
     rows = [
         [
@@ -193,6 +230,9 @@ def format_plan(plan: Plan) -> str:
             f"{row.flops_attention:.3g}",
             hours(row.gpu_hours),
             f"{row.eval_gpu_hours / row.gpu_hours:.1%}",
+            *((row.memory.parallel + (f"+{row.memory.checkpointing} AC" if row.memory.checkpointing != "none" else ""),
+               f"{row.memory.micro_batch}x{row.memory.seq_len}", f"{row.memory.total / GB:.1f}")
+              if row.memory is not None else ("-", "-", "no fit")),
         ]
         for row in plan.rows
     ]
@@ -210,6 +250,9 @@ def format_plan(plan: Plan) -> str:
         f"ladder {hours(plan.total('ladder', 'gpu_hours'))}, targets {hours(plan.total('target', 'gpu_hours'))}",
         f"eval: the in-loop evaluations' share of those hours (validation and OLMES tasks, forward passes at "
         f"{plan.eval_mfu:.0%} MFU); ladder {hours(plan.total('ladder', 'eval_gpu_hours'))} GPU-hours",
+        f"memory per GPU (peak of a training step, ladder.memory) on {plan.gpus} GPUs of {plan.gpu_memory_gb:g} GB "
+        f"(ladder.gpus, train.gpu_memory_gb); micro-batch: sequences x length per forward pass",
+        *(f"  {row.memory_error}" for row in plan.rows if row.memory_error is not None),
     ]
     share_6nd, share_attention = plan.share("flops_6nd"), plan.share("flops_attention")
     if share_6nd is not None and share_attention is not None:

@@ -44,12 +44,15 @@ def validation_bpb(
     device: torch.device,
     autocast: Callable[[], ContextManager],
     ctx: DistContext,
+    shard: bool = True,
 ) -> float:
     """Bits per UTF-8 byte on the first `max_tokens` tokens (whole windows) of the validation split.
 
     bpb = (mean cross-entropy in nats / ln 2) / (bytes per token): the tokenizer-independent loss.
-    Rank r scores windows r, r + W, ... of them; the sums are gathered.
+    Rank r scores windows r, r + W, ... of them and the sums are gathered; without `shard` (FSDP)
+    every rank scores every window.
     """
+    ctx = ctx if shard else DistContext(0, 0, 1, ctx.device)
     loader = TokenLoader(val_path, seq_len, batch_size * ctx.world_size, VAL_SEED, ctx.rank, ctx.world_size)
     windows = min(math.ceil(max_tokens / (batch_size * seq_len)) * batch_size, loader.windows_per_epoch)
     mine = len(range(ctx.rank, windows, ctx.world_size))  # this rank's windows among the first `windows`
@@ -72,7 +75,9 @@ def validation_bpb(
 class TaskEvaluator:
     """Loads the configured tasks once and scores the model on them at each evaluation."""
 
-    def __init__(self, tasks_cfg, corpus, run_dir: Path, ctx: DistContext):
+    def __init__(self, tasks_cfg, corpus, run_dir: Path, ctx: DistContext, shard: bool = True):
+        """shard: share the questions out between the ranks; False (FSDP) makes every rank score
+        every question (the forward passes' all-gathers must match on all ranks)."""
         from ladder.tasks import load_tasks  # only runs that evaluate tasks need the task loaders
 
         self.full = load_tasks(
@@ -83,6 +88,7 @@ class TaskEvaluator:
         self.batch_size = tasks_cfg.batch_size
         self.run_dir = run_dir
         self.ctx = ctx
+        self.split = ctx if shard else DistContext(0, 0, 1, ctx.device)  # who scores which questions
 
     def questions(self, final: bool) -> int:
         """Questions one evaluation scores (all tasks)."""
@@ -106,7 +112,8 @@ class TaskEvaluator:
         tasks = [task for task in (self.full if final else self.in_loop) if task.name not in done]
         if not tasks:
             return {}
-        shards = [replace(task, questions=task.questions[ctx.rank :: ctx.world_size]) for task in tasks]
+        split = self.split
+        shards = [replace(task, questions=task.questions[split.rank :: split.world_size]) for task in tasks]
         seq_len = model_seq_len(model, None)
         stopped, mine = False, None
         try:
@@ -117,10 +124,10 @@ class TaskEvaluator:
             stopped = True
         if ctx.any(stopped):
             return None
-        gathered = ctx.gather(mine)
+        gathered = split.gather(mine)
         # Question i of a task was scored by rank i % W, as its (i // W)-th.
         per_question = [
-            [gathered[i % ctx.world_size][t][i // ctx.world_size] for i in range(len(task.questions))]
+            [gathered[i % split.world_size][t][i // split.world_size] for i in range(len(task.questions))]
             for t, task in enumerate(tasks)
         ]
         scores = summarize(tasks, per_question, seq_len)
@@ -130,7 +137,8 @@ class TaskEvaluator:
             EvalRow(step=step, D=float(tokens), task=name, loss=score.loss, acc=score.acc, extra=score.extra(), **row_fields)
             for name, score in scores.items()
         ]
-        append_eval_rows(self.run_dir, rows)
+        if self.write_rows:
+            append_eval_rows(self.run_dir, rows)
         # `<task>/<metric>` keys: what `ladder collect --wandb` reads back from a wandb history.
         return {
             f"{name}/{metric}": getattr(score, metric)
