@@ -137,8 +137,7 @@ class TaskEvaluator:
             EvalRow(step=step, D=float(tokens), task=name, loss=score.loss, acc=score.acc, extra=score.extra(), **row_fields)
             for name, score in scores.items()
         ]
-        if self.write_rows:
-            append_eval_rows(self.run_dir, rows)
+        append_eval_rows(self.run_dir, rows)
         # `<task>/<metric>` keys: what `ladder collect --wandb` reads back from a wandb history.
         return {
             f"{name}/{metric}": getattr(score, metric)

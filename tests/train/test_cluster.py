@@ -156,7 +156,8 @@ def test_sigterm_to_torchrun_checkpoints_within_its_shutdown_window(tmp_path, pr
         if process.poll() is None:
             process.kill()
     assert time.monotonic() - sent < 30, "past torchrun's shutdown window"
-    state = torch.load(run_dir / "checkpoint" / "latest.pt", weights_only=True)
+    latest = RunDir(run_dir).latest_checkpoint
+    state = json.loads((latest / "trainer.json").read_text())
     assert state["step"] >= 3 and state["step"] == max(losses(run_dir))
     assert not (run_dir / "DONE").exists() and not (run_dir / "FAILED").exists()
     assert f"stop signal: checkpoint at step {state['step']}" in out + err
@@ -196,11 +197,11 @@ def test_only_data_prepare_hashes_the_corpus(tmp_path, monkeypatch):
 
 
 def test_checkpoint_minutes_checkpoints_by_time(tmp_path, make_cfg, monkeypatch):
-    from ladder.train import checkpoint
+    from ladder.train import loop
 
     saved: list[int] = []
-    save = checkpoint.save_checkpoint
-    monkeypatch.setattr(checkpoint, "save_checkpoint", lambda path, state: (saved.append(state["step"]), save(path, state)))
+    save = loop._Trainer.save
+    monkeypatch.setattr(loop._Trainer, "save", lambda self, path=None: (saved.append(self.step), save(self, path))[1])
     overrides = [*femto_overrides(60), "train.max_steps=4", "train.checkpoint_interval=1000"]
     run_training(make_cfg(tmp_path / "by-steps", *overrides, "train.checkpoint_minutes=null"))
     assert saved == [4]  # the last step only

@@ -31,10 +31,10 @@ def fail_on(rank: int) -> None:
 
     original = loop._Trainer.train_step
 
-    def failing(self):
+    def failing(self, *args, **kwargs):
         if self.ctx.rank == rank and self.step == 2:
             raise RuntimeError("injected failure")
-        return original(self)
+        return original(self, *args, **kwargs)
 
     loop._Trainer.train_step = failing
 
