@@ -5,6 +5,7 @@ run directory's, and the same command submits only rungs neither DONE nor queued
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from pathlib import Path
 
@@ -39,8 +40,10 @@ def job_ids(root: Path) -> dict[str, str]:
 
 def test_detached_sweep_submits_returns_and_resubmits_only_what_is_missing(tmp_path, capsys):
     root, data = tmp_path / "runs", tmp_path / "data"
-    (root / BROKEN / "checkpoint").mkdir(parents=True)  # a run dir that makes its rung fail
-    (root / BROKEN / "checkpoint" / "latest.pt").write_bytes(b"not a checkpoint")
+    broken = root / BROKEN / "checkpoint" / "step-00000001"  # a checkpoint without a config: the rung fails
+    broken.mkdir(parents=True)
+    for name in (".metadata", "trainer.json"):
+        (broken / name).write_bytes(b"not a checkpoint")
 
     started = time.monotonic()
     assert main(["sweep", *overrides(root, data), "--detach"]) == 0
@@ -67,7 +70,7 @@ def test_detached_sweep_submits_returns_and_resubmits_only_what_is_missing(tmp_p
     assert rows[BROKEN][1:4] == ["failed", first[BROKEN], "completed"]
 
     # The repaired rung, and it alone, is submitted again; it trains to the end.
-    (root / BROKEN / "checkpoint" / "latest.pt").unlink()
+    shutil.rmtree(root / BROKEN / "checkpoint")
     assert main(["sweep", *overrides(root, data), "--detach"]) == 0
     out = capsys.readouterr().out
     assert "submitted 1 rung (1 done)" in out and BROKEN in out
