@@ -3,9 +3,11 @@
 For each cut c (min_sizes <= c < number of sizes), the ladder's c smallest sizes are fitted with
 the given options and every selected run of a larger size is predicted as if it were a target,
 beside the table's own targets. The rows say how well the two-stage fit extrapolates on this
-ladder, and whether the bootstrap intervals hold the actual values as often as their level says:
-the intervals are a resampling spread, not a calibrated probability (docs/fit.md), so this is
-the check of what they are worth on real runs.
+ladder, and whether the intervals hold the actual values as often as their level says: the
+bootstrap intervals are a resampling spread, not a calibrated probability (docs/fit.md), so this is
+the check of what they are worth on real runs. The backtest also estimates kappa, the error per
+unit of extrapolation that the kappa intervals add (calibration.py), from its own held-out errors,
+and checks it leave-one-cut-out. `compare_methods` runs the backtest once per step-1 method.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ from dataclasses import replace
 import pandas as pd
 
 from ladder.errors import LadderError
+from ladder.fit.calibration import kappa_from_rows, leave_one_cut_out
+from ladder.fit.methods import METHODS
 from ladder.fit.pipeline import FitOptions, fit_table, select_ladder
 from ladder.fit.points import size_labels
 from ladder.results import validate_table
@@ -27,8 +31,9 @@ def backtest(table: pd.DataFrame, options: FitOptions | None = None, *, min_size
 
     One row per cut x task x predicted run: the prediction columns of `LadderFit.predictions`, plus
     `fit_sizes` (the sizes fitted, comma-separated), `held_out` (True for a ladder run of a larger
-    size, False for a table target) and `in_loss_interval` / `in_acc_interval` (NaN where the
-    fit has no interval or the actual value is missing). Options as for `fit_table`.
+    size, False for a table target) and `in_loss_interval` / `in_acc_interval` /
+    `in_acc_interval_kappa` (NaN where the fit has no interval or the actual value is missing).
+    Options as for `fit_table`.
     """
     options = replace(options or FitOptions(), **overrides)
     options.check()
@@ -57,7 +62,20 @@ def backtest(table: pd.DataFrame, options: FitOptions | None = None, *, min_size
     rows = pd.concat(frames, ignore_index=True)
     rows["in_loss_interval"] = _inside(rows["actual_loss"], rows["pred_loss_lo"], rows["pred_loss_hi"])
     rows["in_acc_interval"] = _inside(rows["actual_acc"], rows["pred_acc_lo"], rows["pred_acc_hi"])
+    rows["in_acc_interval_kappa"] = _inside(rows["actual_acc"], rows["pred_acc_lo_kappa"], rows["pred_acc_hi_kappa"])
     return rows
+
+
+def compare_methods(table: pd.DataFrame, options: FitOptions | None = None, *, min_sizes: int = 3,
+                    **overrides) -> pd.DataFrame:
+    """`backtest` once per step-1 method (methods.METHODS), its rows under a leading `method` column."""
+    options = replace(options or FitOptions(), **overrides)
+    frames = []
+    for method in METHODS:
+        rows = backtest(table, replace(options, method=method), min_sizes=min_sizes)
+        rows.insert(0, "method", method)
+        frames.append(rows)
+    return pd.concat(frames, ignore_index=True)
 
 
 def sizes_by_n(ladder: pd.DataFrame, labels: pd.Series) -> list[str]:
@@ -89,6 +107,8 @@ def _statistics(group: pd.DataFrame) -> pd.Series:
         "predictions": len(group),
         "in_loss_interval": group["in_loss_interval"].mean(),
         "in_acc_interval": group["in_acc_interval"].mean(),
+        "in_acc_interval_kappa": group["in_acc_interval_kappa"].mean(),
+        "mean_abs_err": group["abs_err"].abs().mean(),
         "median_abs_err": group["abs_err"].abs().median(),
         "median_acc_width": (100 * (group["pred_acc_hi"] - group["pred_acc_lo"])).median(),
         "median_loss_rel_err": group["loss_rel_err"].abs().median(),
@@ -119,15 +139,31 @@ def coverage_by_task(rows: pd.DataFrame) -> pd.DataFrame:
     return frame[["predictions", "in_loss_interval", "in_acc_interval", "median_abs_err"]]
 
 
+def kappa_check(rows: pd.DataFrame, level: float) -> dict[str, float]:
+    """kappa estimated from the held-out rows, and the leave-one-cut-out coverage of the kappa intervals."""
+    held = rows[rows["held_out"]]
+    inside, _ = leave_one_cut_out(held, level)
+    return {"kappa": kappa_from_rows(held), "loco_in_acc_interval_kappa": inside.mean(),
+            "loco_predictions": int(inside.notna().sum())}
+
+
 def nominal_level_note(rows: pd.DataFrame, level: float) -> str:
-    """Lines comparing the held-out coverage with the intervals' level, accuracy and loss apart."""
+    """Lines comparing the held-out coverage with the intervals' level, accuracy and loss apart,
+    and the kappa these errors give with its leave-one-cut-out coverage."""
     held = rows[rows["held_out"]]
     lines = []
-    for column, what in (("in_acc_interval", "accuracies"), ("in_loss_interval", "losses")):
+    for column, what in (("in_acc_interval", "accuracies (bootstrap)"), ("in_acc_interval_kappa", "accuracies (kappa)"),
+                         ("in_loss_interval", "losses (bootstrap)")):
         covered = held[column].dropna()
         if not covered.empty:
             lines.append(f"{covered.mean():.0%} of {len(covered)} held-out {what} fell inside their "
                          f"{100 * level:g}% intervals")
+    check = kappa_check(rows, level)
+    if pd.notna(check["kappa"]):
+        loco = check["loco_in_acc_interval_kappa"]
+        lines.append(f"kappa from these errors: {check['kappa']:.2f} points per unit of extrapolation (--kappa); "
+                     + (f"leave-one-cut-out, {loco:.0%} of {check['loco_predictions']} held-out accuracies fell inside "
+                        f"their {100 * level:g}% kappa intervals" if pd.notna(loco) else "one cut: no leave-one-cut-out check"))
     if not lines:
         return "no intervals (--bootstrap 0): errors only"
     lines.append("(the predictions of one fit share its errors: read these as rough checks, not as counts of "
@@ -150,8 +186,8 @@ def format_report(rows: pd.DataFrame, level: float) -> str:
 
     targets = rows.loc[~rows["held_out"], "target"].unique()
     parts = [
-        f"== held-out ladder runs, by the sizes fitted (inside the {100 * level:g}% intervals; errors and widths "
-        "in accuracy points, loss error in %)",
+        f"== held-out ladder runs, by the sizes fitted (inside the {100 * level:g}% bootstrap and kappa intervals; "
+        "errors and widths in accuracy points, loss error in %)",
         table(summarize(rows)),
         "",
         "== by task, over every cut",
@@ -163,3 +199,43 @@ def format_report(rows: pd.DataFrame, level: float) -> str:
         parts.append(f"the table's targets ({', '.join(map(str, targets))}) were predicted by every cut too: "
                      "see --out")
     return "\n".join(parts)
+
+
+def comparison(rows: pd.DataFrame, level: float) -> pd.DataFrame:
+    """One row per method of `compare_methods` rows: held-out predictions, mean and median absolute
+    accuracy error (points), shares inside the bootstrap and kappa intervals, the kappa its errors
+    give and its leave-one-cut-out coverage, and the mean absolute error on the table's targets
+    from the largest cut."""
+    table = {}
+    for method, group in rows.groupby("method", sort=False):
+        held = group[group["held_out"]]
+        largest = group[group["fit_sizes"].str.count(",") == group["fit_sizes"].str.count(",").max()]
+        targets = largest[~largest["held_out"]]
+        check = kappa_check(group, level)
+        table[method] = {
+            "held-out": len(held), "mean_abs_err": held["abs_err"].abs().mean(),
+            "median_abs_err": held["abs_err"].abs().median(), "in_acc_interval": held["in_acc_interval"].mean(),
+            "in_acc_interval_kappa": held["in_acc_interval_kappa"].mean(), "kappa": check["kappa"],
+            "loco_kappa_coverage": check["loco_in_acc_interval_kappa"],
+            "targets_mean_abs_err": targets["abs_err"].abs().mean() if len(targets) else float("nan"),
+        }
+    frame = pd.DataFrame(table).T
+    frame.index.name = "method"
+    frame["held-out"] = frame["held-out"].astype(int)
+    return frame
+
+
+def format_comparison(rows: pd.DataFrame, level: float) -> str:
+    """The printed `ladder backtest --method all`: one line per method."""
+    frame = comparison(rows, level).dropna(axis=1, how="all")
+    for column in frame.columns:
+        if column.startswith(("in_", "loco")):
+            frame[column] = frame[column].map(lambda share: "" if pd.isna(share) else f"{share:.0%}")
+        elif column != "held-out":
+            frame[column] = frame[column].map(lambda value: "" if pd.isna(value) else f"{value:.2f}")
+    return "\n".join([
+        f"== held-out ladder runs by step-1 method (errors in accuracy points; inside the {100 * level:g}% bootstrap "
+        "and kappa intervals; kappa from each method's own errors and its leave-one-cut-out coverage; targets: "
+        "the table's targets predicted from the largest cut)",
+        frame.to_string(),
+    ])

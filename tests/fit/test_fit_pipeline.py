@@ -24,7 +24,7 @@ def table_path(tmp_path):
 
 def test_fit_predicts_the_target_of_a_known_law(tmp_path):
     table = make_table(targets={"big": BIG}, checkpoints=12)
-    fit = fit_table(table, bootstrap=40, last_n=1)  # step-1 points exactly on the law
+    fit = fit_table(table, bootstrap=40, last_n=1, method="paper")  # step-1 points exactly on the law
     row = fit.predictions.iloc[0]
     truth_loss = float(loss_law(STEP1, *BIG))
     assert row["pred_loss"] == pytest.approx(truth_loss, rel=2e-3)
@@ -50,7 +50,7 @@ def test_bootstrap_runs_when_step_1_has_a_single_optimum():
     table = make_table(step1=law, sizes=sizes, loss_noise=0.005, checkpoints=10, targets={"big": (1e9, 4e10)})
     last = table.groupby("run").tail(1)
     assert fit_step1(last.N.to_numpy(float), last.D.to_numpy(float), last.loss.to_numpy(float)).alternatives.shape == (0, 5)
-    row = fit_table(table, bootstrap=30).predictions.iloc[0]
+    row = fit_table(table, bootstrap=30, method="paper").predictions.iloc[0]
     assert row["pred_loss_lo"] < row["pred_loss"] < row["pred_loss_hi"]
 
 
@@ -85,7 +85,8 @@ def test_sizes_and_multipliers_select_ladder_runs_only(table_path, tmp_path):
 def test_step1_only_table(tmp_path, capsys):
     table = make_table(step2=None, targets={"big": BIG}).drop(columns=["acc"])
     path = write_table(table, tmp_path / "loss_only.parquet")
-    assert main(["fit", str(path), "--out", str(tmp_path / "out"), "--bootstrap", "20", "--last-n", "1"]) == 0
+    assert main(["fit", str(path), "--out", str(tmp_path / "out"), "--bootstrap", "20", "--last-n", "1",
+                 "--method", "paper"]) == 0
     predictions = pd.read_csv(tmp_path / "out" / "predictions.csv")
     assert predictions["pred_loss"].iloc[0] == pytest.approx(float(loss_law(STEP1, *BIG)), rel=2e-3)
     assert predictions[["pred_acc", "pred_acc_lo", "pred_acc_hi", "actual_acc"]].isna().all().all()
@@ -245,9 +246,10 @@ def test_a_repeated_row_index_does_not_change_the_fit():
 
 
 def test_a_tasks_intervals_do_not_depend_on_the_other_tasks_selected():
+    """With the paper's method (the shared-exponent law of the default couples the tasks by design)."""
     table = make_table(tasks=("alpha", "beta"), targets={"big": BIG}, checkpoints=8, loss_noise=0.01, acc_noise=0.01)
-    both = fit_table(table, bootstrap=30, seed=3).predictions.set_index("task")
-    alone = fit_table(table, bootstrap=30, seed=3, tasks=["beta"]).predictions.set_index("task")
+    both = fit_table(table, bootstrap=30, seed=3, method="paper").predictions.set_index("task")
+    alone = fit_table(table, bootstrap=30, seed=3, tasks=["beta"], method="paper").predictions.set_index("task")
     columns = ["pred_loss_lo", "pred_loss_hi", "pred_acc_lo", "pred_acc_hi"]
     pd.testing.assert_series_equal(alone.loc["beta", columns], both.loc["beta", columns])
 
