@@ -205,18 +205,23 @@ def predictions_table(predictions: pd.DataFrame) -> pd.DataFrame:
     """The predictions as people read them (printed by `ladder fit` / `predict`, and in report.md):
     task loss in bits per byte with its interval, accuracies and errors in percentage points."""
     signed = lambda v: f"{v:+.2f}" if math.isfinite(v) else ""  # noqa: E731
-    return pd.DataFrame({
+    table = pd.DataFrame({
         "task": predictions["task"],
         "target": predictions["target"],
         "pred loss": predictions["pred_loss"].map(lambda v: _number(v, 4)),
         "loss interval": _interval(predictions["pred_loss_lo"], predictions["pred_loss_hi"], 1.0, 3),
         "actual loss": predictions["actual_loss"].map(lambda v: _number(v, 4)),
         "pred acc %": predictions["pred_acc"].map(lambda v: _number(100 * v, 2)),
-        "acc interval %": _interval(predictions["pred_acc_lo"], predictions["pred_acc_hi"], 100.0, 1),
+        "acc interval %": _interval(predictions["pred_acc_lo_kappa"], predictions["pred_acc_hi_kappa"], 100.0, 1),
+        "bootstrap interval %": _interval(predictions["pred_acc_lo"], predictions["pred_acc_hi"], 100.0, 1),
         "actual acc %": predictions["actual_acc"].map(lambda v: _number(100 * v, 2)),
         "abs err": predictions["abs_err"].map(signed),
         "single-step err": predictions["single_step_abs_err"].map(signed),
     })
+    if "early_acc" in predictions:  # --early-target: beside the plain prediction, never instead of it
+        table["early-target acc %"] = predictions["early_acc"].map(lambda v: _number(100 * v, 2))
+        table["early-target err"] = predictions["early_abs_err"].map(signed)
+    return table
 
 
 def format_predictions(predictions: pd.DataFrame) -> str:
@@ -243,11 +248,14 @@ def markdown_report(fit: "LadderFit", images: list[Path] | None = None) -> str:
         f"Ladder runs ({len(fit.ladder_runs)}): {', '.join(fit.ladder_runs)}.",
         f"Step 1: mean of the last {options.last_n} checkpoints per run, Huber(delta={options.delta:g}) on log residuals.",
         f"Step 2: first {options.skip_fraction:.0%} of each run dropped, trailing mean of {options.window}, anchor (0, 1).",
-        f"Intervals: {options.level:.0%} bootstrap over runs and checkpoints, {options.bootstrap} replicates.",
+        f"Step-1 method: {options.method} (docs/fit.md).",
+        f"Intervals: {options.level:.0%}; acc interval: the bootstrap's spread widened by the extrapolation, "
+        f"kappa = {options.kappa:g} points per unit (the headline); bootstrap interval: over runs and checkpoints, "
+        f"{options.bootstrap} replicates.",
         "",
         "## Predictions",
         "",
-        f"Task loss in bits per byte, accuracy in percent; intervals are {options.level:.0%} bootstrap intervals.",
+        f"Task loss in bits per byte, accuracy in percent; {options.level:.0%} intervals.",
         "Errors are predicted minus actual accuracy, in percentage points (abs err: the chained two-step",
         "prediction; single-step err: accuracy fitted directly against (N, D), for comparison).",
         "predictions.csv holds the same values unrounded (accuracies as fractions there).",

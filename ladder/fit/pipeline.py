@@ -301,8 +301,10 @@ def fit_task(task: str, ladder: pd.DataFrame, chance: float, options: FitOptions
         step1 = paper_step1 = fit_step1(points1.N, points1.D, points1.loss, delta=options.delta, what=what)
         checkpoints = None
     else:
-        checkpoints = checkpoint_points(ladder, points1.runs, options.skip_fraction) if methods.uses_checkpoints(options.method) else None
-        laws = methods.fit_checkpoint_laws(options.method, checkpoints, options.delta, what) if checkpoints else {}
+        checkpoints, laws = None, {}
+        if methods.uses_checkpoints(options.method):
+            checkpoints = checkpoint_points(ladder, points1.runs, options.skip_fraction)
+            laws = methods.fit_checkpoint_laws(options.method, checkpoints, options.delta, what)
         if joint.shared is not None:
             laws["shared"] = joint.shared
         step1 = methods.CombinedStep1({name: laws[name] for name in methods.LAWS[options.method]})
@@ -354,7 +356,8 @@ def _joint_inputs(ladder: pd.DataFrame, rows_of: dict[str, pd.DataFrame], seeds:
         views = {task: shared.task_fit(task) for task in rows_of}
         if draws is not None:
             per_run = draws[:, [runs.index(run) for run in next(iter(points.values())).runs]]
-            joint.shared_theta = refit_shared_replicates(shared, points, per_run, {t: [*s, 1] for t, s in seeds.items()})
+            tails = {task: [*seed, 1] for task, seed in seeds.items()}  # a stream apart from the task's own draws
+            joint.shared_theta = refit_shared_replicates(shared, points, per_run, tails)
     return joint, views
 
 
