@@ -37,7 +37,8 @@ import numpy as np
 from tqdm import tqdm
 
 from ladder.atomic import make_directory, write_text_atomic
-from ladder.data.sources import Document, Source, read_documents, resolve_source
+from ladder.data.documents import Document
+from ladder.data.sources import Source, read_documents, resolve_source
 from ladder.data.tokenizer import (
     TOKENIZER_FILE,
     Tokenizer,

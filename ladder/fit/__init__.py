@@ -5,9 +5,11 @@ laws a fit uses and how they combine: the paper's, the ensemble), step2, chain (
 prediction, single-step baseline), batched (vectorised least squares for the bootstrap),
 bootstrap (prediction intervals), calibration (intervals widened by the extrapolation, kappa),
 early (the early-target offset), variance (checkpoint-to-checkpoint noise), pipeline (a whole
-table), backtest (fit the smaller sizes, predict the larger ones), cli.
+table), backtest (fit the smaller sizes, predict the larger ones).
 
-Never imports torch.
+Never imports torch, matplotlib or the report layer: `ladder.report` takes the fitted objects
+and writes their tables, plots and reports (and holds the `ladder fit` / `predict` / `backtest`
+commands).
 """
 
 import os

@@ -11,13 +11,14 @@ from fit_synthetic import OLMO_DIR, STEP2, make_table, sigmoid_law
 
 from ladder.cli import main
 from ladder.errors import LadderError
-from ladder.fit.backtest import compare_methods, comparison, format_comparison
+from ladder.fit.backtest import compare_methods, comparison
 from ladder.fit.bootstrap import checkpoint_weights, refit_checkpoint_law
 from ladder.fit.calibration import estimate_kappa, kappa_interval, leave_one_cut_out
 from ladder.fit.laws import ComputeProblem, SharedProblem, TiedProblem
 from ladder.fit.methods import METHODS
 from ladder.fit.pipeline import EARLY_COLUMNS, PREDICTION_COLUMNS, fit_table
 from ladder.fit.step1 import fit_problem
+from ladder.report.backtest import format_comparison
 from ladder.results import write_table
 
 # One exponent for N and D and for every task: the tied and shared laws hold exactly.
@@ -233,7 +234,7 @@ def test_backtest_compares_every_method(tmp_path, capsys):
 
 @pytest.mark.skipif(not OLMO_DIR.is_dir(), reason=f"paper data not found at {OLMO_DIR}")
 def test_the_default_method_beats_the_paper_on_the_paper_ladder():
-    from ladder.olmo_import import import_olmo
+    from ladder.runs.olmo_import import import_olmo
 
     table = import_olmo(OLMO_DIR)
     errors = {}
