@@ -79,7 +79,7 @@ def test_backtest_command(tmp_path, capsys):
     out = tmp_path / "backtest.csv"
     assert main(["backtest", str(table), "--bootstrap", "20", "--tasks", "alpha", "--out", str(out)]) == 0
     printed = capsys.readouterr().out
-    assert "all held-out runs" in printed and "held-out accuracies fell inside their 90% intervals" in printed
+    assert "all held-out runs" in printed and "held-out accuracies (bootstrap) fell inside their 90% intervals" in printed
     assert printed.strip().endswith(f"wrote {out}")
     written = pd.read_csv(out)
     assert len(written) == 2 * 4 + 4 + 2 and written["held_out"].sum() == 12
