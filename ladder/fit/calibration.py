@@ -28,7 +28,7 @@ from scipy.stats import norm
 
 # Accuracy points per unit of d: `ladder backtest olmo.parquet --multipliers 1,2,5,10` on the
 # paper's ladder with the default method (docs/fit.md).
-DEFAULT_KAPPA = 0.79
+DEFAULT_KAPPA = 0.43
 
 
 def extrapolation(N: float, D: float, n_max: float, d_max: float) -> float:
