@@ -193,7 +193,8 @@ def laws_from_params(params: pd.DataFrame, source: str = "params.csv") -> dict[s
         except (TypeError, ValueError):
             raise LadderError(f"{source}: task {row.task!r} has a non-numeric parameter")
         if not all(math.isfinite(values[name]) for name in STEP1_PARAMS):
-            raise LadderError(f"{source}: task {row.task!r} has no step-1 law")
+            raise LadderError(f"{source}: task {row.task!r} has no five-parameter step-1 law (fit it with "
+                              "`ladder fit --method paper`)")
         if not all(math.isfinite(values[name]) for name in STEP2_PARAMS):
             raise LadderError(f"{source}: task {row.task!r} has no accuracy law (step 2); design scores accuracy")
         if min(values["A"], values["B"], values["E"]) <= 0:
