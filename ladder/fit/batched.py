@@ -18,6 +18,7 @@ import numpy as np
 NEWTON_FLOOR = 1e-2  # share of the IRLS curvature kept in a Newton step (points beyond the threshold have none)
 INITIAL_DAMPING = 1e-3  # Levenberg-Marquardt damping (relative to the diagonal) at the start
 CHUNK_ELEMENTS = 250_000  # problems x points x parameters solved together (about 2 MB per array)
+STRAGGLERS = 1 / 8  # share of a chunk's problems left still improving, to be pooled with other chunks'
 
 ResidualFn = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
 """(theta [B, P], rows [B]) -> (residuals [B, M], Jacobian [B, P, M]: one row per parameter)"""
@@ -40,70 +41,94 @@ def solve(residual_fn: ResidualFn, theta0: np.ndarray, weights: np.ndarray, lowe
     uses Huber's own curvature (the points inside the threshold, plus NEWTON_FLOOR of the IRLS
     weight of the others) instead of IRLS's, the gradient unchanged; it converges in a few steps
     once the points inside the threshold settle, where IRLS converges linearly, but needs enough
-    points inside the threshold to give every parameter curvature. Problems are solved in chunks
-    whose arrays fit in the CPU cache (4x faster than one pass over everything).
+    points inside the threshold to give every parameter curvature.
+
+    Problems are solved in chunks whose arrays fit in the CPU cache (4x faster than one pass over
+    everything). A chunk stops once all but STRAGGLERS of its problems have settled; the problems
+    still improving (a few, for a hundred iterations or more: a floor sliding to its bound) are
+    pooled with the other chunks' and solved together, so that their long tail of iterations is
+    paid once rather than once per chunk. Every problem takes the same steps as if solved alone.
     """
     size = max(1, CHUNK_ELEMENTS // (weights.shape[1] * theta0.shape[1]))
-    thetas, values = [], []
-    for start in range(0, len(theta0), size):
-        stop = min(start + size, len(theta0))
-        theta, value = _solve_chunk(lambda t, rows, start=start: residual_fn(t, rows + start), theta0[start:stop],
-                                    weights[start:stop], lower, upper, huber=huber, max_iter=max_iter, rtol=rtol,
-                                    newton=newton)
-        thetas.append(theta)
-        values.append(value)
-    return np.concatenate(thetas), np.concatenate(values)
+    batch = _Batch(residual_fn, theta0, weights, lower, upper, huber=huber, rtol=rtol, newton=newton)
+    pending = [batch.evaluate(np.arange(start, min(start + size, len(theta0)))) for start in range(0, len(theta0), size)]
+    while pending:
+        last_round = len(pending) == 1
+        stragglers = [batch.iterate(rows, max_iter, 0 if last_round else STRAGGLERS * len(rows)) for rows in pending]
+        pooled = np.concatenate(stragglers)
+        pending = [pooled[start : start + size] for start in range(0, len(pooled), size)]
+    return batch.theta, batch.value
 
 
-def _solve_chunk(residual_fn: ResidualFn, theta0: np.ndarray, weights: np.ndarray, lower: np.ndarray,
-                 upper: np.ndarray, *, huber: bool, max_iter: int, rtol: float,
-                 newton: bool) -> tuple[np.ndarray, np.ndarray]:
-    theta = np.clip(theta0.astype(float), lower, upper)
-    residuals, jacobian = residual_fn(theta, np.arange(len(theta)))
-    value = objective(residuals, weights, huber)
-    damping = np.full(len(theta), INITIAL_DAMPING)
-    active = np.flatnonzero(np.isfinite(value))
-    identity = np.eye(theta.shape[1])
-    slack = 1e-7 * np.where(np.isfinite(upper - lower), upper - lower, 1.0)  # "on the bound", within rounding
-    for _ in range(max_iter):
-        if len(active) == 0:
-            break
-        r, jac, w = residuals[active], jacobian[active], weights[active]
-        irls = w * np.minimum(1.0, 1.0 / np.maximum(np.abs(r), 1e-300)) if huber else w
-        weighted = jac * irls[:, None, :]
-        gradient = np.matmul(weighted, r[:, :, None])[:, :, 0]
-        if newton:
-            weighted = jac * (w * (np.abs(r) <= 1.0) + NEWTON_FLOOR * irls)[:, None, :]
-        normal = np.matmul(weighted, jac.transpose(0, 2, 1))
-        diagonal = np.diagonal(normal, axis1=1, axis2=2)
-        system = normal + damping[active, None, None] * (diagonal[:, :, None] * identity + 1e-12 * identity)
-        # Parameters on a bound whose descent direction leaves the box are held there (active set),
-        # so the step uses the remaining ones instead of being clipped into a poor direction.
-        current = theta[active]
-        pinned = ((current <= lower + slack) & (gradient > 0)) | ((current >= upper - slack) & (gradient < 0))
-        free = ~pinned
-        gradient = gradient * free
-        system = system * free[:, :, None] * free[:, None, :] + identity * pinned[:, :, None]
-        try:
-            step = np.linalg.solve(system, -gradient[:, :, None])[:, :, 0]
-        except np.linalg.LinAlgError:
-            step = -gradient / np.maximum(np.abs(diagonal), 1e-12)
-        step = np.where(np.isfinite(step), step, 0.0)
-        candidate = np.clip(np.where(pinned, np.clip(current, lower, upper), current + step), lower, upper)
-        new_residuals, new_jacobian = residual_fn(candidate, active)
-        new_value = objective(new_residuals, w, huber)
-        new_value = np.where(np.isfinite(new_value), new_value, np.inf)
-        better = new_value < value[active]
-        improved = active[better]
-        settled = np.zeros(len(active), dtype=bool)
-        settled[better] = value[improved] - new_value[better] <= rtol * np.maximum(value[improved], 1e-300)
-        theta[improved] = candidate[better]
-        residuals[improved] = new_residuals[better]
-        jacobian[improved] = new_jacobian[better]
-        value[improved] = new_value[better]
-        damping[active] = np.where(better, damping[active] / 3.0, damping[active] * 4.0)
-        active = active[(damping[active] < 1e12) & ~settled]
-    return theta, value
+class _Batch:
+    """Every problem's state (parameters, residuals, Jacobian, objective, damping, iterations done)."""
+
+    def __init__(self, residual_fn: ResidualFn, theta0: np.ndarray, weights: np.ndarray, lower: np.ndarray,
+                 upper: np.ndarray, *, huber: bool, rtol: float, newton: bool) -> None:
+        self.residual_fn, self.weights, self.lower, self.upper = residual_fn, weights, lower, upper
+        self.huber, self.rtol, self.newton = huber, rtol, newton
+        self.theta = np.clip(theta0.astype(float), lower, upper)
+        self.value = np.full(len(theta0), np.nan)
+        self.damping = np.full(len(theta0), INITIAL_DAMPING)
+        self.iterations = np.zeros(len(theta0), dtype=int)
+        self.residuals: np.ndarray | None = None
+        self.jacobian: np.ndarray | None = None
+        self.identity = np.eye(theta0.shape[1])
+        self.slack = 1e-7 * np.where(np.isfinite(upper - lower), upper - lower, 1.0)  # "on the bound", within rounding
+
+    def evaluate(self, rows: np.ndarray) -> np.ndarray:
+        """Evaluate the problems `rows` at their starts; returns those with a finite objective."""
+        residuals, jacobian = self.residual_fn(self.theta[rows], rows)
+        if self.residuals is None:
+            self.residuals = np.empty((len(self.theta), *residuals.shape[1:]))
+            self.jacobian = np.empty((len(self.theta), *jacobian.shape[1:]))
+        self.residuals[rows], self.jacobian[rows] = residuals, jacobian
+        self.value[rows] = objective(residuals, self.weights[rows], self.huber)
+        return rows[np.isfinite(self.value[rows])]
+
+    def iterate(self, active: np.ndarray, max_iter: int, stop_at: float) -> np.ndarray:
+        """Step the problems `active` until no more than `stop_at` of them are still improving
+        within `max_iter` iterations each; returns those."""
+        lower, upper, identity, slack = self.lower, self.upper, self.identity, self.slack
+        active = active[self.iterations[active] < max_iter]
+        while len(active) > stop_at:
+            self.iterations[active] += 1
+            r, jac, w = self.residuals[active], self.jacobian[active], self.weights[active]
+            irls = w * np.minimum(1.0, 1.0 / np.maximum(np.abs(r), 1e-300)) if self.huber else w
+            weighted = jac * irls[:, None, :]
+            gradient = np.matmul(weighted, r[:, :, None])[:, :, 0]
+            if self.newton:
+                weighted = jac * (w * (np.abs(r) <= 1.0) + NEWTON_FLOOR * irls)[:, None, :]
+            normal = np.matmul(weighted, jac.transpose(0, 2, 1))
+            diagonal = np.diagonal(normal, axis1=1, axis2=2)
+            system = normal + self.damping[active, None, None] * (diagonal[:, :, None] * identity + 1e-12 * identity)
+            # Parameters on a bound whose descent direction leaves the box are held there (active set),
+            # so the step uses the remaining ones instead of being clipped into a poor direction.
+            current = self.theta[active]
+            pinned = ((current <= lower + slack) & (gradient > 0)) | ((current >= upper - slack) & (gradient < 0))
+            free = ~pinned
+            gradient = gradient * free
+            system = system * free[:, :, None] * free[:, None, :] + identity * pinned[:, :, None]
+            try:
+                step = np.linalg.solve(system, -gradient[:, :, None])[:, :, 0]
+            except np.linalg.LinAlgError:
+                step = -gradient / np.maximum(np.abs(diagonal), 1e-12)
+            step = np.where(np.isfinite(step), step, 0.0)
+            candidate = np.clip(np.where(pinned, np.clip(current, lower, upper), current + step), lower, upper)
+            new_residuals, new_jacobian = self.residual_fn(candidate, active)
+            new_value = objective(new_residuals, w, self.huber)
+            new_value = np.where(np.isfinite(new_value), new_value, np.inf)
+            better = new_value < self.value[active]
+            improved = active[better]
+            settled = np.zeros(len(active), dtype=bool)
+            settled[better] = self.value[improved] - new_value[better] <= self.rtol * np.maximum(self.value[improved], 1e-300)
+            self.theta[improved] = candidate[better]
+            self.residuals[improved] = new_residuals[better]
+            self.jacobian[improved] = new_jacobian[better]
+            self.value[improved] = new_value[better]
+            self.damping[active] = np.where(better, self.damping[active] / 3.0, self.damping[active] * 4.0)
+            active = active[(self.damping[active] < 1e12) & ~settled & (self.iterations[active] < max_iter)]
+        return active
 
 
 def newton_starts(residuals: np.ndarray, jacobian: np.ndarray, weights: np.ndarray, theta: np.ndarray,

@@ -18,6 +18,7 @@ drawn twice counts twice), as they multiply the squares of step 2.
 
 from __future__ import annotations
 
+from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any
 
@@ -141,18 +142,28 @@ def bootstrap_task(points1: Step1Points, fit1: Step1Fit, points2: Step2Points | 
 
 
 def refit_shared_replicates(shared: SharedFit, points: dict[str, Step1Points], per_run: np.ndarray,
-                            seeds: dict[str, list[int]]) -> np.ndarray:
+                            seeds: dict[str, list[int]], *, pool: Executor | None = None, parts: int = 1) -> np.ndarray:
     """The shared-exponent law refitted on every replicate, all tasks at once [B, P]: every task's
     runs weighted by the same draws `per_run` [B, R] (the replicate's ladder), each run's step-1
-    point from its own resampled last checkpoints (drawn per task from `seeds`)."""
+    point from its own resampled last checkpoints (drawn per task from `seeds`). With a `pool`, the
+    replicates are split into `parts` shares refitted in its processes (each replicate's refit is
+    its own: the same result)."""
     loss = np.concatenate([tail_means(points[task].tail_loss, len(per_run), np.random.default_rng(seeds[task]))
                            for task in shared.problem.tasks], axis=1)
     weights = np.tile(per_run, (1, len(shared.problem.tasks)))
     # From the full-data optimum alone: on the paper's ladder, adding its other optima and a generic
     # start changed no replicate's 7B prediction by 1e-5 and cost 2.5x; Newton steps as for
     # refit_checkpoint_law (a quarter faster than IRLS there, to the same predictions).
-    no_others = np.zeros((0, len(shared.fit.theta)))
-    return step1_module.refit_step1(shared.problem, loss, weights, shared.fit.theta, no_others, newton=True)
+    shares = [(shared.problem, loss[rows], weights[rows], shared.fit.theta)
+              for rows in np.array_split(np.arange(len(per_run)), parts if pool is not None else 1)]
+    refits = map(_refit_shared_share, shares) if pool is None else pool.map(_refit_shared_share, shares)
+    return np.concatenate(list(refits))
+
+
+def _refit_shared_share(share: tuple) -> np.ndarray:
+    problem, loss, weights, theta = share
+    no_others = np.zeros((0, len(theta)))
+    return step1_module.refit_step1(problem, loss, weights, theta, no_others, newton=True)
 
 
 def bootstrap_laws(points1: Step1Points, laws: dict[str, LawFit], checkpoints: CheckpointPoints | None,

@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import math
 import multiprocessing
+import os
 import zlib
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Executor, ProcessPoolExecutor
+from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -44,6 +46,7 @@ PREDICTION_COLUMNS = (
 )
 EARLY_COLUMNS = ("early_points", "early_offset", "early_acc", "early_abs_err")  # with --early-target
 PARALLEL_MIN_BOOTSTRAP = 200  # fewer replicates: starting processes costs more than it saves
+DEFAULT_WORKERS = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 NEAR_CHANCE_MARGIN = 0.02  # accuracy barely above chance, or rising less than this, carries little signal
 
 
@@ -77,8 +80,9 @@ class FitOptions:
     """bootstrap seed"""
     variance_window: int = 10
     """last checkpoints of each run used by the variance analysis"""
-    workers: int = 1
-    """processes fitting tasks in parallel when bootstrapping (1: none; on a busy machine more can be slower)"""
+    workers: int = DEFAULT_WORKERS
+    """processes sharing the bootstrap's refits (the tasks', the shared law's replicates); default one per
+    CPU core this process may use; 1: none"""
     method: str = methods.DEFAULT_METHOD
     """step-1 method (methods.METHODS): `paper` reproduces the paper, `ensemble` is the default"""
     kappa: float = DEFAULT_KAPPA
@@ -334,9 +338,10 @@ def fit_task(task: str, ladder: pd.DataFrame, chance: float, options: FitOptions
 
 
 def _joint_inputs(ladder: pd.DataFrame, rows_of: dict[str, pd.DataFrame], seeds: dict[str, list[int]],
-                  options: FitOptions) -> tuple[JointInputs, dict[str, LawFit]]:
+                  options: FitOptions, pool: Executor | None) -> tuple[JointInputs, dict[str, LawFit]]:
     """The ladder's bootstrap draws (one per run and replicate, shared by every task) and, for a
-    method with the shared law, its joint fit and replicates; with each task's view of the fit."""
+    method with the shared law, its joint fit and replicates (shared among the `pool`'s workers);
+    with each task's view of the fit."""
     runs = ladder.groupby("run").agg(N=("N", "first"), D=("D", "max")).sort_values(["N", "D"]).index.tolist()
     labels = size_labels(ladder).groupby(ladder["run"]).first()
     draws = None
@@ -351,7 +356,8 @@ def _joint_inputs(ladder: pd.DataFrame, rows_of: dict[str, pd.DataFrame], seeds:
         if draws is not None:
             per_run = draws[:, [runs.index(run) for run in next(iter(points.values())).runs]]
             tails = {task: [*seed, 1] for task, seed in seeds.items()}  # a stream apart from the task's own draws
-            joint.shared_theta = refit_shared_replicates(shared, points, per_run, tails)
+            joint.shared_theta = refit_shared_replicates(shared, points, per_run, tails, pool=pool,
+                                                         parts=options.workers)
     return joint, views
 
 
@@ -359,15 +365,20 @@ def _fit_job(job: tuple) -> TaskFit:
     return fit_task(*job)
 
 
-def _run_jobs(jobs: list[tuple], options: FitOptions) -> list[TaskFit]:
-    """Fit tasks, in parallel processes when the bootstrap makes it worth starting them."""
-    workers = min(options.workers, len(jobs))
-    if workers < 2 or options.bootstrap < PARALLEL_MIN_BOOTSTRAP:
-        return [fit_task(*job) for job in jobs]
+def _pool(options: FitOptions) -> ProcessPoolExecutor | nullcontext:
+    """Worker processes when the bootstrap makes it worth starting them (else a context of None)."""
+    if options.workers < 2 or options.bootstrap < PARALLEL_MIN_BOOTSTRAP:
+        return nullcontext()
     methods = multiprocessing.get_all_start_methods()
     context = multiprocessing.get_context("fork" if "fork" in methods else None)
-    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
-        return list(pool.map(_fit_job, jobs))
+    return ProcessPoolExecutor(max_workers=options.workers, mp_context=context)
+
+
+def _run_jobs(jobs: list[tuple], pool: Executor | None) -> list[TaskFit]:
+    """Fit tasks, in the pool's processes when there is one."""
+    if pool is None or len(jobs) < 2:
+        return [fit_task(*job) for job in jobs]
+    return list(pool.map(_fit_job, jobs))
 
 
 def fit_table(table: pd.DataFrame, options: FitOptions | None = None, **overrides) -> LadderFit:
@@ -392,12 +403,14 @@ def fit_table(table: pd.DataFrame, options: FitOptions | None = None, **override
             raise LadderError(f"task {task!r} has no rows in the selected ladder runs")
     # Seeded by the task's name, so that a task's draws do not depend on the other tasks selected.
     seeds = {task: [options.seed, zlib.crc32(task.encode("utf-8"))] for task in tasks}
-    joint = None if options.method == "paper" else _joint_inputs(ladder, rows_of, seeds, options)
-    jobs = []
-    for task in tasks:
-        task_joint = None if joint is None else replace(joint[0], shared=joint[1].get(task))
-        jobs.append((task, rows_of[task], chance_level(table, task, options.chance), options, seeds[task], task_joint))
-    fits = dict(zip(tasks, _run_jobs(jobs, options)))
+    with _pool(options) as pool:
+        joint = None if options.method == "paper" else _joint_inputs(ladder, rows_of, seeds, options, pool)
+        jobs = []
+        for task in tasks:
+            task_joint = None if joint is None else replace(joint[0], shared=joint[1].get(task))
+            jobs.append((task, rows_of[task], chance_level(table, task, options.chance), options, seeds[task],
+                         task_joint))
+        fits = dict(zip(tasks, _run_jobs(jobs, pool)))
     targets = {}
     for task in tasks:
         target_rows = targets_rows[targets_rows["task"] == task]

@@ -56,7 +56,8 @@ def _add_selection(parser: argparse.ArgumentParser, methods: tuple[str, ...] | N
     group.add_argument("--skip", type=float, default=0.1, help="share of each run's first checkpoints left out of step 2")
     group.add_argument("--window", type=int, default=5, help="step 2 trailing moving-average window (default 5)")
     group.add_argument("--delta", type=float, default=1e-3, help="step 1 Huber threshold on log residuals")
-    group.add_argument("--workers", type=int, default=1, help="processes fitting tasks in parallel (default 1)")
+    group.add_argument("--workers", type=int, help="processes sharing the bootstrap's refits (default: one per "
+                                                   "CPU core available)")
 
 
 def _options(args: argparse.Namespace):
@@ -65,8 +66,8 @@ def _options(args: argparse.Namespace):
     return FitOptions(
         sizes=args.sizes, multipliers=args.multipliers, tasks=args.tasks, include_reruns=args.reruns,
         chance=args.chance, last_n=args.last_n, skip_fraction=args.skip, window=args.window, delta=args.delta,
-        bootstrap=args.bootstrap, level=args.level, seed=args.seed, workers=args.workers, method=args.method,
-        kappa=args.kappa, early_target=args.early_target,
+        bootstrap=args.bootstrap, level=args.level, seed=args.seed, method=args.method, kappa=args.kappa,
+        early_target=args.early_target, **({} if args.workers is None else {"workers": args.workers}),
     )
 
 

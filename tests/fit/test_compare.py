@@ -42,14 +42,15 @@ def test_the_multiplier_solves_the_definition_exactly_on_noiseless_ladders():
 
 def test_known_offset_inside_the_90_percent_intervals():
     """Synthetic ladders whose B needs 1.5x A's compute: the true difference and multiplier fall in
-    their 90% intervals in about 90% of draws (LADDER_COMPARE_DRAWS=200 for the docs' figure)."""
+    their 90% intervals in about 90% of draws (LADDER_COMPARE_DRAWS=200 for the docs' figure). The
+    ladders follow the paper's five-parameter law, so the paper's method fits them (and quickly)."""
     draws = int(os.environ.get("LADDER_COMPARE_DRAWS", "10"))
     factor = 1.5
     inside_diff, inside_multiplier, p_values = [], [], []
     for draw in range(draws):
         table_a = make_table(step2=ANCHORED, loss_noise=0.004, acc_noise=0.006, checkpoints=12, seed=2 * draw)
         table_b = make_table(step2=ANCHORED, step1=_recipe_b(factor), loss_noise=0.004, acc_noise=0.006, checkpoints=12, seed=2 * draw + 1)
-        row = compare(table_a, table_b, [TARGET], bootstrap=100, seed=draw).rows.iloc[0]
+        row = compare(table_a, table_b, [TARGET], bootstrap=100, seed=draw, method="paper").rows.iloc[0]
         inside_diff.append(row["diff_lo"] <= _truth(factor) <= row["diff_hi"])
         inside_multiplier.append(row["multiplier_lo"] <= factor <= row["multiplier_hi"])
         p_values.append(row["p_a_beats_b"])
@@ -84,7 +85,7 @@ def test_paper_reruns_against_originals_are_no_different():
     reruns = pd.concat([ladder[ladder["multiplier"] != 1].loc[lambda t: ~t["rerun"]],
                         ladder[ladder["rerun"]].assign(rerun=False)], ignore_index=True)
     seven = Target("7B-4T", 6887575552, 3945065873408)
-    rows = compare(originals, reruns, [seven], bootstrap=200, tasks=["mmlu", "hellaswag", "arc_easy", "piqa"]).rows
+    rows = compare(originals, reruns, [seven], bootstrap=100, tasks=["mmlu", "hellaswag", "arc_easy", "piqa"]).rows
     assert rows["paired"].all()
     assert ((rows["multiplier_lo"] <= 1) & (rows["multiplier_hi"] >= 1)).mean() >= 0.75
     assert ((rows["p_a_beats_b"] > 0.1) & (rows["p_a_beats_b"] < 0.9)).mean() >= 0.5

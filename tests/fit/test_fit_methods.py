@@ -25,6 +25,7 @@ from ladder.results import write_table
 TIED = {"A": 300.0, "alpha": 0.3, "B": 900.0, "beta": 0.3, "E": 1.5}
 TIED_2 = {"A": 120.0, "alpha": 0.3, "B": 1500.0, "beta": 0.3, "E": 0.9}
 BIG = (2e9, 2e9 * 20 * 5)
+REPLICATES = 12  # bootstrap replicates: enough for an interval, few enough for a quick test
 
 
 def _grid(sizes=(2e7, 5e7, 1.2e8, 3e8)):
@@ -91,14 +92,20 @@ def two_tasks() -> pd.DataFrame:
     return make_table(tasks=("alpha", "beta"), targets={"big": BIG}, checkpoints=8, loss_noise=0.01, acc_noise=0.01)
 
 
-def test_the_bootstrap_draws_runs_jointly_across_tasks(two_tasks):
-    joint = fit_table(two_tasks, bootstrap=40, seed=2)
-    draws = [joint.tasks[task].boot.run_draws for task in ("alpha", "beta")]
+@pytest.fixture(scope="module")
+def bootstrapped(two_tasks):
+    """The default method with a (small) bootstrap and kappa intervals, fitted once for the tests below."""
+    return fit_table(two_tasks, bootstrap=REPLICATES, seed=2, kappa=2.0)
+
+
+
+def test_the_bootstrap_draws_runs_jointly_across_tasks(two_tasks, bootstrapped):
+    draws = [bootstrapped.tasks[task].boot.run_draws for task in ("alpha", "beta")]
     np.testing.assert_array_equal(draws[0], draws[1])
-    assert draws[0].shape == (40, 16) and (draws[0].sum(axis=1) == 16).all()
-    paper = fit_table(two_tasks, bootstrap=40, seed=2, method="paper")  # the paper's: each task its own draws
+    assert draws[0].shape == (REPLICATES, 16) and (draws[0].sum(axis=1) == 16).all()
+    paper = fit_table(two_tasks, bootstrap=REPLICATES, seed=2, method="paper")  # the paper's: each task its own draws
     assert not np.array_equal(paper.tasks["alpha"].boot.run_draws, paper.tasks["beta"].boot.run_draws)
-    row = joint.predictions.iloc[0]
+    row = bootstrapped.predictions.iloc[0]
     assert row["pred_acc_lo"] < row["pred_acc"] < row["pred_acc_hi"]
     assert row["pred_loss_lo"] < row["pred_loss"] < row["pred_loss_hi"]
 
@@ -162,10 +169,11 @@ def _early_table(shift: float) -> pd.DataFrame:
 
 
 def test_early_target_reports_the_offset_beside_the_plain_prediction():
+    """The offset is step 2's, the same for every step-1 method: the paper's, the quickest, fits here."""
     table = _early_table(0.03)
-    plain = fit_table(table, bootstrap=0)
+    plain = fit_table(table, bootstrap=0, method="paper")
     assert list(plain.predictions.columns) == list(PREDICTION_COLUMNS)
-    early = fit_table(table, bootstrap=0, early_target=True)
+    early = fit_table(table, bootstrap=0, method="paper", early_target=True)
     assert list(early.predictions.columns) == list(PREDICTION_COLUMNS) + list(EARLY_COLUMNS)
     row = early.predictions.iloc[0]
     assert row["pred_acc"] == plain.predictions.iloc[0]["pred_acc"]  # the plain prediction is unchanged
@@ -176,7 +184,7 @@ def test_early_target_reports_the_offset_beside_the_plain_prediction():
     assert abs(row["early_abs_err"]) < abs(row["abs_err"])
     # A run in progress: its first checkpoints in the table, the budget given to predict.
     started = table[~((table["run"] == "big") & (table["D"] > 0.12 * BIG[1]))]
-    ongoing = fit_table(started, bootstrap=0, early_target=True)
+    ongoing = fit_table(started, bootstrap=0, method="paper", early_target=True)
     predicted = ongoing.predict(BIG[0], BIG[1], "big").iloc[0]
     assert predicted["early_points"] == 9 and predicted["early_offset"] == pytest.approx(0.03, abs=0.005)
     assert math.isnan(ongoing.predict(BIG[0], BIG[1], "other").iloc[0]["early_offset"])
@@ -190,9 +198,8 @@ def test_kappa_interval_half_width():
     assert kappa_interval(0.99, 0.05, 0.0, kappa=1.0, level=0.9)[1] == 1.0
 
 
-def test_fit_intervals_widen_with_extrapolation(two_tasks):
-    fit = fit_table(two_tasks, bootstrap=40, kappa=2.0)
-    row = fit.predictions.iloc[0]
+def test_fit_intervals_widen_with_extrapolation(bootstrapped):
+    row = bootstrapped.predictions.iloc[0]
     n_max, d_max = 3e8, 3e8 * 20 * 10
     assert row["extrapolation"] == pytest.approx(math.log(BIG[0] / n_max) + max(0.0, math.log(BIG[1] / d_max)))
     half = 1.6448536 * math.sqrt(row["acc_sd"] ** 2 + (0.02 * row["extrapolation"]) ** 2)
@@ -218,7 +225,7 @@ def test_kappa_is_estimated_from_excess_squared_errors_and_holds_leave_one_cut_o
 def test_backtest_compares_every_method(tmp_path, capsys):
     table = make_table(sizes={"s1": 2e7, "s2": 5e7, "s3": 1.2e8, "s4": 3e8, "s5": 7e8}, checkpoints=6,
                        tasks=("alpha", "beta"), loss_noise=0.003, acc_noise=0.005, targets={"big": BIG})
-    rows = compare_methods(table, min_sizes=3, bootstrap=10)
+    rows = compare_methods(table, min_sizes=3, bootstrap=3)
     assert list(dict.fromkeys(rows["method"])) == list(METHODS)
     frame = comparison(rows, 0.9)
     assert frame.index.tolist() == list(METHODS) and (frame["held-out"] == 24).all()
