@@ -7,3 +7,9 @@ and keeps its traceback.
 
 class LadderError(Exception):
     """A problem with what the user gave us, explained in one line."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM arrived: unwound like Ctrl-C (temporary files removed), but the command exits 128 + 15."""
+
+    signum = 15

@@ -8,6 +8,7 @@ before Hydra runs the app; the app itself is a real `hydra.main`, so `--multirun
 
 from __future__ import annotations
 
+import shutil
 import sys
 from pathlib import Path
 from typing import Any, Callable
@@ -84,16 +85,21 @@ def run_app(
     """Run `task(cfg)` as the Hydra app `ladder <name>` with command-line `argv`.
 
     `validate(cfg)` runs on the composed config before Hydra starts (and creates its output
-    directory), so that a config the task would refuse leaves nothing behind.
+    directory), so that a config the task would refuse leaves nothing behind; a refusal the task
+    finds later (it needs the corpus or the tasks) removes what Hydra wrote (`_OutputDir`).
     Returns what the (last) task returned. A LadderError raised by the task propagates.
     """
+    if not any(arg.lstrip("+~").startswith("hydra.job.name=") for arg in argv):
+        argv = [*argv, f"hydra.job.name={name}"]  # `--help`'s title and the log's name: <output dir>/<name>.log
     overrides = [arg for arg in argv if not arg.startswith("-") and "=" in arg]
     # A multirun's overrides hold sweeps (a=1,2) that only Hydra's sweeper expands: Hydra checks them.
     skip_check = ("--cfg", "-c", "--help", "-h", "--hydra-help", "--info", "--multirun", "-m")
+    output: _OutputDir | None = None
     if not any(arg in skip_check for arg in argv):
         cfg = compose_config([o for o in overrides if not o.lstrip("+~").startswith("hydra")])
         if validate is not None:
             validate(cfg)
+        output = _OutputDir.before_run(overrides, name)
     register_configs()
     outcome: dict[str, Any] = {}
 
@@ -115,5 +121,40 @@ def run_app(
     finally:
         sys.argv = saved_argv
     if "error" in outcome:
+        if output is not None:
+            output.remove_hydra_files_if_nothing_else()
         raise outcome["error"]
     return outcome.get("result")
+
+
+class _OutputDir:
+    """Hydra's output directory of a run (`hydra.run.dir`), as it was before Hydra started: an app
+    that refuses its config after Hydra has written `.hydra/` and `<job>.log` there leaves neither
+    (nor the directory, if this start made it), unless the app itself wrote something beside them."""
+
+    def __init__(self, path: Path, existed: set[str] | None, own: set[str]):
+        self.path, self.existed, self.own = path, existed, own
+
+    @classmethod
+    def before_run(cls, overrides: list[str], name: str) -> "_OutputDir | None":
+        try:
+            with initialize_config_dir(config_dir=str(CONF_DIR), version_base=HYDRA_VERSION):
+                cfg = compose(config_name="config", overrides=overrides, return_hydra_config=True)
+            path = Path(str(cfg.hydra.run.dir))
+            subdir, job = cfg.hydra.output_subdir, str(cfg.hydra.job.name)
+        except Exception:  # a directory named by Hydra's runtime state (${hydra:...}): not known yet
+            return None
+        existed = {entry.name for entry in path.iterdir()} if path.is_dir() else None
+        return cls(path, existed, {str(subdir), f"{job}.log"} if subdir is not None else {f"{job}.log"})
+
+    def remove_hydra_files_if_nothing_else(self) -> None:
+        if not self.path.is_dir():
+            return
+        new = {entry.name for entry in self.path.iterdir()} - (self.existed or set())
+        if not new <= self.own:
+            return  # the app wrote its own files (a run that started and failed): they stay with the log
+        for entry in new:
+            target = self.path / entry
+            shutil.rmtree(target) if target.is_dir() else target.unlink()
+        if self.existed is None and not any(self.path.iterdir()):
+            self.path.rmdir()

@@ -23,7 +23,6 @@ import json
 import logging
 import os
 import shutil
-import sys
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -34,7 +33,6 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
-from tqdm import tqdm
 
 from ladder.atomic import make_directory, write_text_atomic
 from ladder.data.sources import Document, Source, read_documents, resolve_source
@@ -47,6 +45,7 @@ from ladder.data.tokenizer import (
     token_dtype,
 )
 from ladder.errors import LadderError
+from ladder.progress import progress as progress_bar
 
 log = logging.getLogger(__name__)
 
@@ -133,7 +132,7 @@ def open_corpus(root: str | Path) -> PreparedCorpus:
 def prepare_corpus(data_cfg: Any, *, progress: bool | None = None) -> PreparedCorpus:
     """Prepare the corpus described by `data_cfg` (a DataConfig or the `data` node), or reuse it.
 
-    `progress`: show tqdm bars (default: when stderr is a terminal).
+    `progress`: report progress (default: yes; tqdm bars on a terminal, else log lines, ladder.progress).
     """
     name, specs = str(data_cfg.name), [str(s) for s in data_cfg.sources]
     tokenizer_spec, val_fraction, seed = str(data_cfg.tokenizer), float(data_cfg.val_fraction), int(data_cfg.seed)
@@ -144,7 +143,7 @@ def prepare_corpus(data_cfg: Any, *, progress: bool | None = None) -> PreparedCo
     if not 0.0 <= val_fraction < 1.0:
         raise LadderError(f"data.val_fraction must be in [0, 1), got {val_fraction}")
     parse_bpe_spec(tokenizer_spec)
-    show = sys.stderr.isatty() if progress is None else progress
+    show = True if progress is None else progress
 
     sources = [resolve_source(spec) for spec in specs]
     hashes = [source.content_hash() for source in sources]
@@ -292,7 +291,7 @@ def _build(
     # Documents are streamed (memory does not grow with the corpus): a first pass counts them,
     # so that the split holds out exactly round(val_fraction x documents).
     counts = np.zeros(len(sources), dtype=np.int64)
-    for index, _ in tqdm(documents(), desc="counting documents", unit="doc", disable=not show):
+    for index, _ in progress_bar(documents(), desc="counting documents", unit="doc", enabled=show):
         counts[index] += 1
     for source, count in zip(sources, counts):
         if count == 0:
@@ -317,7 +316,7 @@ def _build(
     per_source = [
         {"train_documents": 0, "val_documents": 0, "train_tokens": 0, "val_tokens": 0} for _ in sources
     ]
-    progress = tqdm(total=n_documents, desc="tokenizing", unit="doc", disable=not show)
+    progress = progress_bar(total=n_documents, desc="tokenizing", unit="doc", enabled=show)
     stream, position = documents(), 0
     while batch := list(islice(stream, ENCODE_BATCH)):
         encoded = iter(tokenizer.encode_array([doc.text for _, doc in batch if doc.text is not None]))

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ladder.atomic import check_writable_destination, terminate_as_interrupt
 from ladder.errors import LadderError
 from ladder.fit.bootstrap import BootstrapFits, bootstrap_task, interval
 from ladder.fit.chain import SingleStepFit, fit_single_step
@@ -30,6 +31,7 @@ from ladder.fit.points import (
 from ladder.fit.step1 import Step1Fit, fit_step1
 from ladder.fit.step2 import Step2Fit, fit_step2
 from ladder.fit.variance import checkpoint_variance
+from ladder.progress import progress
 from ladder.results import validate_table
 
 OUTPUT_FILES = ("predictions.csv", "params.csv", "variance.csv", "report.md")
@@ -269,11 +271,11 @@ def _run_jobs(jobs: list[tuple], options: FitOptions) -> list[TaskFit]:
     """Fit tasks, in parallel processes when the bootstrap makes it worth starting them."""
     workers = min(options.workers, len(jobs))
     if workers < 2 or options.bootstrap < PARALLEL_MIN_BOOTSTRAP:
-        return [fit_task(*job) for job in jobs]
+        return list(progress((fit_task(*job) for job in jobs), total=len(jobs), desc="fit", unit="task", leave=False))
     methods = multiprocessing.get_all_start_methods()
     context = multiprocessing.get_context("fork" if "fork" in methods else None)
     with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
-        return list(pool.map(_fit_job, jobs))
+        return list(progress(pool.map(_fit_job, jobs), total=len(jobs), desc="fit", unit="task", leave=False))
 
 
 def fit_table(table: pd.DataFrame, options: FitOptions | None = None, **overrides) -> LadderFit:
@@ -318,6 +320,7 @@ def check_out_dir(out_dir: str | os.PathLike, overwrite: bool) -> Path:
     existing = [name for name in (*OUTPUT_FILES, *PLOT_FILES) if (out_dir / name).exists()]
     if existing and not overwrite:
         raise LadderError(f"{out_dir} already holds results ({', '.join(existing)}); pass --overwrite to replace them")
+    check_writable_destination(out_dir / OUTPUT_FILES[0])
     return out_dir
 
 
@@ -325,29 +328,31 @@ def write_outputs(fit: LadderFit, out_dir: str | os.PathLike, *, overwrite: bool
     """Write predictions.csv, params.csv, variance.csv, report.md and plots (PNG) into `out_dir`.
 
     Everything is first written to a temporary directory beside it; files are moved into place
-    (each atomically) only when all have been written, so a failure leaves no partial results.
+    (each atomically) only when all have been written, so a failure, Ctrl-C or SIGTERM leaves no
+    partial results and no staging folder.
     """
     from ladder import report  # matplotlib is imported only when writing
 
     out_dir = check_out_dir(out_dir, overwrite)
-    try:
-        out_dir.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.tmp-"))
-    except OSError as error:
-        raise LadderError(f"{out_dir}: cannot write results here: {error.strerror or error}")
-    try:
-        fit.predictions.to_csv(staging / "predictions.csv", index=False)
-        fit.params.to_csv(staging / "params.csv", index=False)
-        fit.variance.to_csv(staging / "variance.csv", index=False)
-        images = report.plot_fit(fit, staging) if plots else []
-        (staging / "report.md").write_text(report.markdown_report(fit, images), encoding="utf-8")
-        out_dir.mkdir(exist_ok=True)
-        for stale in set(PLOT_FILES) - {path.name for path in staging.iterdir()}:
-            (out_dir / stale).unlink(missing_ok=True)  # a plot of the results being replaced
-        written = []
-        for path in sorted(staging.iterdir()):
-            os.replace(path, out_dir / path.name)
-            written.append(out_dir / path.name)
-        return written
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+    with terminate_as_interrupt():  # SIGTERM, like Ctrl-C, leaves no staging folder
+        try:
+            out_dir.parent.mkdir(parents=True, exist_ok=True)
+            staging = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.tmp-"))
+        except OSError as error:
+            raise LadderError(f"{out_dir}: cannot write results here: {error.strerror or error}")
+        try:
+            fit.predictions.to_csv(staging / "predictions.csv", index=False)
+            fit.params.to_csv(staging / "params.csv", index=False)
+            fit.variance.to_csv(staging / "variance.csv", index=False)
+            images = report.plot_fit(fit, staging) if plots else []
+            (staging / "report.md").write_text(report.markdown_report(fit, images), encoding="utf-8")
+            out_dir.mkdir(exist_ok=True)
+            for stale in set(PLOT_FILES) - {path.name for path in staging.iterdir()}:
+                (out_dir / stale).unlink(missing_ok=True)  # a plot of the results being replaced
+            written = []
+            for path in sorted(staging.iterdir()):
+                os.replace(path, out_dir / path.name)
+                written.append(out_dir / path.name)
+            return written
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)

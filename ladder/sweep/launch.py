@@ -68,6 +68,7 @@ def configure_rung(cfg: DictConfig, rung: Rung, run_dir: Path) -> None:
         cfg.multiplier = rung.multiplier
         cfg.train.tokens = None
     else:
+        cfg.multiplier = 1.0  # unused beside train.tokens (ladder.config refuses both set)
         cfg.train.tokens = rung.tokens
     cfg.role = rung.role
     cfg.run_name = rung.name

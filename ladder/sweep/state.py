@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ladder.atomic import read_json, write_text_atomic
+from ladder.progress import format_duration
 
 DONE = "DONE"
 FAILED = "FAILED"
@@ -96,17 +97,6 @@ class RungState:
         return ", ".join(parts)
 
 
-def format_duration(seconds: float) -> str:
-    seconds = max(0, int(seconds))
-    if seconds < 60:
-        return f"{seconds}s"
-    if seconds < 3600:
-        return f"{seconds // 60}m{seconds % 60:02d}s"
-    if seconds < 86400:
-        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
-    return f"{seconds // 86400}d{seconds % 86400 // 3600:02d}h"
-
-
 def read_state(run_dir: Path, name: str | None = None, now: float | None = None) -> RungState:
     now = time.time() if now is None else now
     state = RungState(name=name or run_dir.name, status="pending")
@@ -115,18 +105,21 @@ def read_state(run_dir: Path, name: str | None = None, now: float | None = None)
     metrics = run_dir / METRICS_FILE
     record = last_record(metrics) if metrics.exists() else None
     if record is not None:
-        state.step = record.get("step")
-        state.loss = record.get("loss")
+        state.step = _number(record.get("step"), int)
+        state.loss = _number(record.get("loss"), float)
         state.idle_s = now - metrics.stat().st_mtime
-        tokens_per_s = record.get("tokens_per_s")
+        tokens_per_s = _number(record.get("tokens_per_s"), float)
         batch_tokens = (rung.get("batch_sequences") or 0) * (rung.get("seq_len") or 0)
         if tokens_per_s and batch_tokens and state.steps and state.step is not None:
             state.eta_s = (state.steps - state.step) * batch_tokens / tokens_per_s
-    if (run_dir / DONE).exists():
+    done = read_json(run_dir / DONE) if (run_dir / DONE).exists() else None
+    if (run_dir / DONE).exists() and (done is None or _number(done.get("step"), int) is None):
+        state.status = "failed"
+        state.error = "DONE is not a DONE record (empty or edited): delete it to resume"
+    elif done is not None:
         state.status = "done"
-        done = read_json(run_dir / DONE) or {}
-        state.step = done.get("step", state.step)
-        state.loss = done.get("loss", state.loss)
+        state.step = _number(done.get("step"), int)
+        state.loss = _number(done.get("loss"), float, state.loss)
     elif (run_dir / FAILED).exists():
         state.status = "failed"
         failed = read_json(run_dir / FAILED) or {}
@@ -136,6 +129,14 @@ def read_state(run_dir: Path, name: str | None = None, now: float | None = None)
     elif record is not None:
         state.status = "partial"
     return state
+
+
+def _number(value: Any, kind: type, default: Any = None) -> Any:
+    """`value` if it is a number of `kind` (an int counts as a float; a bool as neither), else `default`:
+    a hand-edited or foreign record shows as unknown instead of breaking the table."""
+    if isinstance(value, bool) or not isinstance(value, (int, float) if kind is float else int):
+        return default
+    return value
 
 
 def _is_running(marker: Path, idle_s: float | None) -> bool:

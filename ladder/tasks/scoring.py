@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import logging
 import math
-import sys
 from dataclasses import asdict, dataclass, replace
 from typing import Any, Iterable, Protocol, Sequence
 
@@ -70,12 +69,12 @@ class TaskScore:
 
 
 def with_progress(batches: Sequence[Any], enabled: bool) -> Iterable[Any]:
-    """`batches` with a tqdm bar when asked and stderr is a terminal."""
-    if not (enabled and sys.stderr.isatty()):
+    """`batches`, with progress reported when asked (ladder.progress: a bar on a terminal, else log lines)."""
+    if not enabled:
         return batches
-    from tqdm import tqdm
+    from ladder.progress import progress
 
-    return tqdm(batches, desc="eval", unit="batch", leave=False)
+    return progress(batches, desc="eval", unit="batch", leave=False)
 
 
 def continuation_logprobs(

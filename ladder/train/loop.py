@@ -9,6 +9,7 @@ same run_dir resumes from `checkpoint/latest.pt`; on a finished run (DONE) it do
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import inspect
 import logging
 import math
@@ -24,12 +25,13 @@ import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
 from torch.nn.parallel import DistributedDataParallel
-from tqdm import tqdm
 
 from ladder.config import check_values
 from ladder.errors import LadderError
 from ladder.grid import Rung, make_rung
+from ladder.hardware import safe_threads
 from ladder.model import decoder_from_config
+from ladder.progress import progress
 from ladder.ranks import is_rank_zero
 from ladder.sizes import flops_per_token, get_shape
 from ladder.train import checkpoint as ckpt
@@ -61,6 +63,8 @@ class RunOutcome:
     """Tokens trained on."""
     loss: float | None
     """Training loss of the last step (None if skipped without a DONE record)."""
+    signal: int | None = None
+    """The signal that stopped the run (SIGTERM, SIGINT, SIGUSR1), None otherwise."""
 
 
 def rung_for(cfg: DictConfig, vocab_size: int | None = None) -> Rung:
@@ -100,6 +104,7 @@ def check_run(cfg: DictConfig) -> None:
     if not os.access(existing, os.W_OK | os.X_OK):
         raise LadderError(f"run_dir {path}: {existing} is not writable")
     run_dir = RunDir(path)
+    run_dir.read_done()  # a DONE that is not a record is refused here
     if run_dir.has_config() or run_dir.latest_checkpoint.is_file():  # no config beside a checkpoint: refused
         differences = config_differences(run_dir.read_config(), OmegaConf.to_container(cfg, resolve=True))
         if differences:
@@ -124,10 +129,12 @@ def run_training(cfg: DictConfig, stop: threading.Event | None = None) -> RunOut
     # Rank 0 owns the run directory from here on (before the corpus, tasks and model are set up,
     # so that `ladder status` and a second trainer see this session at once).
     owner = run_dir.session() if is_rank_zero() else contextlib.nullcontext()
-    with owner, _stop_on_signals(stop or threading.Event()) as stop_requested:
+    received: list[int] = []
+    with owner, _stop_on_signals(stop or threading.Event(), received) as stop_requested:
         ctx = distributed.setup(cfg.device)
-        with _torch_threads(cfg.train.threads), _quiet_unless(ctx.is_main):
-            return _Trainer(cfg, run_dir, ctx, stop_requested).run()
+        with _quiet_unless(ctx.is_main), _torch_threads(cfg.train.threads, ctx.device):
+            outcome = _Trainer(cfg, run_dir, ctx, stop_requested).run()
+    return dataclasses.replace(outcome, signal=received[0]) if outcome.status == "stopped" and received else outcome
 
 
 @contextlib.contextmanager
@@ -144,12 +151,18 @@ def _quiet_unless(is_main: bool) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def _torch_threads(threads: int | None) -> Iterator[None]:
-    """torch's intra-op thread count for the run, restored afterwards."""
-    if threads is None:
-        yield
-        return
+def _torch_threads(threads: int | None, device: torch.device) -> Iterator[None]:
+    """torch's intra-op thread count for the run, restored afterwards. Unset (and no OMP_NUM_THREADS),
+    a CPU run takes torch's default (one per core) only if the cores are free, else fewer, and says so."""
     previous = torch.get_num_threads()
+    if threads is None:
+        if device.type != "cpu" or "OMP_NUM_THREADS" in os.environ:
+            yield
+            return
+        threads, busy = safe_threads(previous)
+        if busy:
+            log.warning("the CPU is busy (%s): training with %d thread(s) instead of %d; set train.threads "
+                        "to choose", busy, threads, previous)
     torch.set_num_threads(threads)
     try:
         yield
@@ -158,21 +171,25 @@ def _torch_threads(threads: int | None) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def _stop_on_signals(stop: threading.Event) -> Iterator[threading.Event]:
-    """SIGTERM/SIGUSR1 and a first Ctrl-C (SIGINT) set `stop`: the loop checkpoints at the end of
-    the step and returns. A second Ctrl-C aborts at once (KeyboardInterrupt). Old handlers are
-    restored afterwards."""
+def _stop_on_signals(stop: threading.Event, received: list[int]) -> Iterator[threading.Event]:
+    """SIGTERM/SIGUSR1 and a first Ctrl-C (SIGINT) set `stop` and are appended to `received`: the
+    loop checkpoints at the end of the step and returns. A second Ctrl-C aborts at once
+    (KeyboardInterrupt). Old handlers are restored afterwards."""
     if threading.current_thread() is not threading.main_thread():
         yield stop  # signals can only be handled in the main thread
         return
 
-    def interrupt(signum: int, frame: Any) -> None:
+    def request_stop(signum: int, frame: Any) -> None:
         stop.set()
+        received.append(signum)
+
+    def interrupt(signum: int, frame: Any) -> None:
+        request_stop(signum, frame)
         signal.signal(signal.SIGINT, signal.default_int_handler)
         if is_rank_zero():  # every rank gets the signal; one says so
             log.warning("interrupted: checkpointing at the end of this step (Ctrl-C again aborts without one)")
 
-    previous = {sig: signal.signal(sig, lambda signum, frame: stop.set()) for sig in STOP_SIGNALS}
+    previous = {sig: signal.signal(sig, request_stop) for sig in STOP_SIGNALS}
     previous[signal.SIGINT] = signal.signal(signal.SIGINT, interrupt)
     try:
         yield stop
@@ -310,24 +327,33 @@ class _Trainer:
     def run(self) -> RunOutcome:
         cfg, ctx = self.cfg, self.ctx
         resolved = OmegaConf.to_container(cfg, resolve=True)  # same config as the run dir's (check_run)
-        if self.run_dir.latest_checkpoint.is_file():
-            self.resume()
-        elif ctx.is_main:
-            self.run_dir.start(resolved, self.rung_record())
-        ctx.barrier()
-        if ctx.is_main:
-            self.run_dir.write_config(resolved)  # this session's values of the resumable keys
-            self.run_dir.clear_failed()
+        if ctx.is_main:  # before anything is written: wandb refusing (no login) leaves no run behind
+            self.tracker = self.make_tracker(resolved)
         try:
+            if self.run_dir.latest_checkpoint.is_file():
+                self.resume()
+            elif ctx.is_main:
+                self.run_dir.start(resolved, self.rung_record())
+            ctx.barrier()
             if ctx.is_main:
-                self.tracker = Tracker(cfg, self.run_dir.path, run_name(cfg), resolved)
-            return self.train()
-        except Exception as error:  # NaN, a bug or a broken machine: recorded for `ladder status`
-            self.fail(error)
-            raise
+                self.run_dir.write_config(resolved)  # this session's values of the resumable keys
+                self.run_dir.clear_failed()
+            try:
+                return self.train()
+            except Exception as error:  # NaN, a bug or a broken machine: recorded for `ladder status`
+                self.fail(error)
+                raise
         finally:
             if self.tracker is not None:
                 self.tracker.finish()
+
+    def make_tracker(self, resolved: dict[str, Any]) -> Tracker:
+        """wandb: the config with the rung's record under `rung` (what `collect --wandb` reads); a
+        sweep's rungs grouped by the sweep root's name and tagged by size, role and multiplier."""
+        cfg, rung = self.cfg, self.rung
+        group = Path(cfg.run_dir).absolute().parent.name if cfg.rung else None
+        tags = (rung.size, rung.role) + ((f"{rung.multiplier:g}xC",) if rung.multiplier is not None else ())
+        return Tracker(cfg, self.run_dir.path, run_name(cfg), resolved | {"rung": self.rung_record()}, group, tags)
 
     def rung_record(self) -> dict[str, Any]:
         rung = self.rung
@@ -349,8 +375,7 @@ class _Trainer:
     def train(self) -> RunOutcome:
         cfg, rung, ctx = self.cfg, self.rung, self.ctx
         last_step = rung.steps if cfg.train.max_steps is None else min(rung.steps, cfg.train.max_steps)
-        bar = tqdm(total=last_step, initial=self.step, unit="step", disable=None if ctx.is_main else True,
-                   desc=run_name(cfg), dynamic_ncols=True)
+        bar = progress(total=last_step, initial=self.step, unit="step", enabled=ctx.is_main, desc=f"train {run_name(cfg)}")
         clipped_since_log, steps_since_log = 0, 0
         # `train.evals` spreads a fixed number of evaluations over the run, whatever its length.
         evals = cfg.train.evals
@@ -373,7 +398,8 @@ class _Trainer:
                 bar.update(1)
                 bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
                 final = self.step == rung.steps
-                evaluate = final or self.step % eval_interval == 0
+                # The step a run stops at (train.max_steps) is evaluated too: a smoke run has eval rows.
+                evaluate = final or self.step == last_step or self.step % eval_interval == 0
                 if final or evaluate or self.step % cfg.train.log_interval == 0 or self.step == last_step:
                     record = self.metrics_record(loss, grad_norm, lr, clipped_since_log / steps_since_log)
                     if evaluate:
@@ -387,8 +413,8 @@ class _Trainer:
         finally:
             bar.close()
         if self.step < rung.steps:
-            log.info("stopped at step %d (train.max_steps=%d, of %d); the same command resumes",
-                     self.step, cfg.train.max_steps, rung.steps)
+            log.info("stopped at train.max_steps=%d (step %d of %d): rerun with a larger train.max_steps, "
+                     "or without it, to train on from the checkpoint", cfg.train.max_steps, self.step, rung.steps)
             return self.outcome("stopped")
         return self.finish()
 

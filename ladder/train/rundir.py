@@ -53,8 +53,14 @@ class RunDir:
         return self.checkpoint_dir / LATEST
 
     def read_done(self) -> dict[str, Any] | None:
+        """The DONE record, None if the run is not done; a DONE that is not one is a LadderError."""
         path = self.path / DONE
-        return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+        if not path.exists():
+            return None
+        done = read_json(path)
+        if done is None or not all(isinstance(done.get(key), (int, float)) for key in ("step", "tokens", "loss")):
+            raise LadderError(f"{path} is not a DONE record (empty or edited); delete it to resume the run")
+        return done
 
     def has_config(self) -> bool:
         return (self.path / CONFIG).is_file()
@@ -94,15 +100,18 @@ class RunDir:
         if not path.is_file():
             return []
         rows = []
-        for line in path.read_text(encoding="utf-8").splitlines():
+        for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
             try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError:  # a torn last line from a killed process
-                break
+                row = json.loads(line)
+            except json.JSONDecodeError:  # a torn line from a killed process (or an edit): skipped, not an end
+                continue
+            if isinstance(row, dict) and isinstance(row.get("step"), int):
+                rows.append(row)
         return rows
 
     def truncate_metrics(self, step: int) -> None:
-        """Drop records after `step` (logged after the checkpoint a resumed run starts from)."""
+        """Drop records after `step` (logged after the checkpoint a resumed run starts from) and
+        lines that are not records; every valid record up to `step` is kept."""
         kept = [row for row in self.read_metrics() if row["step"] <= step]
         write_text_atomic(self.path / METRICS, "".join(json.dumps(row) + "\n" for row in kept))
 
@@ -121,8 +130,11 @@ class RunDir:
         """This process trains the run until the block ends: it holds an exclusive lock on `.lock`
         (a second trainer of the same run directory is refused instead of interleaving its records
         with this one's) and the RUNNING marker names it (`ladder status` tells a live run from a
-        stopped one by it). Both go when the block ends, however it ends."""
+        stopped one by it). Both go when the block ends, however it ends; `.lock` stays for the next
+        session, unless this one made it and refused to start (no config written): then it leaves
+        nothing behind."""
         self.path.mkdir(parents=True, exist_ok=True)
+        made_lock = not (self.path / LOCK).exists()
         with open(self.path / LOCK, "a") as handle:
             try:
                 fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -136,6 +148,8 @@ class RunDir:
                 yield
             finally:
                 (self.path / RUNNING).unlink(missing_ok=True)
+                if made_lock and not self.has_config():
+                    (self.path / LOCK).unlink(missing_ok=True)
 
 
 def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
