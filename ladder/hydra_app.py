@@ -60,7 +60,10 @@ def compose_config(overrides: list[str]) -> DictConfig:
             cfg = compose(config_name="config", overrides=overrides)
         OmegaConf.resolve(cfg)
     except (HydraException, OmegaConfBaseException, ValueError, yaml.YAMLError) as error:
-        raise LadderError(f"bad config: {describe_config_error(error)}") from None
+        message = describe_config_error(error)
+        if "Could not find 'data/" in message:  # data=mine: a config file, not a prepared corpus
+            message += " (a prepared corpus is named with data.name=<name>)"
+        raise LadderError(f"bad config: {message}") from None
     missing = sorted(OmegaConf.missing_keys(cfg))
     if missing:
         raise LadderError(f"bad config: {missing[0]} has no value (it is required)")

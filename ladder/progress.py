@@ -7,8 +7,9 @@ that it is alive, how far it is and when it will end:
     train 190M-1xC: 1200/14305 steps (8.4%), 2.1 steps/s, ETA 1h44m, loss=3.1416
 
 Lines go to the `ladder.progress` logger where logging is set up (the Hydra apps: the terminal or
-file and the job's log), else to stderr; one at the start, then one every `LADDER_PROGRESS_SECONDS`
-seconds (default 30), and one at the end. `enabled=False` shows nothing at all.
+file and the job's log), else to stderr: one every `LADDER_PROGRESS_SECONDS` seconds (default 30)
+and, if any was written, one at the end (work done within the interval prints nothing).
+`enabled=False` shows nothing at all.
 """
 
 from __future__ import annotations
@@ -56,8 +57,6 @@ class LogProgress:
         self.started = self.last_line = time.monotonic()
         self.closed = False
         self.reported_n: int | None = None
-        if enabled:
-            self._emit()
 
     def __iter__(self) -> Iterator[Any]:
         assert self.iterable is not None
@@ -83,7 +82,7 @@ class LogProgress:
         self.postfix = values
 
     def close(self) -> None:
-        if not self.closed and self.enabled and self.reported_n != self.n:
+        if not self.closed and self.enabled and self.reported_n is not None and self.reported_n != self.n:
             self._emit()
         self.closed = True
 

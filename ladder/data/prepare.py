@@ -138,6 +138,9 @@ def prepare_corpus(data_cfg: Any, *, progress: bool | None = None) -> PreparedCo
     tokenizer_spec, val_fraction, seed = str(data_cfg.tokenizer), float(data_cfg.val_fraction), int(data_cfg.seed)
     if not name or "/" in name or name.startswith("."):
         raise LadderError(f"bad data.name {name!r}: use a plain folder name")
+    specs, tokenizer_spec, val_fraction, seed = _named_corpus_inputs(
+        Path(str(data_cfg.prepared_root)).expanduser(), name, specs, tokenizer_spec, val_fraction, seed
+    )
     if not specs:
         raise LadderError("data.sources is empty: give at least one file, folder, pkg:<name> or deb:<name>")
     if not 0.0 <= val_fraction < 1.0:
@@ -157,6 +160,7 @@ def prepare_corpus(data_cfg: Any, *, progress: bool | None = None) -> PreparedCo
             return PreparedCorpus(root, reused=True)
         if root.exists() and not (root / MANIFEST).exists():
             raise LadderError(f"{root} exists and is not a prepared corpus; move it or choose another data.name")
+        log.info("preparing corpus %s in %s", name, root.absolute())
         temporary = root.parent / f".{name}.tmp-{os.getpid()}"
         shutil.rmtree(temporary, ignore_errors=True)
         temporary.mkdir()
@@ -174,6 +178,41 @@ def prepare_corpus(data_cfg: Any, *, progress: bool | None = None) -> PreparedCo
         manifest["train"]["documents"], manifest["val"]["documents"], manifest["seconds"],
     )
     return PreparedCorpus(root)
+
+
+def _named_corpus_inputs(
+    prepared_root: Path, name: str, specs: list[str], tokenizer_spec: str, val_fraction: float, seed: int
+) -> tuple[list[str], str, float, int]:
+    """`data.name=mine` alone names the corpus prepared as `mine`: where the sources are left at
+    the default, a prepared corpus of that name built from other sources supplies them (and its
+    tokenizer, split fraction and seed, where those are left at their defaults too), instead of
+    being rebuilt from the default texts. A name with every input at its default, and no such
+    corpus, is refused: it would only copy the default corpus (often a relative prepared_root
+    looked up from another folder)."""
+    from ladder.config import DataConfig
+
+    default = DataConfig()
+    if specs != default.sources or name == default.name:
+        return specs, tokenizer_spec, val_fraction, seed
+    root = prepared_root / name
+    if (root / MANIFEST).is_file():
+        manifest = read_manifest(root)
+        recorded = [source["spec"] for source in manifest.get("sources", [])]
+        if recorded and recorded != specs:
+            log.info("data.name=%s: the corpus prepared at %s from %s", name, root, ", ".join(recorded))
+            return (
+                recorded,
+                manifest["tokenizer"]["spec"] if tokenizer_spec == default.tokenizer else tokenizer_spec,
+                float(manifest["val_fraction"]) if val_fraction == default.val_fraction else val_fraction,
+                int(manifest["seed"]) if seed == default.seed else seed,
+            )
+        return specs, tokenizer_spec, val_fraction, seed
+    if (tokenizer_spec, val_fraction, seed) == (default.tokenizer, default.val_fraction, default.seed):
+        raise LadderError(
+            f"data.name={name}: no corpus of that name in {prepared_root.absolute()} (data.prepared_root is relative "
+            "to the working directory unless absolute); give data.sources=[...] to prepare it"
+        )
+    return specs, tokenizer_spec, val_fraction, seed
 
 
 def _fingerprint(specs: list[str], hashes: list[str], tokenizer_spec: str, val_fraction: float, seed: int) -> str:

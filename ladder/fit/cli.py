@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import sys
 from pathlib import Path
 
 from ladder.atomic import check_writable_destination
@@ -157,7 +158,13 @@ def predict_main(argv: list[str]) -> int:
     from ladder.results import read_table
 
     _check_csv_out(args.out, args.overwrite)
-    fit = fit_table(read_table(args.table), _options(args))
+    table = read_table(args.table)
+    fit = fit_table(table, _options(args))
+    smallest = table.loc[table["run"].isin(fit.ladder_runs), "N"].min()
+    for name, n, _ in targets:
+        if n < smallest:
+            print(f"ladder predict: warning: target {name} (N={n:.3g}) is smaller than the ladder's smallest run "
+                  f"(N={smallest:.3g}): its prediction extrapolates below the fitted data", file=sys.stderr)
     predictions = pd.concat([fit.predict(n, d, name) for name, n, d in targets], ignore_index=True)
     print(format_predictions(predictions))
     _write_csv_out(predictions, args.out)

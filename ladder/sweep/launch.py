@@ -24,6 +24,7 @@ import logging
 import os
 import shutil
 import signal
+import sys
 import threading
 import traceback
 from dataclasses import dataclass
@@ -330,10 +331,11 @@ Finished rungs (DONE) are skipped, partial ones resume, failures are listed at t
   --cfg hydra                     show the Hydra config (the launcher's settings) and exit"""
 
 
-def say(text: str) -> None:
-    """Print once: under torchrun every rank runs the sweep, and rank 0 speaks for them."""
+def say(text: str, error: bool = False) -> None:
+    """Print once: under torchrun every rank runs the sweep, and rank 0 speaks for them. A summary
+    that reports failures goes to stderr (where a script or cron mail looks for them)."""
     if is_rank_zero():
-        print(text)
+        print(text, file=sys.stderr if error else sys.stdout)
 
 
 def sweep_main(argv: list[str]) -> int:
@@ -363,6 +365,7 @@ def sweep_main(argv: list[str]) -> int:
     if len(pending) < len(names):
         say(f"sweep {root}: {len(names) - len(pending)} of {len(names)} rungs are DONE, skipped")
     if not showing_config:
+        check_rungs(cfg, [rung for rung in rungs if rung.name in pending], root)
         root.mkdir(parents=True, exist_ok=True)
         write_json_atomic(root / SWEEP_FILE, {"grid": cfg.ladder.name, "rungs": sweep_file_rungs(root, cfg, names)})
     run_multirun(
@@ -380,5 +383,23 @@ def sweep_main(argv: list[str]) -> int:
     if showing_config:
         return 0
     summary, code = summarize(root, names, cfg.train.max_steps)
-    say(summary)
+    say(summary, error=code != 0)
     return code
+
+
+def check_rungs(cfg: DictConfig, rungs: list[Rung], root: Path) -> None:
+    """Before launching: each rung's config as its job will see it, checked as `ladder train` checks
+    one (values, batch split, tasks, run directory). A config every rung refuses launches nothing;
+    a rung refused alone fails in the sweep and is listed with the others."""
+    from ladder.train.loop import check_run
+
+    refusals = []
+    for rung in rungs:
+        job_cfg = cfg.copy()
+        configure_rung(job_cfg, rung, root / rung.name)
+        try:
+            check_run(job_cfg)
+        except LadderError as error:
+            refusals.append(f"{rung.name}: {error}")
+    if refusals and len(refusals) == len(rungs):
+        raise LadderError(f"every rung is refused, nothing launched ({refusals[0]})")

@@ -33,7 +33,7 @@ from ladder.hardware import safe_threads
 from ladder.model import decoder_from_config
 from ladder.progress import progress
 from ladder.ranks import is_rank_zero
-from ladder.sizes import flops_per_token, get_shape
+from ladder.sizes import BYTE_VOCAB, flops_per_token, get_shape
 from ladder.train import checkpoint as ckpt
 from ladder.train import distributed
 from ladder.train.cpu_memory import keep_freed_memory
@@ -94,9 +94,20 @@ def check_run(cfg: DictConfig) -> None:
     config's values, the rung (preset, multiplier), the device, and a run directory that is a file,
     cannot be written, or holds a run with another config (finished or not)."""
     check_values(cfg)
-    rung_for(cfg)
+    rung = rung_for(cfg)
     if cfg.device == "cuda" and not torch.cuda.is_available():
         raise LadderError("device=cuda but no CUDA device is available (use device=cpu)")
+    if cfg.data.tokenizer == "byte":  # the vocabulary, hence N and the batch, are known before the corpus
+        if cfg.model.vocab_size is not None and cfg.model.vocab_size < BYTE_VOCAB:
+            raise LadderError(f"model.vocab_size={cfg.model.vocab_size} is smaller than the tokenizer's {BYTE_VOCAB}")
+        rung = rung_for(cfg, cfg.model.vocab_size or BYTE_VOCAB)
+    if cfg.data.tokenizer == "byte" or cfg.model.vocab_size is not None:
+        _batch_split(rung, int(os.environ.get("WORLD_SIZE", "1")), cfg.train.micro_batch_size, cfg.device)
+    if cfg.tasks.names:
+        from ladder.tasks import check_task_spec  # only runs that evaluate tasks need the task loaders
+
+        for spec in cfg.tasks.names:
+            check_task_spec(str(spec))
     path = Path(cfg.run_dir)
     if path.exists() and not path.is_dir():
         raise LadderError(f"run_dir {path} is a file, not a directory")
@@ -198,10 +209,18 @@ def _stop_on_signals(stop: threading.Event, received: list[int]) -> Iterator[thr
             signal.signal(sig, handler)
 
 
-def _default_micro_batch(per_rank: int, seq_len: int, device: torch.device) -> int:
-    """The largest divisor of the per-rank batch within MICRO_BATCH_TOKENS tokens (at least 1)."""
-    limit = max(1, MICRO_BATCH_TOKENS[device.type] // seq_len)
-    return max(d for d in range(1, per_rank + 1) if per_rank % d == 0 and d <= limit)
+def _batch_split(rung: Rung, world_size: int, micro_batch_size: int | None, device_type: str) -> tuple[int, int]:
+    """(sequences per process, sequences per forward pass); a batch the processes or the
+    micro-batch do not divide is a LadderError. The default micro-batch is the largest divisor of
+    the per-process batch within MICRO_BATCH_TOKENS tokens (at least 1)."""
+    if rung.batch_sequences % world_size:
+        raise LadderError(f"global batch {rung.batch_sequences} is not divisible by {world_size} processes")
+    per_rank = rung.batch_sequences // world_size
+    limit = max(1, MICRO_BATCH_TOKENS[device_type] // rung.seq_len)
+    micro = micro_batch_size or max(d for d in range(1, per_rank + 1) if per_rank % d == 0 and d <= limit)
+    if per_rank % micro:
+        raise LadderError(f"train.micro_batch_size={micro} does not divide the {per_rank} sequences per process")
+    return per_rank, micro
 
 
 class _Trainer:
@@ -227,12 +246,7 @@ class _Trainer:
         rung = self.rung
         self.flops_per_token = flops_per_token(rung.shape)  # (6N, 6N + attention)
 
-        if rung.batch_sequences % ctx.world_size:
-            raise LadderError(f"global batch {rung.batch_sequences} is not divisible by {ctx.world_size} processes")
-        per_rank = rung.batch_sequences // ctx.world_size
-        micro = cfg.train.micro_batch_size or _default_micro_batch(per_rank, rung.seq_len, self.device)
-        if per_rank % micro:
-            raise LadderError(f"train.micro_batch_size={micro} does not divide the {per_rank} sequences per process")
+        per_rank, micro = _batch_split(rung, ctx.world_size, cfg.train.micro_batch_size, self.device.type)
         self.n_micro = per_rank // micro
         self.micro = micro
         self.loader = TokenLoader(self.corpus.train_path, rung.seq_len, rung.batch_sequences, cfg.seed, ctx.rank, ctx.world_size)
