@@ -76,7 +76,8 @@ def order_columns(table: pd.DataFrame) -> pd.DataFrame:
 def table_from_rows(rows: list[dict[str, Any]], source: str) -> pd.DataFrame:
     """Rows -> a validated table; a repeated run x step x task keeps its last row."""
     if not rows:
-        raise LadderError(f"{source}: no evaluation rows")
+        raise LadderError(f"{source}: no evaluation rows (runs write them when trained with tasks, e.g. "
+                          "tasks=cpu or tasks.names=[...]; score a checkpoint later with `ladder eval RUN_DIR tasks=cpu -o`)")
     table = pd.DataFrame(rows)
     missing = [column for column in KEY_COLUMNS if column not in table.columns]
     if missing:

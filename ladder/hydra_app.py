@@ -74,12 +74,19 @@ def compose_config(overrides: list[str]) -> DictConfig:
 def split_show_config(argv: list[str], command: str) -> tuple[list[str], bool]:
     """(argv without `--cfg job`, whether it was there) for the commands that are not Hydra apps
     (`plan`, `eval`) but print their resolved config as Hydra's apps do."""
-    if "--cfg" not in argv and "-c" not in argv:
-        return argv, False
-    at = argv.index("--cfg") if "--cfg" in argv else argv.index("-c")
-    if argv[at + 1 : at + 2] != ["job"]:
-        raise LadderError(f"ladder {command} shows its config with `--cfg job` (it runs no Hydra job)")
-    return argv[:at] + argv[at + 2 :], True
+    show = "--cfg" in argv or "-c" in argv
+    if show:
+        at = argv.index("--cfg") if "--cfg" in argv else argv.index("-c")
+        if argv[at + 1 : at + 2] != ["job"]:
+            raise LadderError(f"ladder {command} shows its config with `--cfg job` (it runs no Hydra job)")
+        argv = argv[:at] + argv[at + 2 :]
+    own_flags = ("-o", "--output", "--overwrite", "-h", "--help")  # `ladder eval`'s
+    flag = next((arg for arg in argv if arg.startswith("-") and arg not in own_flags and not arg.startswith("--output=")),
+                None)
+    if flag is not None:
+        raise LadderError(f"ladder {command} takes key=value overrides and `--cfg job`, not the Hydra flag {flag} "
+                          "(it runs no Hydra job)")
+    return argv, show
 
 
 def run_app(
