@@ -41,15 +41,17 @@ def usable_cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
-def safe_threads(wanted: int) -> tuple[int, str | None]:
+def safe_threads(wanted: int, load: float | None = None, cores: int | None = None) -> tuple[int, str | None]:
     """(threads, why fewer): `wanted` threads, or as many cores as other work leaves free (at least 1).
 
-    Busy cores are the 1-minute load average (runnable processes). Intra-op threads that outnumber
+    Busy cores are the 1-minute load average (runnable processes; `load` and `cores` default to
+    this machine's). Intra-op threads that outnumber
     the free cores wait for each other at every operation: on a busy 2-core machine two threads
     trained a small model many times slower than one (docs/train.md, "Threads").
     """
-    cores = usable_cores()
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+    cores = usable_cores() if cores is None else cores
+    if load is None:
+        load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
     free = max(1, int(cores - load + 0.5))
     if free >= wanted:
         return wanted, None
