@@ -140,10 +140,20 @@ def run_app(
 class _OutputDir:
     """Hydra's output directory of a run (`hydra.run.dir`), as it was before Hydra started: an app
     that refuses its config after Hydra has written `.hydra/` and `<job>.log` there leaves neither
-    (nor the directory, if this start made it), unless the app itself wrote something beside them."""
+    (nor the folders, if this start made them), unless the app itself wrote something beside them;
+    in a directory that held them already (an earlier run's), they are put back as they were."""
 
     def __init__(self, path: Path, existed: set[str] | None, own: set[str]):
         self.path, self.existed, self.own = path, existed, own
+        # Hydra's files of an earlier start, byte for byte (a few kB): `.hydra/*.yaml` and the log.
+        self.saved = {
+            file: file.read_bytes()
+            for name in own & (existed or set())
+            for file in ([self.path / name] if (self.path / name).is_file() else sorted((self.path / name).glob("*")))
+            if file.is_file()
+        }
+        # The outermost folder of `path` this start creates (runs/ of runs/single/x, if new).
+        self.created = next((p for p in (*reversed(path.absolute().parents), path.absolute()) if not p.exists()), None)
 
     @classmethod
     def before_run(cls, overrides: list[str], name: str) -> "_OutputDir | None":
@@ -166,5 +176,13 @@ class _OutputDir:
         for entry in new:
             target = self.path / entry
             shutil.rmtree(target) if target.is_dir() else target.unlink()
-        if self.existed is None and not any(self.path.iterdir()):
-            self.path.rmdir()
+        for file, content in self.saved.items():
+            file.write_bytes(content)
+        if self.created is None:
+            return
+        folder = self.path.absolute()
+        while not any(folder.iterdir()):  # the folders this start made, up to the outermost, if empty
+            folder.rmdir()
+            if folder == self.created:
+                break
+            folder = folder.parent

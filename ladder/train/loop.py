@@ -409,8 +409,8 @@ class _Trainer:
                 clipped_since_log += int(0 < cfg.optim.grad_clip < grad_norm)
                 if self.stability.record(self.step, loss, grad_norm) and ctx.is_main:
                     log.warning("loss spike at step %d: %.4f > %.1f x recent median", self.step, loss, cfg.train.spike_factor)
-                bar.update(1)
                 bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
+                bar.update(1)
                 final = self.step == rung.steps
                 # The step a run stops at (train.max_steps) is evaluated too: a smoke run has eval rows.
                 evaluate = final or self.step == last_step or self.step % eval_interval == 0
