@@ -19,6 +19,7 @@ config key `rung` (the trainer logs rung.json there), else from `model.preset`, 
 from __future__ import annotations
 
 import argparse
+import math
 import re
 import sys
 from pathlib import Path
@@ -157,6 +158,8 @@ def rows_from_wandb_history(name: str, config: dict[str, Any], history: Iterable
         tokens = record.get("tokens", record.get("train/tokens"))
         if step is None or tokens is None:
             raise LadderError(f"wandb run {name!r}: an eval record lacks step or tokens")
+        if not isinstance(step, (int, float)) or not math.isfinite(step) or step < 0 or step % 1:
+            raise LadderError(f"wandb run {name!r}: an eval record's step is {step!r}, not a whole number >= 0")
         for task, metrics in by_task.items():
             if "loss" not in metrics:
                 continue
