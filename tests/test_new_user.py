@@ -170,6 +170,12 @@ def test_sweep_refused_by_every_rung_launches_nothing(tmp_path, prepared_root, c
     assert not (tmp_path / "sweep").exists()
 
 
+def test_fit_refuses_an_out_it_cannot_write_before_fitting(tmp_path, capsys):
+    (tmp_path / "file").write_text("in the way")
+    assert main(["fit", str(table_file(tmp_path)), "--out", str(tmp_path / "file" / "out")]) == 2
+    assert "a file stands where the directory" in one_line_error(capsys.readouterr().err, "fit")
+
+
 def test_plan_refuses_a_negative_kaplan_lr_and_hydra_flags(capsys):
     assert main(["plan", "ladder.sizes=[13B]", "optim.lr_rule=kaplan"]) == 2
     assert "lr_rule=kaplan" in one_line_error(capsys.readouterr().err, "plan")

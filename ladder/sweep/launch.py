@@ -332,8 +332,8 @@ Finished rungs (DONE) are skipped, partial ones resume, failures are listed at t
 
 
 def say(text: str, error: bool = False) -> None:
-    """Print once: under torchrun every rank runs the sweep, and rank 0 speaks for them. A summary
-    that reports failures goes to stderr (where a script or cron mail looks for them)."""
+    """Print once (to stderr if `error`): under torchrun every rank runs the sweep, and rank 0
+    speaks for them."""
     if is_rank_zero():
         print(text, file=sys.stderr if error else sys.stdout)
 
@@ -383,7 +383,9 @@ def sweep_main(argv: list[str]) -> int:
     if showing_config:
         return 0
     summary, code = summarize(root, names, cfg.train.max_steps)
-    say(summary, error=code != 0)
+    say(summary)
+    if code != 0:  # the summary is the sweep's output; that it fell short is also an error for scripts
+        say(f"ladder sweep: {summary.splitlines()[0]}: not every rung got what was asked (listed above)", error=True)
     return code
 
 
