@@ -8,6 +8,7 @@ before Hydra runs the app; the app itself is a real `hydra.main`, so `--multirun
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import sys
 from pathlib import Path
@@ -173,16 +174,18 @@ class _OutputDir:
         new = {entry.name for entry in self.path.iterdir()} - (self.existed or set())
         if not new <= self.own:
             return  # the app wrote its own files (a run that started and failed): they stay with the log
+        # Every process of a torchrun start meets the same refusal and cleans up: tolerate the others.
         for entry in new:
             target = self.path / entry
-            shutil.rmtree(target) if target.is_dir() else target.unlink()
+            shutil.rmtree(target, ignore_errors=True) if target.is_dir() else target.unlink(missing_ok=True)
         for file, content in self.saved.items():
             file.write_bytes(content)
         if self.created is None:
             return
         folder = self.path.absolute()
-        while not any(folder.iterdir()):  # the folders this start made, up to the outermost, if empty
-            folder.rmdir()
-            if folder == self.created:
-                break
-            folder = folder.parent
+        with contextlib.suppress(OSError):
+            while not any(folder.iterdir()):  # the folders this start made, up to the outermost, if empty
+                folder.rmdir()
+                if folder == self.created:
+                    break
+                folder = folder.parent
