@@ -32,7 +32,6 @@ from ladder.hydra_app import compose_config
 # Twenty evaluations per rung, whatever its length, give both fit steps enough checkpoints.
 DEMO_OVERRIDES = ["ladder=demo", "tasks=cpu", "wandb.mode=disabled", "train.threads=1", "train.evals=20"]
 RESULTS_DIR = Path("results/demo")
-METRICS_FILE = "metrics.jsonl"
 
 
 def _banner(text: str) -> None:
@@ -63,13 +62,14 @@ def accuracy_rise(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def training_curves(sweep_root: Path, runs: list[str]) -> pd.DataFrame:
-    """Training loss against tokens of every run, from each run directory's metrics.jsonl."""
+    """Training loss against tokens of every run, from each run directory's metrics records."""
+    from ladder.runs.directory import RunDir
+
     frames = []
     for run in runs:
-        path = sweep_root / run / METRICS_FILE
-        if path.exists():
-            frame = pd.read_json(path, lines=True)
-            frames.append(frame.assign(run=run)[["run", "tokens", "loss"]])
+        records = RunDir(sweep_root / run).read_metrics()
+        if records:
+            frames.append(pd.DataFrame(records).assign(run=run)[["run", "tokens", "loss"]])
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["run", "tokens", "loss"])
 
 
@@ -134,7 +134,7 @@ def main(argv: list[str]) -> int:
     timings["sweep"] = time.perf_counter() - clock
 
     _banner("3/4 collect")
-    from ladder.collect import collect_run_dirs
+    from ladder.runs.collect import collect_run_dirs
     from ladder.results import write_table
 
     sweep_root = Path(cfg.ladder.sweep_root)

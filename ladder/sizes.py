@@ -3,7 +3,7 @@
 Counts are closed-form from the shape, so planning needs no torch; `tests/test_sizes.py` checks
 them against the paper and against the parameters of the built torch model.
 
-The architecture (see `ladder/model.py`): untied input embedding and output layer, per layer
+The architecture (see `ladder/model/decoder.py`): untied input embedding and output layer, per layer
 attention q/k/v/o (4 d^2), SwiGLU MLP (gate, up, down: 3 x d x hidden; hidden = 4d below 7B), two
 sublayer RMSNorms and the QK-norms (4 d weights), one final RMSNorm (d); no biases.
 """

@@ -153,7 +153,7 @@ def _rope_float64(x, freqs):
 
 @pytest.mark.parametrize("per_row_positions", [False, True])
 def test_fused_qk_norm_and_rope_match_the_composed_ops(per_row_positions):
-    """CPU's _QKNormRoPEFunction (Attention.heads) against RMSNorm + RoPE written out, values and
+    """CPU's QKNormRoPEFunction (Attention.heads) against RMSNorm + RoPE written out, values and
     gradients, in float64; per-row positions are what the shared-context scorer passes."""
     torch.manual_seed(0)
     model = Decoder(get_shape("tiny")).double()  # d 64, 4 heads of 16
@@ -182,35 +182,35 @@ def test_fused_qk_norm_and_rope_match_the_composed_ops(per_row_positions):
 
 
 def test_swiglu_function_matches_autograd():
-    from ladder.model import _SwiGLUFunction
+    from ladder.model.cpu_kernels import SwiGLUFunction
 
     torch.manual_seed(0)
     gate_up = torch.randn(2, 3, 5, 6, dtype=torch.float64, requires_grad=True)  # gate and up stacked
     gate, up = gate_up.unbind(0)
-    torch.testing.assert_close(_SwiGLUFunction.apply(gate_up), torch.nn.functional.silu(gate) * up)
-    assert torch.autograd.gradcheck(_SwiGLUFunction.apply, (gate_up,))
+    torch.testing.assert_close(SwiGLUFunction.apply(gate_up), torch.nn.functional.silu(gate) * up)
+    assert torch.autograd.gradcheck(SwiGLUFunction.apply, (gate_up,))
 
 
 def test_stacked_linear_function_matches_linear():
     """The k products of a stacked weight, stacked: the pieces of x W^T, values and gradients."""
-    from ladder.model import _StackedLinearFunction
+    from ladder.model.cpu_kernels import StackedLinearFunction
 
     torch.manual_seed(0)
     x = torch.randn(2, 5, 4, dtype=torch.float64, requires_grad=True)
     weight = torch.randn(9, 4, dtype=torch.float64, requires_grad=True)
-    stacked = _StackedLinearFunction.apply(x, weight, 3)
+    stacked = StackedLinearFunction.apply(x, weight, 3)
     assert stacked.shape == (3, 2, 5, 3) and stacked[1].is_contiguous()
     torch.testing.assert_close(stacked, torch.stack(torch.nn.functional.linear(x, weight).split(3, dim=-1)))
-    assert torch.autograd.gradcheck(lambda x, w: _StackedLinearFunction.apply(x, w, 3), (x, weight))
+    assert torch.autograd.gradcheck(lambda x, w: StackedLinearFunction.apply(x, w, 3), (x, weight))
 
 
 def test_stacked_linear_skips_gradients_nobody_needs():
     """A frozen weight gets no gradient computed (as nn.Linear), the input's is still right."""
-    from ladder.model import _StackedLinearFunction
+    from ladder.model.cpu_kernels import StackedLinearFunction
 
     x = torch.randn(4, 6, dtype=torch.float64, requires_grad=True)
     weight = torch.randn(10, 6, dtype=torch.float64)
-    _StackedLinearFunction.apply(x, weight, 2).sum().backward()
+    StackedLinearFunction.apply(x, weight, 2).sum().backward()
     torch.testing.assert_close(x.grad, weight.sum(0).expand(4, 6))
 
 
@@ -263,14 +263,14 @@ def test_cpu_bf16_autocast_trains():
 @pytest.mark.parametrize("norm_placement", ["post", "pre"])
 def test_cpu_autograd_functions_agree_with_the_composed_path_of_cuda(monkeypatch, norm_placement):
     """The whole Decoder, forward and gradients, on the CPU functions and on the composed ops that
-    CUDA and torch.compile run (selected by `_fused_path`); composed RoPE computes in float32."""
-    import ladder.model
+    CUDA and torch.compile run (selected by `use_cpu_kernels`); composed RoPE computes in float32."""
+    import ladder.model.decoder
 
     torch.manual_seed(0)
     model = Decoder(get_shape("tiny"), norm_placement=norm_placement).double()
     with torch.no_grad():
         for module in model.modules():
-            if isinstance(module, ladder.model.RMSNorm):
+            if isinstance(module, ladder.model.decoder.RMSNorm):
                 module.weight.uniform_(0.5, 1.5)
     idx = torch.randint(0, 256, (2, 48))
 
@@ -281,7 +281,7 @@ def test_cpu_autograd_functions_agree_with_the_composed_path_of_cuda(monkeypatch
         return loss.detach(), [p.grad.clone() for p in model.parameters()]
 
     fused_loss, fused_grads = loss_and_grads()
-    monkeypatch.setattr(ladder.model, "_fused_path", lambda x, *projections: False)
+    monkeypatch.setattr(ladder.model.decoder, "use_cpu_kernels", lambda x, *projections: False)
     composed_loss, composed_grads = loss_and_grads()
     torch.testing.assert_close(fused_loss, composed_loss, rtol=1e-6, atol=1e-6)
     for fused, composed in zip(fused_grads, composed_grads):

@@ -22,6 +22,7 @@ import pytest
 from ladder.cli import main
 from ladder.data import prepare_corpus
 from ladder.hydra_app import compose_config
+from ladder.rungs import make_rung
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -197,7 +198,8 @@ def test_train_with_an_empty_done_is_refused_and_status_does_not_call_it_done(tm
 def test_status_with_a_non_numeric_loss(tmp_path, capsys):
     run_dir = tmp_path / "r"
     run_dir.mkdir()
-    (run_dir / "rung.json").write_text(json.dumps({"steps": 10}))
+    rung = make_rung("femto", tokens=10 * 8 * 256, batch=8, name="r")
+    (run_dir / "rung.json").write_text(json.dumps(rung.to_record()))
     (run_dir / "metrics.jsonl").write_text(json.dumps({"step": 3, "loss": "nan?"}) + "\n")
     assert main(["status", str(run_dir)]) == 0
     assert "3/10" in capsys.readouterr().out

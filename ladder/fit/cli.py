@@ -1,4 +1,4 @@
-"""`ladder import-olmo`, `ladder fit`, `ladder predict` and `ladder backtest`: argument parsing and printing only."""
+"""`ladder fit`, `ladder predict` and `ladder backtest`: argument parsing and printing only."""
 
 from __future__ import annotations
 
@@ -59,25 +59,6 @@ def _options(args: argparse.Namespace):
         chance=args.chance, last_n=args.last_n, skip_fraction=args.skip, window=args.window, delta=args.delta,
         bootstrap=args.bootstrap, level=args.level, seed=args.seed, workers=args.workers,
     )
-
-
-def import_olmo_main(argv: list[str]) -> int:
-    parser = _Parser(prog="ladder import-olmo", description="OLMo ladder CSV exports -> a results table.")
-    parser.add_argument("directory", help="folder with <size>-<x>xC.csv files (and peteish7/13 target files)")
-    parser.add_argument("-o", "--output", required=True, help="results table to write (.csv or .parquet)")
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing table")
-    args = parser.parse_args(argv)
-
-    from ladder.olmo_import import import_olmo
-    from ladder.results import check_output_table, write_table
-
-    check_output_table(args.output, args.overwrite)
-    table = import_olmo(args.directory)
-    path = write_table(table, args.output, overwrite=args.overwrite)
-    runs = table.groupby("role")["run"].nunique()
-    print(f"wrote {len(table)} rows to {path}: {runs.get('ladder', 0)} ladder runs, {runs.get('target', 0)} targets, "
-          f"tasks {', '.join(dict.fromkeys(table['task']))}")
-    return 0
 
 
 def fit_main(argv: list[str]) -> int:

@@ -21,12 +21,13 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import asdict, dataclass, replace
-from typing import Any, Iterable, Protocol, Sequence
+from typing import Any, Protocol, Sequence
 
 import numpy as np
 import torch
 
 from ladder.errors import LadderError
+from ladder.tasks.batches import longest_first_batches, with_progress
 from ladder.tasks.prefix import shared_context_logprobs, unwrap_decoder
 from ladder.tasks.task import Question, Task, answer_text
 
@@ -68,15 +69,6 @@ class TaskScore:
         return row
 
 
-def with_progress(batches: Sequence[Any], enabled: bool) -> Iterable[Any]:
-    """`batches`, with progress reported when asked (ladder.progress: a bar on a terminal, else log lines)."""
-    if not enabled:
-        return batches
-    from ladder.progress import progress
-
-    return progress(batches, desc="eval", unit="batch", leave=False)
-
-
 def continuation_logprobs(
     model: torch.nn.Module,
     requests: Sequence[tuple[Sequence[int], Sequence[int]]],
@@ -97,10 +89,8 @@ def continuation_logprobs(
     for context, continuation in requests:
         check_request(context, continuation, seq_len)
         inputs.append((list(context) + list(continuation))[:-1][-seq_len:])
-    order = sorted(range(len(requests)), key=lambda i: -len(inputs[i]))
     totals = np.zeros(len(requests), dtype=np.float64)
-    for start in with_progress(range(0, len(order), batch_size), progress):
-        members = order[start : start + batch_size]
+    for members in with_progress(longest_first_batches([len(tokens) for tokens in inputs], batch_size), progress):
         width = len(inputs[members[0]])
         idx = torch.zeros((len(members), width), dtype=torch.long)
         rows, positions, targets, owners = [], [], [], []

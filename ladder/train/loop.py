@@ -3,7 +3,12 @@
 Re-entrant (the sweep calls it once per rung in one process): signal handlers and thread counts
 are restored and the wandb run is closed; a DDP process group, made once, serves every rung of
 the process (ladder.train.distributed). The same call on the
-same run_dir resumes from `checkpoint/latest.pt`; on a finished run (DONE) it does nothing.
+same run_dir resumes from its latest checkpoint; on a finished run it does nothing.
+
+The rung comes sized: the sweep hands over the grid's Rung, `ladder train` the one
+`ladder.rungs.rung_from_config` makes; the trainer only sizes it for its tokenizer's vocabulary
+when the config leaves `model.vocab_size` to the tokenizer (`Rung.for_vocab`). The run directory
+is read and written through `ladder.runs.directory.RunDir`.
 """
 
 from __future__ import annotations
@@ -28,19 +33,19 @@ from torch.nn.parallel import DistributedDataParallel
 
 from ladder.config import check_values
 from ladder.errors import LadderError
-from ladder.grid import Rung, make_rung
 from ladder.hardware import safe_threads
 from ladder.model import decoder_from_config
 from ladder.progress import progress
 from ladder.ranks import is_rank_zero
-from ladder.sizes import BYTE_VOCAB, flops_per_token, get_shape
+from ladder.rungs import RUNG_RECORD_KEY, Rung, rung_from_config
+from ladder.runs.directory import RunDir, config_differences
+from ladder.sizes import BYTE_VOCAB, flops_per_token
 from ladder.train import checkpoint as ckpt
 from ladder.train import distributed
 from ladder.train.cpu_memory import keep_freed_memory
 from ladder.train.evaluation import TaskEvaluator, validation_bpb
 from ladder.train.metrics import Throughput, device_peak_flops, memory_mb
 from ladder.train.optim import Schedule, build_optimizer
-from ladder.train.rundir import RunDir, config_differences
 from ladder.train.stability import StabilityMonitor, is_finite
 from ladder.train.tracking import Tracker
 
@@ -67,42 +72,21 @@ class RunOutcome:
     """The signal that stopped the run (SIGTERM, SIGINT, SIGUSR1), None otherwise."""
 
 
-def rung_for(cfg: DictConfig, vocab_size: int | None = None) -> Rung:
-    """The rung this config trains (paper rules for batch, LR, warmup, steps; config overrides win)."""
-    tokens = cfg.train.tokens
-    return make_rung(
-        cfg.model.preset,
-        None if tokens is not None else cfg.multiplier,
-        tokens=tokens,
-        name=run_name(cfg),
-        role=cfg.role,
-        vocab_size=vocab_size if vocab_size is not None else cfg.model.vocab_size,
-        seq_len=cfg.model.seq_len,
-        batch=cfg.train.batch_size,
-        lr=cfg.optim.lr,
-        lr_rule=cfg.optim.lr_rule,
-        warmup_tokens=cfg.optim.warmup_tokens,
-    )
-
-
-def run_name(cfg: DictConfig) -> str:
-    return cfg.run_name or Path(cfg.run_dir).name
-
-
-def check_run(cfg: DictConfig) -> None:
+def check_run(cfg: DictConfig, rung: Rung | None = None) -> Rung:
     """Everything that would make the run fail at once, checked before anything is written: the
-    config's values, the rung (preset, multiplier), the device, and a run directory that is a file,
-    cannot be written, or holds a run with another config (finished or not)."""
+    config's values, the rung (preset, multiplier; sized from the config unless given), the
+    device, and a run directory that is a file, cannot be written, or holds a run with another
+    config (finished or not). Returns the rung."""
     check_values(cfg)
-    rung = rung_for(cfg)
+    rung = rung if rung is not None else rung_from_config(cfg)
     if cfg.device == "cuda" and not torch.cuda.is_available():
         raise LadderError("device=cuda but no CUDA device is available (use device=cpu)")
-    if cfg.data.tokenizer == "byte":  # the vocabulary, hence N and the batch, are known before the corpus
-        if cfg.model.vocab_size is not None and cfg.model.vocab_size < BYTE_VOCAB:
-            raise LadderError(f"model.vocab_size={cfg.model.vocab_size} is smaller than the tokenizer's {BYTE_VOCAB}")
-        rung = rung_for(cfg, cfg.model.vocab_size or BYTE_VOCAB)
     if cfg.data.tokenizer == "byte" or cfg.model.vocab_size is not None:
-        _batch_split(rung, int(os.environ.get("WORLD_SIZE", "1")), cfg.train.micro_batch_size, cfg.device)
+        # The vocabulary, hence N and the batch, are known before the corpus: check the batch split.
+        if cfg.model.vocab_size is not None and cfg.data.tokenizer == "byte" and cfg.model.vocab_size < BYTE_VOCAB:
+            raise LadderError(f"model.vocab_size={cfg.model.vocab_size} is smaller than the tokenizer's {BYTE_VOCAB}")
+        sized = rung if cfg.model.vocab_size is not None else rung.for_vocab(BYTE_VOCAB)
+        _batch_split(sized, int(os.environ.get("WORLD_SIZE", "1")), cfg.train.micro_batch_size, cfg.device)
     if cfg.tasks.names:
         from ladder.tasks import check_task_spec  # only runs that evaluate tasks need the task loaders
 
@@ -123,15 +107,17 @@ def check_run(cfg: DictConfig) -> None:
                 f"{path} holds a run with another config ({'; '.join(differences[:3])}); "
                 "use another run_dir to train this one"
             )
+    return rung
 
 
-def run_training(cfg: DictConfig, stop: threading.Event | None = None) -> RunOutcome:
+def run_training(cfg: DictConfig, stop: threading.Event | None = None, rung: Rung | None = None) -> RunOutcome:
     """Train the rung of `cfg` in `cfg.run_dir` (resuming if it has a checkpoint).
 
     `stop`: an event the caller may already have set (the sweep's, set by a signal that came
     before this call installed its handlers): the run then checkpoints before its first step.
+    `rung`: the rung, sized by the caller (the sweep); None sizes it from `cfg` (`ladder train`).
     """
-    check_run(cfg)  # a bad value, preset, multiplier, run dir or override fails here, before any work
+    rung = check_run(cfg, rung)  # a bad value, preset, multiplier, run dir or override fails here, before any work
     run_dir = RunDir(Path(cfg.run_dir))
     done = run_dir.read_done()
     if done is not None:
@@ -144,7 +130,7 @@ def run_training(cfg: DictConfig, stop: threading.Event | None = None) -> RunOut
     with owner, _stop_on_signals(stop or threading.Event(), received) as stop_requested:
         ctx = distributed.setup(cfg.device)
         with _quiet_unless(ctx.is_main), _torch_threads(cfg.train.threads, ctx.device):
-            outcome = _Trainer(cfg, run_dir, ctx, stop_requested).run()
+            outcome = _Trainer(cfg, rung, run_dir, ctx, stop_requested).run()
     return dataclasses.replace(outcome, signal=received[0]) if outcome.status == "stopped" and received else outcome
 
 
@@ -226,7 +212,8 @@ def _batch_split(rung: Rung, world_size: int, micro_batch_size: int | None, devi
 class _Trainer:
     """One training session of one run (a fresh start or a resume)."""
 
-    def __init__(self, cfg: DictConfig, run_dir: RunDir, ctx: distributed.DistContext, stop_requested: threading.Event):
+    def __init__(self, cfg: DictConfig, rung: Rung, run_dir: RunDir, ctx: distributed.DistContext,
+                 stop_requested: threading.Event):
         self.cfg, self.run_dir, self.ctx, self.stop_requested = cfg, run_dir, ctx, stop_requested
         self.device = ctx.device
         self.started = time.perf_counter()
@@ -242,7 +229,7 @@ class _Trainer:
         vocab = self.corpus.tokenizer.vocab_size
         if cfg.model.vocab_size is not None and cfg.model.vocab_size < vocab:
             raise LadderError(f"model.vocab_size={cfg.model.vocab_size} is smaller than the tokenizer's {vocab}")
-        self.rung = rung_for(cfg, cfg.model.vocab_size or vocab)
+        self.rung = rung if cfg.model.vocab_size is not None else rung.for_vocab(vocab)
         rung = self.rung
         self.flops_per_token = flops_per_token(rung.shape)  # (6N, 6N + attention)
 
@@ -347,7 +334,7 @@ class _Trainer:
             if self.run_dir.latest_checkpoint.is_file():
                 self.resume()
             elif ctx.is_main:
-                self.run_dir.start(resolved, self.rung_record())
+                self.run_dir.start(resolved, self.rung)
             ctx.barrier()
             if ctx.is_main:
                 self.run_dir.write_config(resolved)  # this session's values of the resumable keys
@@ -362,25 +349,13 @@ class _Trainer:
                 self.tracker.finish()
 
     def make_tracker(self, resolved: dict[str, Any]) -> Tracker:
-        """wandb: the config with the rung's record under `rung` (what `collect --wandb` reads); a
-        sweep's rungs grouped by the sweep root's name and tagged by size, role and multiplier."""
+        """wandb: the config with the rung's record beside it under a key of its own (the config's
+        `rung` is the sweep's rung name; `ladder collect --wandb` reads the record back); a sweep's
+        rungs grouped by the sweep root's name and tagged by size, role and multiplier."""
         cfg, rung = self.cfg, self.rung
         group = Path(cfg.run_dir).absolute().parent.name if cfg.rung else None
         tags = (rung.size, rung.role) + ((f"{rung.multiplier:g}xC",) if rung.multiplier is not None else ())
-        return Tracker(cfg, self.run_dir.path, run_name(cfg), resolved | {"rung": self.rung_record()}, group, tags)
-
-    def rung_record(self) -> dict[str, Any]:
-        rung = self.rung
-        dense, with_attention = self.flops_per_token
-        return {
-            "name": rung.name, "size": rung.size, "multiplier": rung.multiplier, "role": rung.role,
-            "N": rung.n_params, "D": rung.tokens, "steps": rung.steps, "batch_sequences": rung.batch_sequences,
-            "seq_len": rung.seq_len, "peak_lr": rung.peak_lr, "warmup_steps": rung.warmup_steps,
-            "flops": rung.flops, "flops_with_attention": with_attention * rung.tokens,
-            "flops_per_token": dense, "flops_per_token_with_attention": with_attention,
-            "vocab_size": rung.shape.vocab_size, "d_model": rung.shape.d_model, "n_layers": rung.shape.n_layers,
-            "n_heads": rung.shape.n_heads, "total_params": self.model.num_params(),
-        }
+        return Tracker(cfg, self.run_dir.path, rung.name, resolved | {RUNG_RECORD_KEY: rung.to_record()}, group, tags)
 
     def fail(self, error: BaseException) -> None:
         if self.ctx.is_main:
@@ -389,7 +364,7 @@ class _Trainer:
     def train(self) -> RunOutcome:
         cfg, rung, ctx = self.cfg, self.rung, self.ctx
         last_step = rung.steps if cfg.train.max_steps is None else min(rung.steps, cfg.train.max_steps)
-        bar = progress(total=last_step, initial=self.step, unit="step", enabled=ctx.is_main, desc=f"train {run_name(cfg)}")
+        bar = progress(total=last_step, initial=self.step, unit="step", enabled=ctx.is_main, desc=f"train {rung.name}")
         clipped_since_log, steps_since_log = 0, 0
         # `train.evals` spreads a fixed number of evaluations over the run, whatever its length.
         evals = cfg.train.evals
@@ -460,7 +435,7 @@ class _Trainer:
 
     def nonfinite(self, loss: float, grad_norm: float) -> None:
         """Save the state that produced the NaN/inf (before the update) and stop with a clear error."""
-        path = self.save(self.run_dir.checkpoint_dir / f"diagnostic-step{self.step + 1}.pt")
+        path = self.save(self.run_dir.diagnostic_checkpoint(self.step + 1))
         latest = self.run_dir.latest_checkpoint
         good = f"the last good checkpoint is {latest}" if latest.is_file() else "no earlier checkpoint"
         raise LadderError(
@@ -490,7 +465,7 @@ class _Trainer:
             if self.tasks is not None:
                 tokens = self.step * self.rung.batch_tokens
                 record |= self.tasks(self.model, step=self.step, tokens=tokens, row_fields={
-                    "run": run_name(self.cfg), "role": self.rung.role, "N": self.rung.n_params,
+                    "run": self.rung.name, "role": self.rung.role, "N": self.rung.n_params,
                     "size": self.rung.size, "multiplier": self.rung.multiplier,
                     "flops": self.flops_per_token[0] * tokens,
                 })

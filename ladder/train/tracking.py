@@ -1,11 +1,10 @@
-"""The wandb mirror of metrics.jsonl (which stays the source of truth).
+"""The wandb mirror of the run directory's metrics records (which stay the source of truth).
 
 Offline by default (no account or network needed; `wandb sync <run_dir>/wandb/offline-run-*`
 uploads later); `disabled` skips wandb entirely. `wandb.mode` wins over $WANDB_MODE, which applies
 when the config leaves it unset. The run id is derived from the run directory's absolute path, so
-a resumed run continues the same wandb run. The logged config carries the rung's record (rung.json)
-under `rung`; the runs of one sweep share a group (the sweep root's name) and are tagged with their
-size, role and multiplier.
+a resumed run continues the same wandb run. The runs of one sweep share a group (the sweep root's
+name) and are tagged with their size, role and multiplier.
 """
 
 from __future__ import annotations

@@ -99,7 +99,7 @@ def test_backtest_command(exact_table, tmp_path, capsys):
 @pytest.mark.skipif(not OLMO_DIR.is_dir(), reason=f"paper data not found at {OLMO_DIR}")
 def test_paper_ladder_intervals_hold_about_as_often_as_their_level():
     """190M-760M predicting 1B and 3B, then 190M-1B predicting 3B (docs/fit.md): 96 held-out accuracies."""
-    from ladder.olmo_import import import_olmo
+    from ladder.runs.olmo_import import import_olmo
 
     rows = backtest(import_olmo(OLMO_DIR), multipliers=[1, 2, 5, 10])
     summary = summarize(rows)

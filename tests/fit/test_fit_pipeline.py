@@ -212,7 +212,7 @@ def test_fitting_never_imports_torch():
     import sys
 
     code = ("import sys, ladder.cli, ladder.fit.cli, ladder.fit.pipeline, ladder.report, ladder.results, "
-            "ladder.olmo_import, ladder.fit.backtest; assert 'torch' not in sys.modules, 'torch imported'")
+            "ladder.runs.olmo_import, ladder.fit.backtest; assert 'torch' not in sys.modules, 'torch imported'")
     assert subprocess.run([sys.executable, "-c", code], capture_output=True).returncode == 0
 
 
