@@ -363,6 +363,9 @@ def sweep_main(argv: list[str]) -> int:
         say(f"sweep {root}: {len(names) - len(pending)} of {len(names)} rungs are DONE, skipped")
     if not showing_config:
         check_rungs(cfg, [rung for rung in rungs if rung.name in pending], root)
+        if not cfg.tasks.names:  # the fit needs eval rows: say so now, not when `collect` finds none
+            say("ladder sweep: warning: no tasks (tasks.names is empty): the rungs will write no eval rows for "
+                "`ladder collect` and `ladder fit`; add tasks=cpu, tasks=olmes or tasks.names=[...]", error=True)
         root.mkdir(parents=True, exist_ok=True)
         write_sweep_file(root, cfg.ladder.name, sweep_file_rungs(root, cfg, names))
     run_multirun(
