@@ -146,6 +146,7 @@ class _OutputDir:
 
     def __init__(self, path: Path, existed: set[str] | None, own: set[str]):
         self.path, self.existed, self.own = path, existed, own
+        self.others = self._others()  # the app's own entries as they are now: changed ones mean it ran
         # Hydra's files of an earlier start, byte for byte (a few kB): `.hydra/*.yaml` and the log.
         self.saved = {
             file: file.read_bytes()
@@ -168,12 +169,17 @@ class _OutputDir:
         existed = {entry.name for entry in path.iterdir()} if path.is_dir() else None
         return cls(path, existed, {str(subdir), f"{job}.log"} if subdir is not None else {f"{job}.log"})
 
-    def remove_hydra_files_if_nothing_else(self) -> None:
+    def _others(self) -> dict[str, tuple[int, int]]:
+        """(modification time, size) of each entry that is not Hydra's."""
         if not self.path.is_dir():
-            return
-        new = {entry.name for entry in self.path.iterdir()} - (self.existed or set())
-        if not new <= self.own:
+            return {}
+        return {entry.name: (entry.stat().st_mtime_ns, entry.stat().st_size)
+                for entry in self.path.iterdir() if entry.name not in self.own}
+
+    def remove_hydra_files_if_nothing_else(self) -> None:
+        if not self.path.is_dir() or self._others() != self.others:
             return  # the app wrote its own files (a run that started and failed): they stay with the log
+        new = {entry.name for entry in self.path.iterdir()} - (self.existed or set())
         # Every process of a torchrun start meets the same refusal and cleans up: tolerate the others.
         for entry in new:
             target = self.path / entry

@@ -346,6 +346,31 @@ def test_eval_of_a_run_dir_agrees_with_its_eval_rows(tmp_path, train, capsys):
     assert "model=13B" in one_line_error(capsys.readouterr().err, "eval")
 
 
+def test_a_broken_checkpoint_is_one_line_without_torch_advice(tmp_path, train, capsys):
+    run_dir = tmp_path / "r"
+    assert train(run_dir, "train.max_steps=1")[0] == 0
+    latest = run_dir / "checkpoint" / "latest.pt"
+    cut, garbage = tmp_path / "cut.pt", tmp_path / "garbage.pt"
+    cut.write_bytes(latest.read_bytes()[:1000])
+    garbage.write_text("not a checkpoint")
+    for path in (cut, garbage):
+        assert main(["eval", str(path), "tasks=cpu"]) == 2
+        line = one_line_error(capsys.readouterr().err, "eval")
+        assert "truncated or not a torch file" in line and "weights_only" not in line
+
+
+def test_a_sweep_that_falls_short_says_so_on_stderr(tmp_path, prepared_root, capsys):
+    root = tmp_path / "sweep"
+    (root / "femto-2xC" / "checkpoint").mkdir(parents=True)
+    (root / "femto-2xC" / "checkpoint" / "latest.pt").write_bytes(b"a checkpoint without its run's config")
+    code = main(["sweep", "ladder=demo", f"ladder.sweep_root={root}", "ladder.only=[femto-1xC,femto-2xC]",
+                 "train.max_steps=1", "train.threads=1", f"data.prepared_root={prepared_root}", "wandb.mode=disabled"])
+    captured = capsys.readouterr()
+    assert code == 1
+    assert "femto-2xC: failed" in captured.out
+    assert "no tasks" in captured.err and "not every rung got what was asked" in captured.err
+
+
 def test_train_help_is_titled_train(tmp_path):
     result = ladder("train", "--help", cwd=tmp_path)
     assert result.returncode == 0 and result.stdout.startswith("train is powered by Hydra")
