@@ -245,7 +245,8 @@ def table_file(tmp_path: Path) -> Path:
 
 
 def test_sigterm_while_collect_writes_leaves_no_temporary_file(tmp_path):
-    from ladder.results import EvalRow, append_eval_rows
+    from ladder.results import EvalRow
+    from ladder.runs.directory import append_eval_rows
 
     run_dir = tmp_path / "runs" / "a"
     run_dir.mkdir(parents=True)

@@ -138,7 +138,7 @@ def test_wandb_rung_uses_the_logged_tokenizer_vocabulary():
 
 
 def test_wandb_and_olmo_steps_that_are_not_whole_numbers_are_refused(tmp_path):
-    config = {"rung": {"N": 1000, "role": "ladder", "size": "femto", "multiplier": 1.0}}
+    config = {"rung": "femto-1xC", "rung_record": make_rung("femto", 1.0).to_record()}
     with pytest.raises(LadderError, match="step is nan"):
         rows_from_wandb_history("femto-1xC", config, [{"_step": float("nan"), "tokens": 2048, "piqa/loss": 2.0}])
     source = Path(__file__).resolve().parents[3] / "shared" / "data" / "olmo-ladder" / "190M-1xC.csv"
