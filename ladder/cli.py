@@ -22,9 +22,9 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "data": ("ladder.data.cli", "main", "corpus preparation: `ladder data prepare data=<name>`"),
     "eval": ("ladder.tasks.cli", "main", "score a checkpoint on tasks, writing results-table rows"),
     "import-olmo": ("ladder.runs.olmo_import", "import_olmo_main", "OLMo ladder CSV exports -> results table"),
-    "fit": ("ladder.fit.cli", "fit_main", "two-stage fit on a results table; predict its targets"),
-    "predict": ("ladder.fit.cli", "predict_main", "predict targets not trained yet (NAME:N:D)"),
-    "backtest": ("ladder.fit.cli", "backtest_main", "fit the smaller sizes, predict the larger: errors, interval coverage"),
+    "fit": ("ladder.report.cli", "fit_main", "two-stage fit on a results table; predict its targets"),
+    "predict": ("ladder.report.cli", "predict_main", "predict targets not trained yet (NAME:N:D)"),
+    "backtest": ("ladder.report.cli", "backtest_main", "fit the smaller sizes, predict the larger: errors, interval coverage"),
     "demo": ("ladder.demo", "main", "the embedded CPU ladder, end to end"),
 }
 

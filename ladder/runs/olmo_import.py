@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ladder.errors import LadderError
+from ladder.errors import ArgumentParser, LadderError
 from ladder.results import check_output_table, validate_table, write_table
 from ladder.sizes import get_shape, paper_params
 
@@ -162,9 +162,7 @@ def import_olmo(directory: str | os.PathLike) -> pd.DataFrame:
 
 def import_olmo_main(argv: list[str]) -> int:
     """`ladder import-olmo DIRECTORY -o TABLE`."""
-    from ladder.fit.cli import _Parser  # the fit commands' parser: a mistake is one LadderError line
-
-    parser = _Parser(prog="ladder import-olmo", description="OLMo ladder CSV exports -> a results table.")
+    parser = ArgumentParser(prog="ladder import-olmo", description="OLMo ladder CSV exports -> a results table.")
     parser.add_argument("directory", help="folder with <size>-<x>xC.csv files (and peteish7/13 target files)")
     parser.add_argument("-o", "--output", required=True, help="results table to write (.csv or .parquet)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing table")
