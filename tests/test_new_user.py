@@ -261,7 +261,7 @@ def test_sigterm_while_collect_writes_leaves_no_temporary_file(tmp_path):
 
 def test_sigterm_while_fit_writes_leaves_no_staging_folder(tmp_path):
     table = table_file(tmp_path)
-    code = SIGTERM_DURING.format(patch="import ladder.report.fit as target; name = 'markdown_report'")
+    code = SIGTERM_DURING.format(patch="import ladder.report.fit as target; name = 'fit_markdown'")
     result = subprocess.run([sys.executable, "-c", code, "fit", str(table), "--out", str(tmp_path / "out"),
                              "--bootstrap", "0", "--no-plots"], capture_output=True, text=True, timeout=300, cwd=REPO)
     assert result.returncode == 143, result.stderr
