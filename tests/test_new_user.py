@@ -23,6 +23,7 @@ from ladder.cli import main
 from ladder.data import prepare_corpus
 from ladder.hydra_app import compose_config
 from ladder.rungs import make_rung
+from ladder.runs.directory import RunDir
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -108,7 +109,7 @@ def test_train_interrupted_exits_with_the_signal_code(tmp_path, prepared_root):
         process.send_signal(sig)
         out, err = process.communicate(timeout=120)
         assert process.returncode == code, out + err
-        assert (run_dir / "checkpoint/latest.pt").is_file() and not (run_dir / "DONE").exists()
+        assert RunDir(run_dir).latest_checkpoint is not None and not (run_dir / "DONE").exists()
         assert "the same command resumes" in err
 
 
@@ -347,12 +348,12 @@ def test_eval_of_a_run_dir_agrees_with_its_eval_rows(tmp_path, train, capsys):
     assert "model=13B" in one_line_error(capsys.readouterr().err, "eval")
 
 
-def test_a_broken_checkpoint_is_one_line_without_torch_advice(tmp_path, train, capsys):
-    run_dir = tmp_path / "r"
-    assert train(run_dir, "train.max_steps=1")[0] == 0
-    latest = run_dir / "checkpoint" / "latest.pt"
-    cut, garbage = tmp_path / "cut.pt", tmp_path / "garbage.pt"
-    cut.write_bytes(latest.read_bytes()[:1000])
+def test_a_broken_checkpoint_is_one_line_without_torch_advice(tmp_path, capsys):
+    import torch
+
+    whole, cut, garbage = tmp_path / "whole.pt", tmp_path / "cut.pt", tmp_path / "garbage.pt"
+    torch.save({"model": torch.zeros(10_000)}, whole)
+    cut.write_bytes(whole.read_bytes()[:1000])
     garbage.write_text("not a checkpoint")
     for path in (cut, garbage):
         assert main(["eval", str(path), "tasks=cpu"]) == 2
@@ -362,8 +363,8 @@ def test_a_broken_checkpoint_is_one_line_without_torch_advice(tmp_path, train, c
 
 def test_a_sweep_that_falls_short_says_so_on_stderr(tmp_path, prepared_root, capsys):
     root = tmp_path / "sweep"
-    (root / "femto-2xC" / "checkpoint").mkdir(parents=True)
-    (root / "femto-2xC" / "checkpoint" / "latest.pt").write_bytes(b"a checkpoint without its run's config")
+    (root / "femto-2xC").mkdir(parents=True)
+    (root / "femto-2xC" / "config.yaml").write_text("seed: 7\n")  # a run dir holding another run
     code = main(["sweep", "ladder=demo", f"ladder.sweep_root={root}", "ladder.only=[femto-1xC,femto-2xC]",
                  "train.max_steps=1", "train.threads=1", f"data.prepared_root={prepared_root}", "wandb.mode=disabled"])
     captured = capsys.readouterr()
