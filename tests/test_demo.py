@@ -14,7 +14,7 @@ MINIATURE = [
     "ladder.targets=[{name:mini-0.02xC,size:mini,multiplier:0.02}]",
     "tasks.max_questions=24",
     "train.threads=1",
-    "train.eval_interval=4",
+    "train.evals=4",
 ]
 
 
