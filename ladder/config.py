@@ -15,13 +15,13 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
 from ladder.errors import LadderError
-from ladder.grid import rung_name
+from ladder.rungs import rung_name
 
 OPTIMIZERS = ("adamw", "adam", "nadam", "sgd", "momentum", "nesterov", "rmsprop")
 WANDB_MODES = ("offline", "online", "disabled")
 DEVICES = ("cpu", "cuda")
 
-# ${rung_name:tiny,1.0,null} -> tiny-1xC, ${rung_name:tiny,1.0,40960} -> tiny-40960tok (ladder.grid.rung_name),
+# ${rung_name:tiny,1.0,null} -> tiny-1xC, ${rung_name:tiny,1.0,40960} -> tiny-40960tok (ladder.rungs.rung_name),
 # for the default run_dir. Registered on import so that any process that unpickles a ladder config
 # (e.g. a submitit job) can resolve it.
 OmegaConf.register_new_resolver(
@@ -75,7 +75,7 @@ class OptimConfig:
 @dataclass
 class TrainConfig:
     batch_size: Optional[int] = None
-    """Global batch in sequences; None applies the paper's rule (`ladder.grid.batch_sequences`)."""
+    """Global batch in sequences; None applies the paper's rule (`ladder.rungs.batch_sequences`)."""
     micro_batch_size: Optional[int] = None
     """Sequences per device per forward pass; gradient accumulation reaches the global batch."""
     max_steps: Optional[int] = None
@@ -83,7 +83,7 @@ class TrainConfig:
     tokens: Optional[int] = None
     """Train on this many tokens instead of multiplier x 20 N (targets given by tokens)."""
     log_interval: int = 10
-    """Steps between metrics.jsonl records."""
+    """Steps between the run's metrics records."""
     eval_interval: int = 200
     """Steps between evaluations (validation bpb and tasks); the last step is always evaluated."""
     evals: Optional[int] = None
@@ -200,7 +200,7 @@ class LadderConfig:
     rung: Optional[str] = None
     """Set by `ladder sweep` for each job: the grid rung (by name) this job trains."""
     run_dir: str = "runs/single/${rung_name:${model.preset},${multiplier},${train.tokens}}"
-    """The rung's run directory: config, checkpoints, metrics.jsonl, eval rows, DONE."""
+    """The rung's run directory: config, checkpoints, metrics, eval rows, markers (`ladder.runs.directory`)."""
     seed: int = 0
     """Seed of initialisation and data order."""
     device: str = "cpu"

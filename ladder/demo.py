@@ -27,7 +27,6 @@ import pandas as pd
 from omegaconf import DictConfig
 from scipy.stats import spearmanr
 
-from ladder.atomic import write_text_atomic
 from ladder.errors import LadderError
 from ladder.hydra_app import compose_config
 
@@ -41,7 +40,6 @@ DEMO_OVERRIDES = [
     "tasks.max_questions=1000", "tasks.seed=${seed}", "train.val_tokens=16384",
 ]
 RESULTS_ROOT = Path("results")
-METRICS_FILE = "metrics.jsonl"
 
 
 def _banner(text: str) -> None:
@@ -72,40 +70,15 @@ def accuracy_rise(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def training_curves(sweep_root: Path, runs: list[str]) -> pd.DataFrame:
-    """Training loss against tokens of every run, from each run directory's metrics.jsonl."""
+    """Training loss against tokens of every run, from each run directory's metrics records."""
+    from ladder.runs.directory import RunDir
+
     frames = []
     for run in runs:
-        path = sweep_root / run / METRICS_FILE
-        if path.exists():
-            frame = pd.read_json(path, lines=True)
-            frames.append(frame.assign(run=run)[["run", "tokens", "loss"]])
+        records = RunDir(sweep_root / run).read_metrics()
+        if records:
+            frames.append(pd.DataFrame(records).assign(run=run)[["run", "tokens", "loss"]])
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["run", "tokens", "loss"])
-
-
-def _demo_report(fit_report: str, rise: pd.DataFrame, timings: dict[str, float], cfg) -> str:
-    from ladder.report import markdown_table
-
-    targets = ", ".join(f"{t.name} ({t.size})" for t in cfg.ladder.targets)
-    lines = [
-        "# ladder demo: a CPU ladder predicts a held-out bigger model",
-        "",
-        f"Ladder: sizes {', '.join(cfg.ladder.sizes)} x token multiples "
-        f"{', '.join(f'{m:g}' for m in cfg.ladder.multipliers)} (D = x 20 N); target: {targets}.",
-        f"Tasks: {', '.join(cfg.tasks.names)} (in-loop, {cfg.tasks.max_questions or 'all'} questions each).",
-        "Wall time: " + ", ".join(f"{phase} {seconds:.0f} s" for phase, seconds in timings.items()) + ".",
-        "",
-        "## Does accuracy rise across the ladder?",
-        "",
-        "Final-checkpoint accuracy of the cheapest and the costliest rung, and Spearman's rank",
-        "correlation of accuracy with training compute over all rungs.",
-        "",
-        markdown_table(rise),
-        "",
-        "![loss_curves](loss_curves.png)",
-        "",
-    ]
-    # The fit's own report follows, one heading level down.
-    return "\n".join(lines) + "\n#" + fit_report.replace("\n## ", "\n### ")
 
 
 def demo_config(argv: list[str]) -> tuple[DictConfig, list[str], Path]:
@@ -157,7 +130,7 @@ def main(argv: list[str]) -> int:
     timings["sweep"] = time.perf_counter() - clock
 
     _banner("3/4 collect")
-    from ladder.collect import collect_run_dirs
+    from ladder.runs.collect import collect_run_dirs
     from ladder.results import write_table
 
     sweep_root = Path(cfg.ladder.sweep_root)
@@ -167,25 +140,24 @@ def main(argv: list[str]) -> int:
     print(f"{results_dir / 'results.csv'}: {len(table)} rows, {table['run'].nunique()} runs", flush=True)
 
     _banner("4/4 two-stage fit on the ladder rungs; the target is held out")
-    from ladder import report
-    from ladder.fit.pipeline import fit_table, write_outputs
+    from ladder.fit.pipeline import fit_table
+    from ladder.report.demo import format_accuracy_rise, write_demo_report
+    from ladder.report.fit import write_fit_report
+    from ladder.report.tables import format_predictions
 
     clock = time.perf_counter()
     fit = fit_table(table)
-    write_outputs(fit, results_dir, overwrite=True)
+    write_fit_report(fit, results_dir, overwrite=True)
     timings["fit"] = time.perf_counter() - clock
     timings["total"] = time.perf_counter() - started
 
     curves = training_curves(sweep_root, sorted(table["run"].unique()))
-    report.plot_loss_curves(curves, results_dir / "loss_curves.png", x="tokens", y="loss", by="run",
-                            title="training loss (nats/byte)")
     rise = accuracy_rise(table)
-    fit_report = (results_dir / "report.md").read_text(encoding="utf-8")
-    write_text_atomic(results_dir / "report.md", _demo_report(fit_report, rise, timings, cfg))
+    write_demo_report(fit, results_dir, curves=curves, rise=rise, timings=timings, cfg=cfg)
 
     _banner("does accuracy rise with compute? (final checkpoints of the ladder rungs)")
-    print(rise.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    print(format_accuracy_rise(rise))
     _banner("predicted vs actual (target held out of the fit)")
-    print(report.format_predictions(fit.predictions))
+    print(format_predictions(fit.predictions))
     print(f"\nreport: {results_dir / 'report.md'} (plots beside it); total {timings['total']:.0f} s")
     return 0

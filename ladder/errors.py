@@ -1,9 +1,18 @@
 """The one error type for user mistakes (bad configs, tables, task files, corpora).
 
 `ladder.cli` prints a LadderError as a single line and exits with code 2; anything else is a bug
-and keeps its traceback.
+and keeps its traceback. `ArgumentParser` turns a sub-command's argument mistakes into one.
 """
+
+import argparse
 
 
 class LadderError(Exception):
     """A problem with what the user gave us, explained in one line."""
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse that reports mistakes as a LadderError (one line, exit 2 through ladder.cli)."""
+
+    def error(self, message: str):
+        raise LadderError(f"{message} (see `{self.prog} --help`)")

@@ -1,8 +1,8 @@
 """Reading JSON Lines files (task files, corpus documents) one object per line.
 
 Shared by the task loaders and the corpus sources, so that every JSONL file ladder reads
-refuses the same mistakes with the same one-line errors. (A run's `eval.jsonl` is read by
-`ladder.results`, which also has to cut a line torn by a crash.)
+refuses the same mistakes with the same one-line errors. (A run's evaluation rows are read by
+`ladder.runs.directory`, which also has to cut a line torn by a crash.)
 """
 
 from __future__ import annotations

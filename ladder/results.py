@@ -20,19 +20,18 @@ Tidy: one row per run x checkpoint x task.
 
 Any further column is kept as an extra metric. Only this module knows the table's files: CSV or
 Parquet by suffix, validated on read, written atomically, never overwritten unless asked.
-Trainers append rows to `<run_dir>/eval.jsonl` through `append_eval_rows`; `ladder collect` reads
-them back with `read_eval_rows`.
+Trainers write `EvalRow`s into their run directory (`ladder.runs.directory.append_eval_rows`);
+`ladder collect` reads them back (`ladder.runs.collect`).
 
 This module never imports torch.
 """
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -43,8 +42,6 @@ from ladder.errors import LadderError
 REQUIRED_COLUMNS = ("run", "role", "N", "D", "step", "task", "loss")
 OPTIONAL_COLUMNS = ("acc", "size", "multiplier", "flops", "rerun", "chance")
 ROLES = ("ladder", "target")
-EVAL_ROWS_FILE = "eval.jsonl"
-TORN_TAIL_BYTES = 1 << 20  # a row is far shorter: a torn one ends within this of the end
 TABLE_SUFFIXES = (".csv", ".parquet")
 
 
@@ -70,52 +67,6 @@ class EvalRow:
         row = asdict(self)
         row.update(row.pop("extra"))
         return row
-
-
-def append_eval_rows(run_dir: str | os.PathLike, rows: Iterable[EvalRow]) -> None:
-    """Append rows to `<run_dir>/eval.jsonl`, flushed to disk (a crash loses no earlier row).
-
-    A torn last line (a writer killed mid-row) is cut off first, so that it stays the last line
-    instead of becoming a broken one in the middle.
-    """
-    path = Path(run_dir) / EVAL_ROWS_FILE
-    lines = "".join(json.dumps(row.to_dict(), allow_nan=True) + "\n" for row in rows)
-    with open(path, "a+b") as handle:
-        size = handle.seek(0, os.SEEK_END)
-        if size:
-            handle.seek(max(0, size - TORN_TAIL_BYTES))
-            tail = handle.read()
-            if not tail.endswith(b"\n"):
-                cut = tail.rfind(b"\n")
-                handle.truncate(size - len(tail) + cut + 1 if cut >= 0 else max(0, size - len(tail)))
-        handle.write(lines.encode("utf-8"))
-        handle.flush()
-        os.fsync(handle.fileno())
-
-
-def read_eval_rows(run_dir: str | os.PathLike) -> list[dict[str, Any]]:
-    """The rows a run has written; a torn last line (killed mid-write) is ignored."""
-    path = Path(run_dir) / EVAL_ROWS_FILE
-    if not path.exists():
-        return []
-    rows = []
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except UnicodeDecodeError as error:
-        raise LadderError(f"{path}: not UTF-8 text (byte {error.start})") from None
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            if number == len(lines):
-                break
-            raise LadderError(f"{path}:{number}: not a JSON object") from None
-        if not isinstance(row, dict):
-            raise LadderError(f"{path}:{number}: not a JSON object")
-        rows.append(row)
-    return rows
 
 
 def validate_table(table: pd.DataFrame, source: str = "results table") -> pd.DataFrame:

@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from ladder.config import TasksConfig, TrainConfig  # noqa: E402
 from ladder.data import load_tokenizer, prepare_corpus  # noqa: E402
-from ladder.grid import make_rung  # noqa: E402
+from ladder.rungs import make_rung  # noqa: E402
 from ladder.hydra_app import compose_config  # noqa: E402
 from ladder.model import Decoder  # noqa: E402
 from ladder.sizes import get_shape, paper_params  # noqa: E402

@@ -20,7 +20,7 @@ import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 from ladder.fit.pipeline import fit_table  # noqa: E402
-from ladder.olmo_import import import_olmo  # noqa: E402
+from ladder.runs.olmo_import import import_olmo  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "olmo-ladder"
 PAPER_ERRORS = {"mmlu": -0.63, "hellaswag": 1.17, "arc_challenge": -10.45, "arc_easy": -7.97,

@@ -1,4 +1,4 @@
-"""The results table: schema validation, CSV/Parquet round trips, eval rows of run dirs."""
+"""The results table: schema validation, CSV/Parquet round trips."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from ladder.errors import LadderError
-from ladder.results import EvalRow, append_eval_rows, read_eval_rows, read_table, validate_table, write_table
+from ladder.results import read_table, validate_table, write_table
 
 
 def _table() -> pd.DataFrame:
@@ -68,38 +68,6 @@ def test_read_errors(tmp_path):
         read_table(tmp_path / "missing.csv")
     with pytest.raises(LadderError, match="are .csv or .parquet"):
         read_table(tmp_path / "table.json")
-
-
-def test_eval_rows_append_and_survive_a_torn_line(tmp_path):
-    rows = [EvalRow("r", "ladder", 10, 100.0, 1, "t", 1.5, acc=0.3, extra={"soft": 0.2}),
-            EvalRow("r", "ladder", 10, 200.0, 2, "t", 1.4)]
-    append_eval_rows(tmp_path, rows)
-    with open(tmp_path / "eval.jsonl", "a") as handle:
-        handle.write('{"run": "r", "ro')  # killed mid-write
-    read = read_eval_rows(tmp_path)
-    assert [row["step"] for row in read] == [1, 2] and read[0]["soft"] == 0.2
-    assert validate_table(pd.DataFrame(read))["loss"].tolist() == [1.5, 1.4]
-
-
-def test_a_torn_last_row_is_cut_before_the_next_append(tmp_path):
-    row = EvalRow("r", "ladder", 10, 100.0, 1, "t", 1.5)
-    append_eval_rows(tmp_path, [row])
-    with open(tmp_path / "eval.jsonl", "a") as handle:
-        handle.write('{"run": "r", "ro')  # killed mid-write; the resumed run appends after it
-    append_eval_rows(tmp_path, [EvalRow("r", "ladder", 10, 200.0, 2, "t", 1.4)])
-    assert [row["step"] for row in read_eval_rows(tmp_path)] == [1, 2]
-    assert (tmp_path / "eval.jsonl").read_text().count("\n") == 2
-
-
-@pytest.mark.parametrize(("content", "message"), [
-    (b'[1, 2]\n{"run": "r"}\n', "eval.jsonl:1: not a JSON object"),
-    (b'42\n', "eval.jsonl:1: not a JSON object"),
-    (b'{"run": "r\xff"}\n', "eval.jsonl: not UTF-8 text"),
-])
-def test_eval_rows_that_are_not_objects_are_refused(tmp_path, content, message):
-    (tmp_path / "eval.jsonl").write_bytes(content)
-    with pytest.raises(LadderError, match=message):
-        read_eval_rows(tmp_path)
 
 
 def test_optional_columns_may_be_empty(tmp_path):

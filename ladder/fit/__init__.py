@@ -3,9 +3,11 @@
 Modules: points (table -> fitting points), step1, step2, chain (chained prediction, single-step
 baseline), batched (vectorised least squares for the bootstrap), bootstrap (prediction
 intervals), variance (checkpoint-to-checkpoint noise), pipeline (a whole table), backtest
-(fit the smaller sizes, predict the larger ones), cli.
+(fit the smaller sizes, predict the larger ones).
 
-Never imports torch.
+Never imports torch, matplotlib or the report layer: `ladder.report` takes the fitted objects
+and writes their tables, plots and reports (and holds the `ladder fit` / `predict` / `backtest`
+commands).
 """
 
 import os

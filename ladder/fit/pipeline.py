@@ -2,21 +2,17 @@
 
 `fit_table` selects the ladder runs (sizes, multipliers, reruns), fits step 1 and step 2 and the
 single-step baseline per task, bootstraps prediction intervals, predicts every `role=target` run
-and measures checkpoint-to-checkpoint variance. `write_outputs` writes predictions.csv,
-params.csv, variance.csv, report.md and the plots only once everything has been computed.
+and measures checkpoint-to-checkpoint variance. The result, a `LadderFit`, is what the report
+layer (`ladder.report.fit.write_fit_report`) writes out; this module writes no files.
 """
 
 from __future__ import annotations
 
 import math
 import multiprocessing
-import os
-import shutil
-import tempfile
 import zlib
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -32,8 +28,6 @@ from ladder.fit.step2 import Step2Fit, fit_step2
 from ladder.fit.variance import checkpoint_variance
 from ladder.results import validate_table
 
-OUTPUT_FILES = ("predictions.csv", "params.csv", "variance.csv", "report.md")
-PLOT_FILES = ("step1.png", "step2.png", "pred_vs_actual.png")  # those this fit draws (ladder.report.plot_fit)
 PREDICTION_COLUMNS = (
     "task", "target", "N", "D", "pred_loss", "pred_loss_lo", "pred_loss_hi", "actual_loss", "loss_rel_err",
     "pred_acc", "pred_acc_lo", "pred_acc_hi", "actual_acc", "abs_err", "rel_err",
@@ -308,46 +302,3 @@ def fit_table(table: pd.DataFrame, options: FitOptions | None = None, **override
     runs = ladder.groupby("run").agg(N=("N", "first"), D=("D", "max")).sort_values(["N", "D"]).index.tolist()
     return LadderFit(options, fits, targets, runs,
                      checkpoint_variance(used, options.variance_window))
-
-
-def check_out_dir(out_dir: str | os.PathLike, overwrite: bool) -> Path:
-    """Refuse an output directory that already holds results, unless asked to overwrite."""
-    out_dir = Path(out_dir)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise LadderError(f"{out_dir} exists and is not a directory")
-    existing = [name for name in (*OUTPUT_FILES, *PLOT_FILES) if (out_dir / name).exists()]
-    if existing and not overwrite:
-        raise LadderError(f"{out_dir} already holds results ({', '.join(existing)}); pass --overwrite to replace them")
-    return out_dir
-
-
-def write_outputs(fit: LadderFit, out_dir: str | os.PathLike, *, overwrite: bool = False, plots: bool = True) -> list[Path]:
-    """Write predictions.csv, params.csv, variance.csv, report.md and plots (PNG) into `out_dir`.
-
-    Everything is first written to a temporary directory beside it; files are moved into place
-    (each atomically) only when all have been written, so a failure leaves no partial results.
-    """
-    from ladder import report  # matplotlib is imported only when writing
-
-    out_dir = check_out_dir(out_dir, overwrite)
-    try:
-        out_dir.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.tmp-"))
-    except OSError as error:
-        raise LadderError(f"{out_dir}: cannot write results here: {error.strerror or error}")
-    try:
-        fit.predictions.to_csv(staging / "predictions.csv", index=False)
-        fit.params.to_csv(staging / "params.csv", index=False)
-        fit.variance.to_csv(staging / "variance.csv", index=False)
-        images = report.plot_fit(fit, staging) if plots else []
-        (staging / "report.md").write_text(report.markdown_report(fit, images), encoding="utf-8")
-        out_dir.mkdir(exist_ok=True)
-        for stale in set(PLOT_FILES) - {path.name for path in staging.iterdir()}:
-            (out_dir / stale).unlink(missing_ok=True)  # a plot of the results being replaced
-        written = []
-        for path in sorted(staging.iterdir()):
-            os.replace(path, out_dir / path.name)
-            written.append(out_dir / path.name)
-        return written
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)

@@ -3,7 +3,8 @@
 The sweep is a real Hydra multirun with one sweep parameter, `rung=<name>,<name>,...`, so every
 Hydra launcher works: the basic one (sequential, in this process), `submitit_local` (one
 subprocess per rung) and `submitit_slurm` (one SLURM job per rung). Each job looks its rung up
-in the grid, points the config at `<sweep_root>/<rung>/` and calls `ladder.train.run_training`.
+in the grid, points the config at `<sweep_root>/<rung>/` and hands the Rung itself to
+`ladder.train.run_training` (the trainer does not size it again from the config).
 
 - The whole grid is sized and validated before any job starts.
 - Rungs with a DONE marker are not launched (and a job that finds one returns at once); partial
@@ -37,11 +38,11 @@ from omegaconf.errors import OmegaConfBaseException
 
 from ladder.config import register_configs
 from ladder.errors import LadderError
-from ladder.grid import Rung
 from ladder.hydra_app import CONF_DIR, HYDRA_VERSION, compose_config, describe_config_error, run_app
 from ladder.ranks import is_rank_zero
-from ladder.sweep.rungs import find_rung, grid_rungs, rungs_to_train
-from ladder.sweep.state import DONE, FAILED, SWEEP_FILE, RungState, read_json, read_state, write_json_atomic
+from ladder.rungs import Rung, find_rung, grid_rungs, rungs_to_train
+from ladder.runs.directory import RunDir
+from ladder.runs.sweep_state import RungState, read_state, read_sweep_file, write_sweep_file
 
 log = logging.getLogger("ladder.sweep")
 
@@ -148,12 +149,8 @@ class SweepStop:
 
 def write_failed(run_dir: Path, error: BaseException) -> None:
     """FAILED marker, unless the trainer wrote its own (it knows the step)."""
-    if (run_dir / FAILED).exists():
-        return
-    run_dir.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(
-        run_dir / FAILED,
-        {"error": f"{type(error).__name__}: {error}", "traceback": traceback.format_exc()},
+    RunDir(run_dir).write_failed_unless_recorded(
+        {"error": f"{type(error).__name__}: {error}", "traceback": traceback.format_exc()}
     )
 
 
@@ -164,7 +161,7 @@ def sweep_job(cfg: DictConfig) -> JobResult:
     rung = find_rung(cfg, cfg.rung)
     run_dir = Path(cfg.ladder.sweep_root) / rung.name
     configure_rung(cfg, rung, run_dir)
-    if (run_dir / DONE).exists():
+    if RunDir(run_dir).is_done():
         log.info("%s: DONE, skipped", rung.name)
         return JobResult(rung.name, "skipped")
     if SweepStop.event.is_set():
@@ -176,9 +173,9 @@ def sweep_job(cfg: DictConfig) -> JobResult:
         from ladder.train import run_training
 
         if rank_zero:
-            (run_dir / FAILED).unlink(missing_ok=True)  # a failed rung is retried by a new sweep
+            RunDir(run_dir).clear_failed()  # a failed rung is retried by a new sweep
         with relay.while_training():
-            outcome = run_training(cfg, stop=SweepStop.event)
+            outcome = run_training(cfg, stop=SweepStop.event, rung=rung)
     except Exception as error:  # one failing rung must not stop the others
         log.error("%s failed: %s", rung.name, error)
         if rank_zero:
@@ -296,7 +293,7 @@ def check_sweep_root(overrides: list[str]) -> None:
 def sweep_file_rungs(root: Path, cfg: DictConfig, launched: list[str]) -> list[str]:
     """The rungs sweep.json lists for `ladder status`: those already listed, the grid's (a sweep
     of some rungs, `ladder.only=[...]`, must not hide the others) and this sweep's."""
-    listed = (read_json(root / SWEEP_FILE) or {}).get("rungs")
+    listed = (read_sweep_file(root) or {}).get("rungs")
     names = [n for n in listed if isinstance(n, str)] if isinstance(listed, list) else []
     grid = [rung.name for rung in grid_rungs(cfg) if rung.role == "ladder" or cfg.ladder.train_targets]
     for name in [*grid, *launched]:
@@ -355,7 +352,7 @@ def sweep_main(argv: list[str]) -> int:
         raise LadderError(f"hydra/launcher={launcher} needs SLURM (no srun on PATH): run it on the cluster's login node")
     root = Path(cfg.ladder.sweep_root).resolve()
     names = [rung.name for rung in rungs]
-    pending = names if showing_config else [name for name in names if not (root / name / DONE).exists()]
+    pending = names if showing_config else [name for name in names if not RunDir(root / name).is_done()]
     if not pending:
         say(f"sweep {root}: all {len(names)} rungs are DONE")
         return 0
@@ -363,7 +360,7 @@ def sweep_main(argv: list[str]) -> int:
         say(f"sweep {root}: {len(names) - len(pending)} of {len(names)} rungs are DONE, skipped")
     if not showing_config:
         root.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(root / SWEEP_FILE, {"grid": cfg.ladder.name, "rungs": sweep_file_rungs(root, cfg, names)})
+        write_sweep_file(root, cfg.ladder.name, sweep_file_rungs(root, cfg, names))
     run_multirun(
         [
             # Hydra shows a config (--cfg ...) in run mode only: show the first rung's.

@@ -12,11 +12,10 @@ from dataclasses import dataclass
 from omegaconf import DictConfig, OmegaConf
 
 from ladder.errors import LadderError
-from ladder.grid import Rung
 from ladder.hardware import PEAK_BF16_FLOPS, peak_flops
 from ladder.hydra_app import compose_config, split_show_config
+from ladder.rungs import Rung, grid_rungs
 from ladder.sizes import flops_per_token, non_embedding_params, total_params
-from ladder.sweep.rungs import grid_rungs
 
 # Kaplan et al. (2020), eq. 1.1: converged loss (nats/token, WebText2) of a model with N
 # non-embedding parameters trained to convergence; a scale guide, not a prediction for this data.

@@ -11,20 +11,8 @@ from pathlib import Path
 
 from ladder.errors import LadderError
 from ladder.sweep.plan import format_table
-from ladder.sweep.state import DONE, FAILED, METRICS_FILE, RUNG_FILE, SWEEP_FILE, RungState, format_duration, read_json, read_state
-
-RUN_DIR_MARKERS = (RUNG_FILE, METRICS_FILE, DONE, FAILED)
-
-
-def sweep_rungs(root: Path) -> list[str]:
-    """The rung names sweep.json lists (none if it is absent); a malformed file is a LadderError."""
-    path = root / SWEEP_FILE
-    if not path.exists():
-        return []
-    rungs = (read_json(path) or {}).get("rungs")
-    if not isinstance(rungs, list) or not all(isinstance(name, str) and name for name in rungs):
-        raise LadderError(f"{path}: not a sweep file (expected {{\"rungs\": [names...]}}); was it edited?")
-    return list(rungs)
+from ladder.runs.directory import RunDir
+from ladder.runs.sweep_state import SWEEP_FILE, RungState, format_duration, read_state, sweep_rungs
 
 
 def sweep_states(root: Path) -> list[RungState]:
@@ -35,7 +23,7 @@ def sweep_states(root: Path) -> list[RungState]:
     found = sorted(
         path.name
         for path in root.iterdir()
-        if path.is_dir() and not path.name.startswith(".") and any((path / m).exists() for m in RUN_DIR_MARKERS)
+        if path.is_dir() and not path.name.startswith(".") and RunDir(path).was_started()
     )
     names += [name for name in found if name not in names]
     if not names:

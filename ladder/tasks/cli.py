@@ -8,7 +8,6 @@ row per task; `-o` writes them as a results table (CSV or Parquet). Overrides ar
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import Any
 
@@ -28,9 +27,11 @@ def _checkpoint_position(path: Path) -> tuple[int, int]:
 
 
 def _paper_n(run_dir: Path, model: Any) -> int:
-    rung = run_dir / "rung.json"
-    if rung.is_file():
-        return int(json.loads(rung.read_text(encoding="utf-8"))["N"])
+    from ladder.runs.directory import RunDir
+
+    rung = RunDir(run_dir).read_rung()
+    if rung is not None:
+        return rung.n_params
     from ladder.sizes import paper_params
 
     return paper_params(model.shape)
@@ -47,7 +48,8 @@ def score_checkpoint(checkpoint: str, overrides: list[str]) -> list[EvalRow]:
     from ladder.data import load_tokenizer, prepare_corpus
     from ladder.hydra_app import compose_config
     from ladder.tasks import evaluate, load_tasks
-    from ladder.train.checkpoint import find_checkpoint, load_model
+    from ladder.runs.directory import find_checkpoint, run_dir_of_checkpoint
+    from ladder.train.checkpoint import load_model
 
     path = find_checkpoint(checkpoint)
     model, run_cfg = load_model(path)
@@ -67,7 +69,7 @@ def score_checkpoint(checkpoint: str, overrides: list[str]) -> list[EvalRow]:
     tasks = load_tasks(names, corpus=corpus, max_questions=cfg.tasks.max_questions, seed=cfg.tasks.seed)
     model.to(cfg.device)
     scores = evaluate(model, tokenizer, tasks, device=cfg.device, batch_size=cfg.tasks.batch_size, progress=True)
-    run_dir = path.parent.parent if path.parent.name == "checkpoint" else path.parent
+    run_dir = run_dir_of_checkpoint(path)
     fields = {
         "run": run_cfg.get("run_name") or run_dir.name,
         "role": run_cfg.get("role", "ladder"),

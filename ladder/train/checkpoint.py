@@ -21,10 +21,8 @@ from omegaconf import DictConfig, OmegaConf
 from ladder.atomic import atomic_path
 from ladder.errors import LadderError
 from ladder.model import Decoder, decoder_from_config
+from ladder.runs.directory import find_checkpoint
 from ladder.sizes import ModelShape
-
-CHECKPOINT_DIR = "checkpoint"
-LATEST = "latest.pt"
 
 
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
@@ -59,15 +57,6 @@ def restore_rng(state: dict[str, Any]) -> None:
 
 def shape_to_dict(shape: ModelShape) -> dict[str, Any]:
     return asdict(shape)
-
-
-def find_checkpoint(path: str | os.PathLike) -> Path:
-    """A checkpoint file, or the latest one of a run directory or its checkpoint/ folder."""
-    path = Path(path)
-    for candidate in (path, path / LATEST, path / CHECKPOINT_DIR / LATEST):
-        if candidate.is_file():
-            return candidate
-    raise LadderError(f"{path}: no checkpoint (expected a .pt file or a run directory with {CHECKPOINT_DIR}/{LATEST})")
 
 
 def load_model(path: str | os.PathLike) -> tuple[Decoder, DictConfig]:

@@ -1,7 +1,7 @@
 """In-loop evaluation: validation bits per byte on held-out text, and the downstream tasks.
 
-Validation bpb goes to metrics.jsonl; task scores become results-table rows in eval.jsonl
-(`ladder.results.append_eval_rows`), one per task, with D = tokens trained so far.
+Validation bpb goes to the run's metrics records; task scores become results-table rows in the
+run directory (`ladder.runs.directory.append_eval_rows`), one per task, with D = tokens trained so far.
 """
 
 from __future__ import annotations
@@ -13,7 +13,8 @@ import torch
 import torch.nn.functional as F
 
 from ladder.data import TokenLoader
-from ladder.results import EvalRow, append_eval_rows, read_eval_rows
+from ladder.results import EvalRow
+from ladder.runs.directory import append_eval_rows, read_eval_rows
 
 WANDB_METRICS = ("loss", "acc", "acc_raw", "soft", "soft_log")
 VAL_SEED = 0  # the validation windows are the file's first ones; no randomness involved

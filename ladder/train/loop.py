@@ -3,7 +3,12 @@
 Re-entrant (the sweep calls it once per rung in one process): signal handlers and thread counts
 are restored and the wandb run is closed; a DDP process group, made once, serves every rung of
 the process (ladder.train.distributed). The same call on the
-same run_dir resumes from `checkpoint/latest.pt`; on a finished run (DONE) it does nothing.
+same run_dir resumes from its latest checkpoint; on a finished run it does nothing.
+
+The rung comes sized: the sweep hands over the grid's Rung, `ladder train` the one
+`ladder.rungs.rung_from_config` makes; the trainer only sizes it for its tokenizer's vocabulary
+when the config leaves `model.vocab_size` to the tokenizer (`Rung.for_vocab`). The run directory
+is read and written through `ladder.runs.directory.RunDir`.
 """
 
 from __future__ import annotations
@@ -28,17 +33,17 @@ from tqdm import tqdm
 
 from ladder.config import check_values
 from ladder.errors import LadderError
-from ladder.grid import Rung, make_rung
 from ladder.model import decoder_from_config
 from ladder.ranks import is_rank_zero
-from ladder.sizes import flops_per_token, get_shape
+from ladder.rungs import RUNG_RECORD_KEY, Rung, rung_from_config
+from ladder.runs.directory import RunDir, config_differences
+from ladder.sizes import flops_per_token
 from ladder.train import checkpoint as ckpt
 from ladder.train import distributed
 from ladder.train.cpu_memory import keep_freed_memory
 from ladder.train.evaluation import TaskEvaluator, validation_bpb
 from ladder.train.metrics import Throughput, device_peak_flops, memory_mb
 from ladder.train.optim import Schedule, build_optimizer
-from ladder.train.rundir import RunDir, config_differences
 from ladder.train.stability import StabilityMonitor, is_finite
 from ladder.train.tracking import Tracker
 
@@ -63,34 +68,13 @@ class RunOutcome:
     """Training loss of the last step (None if skipped without a DONE record)."""
 
 
-def rung_for(cfg: DictConfig, vocab_size: int | None = None) -> Rung:
-    """The rung this config trains (paper rules for batch, LR, warmup, steps; config overrides win)."""
-    tokens = cfg.train.tokens
-    return make_rung(
-        cfg.model.preset,
-        None if tokens is not None else cfg.multiplier,
-        tokens=tokens,
-        name=run_name(cfg),
-        role=cfg.role,
-        vocab_size=vocab_size if vocab_size is not None else cfg.model.vocab_size,
-        seq_len=cfg.model.seq_len,
-        batch=cfg.train.batch_size,
-        lr=cfg.optim.lr,
-        lr_rule=cfg.optim.lr_rule,
-        warmup_tokens=cfg.optim.warmup_tokens,
-    )
-
-
-def run_name(cfg: DictConfig) -> str:
-    return cfg.run_name or Path(cfg.run_dir).name
-
-
-def check_run(cfg: DictConfig) -> None:
+def check_run(cfg: DictConfig, rung: Rung | None = None) -> Rung:
     """Everything that would make the run fail at once, checked before anything is written: the
-    config's values, the rung (preset, multiplier), the device, and a run directory that is a file,
-    cannot be written, or holds a run with another config (finished or not)."""
+    config's values, the rung (preset, multiplier; sized from the config unless given), the
+    device, and a run directory that is a file, cannot be written, or holds a run with another
+    config (finished or not). Returns the rung."""
     check_values(cfg)
-    rung_for(cfg)
+    rung = rung if rung is not None else rung_from_config(cfg)
     if cfg.device == "cuda" and not torch.cuda.is_available():
         raise LadderError("device=cuda but no CUDA device is available (use device=cpu)")
     path = Path(cfg.run_dir)
@@ -107,15 +91,17 @@ def check_run(cfg: DictConfig) -> None:
                 f"{path} holds a run with another config ({'; '.join(differences[:3])}); "
                 "use another run_dir to train this one"
             )
+    return rung
 
 
-def run_training(cfg: DictConfig, stop: threading.Event | None = None) -> RunOutcome:
+def run_training(cfg: DictConfig, stop: threading.Event | None = None, rung: Rung | None = None) -> RunOutcome:
     """Train the rung of `cfg` in `cfg.run_dir` (resuming if it has a checkpoint).
 
     `stop`: an event the caller may already have set (the sweep's, set by a signal that came
     before this call installed its handlers): the run then checkpoints before its first step.
+    `rung`: the rung, sized by the caller (the sweep); None sizes it from `cfg` (`ladder train`).
     """
-    check_run(cfg)  # a bad value, preset, multiplier, run dir or override fails here, before any work
+    rung = check_run(cfg, rung)  # a bad value, preset, multiplier, run dir or override fails here, before any work
     run_dir = RunDir(Path(cfg.run_dir))
     done = run_dir.read_done()
     if done is not None:
@@ -127,7 +113,7 @@ def run_training(cfg: DictConfig, stop: threading.Event | None = None) -> RunOut
     with owner, _stop_on_signals(stop or threading.Event()) as stop_requested:
         ctx = distributed.setup(cfg.device)
         with _torch_threads(cfg.train.threads), _quiet_unless(ctx.is_main):
-            return _Trainer(cfg, run_dir, ctx, stop_requested).run()
+            return _Trainer(cfg, rung, run_dir, ctx, stop_requested).run()
 
 
 @contextlib.contextmanager
@@ -190,7 +176,8 @@ def _default_micro_batch(per_rank: int, seq_len: int, device: torch.device) -> i
 class _Trainer:
     """One training session of one run (a fresh start or a resume)."""
 
-    def __init__(self, cfg: DictConfig, run_dir: RunDir, ctx: distributed.DistContext, stop_requested: threading.Event):
+    def __init__(self, cfg: DictConfig, rung: Rung, run_dir: RunDir, ctx: distributed.DistContext,
+                 stop_requested: threading.Event):
         self.cfg, self.run_dir, self.ctx, self.stop_requested = cfg, run_dir, ctx, stop_requested
         self.device = ctx.device
         self.started = time.perf_counter()
@@ -206,7 +193,7 @@ class _Trainer:
         vocab = self.corpus.tokenizer.vocab_size
         if cfg.model.vocab_size is not None and cfg.model.vocab_size < vocab:
             raise LadderError(f"model.vocab_size={cfg.model.vocab_size} is smaller than the tokenizer's {vocab}")
-        self.rung = rung_for(cfg, cfg.model.vocab_size or vocab)
+        self.rung = rung if cfg.model.vocab_size is not None else rung.for_vocab(vocab)
         rung = self.rung
         self.flops_per_token = flops_per_token(rung.shape)  # (6N, 6N + attention)
 
@@ -313,14 +300,17 @@ class _Trainer:
         if self.run_dir.latest_checkpoint.is_file():
             self.resume()
         elif ctx.is_main:
-            self.run_dir.start(resolved, self.rung_record())
+            self.run_dir.start(resolved, self.rung)
         ctx.barrier()
         if ctx.is_main:
             self.run_dir.write_config(resolved)  # this session's values of the resumable keys
             self.run_dir.clear_failed()
         try:
             if ctx.is_main:
-                self.tracker = Tracker(cfg, self.run_dir.path, run_name(cfg), resolved)
+                # The rung's record beside the config, under a key of its own (the config's `rung`
+                # is the sweep's rung name): `ladder collect --wandb` reads it back.
+                self.tracker = Tracker(cfg, self.run_dir.path, self.rung.name,
+                                       resolved | {RUNG_RECORD_KEY: self.rung.to_record()})
             return self.train()
         except Exception as error:  # NaN, a bug or a broken machine: recorded for `ladder status`
             self.fail(error)
@@ -328,19 +318,6 @@ class _Trainer:
         finally:
             if self.tracker is not None:
                 self.tracker.finish()
-
-    def rung_record(self) -> dict[str, Any]:
-        rung = self.rung
-        dense, with_attention = self.flops_per_token
-        return {
-            "name": rung.name, "size": rung.size, "multiplier": rung.multiplier, "role": rung.role,
-            "N": rung.n_params, "D": rung.tokens, "steps": rung.steps, "batch_sequences": rung.batch_sequences,
-            "seq_len": rung.seq_len, "peak_lr": rung.peak_lr, "warmup_steps": rung.warmup_steps,
-            "flops": rung.flops, "flops_with_attention": with_attention * rung.tokens,
-            "flops_per_token": dense, "flops_per_token_with_attention": with_attention,
-            "vocab_size": rung.shape.vocab_size, "d_model": rung.shape.d_model, "n_layers": rung.shape.n_layers,
-            "n_heads": rung.shape.n_heads, "total_params": self.model.num_params(),
-        }
 
     def fail(self, error: BaseException) -> None:
         if self.ctx.is_main:
@@ -350,7 +327,7 @@ class _Trainer:
         cfg, rung, ctx = self.cfg, self.rung, self.ctx
         last_step = rung.steps if cfg.train.max_steps is None else min(rung.steps, cfg.train.max_steps)
         bar = tqdm(total=last_step, initial=self.step, unit="step", disable=None if ctx.is_main else True,
-                   desc=run_name(cfg), dynamic_ncols=True)
+                   desc=self.rung.name, dynamic_ncols=True)
         clipped_since_log, steps_since_log = 0, 0
         # `train.evals` spreads a fixed number of evaluations over the run, whatever its length.
         evals = cfg.train.evals
@@ -420,7 +397,7 @@ class _Trainer:
 
     def nonfinite(self, loss: float, grad_norm: float) -> None:
         """Save the state that produced the NaN/inf (before the update) and stop with a clear error."""
-        path = self.save(self.run_dir.checkpoint_dir / f"diagnostic-step{self.step + 1}.pt")
+        path = self.save(self.run_dir.diagnostic_checkpoint(self.step + 1))
         latest = self.run_dir.latest_checkpoint
         good = f"the last good checkpoint is {latest}" if latest.is_file() else "no earlier checkpoint"
         raise LadderError(
@@ -450,7 +427,7 @@ class _Trainer:
             if self.tasks is not None:
                 tokens = self.step * self.rung.batch_tokens
                 record |= self.tasks(self.model, step=self.step, tokens=tokens, row_fields={
-                    "run": run_name(self.cfg), "role": self.rung.role, "N": self.rung.n_params,
+                    "run": self.rung.name, "role": self.rung.role, "N": self.rung.n_params,
                     "size": self.rung.size, "multiplier": self.rung.multiplier,
                     "flops": self.flops_per_token[0] * tokens,
                 })

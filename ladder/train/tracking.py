@@ -1,4 +1,4 @@
-"""The wandb mirror of metrics.jsonl (which stays the source of truth).
+"""The wandb mirror of the run directory's metrics records (which stay the source of truth).
 
 Offline by default (no account or network needed; `wandb sync <run_dir>/wandb/offline-run-*`
 uploads later); `disabled` skips wandb entirely. `wandb.mode` wins over $WANDB_MODE, which applies

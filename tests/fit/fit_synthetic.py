@@ -18,6 +18,8 @@ OLMO_DIR = SHARED / "data" / "olmo-ladder"
 STEP1 = {"A": 406.4, "alpha": 0.34, "B": 410.7, "beta": 0.28, "E": 1.69}
 STEP2 = {"a": -0.7, "k": 5.0, "L0": 2.3, "b": 0.95}
 SIZES = {"s1": 2e7, "s2": 5e7, "s3": 1.2e8, "s4": 3e8}
+BIG = (2e9, 2e9 * 20 * 5)  # a target's (N, D): 2B parameters at 5x Chinchilla
+FIVE_SIZES = {"s1": 2e7, "s2": 5e7, "s3": 1.2e8, "s4": 3e8, "s5": 7e8}
 
 
 def loss_law(params: dict, N, D):
@@ -54,6 +56,23 @@ def make_table(*, step1: dict = STEP1, step2: dict | None = STEP2, sizes: dict =
             rows.append(dict(run=name, role="target", N=int(n), D=d, step=1000, task=task, loss=loss, acc=acc,
                              size=name, multiplier=np.nan))
     return pd.DataFrame(rows)
+
+
+def five_size_table() -> pd.DataFrame:
+    """Five sizes on the law exactly (no noise), two tasks, and one target: room for backtest cuts."""
+    return make_table(sizes=FIVE_SIZES, checkpoints=8, tasks=("alpha", "beta"), targets={"big": BIG})
+
+
+def demo_shaped_table() -> pd.DataFrame:
+    """3 tiny sizes x 3 multipliers, a target 7x bigger, non-paper task names with a chance column:
+    one task whose accuracy rises, one near chance and flat (as the demo's CPU ladder has)."""
+    sizes = {"femto": 1.2e4, "pico": 2.5e4, "nano": 4.1e4}
+    step1 = {"A": 8.0, "alpha": 0.45, "B": 60.0, "beta": 0.3, "E": 0.9}
+    common = dict(step1=step1, sizes=sizes, multipliers=(1, 2, 4), checkpoints=10, loss_noise=0.01, acc_noise=0.03,
+                  targets={"target": (2.9e5, 2.9e5 * 80)})
+    rising = make_table(step2={"a": -0.6, "k": 3.0, "L0": 2.0, "b": 0.9}, tasks=("copycolors",), **common)
+    flat = make_table(step2={"a": -0.02, "k": 1.0, "L0": 1.0, "b": 0.52}, tasks=("corpus_cloze",), seed=1, **common)
+    return pd.concat([rising.assign(chance=0.25), flat.assign(chance=0.5)], ignore_index=True)
 
 
 @pytest.fixture

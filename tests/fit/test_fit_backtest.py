@@ -6,20 +6,15 @@ import re
 
 import pandas as pd
 import pytest
-from fit_synthetic import OLMO_DIR, STEP1, loss_law, make_table
+from fit_synthetic import FIVE_SIZES, OLMO_DIR, STEP1, five_size_table, loss_law
 
-from ladder.cli import main
 from ladder.errors import LadderError
 from ladder.fit.backtest import backtest, coverage_by_task, summarize
-from ladder.results import write_table
-
-FIVE_SIZES = {"s1": 2e7, "s2": 5e7, "s3": 1.2e8, "s4": 3e8, "s5": 7e8}
 
 
 @pytest.fixture(scope="module")
 def exact_table() -> pd.DataFrame:
-    """Five sizes on the law exactly (no noise), two tasks, and one target."""
-    return make_table(sizes=FIVE_SIZES, checkpoints=8, tasks=("alpha", "beta"), targets={"big": (2e9, 2e9 * 20 * 5)})
+    return five_size_table()
 
 
 def test_every_cut_predicts_every_larger_run_and_the_targets(exact_table):
@@ -72,34 +67,10 @@ def test_cuts_must_be_cuts_in_n(exact_table, change, message):
         backtest(change(exact_table), bootstrap=0)
 
 
-def test_an_unwritable_out_is_refused_before_fitting(exact_table, tmp_path, capsys):
-    table = write_table(exact_table, tmp_path / "table.csv")
-    (tmp_path / "afile.csv").write_text("x")
-    assert main(["backtest", str(table), "--out", str(tmp_path / "afile.csv" / "rows.csv")]) == 2
-    captured = capsys.readouterr()
-    assert captured.out == "" and "a file stands where the directory" in captured.err
-
-
-def test_backtest_command(exact_table, tmp_path, capsys):
-    table = write_table(exact_table, tmp_path / "table.csv")
-    out = tmp_path / "backtest.csv"
-    assert main(["backtest", str(table), "--bootstrap", "20", "--tasks", "alpha", "--out", str(out)]) == 0
-    printed = capsys.readouterr().out
-    assert "all held-out runs" in printed and "held-out accuracies fell inside their 90% intervals" in printed
-    written = pd.read_csv(out)
-    assert len(written) == 2 * 4 + 4 + 2 and written["held_out"].sum() == 12
-    assert main(["backtest", str(table), "--bootstrap", "0", "--out", str(out)]) == 2
-    assert capsys.readouterr().err.strip().endswith("exists; pass --overwrite to replace it")
-    assert main(["backtest", str(table), "--out", str(tmp_path / "b.parquet")]) == 2
-    assert "give a .csv file" in capsys.readouterr().err
-    assert main(["backtest", str(table), "--sizes", "s1,s2,s3", "--bootstrap", "0"]) == 2
-    assert "the selected ladder has 3" in capsys.readouterr().err
-
-
 @pytest.mark.skipif(not OLMO_DIR.is_dir(), reason=f"paper data not found at {OLMO_DIR}")
 def test_paper_ladder_intervals_hold_about_as_often_as_their_level():
     """190M-760M predicting 1B and 3B, then 190M-1B predicting 3B (docs/fit.md): 96 held-out accuracies."""
-    from ladder.olmo_import import import_olmo
+    from ladder.runs.olmo_import import import_olmo
 
     rows = backtest(import_olmo(OLMO_DIR), multipliers=[1, 2, 5, 10])
     summary = summarize(rows)

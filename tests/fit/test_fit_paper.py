@@ -6,7 +6,7 @@ import pytest
 from fit_synthetic import OLMO_DIR
 
 from ladder.fit.pipeline import fit_table
-from ladder.olmo_import import import_olmo
+from ladder.runs.olmo_import import import_olmo
 
 pytestmark = pytest.mark.skipif(not OLMO_DIR.is_dir(), reason=f"paper data not found at {OLMO_DIR}")
 

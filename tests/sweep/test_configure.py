@@ -1,4 +1,4 @@
-"""A sweep job's config trains exactly the rung the plan shows (the trainer sizes it again)."""
+"""A sweep job's config describes exactly the rung the plan shows and the sweep hands the trainer."""
 
 from __future__ import annotations
 
@@ -9,17 +9,16 @@ import pytest
 
 from ladder.hydra_app import compose_config
 from ladder.sweep.launch import configure_rung
-from ladder.sweep.rungs import grid_rungs
-from ladder.train.loop import rung_for
+from ladder.rungs import grid_rungs, rung_from_config
 
 
 @pytest.mark.parametrize("grid", ["paper", "demo", "cpu"])
-def test_trainer_sizes_the_same_rung_as_the_plan(grid, tmp_path):
+def test_the_config_sizes_the_same_rung_as_the_plan(grid, tmp_path):
     base = compose_config([f"ladder={grid}"])
     for rung in grid_rungs(base):
         cfg = copy.deepcopy(base)
         configure_rung(cfg, rung, tmp_path / rung.name)
-        assert rung_for(cfg) == rung, rung.name
+        assert rung_from_config(cfg) == rung, rung.name
         assert Path(cfg.run_dir).name == cfg.run_name == rung.name
         assert cfg.role == rung.role
 

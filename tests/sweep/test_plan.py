@@ -11,7 +11,7 @@ from ladder.errors import LadderError
 from ladder.hydra_app import compose_config
 from ladder.sweep.launch import sweep_file_rungs
 from ladder.sweep.plan import kaplan_loss, make_plan
-from ladder.sweep.rungs import grid_rungs, rungs_to_train
+from ladder.rungs import grid_rungs, rungs_to_train
 
 
 def test_paper_plan_pins_n_steps_and_compute_share():

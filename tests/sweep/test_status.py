@@ -13,12 +13,15 @@ from pathlib import Path
 import pytest
 
 from ladder.cli import main
-from ladder.sweep.state import read_state
+from ladder.rungs import make_rung
+from ladder.runs.sweep_state import read_state
 
 
 def write_rung(run_dir: Path, steps: int, records: list[dict], age_s: float = 0.0) -> None:
     run_dir.mkdir(parents=True)
-    (run_dir / "rung.json").write_text(json.dumps({"name": run_dir.name, "steps": steps, "batch_sequences": 8, "seq_len": 256}))
+    rung = make_rung("femto", tokens=steps * 8 * 256, batch=8, name=run_dir.name)
+    assert (rung.steps, rung.batch_sequences, rung.seq_len) == (steps, 8, 256)
+    (run_dir / "rung.json").write_text(json.dumps(rung.to_record()))
     metrics = run_dir / "metrics.jsonl"
     metrics.write_text("".join(json.dumps(r) + "\n" for r in records))
     stamp = time.time() - age_s

@@ -7,9 +7,10 @@ import pytest
 import torch
 
 from ladder.errors import LadderError
-from ladder.train.checkpoint import capture_rng, find_checkpoint, read_checkpoint, restore_rng, save_checkpoint
+from ladder.runs.directory import find_checkpoint
+from ladder.train.checkpoint import capture_rng, read_checkpoint, restore_rng, save_checkpoint
 from ladder.train.metrics import Throughput, device_peak_flops, peak_flops
-from ladder.train.rundir import config_differences
+from ladder.runs.directory import config_differences
 from ladder.train.stability import StabilityMonitor
 from ladder.train.tracking import Tracker, wandb_run_id
 

@@ -11,13 +11,14 @@ import torch
 
 from ladder import cli
 from ladder.errors import LadderError
-from ladder.results import REQUIRED_COLUMNS, read_eval_rows
+from ladder.results import REQUIRED_COLUMNS
+from ladder.rungs import make_rung, rung_from_config
+from ladder.runs.directory import RunDir, read_eval_rows
 from ladder.train import run_training
 from ladder.train.checkpoint import load_model
-from ladder.train.rundir import RunDir
 
 from conftest import REFERENCE_STEPS as STEPS
-from conftest import femto_overrides, losses
+from conftest import FEMTO_BATCH_TOKENS, femto_overrides, losses
 
 
 def test_loss_falls_on_tiny_and_the_run_dir_is_complete(tmp_path, make_cfg):
@@ -45,6 +46,16 @@ def test_loss_falls_on_tiny_and_the_run_dir_is_complete(tmp_path, make_cfg):
     model, saved_cfg = load_model(run_dir)
     assert saved_cfg.model.preset == "tiny" and not model.training
     assert model(torch.zeros(1, 4, dtype=torch.long)).shape == (1, 4, 256)
+    assert rung == rung_from_config(cfg).to_record() and rung["total_params"] == model.num_params()
+
+
+def test_the_trainer_trains_the_rung_it_is_handed(tmp_path, make_cfg):
+    # The sweep hands over the grid's Rung: its budget wins over the config's keys.
+    run_dir = tmp_path / "femto-handed"
+    rung = make_rung("femto", tokens=4 * FEMTO_BATCH_TOKENS, name="femto-handed")
+    outcome = run_training(make_cfg(run_dir, *femto_overrides(2)), rung=rung)
+    assert (outcome.status, outcome.step) == ("done", 4)
+    assert RunDir(run_dir).read_rung() == rung
 
 
 def test_resume_after_max_steps_matches_uninterrupted(tmp_path, make_cfg, reference):
@@ -225,3 +236,25 @@ def test_thread_count_is_set_for_the_run_and_restored(tmp_path, make_cfg):
         assert outcome.status == "done" and torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(1)
+
+
+def test_wandb_gets_the_rung_record_and_collect_reads_it_back(tmp_path, make_cfg, monkeypatch):
+    from ladder.runs.collect import rows_from_wandb_history
+    from ladder.train import loop
+    from ladder.train.tracking import Tracker
+
+    logged = {}
+
+    class Recorded(Tracker):  # the real offline wandb run; keeps what wandb holds as its config
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            logged.update(json.loads(json.dumps(dict(self.run.config))))
+
+    monkeypatch.setattr(loop, "Tracker", Recorded)
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    run_dir = tmp_path / "femto-wandb"
+    assert run_training(make_cfg(run_dir, *femto_overrides(2), "wandb.mode=offline")).status == "done"
+    assert logged["rung_record"] == json.loads((run_dir / "rung.json").read_text())
+    assert logged["rung"] is None and logged["model"]["preset"] == "femto"  # the config's own keys, untouched
+    (row,) = rows_from_wandb_history("femto-wandb", logged, [{"_step": 2, "tokens": 4096, "piqa/loss": 2.0}])
+    assert (row["N"], row["size"], row["role"], row["multiplier"]) == (12_432, "femto", "ladder", None)

@@ -9,9 +9,11 @@ import pandas as pd
 import pytest
 
 from ladder.cli import main
-from ladder.collect import collect_run_dirs, rows_from_wandb_history
 from ladder.errors import LadderError
-from ladder.results import EvalRow, append_eval_rows, read_table
+from ladder.results import EvalRow, read_table
+from ladder.rungs import make_rung
+from ladder.runs.collect import collect_run_dirs, rows_from_wandb_history
+from ladder.runs.directory import append_eval_rows
 
 
 def write_run(root: Path, name: str, n: int, role: str = "ladder", steps=(10, 20), tasks=("arc_easy", "piqa")) -> Path:
@@ -19,7 +21,9 @@ def write_run(root: Path, name: str, n: int, role: str = "ladder", steps=(10, 20
     run_dir.mkdir(parents=True)
     size, _, rest = name.partition("-")
     multiplier = float(rest[:-2]) if rest.endswith("xC") else None
-    (run_dir / "rung.json").write_text(json.dumps({"name": name, "size": size, "multiplier": multiplier, "role": role, "N": n, "steps": max(steps)}))
+    rung = make_rung(size, multiplier, name=name, role=role)
+    assert rung.n_params == n
+    (run_dir / "rung.json").write_text(json.dumps(rung.to_record()))
     for step in steps:
         append_eval_rows(
             run_dir,
@@ -101,8 +105,9 @@ def test_collect_errors_are_one_line(tmp_path, capsys):
     assert "ENTITY/PROJECT" in capsys.readouterr().err
 
 
-def test_wandb_history_rows_from_logged_rung():
-    config = {"rung": {"name": "190M-1xC", "N": 190_354_176, "role": "ladder", "size": "190M", "multiplier": 1.0}}
+def test_wandb_history_rows_from_logged_rung_record():
+    # `rung` is the sweep's rung name in the logged config; the record has a key of its own.
+    config = {"rung": "190M-1xC", "rung_record": make_rung("190M", 1.0).to_record(), "model": {"preset": "7B"}}
     history = [
         {"_step": 100, "step": 100, "tokens": 5.2e7, "train/loss": 4.0},  # a training record: no rows
         {"_step": 200, "step": 200, "tokens": 1.05e8, "hellaswag/loss": 1.1, "hellaswag/acc": 0.31,

@@ -1,12 +1,16 @@
-"""The run directory: the only thing a rung leaves behind (layout in docs/train.md).
+"""The run directory: the only thing a rung leaves behind, and the one module that names its files.
 
-    config.yaml    resolved config          rung.json     the rung's sizing (N, D, steps, ...)
+    config.yaml    resolved config          rung.json     the rung's record (`ladder.rungs.Rung.to_record`)
     metrics.jsonl  one record per logged step                eval.jsonl    results-table rows
     checkpoint/    latest.pt (+ diagnostic-step<k>.pt after a NaN)
     DONE           written last: final step, tokens, loss, wall seconds
     FAILED         the error of a run that died (removed when it is resumed)
     RUNNING        host and process id while a session trains (removed when it ends)
     .lock          held (flock) by the training session: one trainer per run directory
+
+The trainer writes it; the sweep, `ladder status`, `ladder collect` and `ladder eval` read it,
+all through `RunDir`. Evaluation rows go in with `append_eval_rows` and come out with
+`read_eval_rows` (the row type is `ladder.results.EvalRow`). This module never imports torch.
 """
 
 from __future__ import annotations
@@ -18,17 +22,21 @@ import os
 import socket
 import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
 import yaml
 
 from ladder.atomic import read_json, write_text_atomic
 from ladder.errors import LadderError
-from ladder.results import EVAL_ROWS_FILE
-from ladder.train.checkpoint import CHECKPOINT_DIR, LATEST
+from ladder.results import EvalRow
+from ladder.rungs import Rung
 
 CONFIG, RUNG, METRICS, DONE, FAILED, RUNNING = "config.yaml", "rung.json", "metrics.jsonl", "DONE", "FAILED", "RUNNING"
+EVAL_ROWS = "eval.jsonl"
 LOCK = ".lock"
+CHECKPOINT_DIR = "checkpoint"
+LATEST = "latest.pt"
+TORN_TAIL_BYTES = 1 << 20  # an evaluation row is far shorter: a torn one ends within this of the end
 
 # Keys that may change between sessions of one run without changing what it computes.
 RESUMABLE_CHANGES = (
@@ -41,8 +49,26 @@ RESUMABLE_CHANGES = (
 class RunDir:
     """Reads and writes the files of one run directory."""
 
-    def __init__(self, path: Path):
-        self.path = path
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+
+    # -- what is there ------------------------------------------------------------------------
+
+    def has_results(self) -> bool:
+        """Evaluation rows or a rung record: what `ladder collect` takes for a run directory."""
+        return (self.path / EVAL_ROWS).is_file() or (self.path / RUNG).is_file()
+
+    def was_started(self) -> bool:
+        """Any file a trainer or the sweep leaves: what `ladder status` takes for a run directory."""
+        return any((self.path / name).exists() for name in (RUNG, METRICS, DONE, FAILED))
+
+    def is_done(self) -> bool:
+        return (self.path / DONE).exists()
+
+    def is_failed(self) -> bool:
+        return (self.path / FAILED).exists()
+
+    # -- checkpoints --------------------------------------------------------------------------
 
     @property
     def checkpoint_dir(self) -> Path:
@@ -52,9 +78,41 @@ class RunDir:
     def latest_checkpoint(self) -> Path:
         return self.checkpoint_dir / LATEST
 
+    def diagnostic_checkpoint(self, step: int) -> Path:
+        """Where the state that produced a non-finite loss at `step` is saved."""
+        return self.checkpoint_dir / f"diagnostic-step{step}.pt"
+
+    # -- records ------------------------------------------------------------------------------
+
     def read_done(self) -> dict[str, Any] | None:
         path = self.path / DONE
         return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+    def read_done_marker(self) -> dict[str, Any] | None:
+        """DONE's record, or None when absent or unreadable (for status, which must not fail on it)."""
+        return read_json(self.path / DONE)
+
+    def read_failed(self) -> dict[str, Any] | None:
+        return read_json(self.path / FAILED)
+
+    def read_running(self) -> dict[str, Any] | None:
+        """The RUNNING marker: {"host", "pid", "started"} of the session training the run."""
+        return read_json(self.path / RUNNING)
+
+    def read_rung(self) -> Rung | None:
+        """The rung the run trains (None before its first session), validated."""
+        path = self.path / RUNG
+        if not path.is_file():
+            return None
+        try:
+            record = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, ValueError) as error:
+            raise LadderError(f"{path}: unreadable ({type(error).__name__}); not a rung record") from None
+        return Rung.from_record(record, source=str(path))
+
+    @property
+    def metrics_path(self) -> Path:
+        return self.path / METRICS
 
     def has_config(self) -> bool:
         return (self.path / CONFIG).is_file()
@@ -71,15 +129,15 @@ class RunDir:
             raise LadderError(f"{path}: not a ladder run config")
         return config
 
-    def start(self, config: dict[str, Any], rung: dict[str, Any]) -> None:
+    def start(self, config: dict[str, Any], rung: Rung) -> None:
         """A fresh run: the resolved config and the rung's sizing, before the first step. Records of
         an earlier start of the same run that died before its first checkpoint are dropped: this
         session computes them again."""
         self.path.mkdir(parents=True, exist_ok=True)
         self.write_config(config)
-        write_text_atomic(self.path / RUNG, json.dumps(rung, indent=2) + "\n")
+        write_text_atomic(self.path / RUNG, json.dumps(rung.to_record(), indent=2) + "\n")
         write_text_atomic(self.path / METRICS, "")
-        (self.path / EVAL_ROWS_FILE).unlink(missing_ok=True)
+        (self.path / EVAL_ROWS).unlink(missing_ok=True)
 
     def write_config(self, config: dict[str, Any]) -> None:
         write_text_atomic(self.path / CONFIG, yaml.safe_dump(config, sort_keys=False))
@@ -113,6 +171,14 @@ class RunDir:
         self.path.mkdir(parents=True, exist_ok=True)
         write_text_atomic(self.path / FAILED, json.dumps(record, indent=2) + "\n")
 
+    def write_failed_unless_recorded(self, record: dict[str, Any]) -> None:
+        """The sweep's FAILED marker for a rung that died, unless the trainer wrote its own (it
+        knows the step)."""
+        if self.is_failed():
+            return
+        self.path.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(self.path / FAILED, json.dumps(record, indent=1))
+
     def clear_failed(self) -> None:
         (self.path / FAILED).unlink(missing_ok=True)
 
@@ -136,6 +202,66 @@ class RunDir:
                 yield
             finally:
                 (self.path / RUNNING).unlink(missing_ok=True)
+
+
+def run_dir_of_checkpoint(checkpoint: Path) -> Path:
+    """The run directory a checkpoint file belongs to (its folder, or the folder above checkpoint/)."""
+    return checkpoint.parent.parent if checkpoint.parent.name == CHECKPOINT_DIR else checkpoint.parent
+
+
+def find_checkpoint(path: str | os.PathLike) -> Path:
+    """A checkpoint file, or the latest one of a run directory or its checkpoint/ folder."""
+    path = Path(path)
+    for candidate in (path, path / LATEST, path / CHECKPOINT_DIR / LATEST):
+        if candidate.is_file():
+            return candidate
+    raise LadderError(f"{path}: no checkpoint (expected a .pt file or a run directory with {CHECKPOINT_DIR}/{LATEST})")
+
+
+def append_eval_rows(run_dir: str | os.PathLike, rows: Iterable[EvalRow]) -> None:
+    """Append rows to the run's eval.jsonl, flushed to disk (a crash loses no earlier row).
+
+    A torn last line (a writer killed mid-row) is cut off first, so that it stays the last line
+    instead of becoming a broken one in the middle.
+    """
+    path = Path(run_dir) / EVAL_ROWS
+    lines = "".join(json.dumps(row.to_dict(), allow_nan=True) + "\n" for row in rows)
+    with open(path, "a+b") as handle:
+        size = handle.seek(0, os.SEEK_END)
+        if size:
+            handle.seek(max(0, size - TORN_TAIL_BYTES))
+            tail = handle.read()
+            if not tail.endswith(b"\n"):
+                cut = tail.rfind(b"\n")
+                handle.truncate(size - len(tail) + cut + 1 if cut >= 0 else max(0, size - len(tail)))
+        handle.write(lines.encode("utf-8"))
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def read_eval_rows(run_dir: str | os.PathLike) -> list[dict[str, Any]]:
+    """The rows a run has written; a torn last line (killed mid-write) is ignored."""
+    path = Path(run_dir) / EVAL_ROWS
+    if not path.exists():
+        return []
+    rows = []
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as error:
+        raise LadderError(f"{path}: not UTF-8 text (byte {error.start})") from None
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            if number == len(lines):
+                break
+            raise LadderError(f"{path}:{number}: not a JSON object") from None
+        if not isinstance(row, dict):
+            raise LadderError(f"{path}:{number}: not a JSON object")
+        rows.append(row)
+    return rows
 
 
 def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:

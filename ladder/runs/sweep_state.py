@@ -1,4 +1,5 @@
-"""The state of a rung, read from its run directory alone (the trainer's files and markers).
+"""The state of a sweep's rungs, read from their run directories alone (the trainer's files and
+markers, through `ladder.runs.directory.RunDir`), and the sweep root's sweep.json.
 
 done: DONE exists. failed: FAILED exists. running: a trainer's RUNNING marker is there and its
 process is alive (checked on this host; for a run on another host, metrics.jsonl must have been
@@ -18,12 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from ladder.atomic import read_json, write_text_atomic
+from ladder.errors import LadderError
+from ladder.runs.directory import RunDir
 
-DONE = "DONE"
-FAILED = "FAILED"
-RUNNING = "RUNNING"  # written by the trainer while a session runs: {"host", "pid", "started"}
-RUNG_FILE = "rung.json"
-METRICS_FILE = "metrics.jsonl"
 SWEEP_FILE = "sweep.json"  # written by `ladder sweep` at the sweep root: grid name and rung names
 RUNNING_WINDOW_S = 600.0
 TAIL_BYTES = 65536
@@ -32,6 +30,29 @@ TAIL_BYTES = 65536
 def write_json_atomic(path: Path, payload: dict[str, Any]) -> None:
     """`payload` as JSON, written atomically: readers never see half a file."""
     write_text_atomic(path, json.dumps(payload, indent=1))
+
+
+def has_sweep_file(root: Path) -> bool:
+    return (root / SWEEP_FILE).exists()
+
+
+def read_sweep_file(root: Path) -> dict[str, Any] | None:
+    """sweep.json's record ({"grid", "rungs"}), None when absent or unreadable."""
+    return read_json(root / SWEEP_FILE)
+
+
+def write_sweep_file(root: Path, grid: str, rungs: list[str]) -> None:
+    write_json_atomic(root / SWEEP_FILE, {"grid": grid, "rungs": rungs})
+
+
+def sweep_rungs(root: Path) -> list[str]:
+    """The rung names sweep.json lists (none if it is absent); a malformed file is a LadderError."""
+    if not has_sweep_file(root):
+        return []
+    rungs = (read_sweep_file(root) or {}).get("rungs")
+    if not isinstance(rungs, list) or not all(isinstance(name, str) and name for name in rungs):
+        raise LadderError(f"{root / SWEEP_FILE}: not a sweep file (expected {{\"rungs\": [names...]}}); was it edited?")
+    return list(rungs)
 
 
 def last_record(path: Path) -> dict[str, Any] | None:
@@ -109,39 +130,39 @@ def format_duration(seconds: float) -> str:
 
 def read_state(run_dir: Path, name: str | None = None, now: float | None = None) -> RungState:
     now = time.time() if now is None else now
-    state = RungState(name=name or run_dir.name, status="pending")
-    rung = read_json(run_dir / RUNG_FILE) or {}
-    state.steps = rung.get("steps")
-    metrics = run_dir / METRICS_FILE
+    run = RunDir(run_dir)
+    state = RungState(name=name or run.path.name, status="pending")
+    rung = run.read_rung()
+    state.steps = rung.steps if rung is not None else None
+    metrics = run.metrics_path
     record = last_record(metrics) if metrics.exists() else None
     if record is not None:
         state.step = record.get("step")
         state.loss = record.get("loss")
         state.idle_s = now - metrics.stat().st_mtime
         tokens_per_s = record.get("tokens_per_s")
-        batch_tokens = (rung.get("batch_sequences") or 0) * (rung.get("seq_len") or 0)
+        batch_tokens = rung.batch_tokens if rung is not None else 0
         if tokens_per_s and batch_tokens and state.steps and state.step is not None:
             state.eta_s = (state.steps - state.step) * batch_tokens / tokens_per_s
-    if (run_dir / DONE).exists():
+    if run.is_done():
         state.status = "done"
-        done = read_json(run_dir / DONE) or {}
+        done = run.read_done_marker() or {}
         state.step = done.get("step", state.step)
         state.loss = done.get("loss", state.loss)
-    elif (run_dir / FAILED).exists():
+    elif run.is_failed():
         state.status = "failed"
-        failed = read_json(run_dir / FAILED) or {}
+        failed = run.read_failed() or {}
         state.error = str(failed.get("error", "see the run's log")).splitlines()[0]
-    elif _is_running(run_dir / RUNNING, state.idle_s):
+    elif _is_running(run.read_running(), state.idle_s):
         state.status = "running"
     elif record is not None:
         state.status = "partial"
     return state
 
 
-def _is_running(marker: Path, idle_s: float | None) -> bool:
+def _is_running(running: dict[str, Any] | None, idle_s: float | None) -> bool:
     """A RUNNING marker whose process is alive: on this host, asked of the OS; on another host
     (a cluster node), judged by how recently metrics.jsonl was written."""
-    running = read_json(marker)
     if running is None:
         return False
     if running.get("host") != socket.gethostname():

@@ -4,16 +4,18 @@
     ladder collect runs/a runs/b/190M-1xC -o results/ab.parquet --overwrite
     ladder collect --wandb ENTITY/PROJECT -o results/team.csv
 
-A root is a run directory itself (it has eval.jsonl or rung.json) or a folder of run
-directories (a sweep root). Every evaluation row a run wrote is kept, one per run x step x task;
+A root is a run directory itself (it has evaluation rows or a rung record, see
+`ladder.runs.directory`) or a folder of run directories (a sweep root). Every evaluation row a run wrote is kept, one per run x step x task;
 a step evaluated twice (a rung resumed from a checkpoint older than its last evaluation) keeps
 the later row. Extra columns the rows carry (chance, acc_raw, ...) are kept.
 
 From wandb, each run's full history is read through the public API (`scan_history`, not the
 sampled `history`): keys `<task>/<metric>` as `ladder train` logs them (or `eval/<task>/<metric>`;
-metric: loss, acc, acc_raw, soft, soft_log), with `step` (or wandb's `_step`) and `tokens` (D); N, role, size and multiplier come from the run's
-config key `rung` (the trainer logs rung.json there), else from `model.preset`, `multiplier`,
-`role` and `train.tokens` as `ladder train` would size the rung.
+metric: loss, acc, acc_raw, soft, soft_log), with `step` (or wandb's `_step`) and `tokens` (D);
+N, role, size and multiplier come from the run's config key `rung_record` (the trainer logs the
+rung's record there, `ladder.rungs.Rung.to_record`). Runs logged before that key existed are
+sized again from `model.preset`, `multiplier`, `role` and `train.tokens` as `ladder train` would
+size the rung, and collect says which.
 """
 
 from __future__ import annotations
@@ -27,44 +29,44 @@ from typing import Any, Iterable
 import pandas as pd
 
 from ladder.errors import LadderError
-from ladder.results import (
-    EVAL_ROWS_FILE, OPTIONAL_COLUMNS, REQUIRED_COLUMNS, check_output_table, read_eval_rows, validate_table, write_table,
-)
+from ladder.results import OPTIONAL_COLUMNS, REQUIRED_COLUMNS, check_output_table, validate_table, write_table
+from ladder.rungs import RUNG_RECORD_KEY, Rung, make_rung
+from ladder.runs.directory import EVAL_ROWS, RunDir, read_eval_rows
 from ladder.sizes import BYTE_VOCAB
-from ladder.sweep.state import RUNG_FILE, read_json
 
 KEY_COLUMNS = ["run", "step", "task"]
-RUNG_COLUMNS = {"role": "role", "N": "N", "size": "size", "multiplier": "multiplier"}
 # `<task>/<metric>` or `eval/<task>/<metric>`; `train/...` and `val/...` are training curves, not tasks.
 WANDB_EVAL_KEY = re.compile(r"^(?!train/|val/)(?:eval/)?(?P<task>.+)/(?P<metric>loss|acc|acc_raw|soft|soft_log)$")
-
-
-def is_run_dir(path: Path) -> bool:
-    return (path / EVAL_ROWS_FILE).is_file() or (path / RUNG_FILE).is_file()
 
 
 def run_dirs_under(root: Path) -> list[Path]:
     """`root` itself if it is a run directory, else its run-directory children."""
     if not root.is_dir():
         raise LadderError(f"{root}: no such directory")
-    if is_run_dir(root):
+    if RunDir(root).has_results():
         return [root]
-    found = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".") and is_run_dir(p))
+    found = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".") and RunDir(p).has_results())
     if not found:
-        raise LadderError(f"{root}: neither a run directory nor a folder of run directories ({EVAL_ROWS_FILE})")
+        raise LadderError(f"{root}: neither a run directory nor a folder of run directories ({EVAL_ROWS})")
     return found
 
 
 def rows_of_run_dir(run_dir: Path) -> list[dict[str, Any]]:
-    """A run's evaluation rows, with what its rung.json knows filled in where a row lacks it."""
-    rung = read_json(run_dir / RUNG_FILE) or {}
+    """A run's evaluation rows, with what its rung record knows filled in where a row lacks it."""
+    rung = RunDir(run_dir).read_rung()
     rows = read_eval_rows(run_dir)
+    facts = rung_facts(rung) if rung is not None else {}
     for row in rows:
-        row.setdefault("run", rung.get("name", run_dir.name))
-        for column, key in RUNG_COLUMNS.items():
-            if row.get(column) is None and rung.get(key) is not None:
-                row[column] = rung[key]
+        row.setdefault("run", rung.name if rung is not None else run_dir.name)
+        for column, value in facts.items():
+            if row.get(column) is None and value is not None:
+                row[column] = value
     return rows
+
+
+def rung_facts(rung: Rung) -> dict[str, Any]:
+    """The results-table columns a rung fills in: role, N, size, multiplier."""
+    return {"role": rung.role, "N": rung.n_params, "size": rung.size, "multiplier": rung.multiplier}
 
 
 def order_columns(table: pd.DataFrame) -> pd.DataFrame:
@@ -122,15 +124,13 @@ def vocab_of(config: dict[str, Any]) -> int | None:
 
 
 def rung_facts_from_wandb_config(config: dict[str, Any]) -> dict[str, Any]:
-    """N, role, size and multiplier of a wandb run, from its logged rung or its ladder config."""
-    rung = config.get("rung")
-    if isinstance(rung, dict) and rung.get("N") is not None:
-        return {column: rung.get(key) for column, key in RUNG_COLUMNS.items()}
+    """N, role, size and multiplier of a wandb run, from its logged rung record, else (runs logged
+    before the record was) from its ladder config. Raises LadderError for a run that has neither."""
+    if RUNG_RECORD_KEY in config:
+        return rung_facts(Rung.from_record(config[RUNG_RECORD_KEY], source=f"wandb config {RUNG_RECORD_KEY}"))
     model = config.get("model") or {}
     if not isinstance(model, dict) or "preset" not in model:
-        raise LadderError("wandb run config has neither `rung` nor `model.preset`: not a ladder run")
-    from ladder.grid import make_rung
-
+        raise LadderError(f"wandb run config has neither `{RUNG_RECORD_KEY}` nor `model.preset`: not a ladder run")
     train = config.get("train") or {}
     tokens = train.get("tokens")
     multiplier = None if tokens is not None else float(config.get("multiplier", 1.0))
@@ -175,14 +175,21 @@ def collect_wandb(path: str) -> pd.DataFrame:
         raise LadderError(f"wandb project {path}: {str(error).splitlines()[0] if str(error) else type(error).__name__}")
     rows: list[dict[str, Any]] = []
     skipped: list[str] = []
+    resized: list[str] = []
     for run in runs:
         config = {key: value for key, value in dict(run.config).items() if not key.startswith("_")}
         try:
             rows += rows_from_wandb_history(run.name, config, run.scan_history())
         except LadderError as error:  # a project may hold other runs too
             skipped.append(f"{run.name} ({error})")
+            continue
+        if RUNG_RECORD_KEY not in config:
+            resized.append(run.name)
     if skipped:
         print(f"ladder collect: skipped wandb runs: {'; '.join(skipped)}", file=sys.stderr)
+    if resized:
+        print(f"ladder collect: wandb runs without `{RUNG_RECORD_KEY}` (logged by an older ladder), N sized again "
+              f"from their config: {', '.join(resized)}", file=sys.stderr)
     return table_from_rows(rows, source=f"wandb project {path}")
 
 

@@ -1,4 +1,4 @@
-"""OLMo ladder-run CSV exports (wandb, one row per checkpoint) -> the results table.
+"""`ladder import-olmo`: OLMo ladder-run CSV exports (wandb, one row per checkpoint) -> the results table.
 
 The format is that of allenai/OLMo-ladder `src/scripts/paper/data/ladder-runs/`: ladder files
 `<size>-<x>xC[-rerun].csv` and the targets `peteish7_eval_anneal.csv` (7B-4T) and
@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ladder.errors import LadderError
-from ladder.results import validate_table
+from ladder.errors import ArgumentParser, LadderError
+from ladder.results import check_output_table, validate_table, write_table
 from ladder.sizes import get_shape, paper_params
 
 # N as the paper counts it (every parameter except the input embedding), per size label: from the
@@ -153,3 +153,20 @@ def import_olmo(directory: str | os.PathLike) -> pd.DataFrame:
         if (directory / target.file).is_file():
             parts.append(_target_run(directory / target.file, target))
     return validate_table(pd.concat(parts, ignore_index=True), source=str(directory))
+
+
+def import_olmo_main(argv: list[str]) -> int:
+    """`ladder import-olmo DIRECTORY -o TABLE`."""
+    parser = ArgumentParser(prog="ladder import-olmo", description="OLMo ladder CSV exports -> a results table.")
+    parser.add_argument("directory", help="folder with <size>-<x>xC.csv files (and peteish7/13 target files)")
+    parser.add_argument("-o", "--output", required=True, help="results table to write (.csv or .parquet)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing table")
+    args = parser.parse_args(argv)
+
+    check_output_table(args.output, args.overwrite)
+    table = import_olmo(args.directory)
+    path = write_table(table, args.output, overwrite=args.overwrite)
+    runs = table.groupby("role")["run"].nunique()
+    print(f"wrote {len(table)} rows to {path}: {runs.get('ladder', 0)} ladder runs, {runs.get('target', 0)} targets, "
+          f"tasks {', '.join(dict.fromkeys(table['task']))}")
+    return 0

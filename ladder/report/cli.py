@@ -1,4 +1,9 @@
-"""`ladder import-olmo`, `ladder fit`, `ladder predict` and `ladder backtest`: argument parsing and printing only."""
+"""`ladder fit`, `ladder predict` and `ladder backtest`: argument parsing and printing only.
+
+Each command fits with `ladder.fit` and hands the result to the report layer, which prints it and
+writes its files. Imports are made inside each command, so that `predict` and `backtest` never
+import matplotlib.
+"""
 
 from __future__ import annotations
 
@@ -8,14 +13,7 @@ import os
 from pathlib import Path
 
 from ladder.atomic import check_writable_destination
-from ladder.errors import LadderError
-
-
-class _Parser(argparse.ArgumentParser):
-    """argparse that reports mistakes as a LadderError (one line, exit 2 through ladder.cli)."""
-
-    def error(self, message: str):
-        raise LadderError(f"{message} (see `{self.prog} --help`)")
+from ladder.errors import ArgumentParser, LadderError
 
 
 def _names(text: str) -> list[str]:
@@ -60,27 +58,8 @@ def _options(args: argparse.Namespace):
     )
 
 
-def import_olmo_main(argv: list[str]) -> int:
-    parser = _Parser(prog="ladder import-olmo", description="OLMo ladder CSV exports -> a results table.")
-    parser.add_argument("directory", help="folder with <size>-<x>xC.csv files (and peteish7/13 target files)")
-    parser.add_argument("-o", "--output", required=True, help="results table to write (.csv or .parquet)")
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing table")
-    args = parser.parse_args(argv)
-
-    from ladder.olmo_import import import_olmo
-    from ladder.results import check_output_table, write_table
-
-    check_output_table(args.output, args.overwrite)
-    table = import_olmo(args.directory)
-    path = write_table(table, args.output, overwrite=args.overwrite)
-    runs = table.groupby("role")["run"].nunique()
-    print(f"wrote {len(table)} rows to {path}: {runs.get('ladder', 0)} ladder runs, {runs.get('target', 0)} targets, "
-          f"tasks {', '.join(dict.fromkeys(table['task']))}")
-    return 0
-
-
 def fit_main(argv: list[str]) -> int:
-    parser = _Parser(prog="ladder fit", description="Two-stage fit of a results table; predicts its targets.")
+    parser = ArgumentParser(prog="ladder fit", description="Two-stage fit of a results table; predicts its targets.")
     parser.add_argument("table", help="results table (.csv or .parquet)")
     parser.add_argument("--out", required=True, help="output folder: predictions.csv, params.csv, variance.csv, "
                                                      "report.md, PNG plots")
@@ -89,13 +68,14 @@ def fit_main(argv: list[str]) -> int:
     _add_selection(parser)
     args = parser.parse_args(argv)
 
-    from ladder.fit.pipeline import check_out_dir, fit_table, write_outputs
-    from ladder.report import format_predictions
+    from ladder.fit.pipeline import fit_table
+    from ladder.report.fit import check_out_dir, write_fit_report
+    from ladder.report.tables import format_predictions
     from ladder.results import read_table
 
     check_out_dir(args.out, args.overwrite)  # fail before fitting, not after
     fit = fit_table(read_table(args.table), _options(args))
-    written = write_outputs(fit, args.out, overwrite=args.overwrite, plots=not args.no_plots)
+    written = write_fit_report(fit, args.out, overwrite=args.overwrite, plots=not args.no_plots)
     print(format_predictions(fit.predictions))
     for row in fit.params.itertuples():
         if row.flags:
@@ -140,7 +120,7 @@ def _write_csv_out(frame, out: str | None) -> None:
 
 
 def predict_main(argv: list[str]) -> int:
-    parser = _Parser(prog="ladder predict", description="Fit a results table and predict targets not trained yet.")
+    parser = ArgumentParser(prog="ladder predict", description="Fit a results table and predict targets not trained yet.")
     parser.add_argument("table", help="results table (.csv or .parquet)")
     parser.add_argument("--target", action="append", required=True, metavar="NAME:N:D",
                         help="a model to predict (repeatable), e.g. 7B-4T:6887575552:3945065873408")
@@ -153,7 +133,7 @@ def predict_main(argv: list[str]) -> int:
     import pandas as pd
 
     from ladder.fit.pipeline import fit_table
-    from ladder.report import format_predictions
+    from ladder.report.tables import format_predictions
     from ladder.results import read_table
 
     _check_csv_out(args.out, args.overwrite)
@@ -165,9 +145,9 @@ def predict_main(argv: list[str]) -> int:
 
 
 def backtest_main(argv: list[str]) -> int:
-    parser = _Parser(prog="ladder backtest",
-                     description="Fit the smaller sizes of a ladder, predict its larger ones: how well the "
-                                 "method extrapolates on this ladder and how often its intervals hold.")
+    parser = ArgumentParser(prog="ladder backtest",
+                            description="Fit the smaller sizes of a ladder, predict its larger ones: how well the "
+                                        "method extrapolates on this ladder and how often its intervals hold.")
     parser.add_argument("table", help="results table (.csv or .parquet)")
     parser.add_argument("--min-sizes", type=int, default=3,
                         help="fewest sizes a backtest fit uses (default 3); every larger count is a cut")
@@ -176,12 +156,13 @@ def backtest_main(argv: list[str]) -> int:
     _add_selection(parser)
     args = parser.parse_args(argv)
 
-    from ladder.fit.backtest import backtest, format_report
+    from ladder.fit.backtest import backtest
+    from ladder.report.backtest import format_backtest
     from ladder.results import read_table
 
     _check_csv_out(args.out, args.overwrite)
     options = _options(args)
     rows = backtest(read_table(args.table), options, min_sizes=args.min_sizes)
-    print(format_report(rows, options.level))
+    print(format_backtest(rows, options.level))
     _write_csv_out(rows, args.out)
     return 0

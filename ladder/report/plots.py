@@ -1,17 +1,15 @@
-"""Tables and plots of a ladder fit (PNG files; no display needed).
+"""Plots of a ladder fit and of training curves (PNG files; no display needed).
 
 Figures are made as `matplotlib.figure.Figure` objects, not through pyplot: they are saved by the
 PNG writer without a GUI backend, and a notebook or script importing this module keeps its own
 backend (pyplot's state is never touched).
 
-Reusable pieces (the demo calls them too):
+Each function draws one figure into one file and returns its path:
 - `plot_loss_curves(df, path, x, y, by)`: one line per group of a tidy frame (training curves);
 - `plot_step1(fit, path)`: loss vs D per task, one line per size, targets marked;
 - `plot_step2(fit, path)`: accuracy vs loss per task, the sigmoid through the points;
 - `plot_pred_vs_actual(fit, path)`: predicted vs actual accuracy of every target and task;
-- `plot_fit(fit, out_dir)`: all three; `markdown_report(fit, images)`: the report text;
-- `predictions_table(predictions)`: the readable predictions (`format_predictions` prints it,
-  the report shows it); `markdown_table(frame)`: a pipe table.
+- `plot_fit(fit, out_dir)`: those of the three that the fit has data for (`fit_plots(fit)`).
 """
 
 from __future__ import annotations
@@ -19,7 +17,6 @@ from __future__ import annotations
 import math
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import matplotlib
 import numpy as np
@@ -28,10 +25,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.ticker import NullFormatter
 
-from ladder.fit.variance import variance_summary
-
-if TYPE_CHECKING:
-    from ladder.fit.pipeline import LadderFit
+from ladder.fit.pipeline import LadderFit
 
 COLORS = matplotlib.colormaps["viridis"]
 
@@ -92,7 +86,7 @@ def plot_loss_curves(df: pd.DataFrame, path: str | os.PathLike, x: str = "tokens
     return _save(figure, path)
 
 
-def plot_step1(fit: "LadderFit", path: str | os.PathLike) -> Path:
+def plot_step1(fit: LadderFit, path: str | os.PathLike) -> Path:
     """Per task: step-1 points (loss vs D), the fitted L(N, D) per size, targets actual (x) and predicted (o)."""
     figure, axes = _grid(len(fit.tasks))
     for axis, task_fit in zip(axes, fit.tasks.values()):
@@ -119,7 +113,7 @@ def plot_step1(fit: "LadderFit", path: str | os.PathLike) -> Path:
     return _save(figure, path)
 
 
-def plot_step2(fit: "LadderFit", path: str | os.PathLike) -> Path:
+def plot_step2(fit: LadderFit, path: str | os.PathLike) -> Path:
     """Per task with accuracies: the step-2 points, the fitted sigmoid, targets actual (x) and predicted (o)."""
     with_acc = [f for f in fit.tasks.values() if f.step2 is not None]
     figure, axes = _grid(len(with_acc))
@@ -150,7 +144,7 @@ def plot_step2(fit: "LadderFit", path: str | os.PathLike) -> Path:
     return _save(figure, path)
 
 
-def plot_pred_vs_actual(fit: "LadderFit", path: str | os.PathLike) -> Path:
+def plot_pred_vs_actual(fit: LadderFit, path: str | os.PathLike) -> Path:
     """Predicted (with its interval) against actual accuracy, one point per task x target."""
     rows = fit.predictions.dropna(subset=["pred_acc", "actual_acc"])
     figure = Figure(figsize=(5.2, 5.0))
@@ -177,92 +171,21 @@ def plot_pred_vs_actual(fit: "LadderFit", path: str | os.PathLike) -> Path:
     return _save(figure, path)
 
 
-def plot_fit(fit: "LadderFit", out_dir: str | os.PathLike) -> list[Path]:
-    """step1.png, step2.png (when any task has accuracies) and pred_vs_actual.png (when targets have them)."""
-    out_dir = Path(out_dir)
-    images = [plot_step1(fit, out_dir / "step1.png")]
+def fit_plots(fit: LadderFit) -> list[str]:
+    """The plots `plot_fit` draws for this fit, by file name: step1.png; step2.png when any task has
+    accuracies; pred_vs_actual.png when any target has both a predicted and an actual accuracy."""
+    names = ["step1.png"]
     if any(f.step2 is not None for f in fit.tasks.values()):
-        images.append(plot_step2(fit, out_dir / "step2.png"))
+        names.append("step2.png")
     if fit.predictions[["pred_acc", "actual_acc"]].notna().all(axis=1).any():
-        images.append(plot_pred_vs_actual(fit, out_dir / "pred_vs_actual.png"))
-    return images
+        names.append("pred_vs_actual.png")
+    return names
 
 
-def _number(value, digits: int = 4) -> str:
-    if isinstance(value, (float, np.floating)):
-        if not math.isfinite(value):
-            return ""
-        return f"{value:.{digits}g}" if abs(value) >= 1e4 or (value != 0 and abs(value) < 1e-3) else f"{value:.{digits}f}"
-    return str(value)
+FIT_PLOTS = {"step1.png": plot_step1, "step2.png": plot_step2, "pred_vs_actual.png": plot_pred_vs_actual}
+"""every plot a fit may have, by file name"""
 
 
-def _interval(lows: pd.Series, highs: pd.Series, scale: float, digits: int) -> list[str]:
-    return [f"[{scale * lo:.{digits}f}, {scale * hi:.{digits}f}]" if math.isfinite(lo) and math.isfinite(hi) else ""
-            for lo, hi in zip(lows, highs)]
-
-
-def predictions_table(predictions: pd.DataFrame) -> pd.DataFrame:
-    """The predictions as people read them (printed by `ladder fit` / `predict`, and in report.md):
-    task loss in bits per byte with its interval, accuracies and errors in percentage points."""
-    signed = lambda v: f"{v:+.2f}" if math.isfinite(v) else ""  # noqa: E731
-    return pd.DataFrame({
-        "task": predictions["task"],
-        "target": predictions["target"],
-        "pred loss": predictions["pred_loss"].map(lambda v: _number(v, 4)),
-        "loss interval": _interval(predictions["pred_loss_lo"], predictions["pred_loss_hi"], 1.0, 3),
-        "actual loss": predictions["actual_loss"].map(lambda v: _number(v, 4)),
-        "pred acc %": predictions["pred_acc"].map(lambda v: _number(100 * v, 2)),
-        "acc interval %": _interval(predictions["pred_acc_lo"], predictions["pred_acc_hi"], 100.0, 1),
-        "actual acc %": predictions["actual_acc"].map(lambda v: _number(100 * v, 2)),
-        "abs err": predictions["abs_err"].map(signed),
-        "single-step err": predictions["single_step_abs_err"].map(signed),
-    })
-
-
-def format_predictions(predictions: pd.DataFrame) -> str:
-    """The readable table `ladder fit` and `ladder predict` print."""
-    if predictions.empty:
-        return "(no targets to predict)"
-    return predictions_table(predictions).to_string(index=False)
-
-
-def markdown_table(frame: pd.DataFrame) -> str:
-    """A pipe table of a frame (numbers to 4 significant places; NaN as empty)."""
-    header = "| " + " | ".join(map(str, frame.columns)) + " |"
-    rule = "|" + "|".join("---" for _ in frame.columns) + "|"
-    body = ["| " + " | ".join(_number(v) for v in row) + " |" for row in frame.itertuples(index=False)]
-    return "\n".join([header, rule] + body)
-
-
-def markdown_report(fit: "LadderFit", images: list[Path] | None = None) -> str:
-    """A self-contained markdown report: predictions, parameters, flags, variance, plots."""
-    options = fit.options
-    lines = [
-        "# Ladder fit",
-        "",
-        f"Ladder runs ({len(fit.ladder_runs)}): {', '.join(fit.ladder_runs)}.",
-        f"Step 1: mean of the last {options.last_n} checkpoints per run, Huber(delta={options.delta:g}) on log residuals.",
-        f"Step 2: first {options.skip_fraction:.0%} of each run dropped, trailing mean of {options.window}, anchor (0, 1).",
-        f"Intervals: {options.level:.0%} bootstrap over runs and checkpoints, {options.bootstrap} replicates.",
-        "",
-        "## Predictions",
-        "",
-        f"Task loss in bits per byte, accuracy in percent; intervals are {options.level:.0%} bootstrap intervals.",
-        "Errors are predicted minus actual accuracy, in percentage points (abs err: the chained two-step",
-        "prediction; single-step err: accuracy fitted directly against (N, D), for comparison).",
-        "predictions.csv holds the same values unrounded (accuracies as fractions there).",
-        "",
-    ]
-    lines += [markdown_table(predictions_table(fit.predictions)) if not fit.predictions.empty else "(no targets)", ""]
-    lines += ["## Parameters", "", markdown_table(fit.params[["task", "chance", "A", "alpha", "B", "beta", "E", "a", "k",
-                                                                "L0", "b", "step1_rmse_log", "step2_rmse"]]), ""]
-    flagged = fit.params[fit.params["flags"] != ""]
-    if len(flagged):
-        lines += ["## Flags", ""] + [f"- {row.task}: {row.flags}" for row in flagged.itertuples()] + [""]
-    summary = variance_summary(fit.variance)
-    lines += ["## Checkpoint-to-checkpoint variance", "",
-              f"Median over ladder runs of the spread over each run's last {options.variance_window} checkpoints.", "",
-              markdown_table(summary) if not summary.empty else "(none)", ""]
-    if images:
-        lines += ["## Plots", ""] + [f"![{image.stem}]({image.name})" for image in images] + [""]
-    return "\n".join(lines)
+def plot_fit(fit: LadderFit, out_dir: str | os.PathLike) -> list[Path]:
+    """Draw the fit's plots (`fit_plots`) into `out_dir`."""
+    return [FIT_PLOTS[name](fit, Path(out_dir) / name) for name in fit_plots(fit)]

@@ -1,0 +1,60 @@
+"""Tables as people read them: the readable predictions (printed and in report.md) and pipe tables.
+
+- `predictions_table(predictions)`: prediction rows (`LadderFit.predictions`, `LadderFit.predict`)
+  as shown: loss in bits per byte with its interval, accuracies and errors in percentage points;
+- `format_predictions(predictions)`: that table as `ladder fit`, `predict` and the demo print it;
+- `markdown_table(frame)`: a pipe table of any frame, numbers to 4 significant places.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+
+
+def _number(value, digits: int = 4) -> str:
+    if isinstance(value, (float, np.floating)):
+        if not math.isfinite(value):
+            return ""
+        return f"{value:.{digits}g}" if abs(value) >= 1e4 or (value != 0 and abs(value) < 1e-3) else f"{value:.{digits}f}"
+    return str(value)
+
+
+def _interval(lows: pd.Series, highs: pd.Series, scale: float, digits: int) -> list[str]:
+    return [f"[{scale * lo:.{digits}f}, {scale * hi:.{digits}f}]" if math.isfinite(lo) and math.isfinite(hi) else ""
+            for lo, hi in zip(lows, highs)]
+
+
+def predictions_table(predictions: pd.DataFrame) -> pd.DataFrame:
+    """The predictions as people read them (printed by `ladder fit` / `predict`, and in report.md):
+    task loss in bits per byte with its interval, accuracies and errors in percentage points."""
+    signed = lambda v: f"{v:+.2f}" if math.isfinite(v) else ""  # noqa: E731
+    return pd.DataFrame({
+        "task": predictions["task"],
+        "target": predictions["target"],
+        "pred loss": predictions["pred_loss"].map(lambda v: _number(v, 4)),
+        "loss interval": _interval(predictions["pred_loss_lo"], predictions["pred_loss_hi"], 1.0, 3),
+        "actual loss": predictions["actual_loss"].map(lambda v: _number(v, 4)),
+        "pred acc %": predictions["pred_acc"].map(lambda v: _number(100 * v, 2)),
+        "acc interval %": _interval(predictions["pred_acc_lo"], predictions["pred_acc_hi"], 100.0, 1),
+        "actual acc %": predictions["actual_acc"].map(lambda v: _number(100 * v, 2)),
+        "abs err": predictions["abs_err"].map(signed),
+        "single-step err": predictions["single_step_abs_err"].map(signed),
+    })
+
+
+def format_predictions(predictions: pd.DataFrame) -> str:
+    """The readable table `ladder fit` and `ladder predict` print."""
+    if predictions.empty:
+        return "(no targets to predict)"
+    return predictions_table(predictions).to_string(index=False)
+
+
+def markdown_table(frame: pd.DataFrame) -> str:
+    """A pipe table of a frame (numbers to 4 significant places; NaN as empty)."""
+    header = "| " + " | ".join(map(str, frame.columns)) + " |"
+    rule = "|" + "|".join("---" for _ in frame.columns) + "|"
+    body = ["| " + " | ".join(_number(v) for v in row) + " |" for row in frame.itertuples(index=False)]
+    return "\n".join([header, rule] + body)

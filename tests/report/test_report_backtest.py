@@ -1,0 +1,34 @@
+"""The printed backtest: statistics per cut and per task, shares as percentages, the coverage lines."""
+
+from __future__ import annotations
+
+import pytest
+from fit_synthetic import five_size_table
+
+from ladder.fit.backtest import backtest
+from ladder.report.backtest import format_backtest
+
+
+@pytest.fixture(scope="module")
+def table():
+    return five_size_table()
+
+
+def test_with_intervals(table):
+    rows = backtest(table, min_sizes=3, bootstrap=20, tasks=["alpha"])
+    text = format_backtest(rows, 0.9)
+    lines = text.splitlines()
+    assert lines[0].startswith("== held-out ladder runs, by the sizes fitted (inside the 90% intervals")
+    held = rows[rows["held_out"]]
+    share = held["in_acc_interval"].mean()
+    overall = next(line for line in lines if line.startswith("all held-out runs"))
+    assert overall.split()[3:5] == ["12", f"{held['in_loss_interval'].mean():.0%}"]
+    assert f"{share:.0%} of 12 held-out accuracies fell inside their 90% intervals" in text
+    assert "== by task, over every cut" in text and lines[-1].startswith("the table's targets (big) were predicted")
+
+
+def test_without_intervals_there_are_no_share_columns(table):
+    rows = backtest(table, min_sizes=4, bootstrap=0, tasks=["beta"])
+    text = format_backtest(rows, 0.8)
+    assert "in_acc_interval" not in text and "median_abs_err" in text
+    assert "no intervals (--bootstrap 0): errors only" in text

@@ -1,0 +1,69 @@
+"""A fit's folder: its tables as fitted, report.md, its plots; refused over earlier results unless asked."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+from fit_synthetic import BIG, demo_shaped_table, make_table
+
+from ladder.errors import LadderError
+from ladder.fit.pipeline import fit_table
+from ladder.report.fit import check_out_dir, fit_markdown, write_fit_report
+
+
+@pytest.fixture(scope="module")
+def fit():
+    return fit_table(make_table(targets={"big": BIG}, checkpoints=8, loss_noise=0.005, acc_noise=0.01), bootstrap=20)
+
+
+def test_the_folder_holds_the_fits_tables_report_and_plots(fit, tmp_path):
+    out = tmp_path / "out"
+    written = write_fit_report(fit, out)
+    assert [path.name for path in written] == ["params.csv", "pred_vs_actual.png", "predictions.csv", "report.md",
+                                               "step1.png", "step2.png", "variance.csv"]
+    pd.testing.assert_frame_equal(pd.read_csv(out / "predictions.csv"), fit.predictions, check_dtype=False)
+    assert pd.read_csv(out / "params.csv")["alpha"].tolist() == pytest.approx(fit.params["alpha"].tolist())
+    assert len(pd.read_csv(out / "variance.csv")) == len(fit.variance)
+    assert (out / "report.md").read_text(encoding="utf-8") == fit_markdown(fit, [out / "step1.png", out / "step2.png",
+                                                                                  out / "pred_vs_actual.png"])
+    assert all(path.read_bytes().startswith(b"\x89PNG") for path in written if path.suffix == ".png")
+    assert not list(tmp_path.glob(".out.tmp-*"))
+
+
+def test_report_md_shows_predictions_parameters_and_plots(fit):
+    text = fit_markdown(fit, [])
+    row = fit.predictions.iloc[0]
+    assert text.startswith("# Ladder fit\n") and "## Plots" not in text
+    assert f"| synth | big | {row['pred_loss']:.4f} |" in text
+    assert f"{100 * row['pred_acc']:.2f}" in text and f"{row['abs_err']:+.2f}" in text
+    assert "## Parameters" in text and "## Checkpoint-to-checkpoint variance" in text
+
+
+def test_flagged_tasks_are_listed_and_near_chance_plots_are_drawn(tmp_path):
+    fit = fit_table(demo_shaped_table(), bootstrap=20)
+    text = fit_markdown(fit)
+    flags = fit.params.set_index("task")["flags"]
+    assert "## Flags" in text and f"- corpus_cloze: {flags['corpus_cloze']}\n" in text
+    assert "near chance" in flags["corpus_cloze"]
+    assert {path.name for path in write_fit_report(fit, tmp_path / "out")} >= {"step1.png", "step2.png", "report.md"}
+
+
+def test_without_plots_report_md_shows_none(fit, tmp_path):
+    written = write_fit_report(fit, tmp_path / "out", plots=False)
+    assert [path.suffix for path in written].count(".png") == 0
+    assert "## Plots" not in (tmp_path / "out" / "report.md").read_text(encoding="utf-8")
+
+
+def test_an_out_dir_holding_results_is_refused_unless_overwriting(fit, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "variance.csv").write_text("earlier")
+    (out / "notes.txt").write_text("mine")
+    with pytest.raises(LadderError, match=r"already holds results \(variance.csv\); pass --overwrite"):
+        write_fit_report(fit, out)
+    assert (out / "variance.csv").read_text() == "earlier"
+    write_fit_report(fit, out, overwrite=True)
+    assert (out / "variance.csv").read_text() != "earlier" and (out / "notes.txt").read_text() == "mine"
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(LadderError, match="exists and is not a directory"):
+        check_out_dir(tmp_path / "afile", overwrite=True)
