@@ -35,7 +35,10 @@ class ModelConfig:
     preset: str = "tiny"
     """Size preset from `ladder.sizes.PRESETS` (190M ... 13B, or a CPU preset such as tiny)."""
     vocab_size: Optional[int] = None
-    """Vocabulary size; None takes the tokenizer's."""
+    """Vocabulary size; None takes the tokenizer's, padded to a multiple of `vocab_multiple`."""
+    vocab_multiple: int = 128
+    """The tokenizer's vocabulary is padded to a multiple of this (tensor-core friendly shapes;
+    the paper's 100,352 and the byte vocabulary's 256 already are); 1 keeps it exact."""
     seq_len: Optional[int] = None
     """Context length; None takes the preset's (4096 for paper sizes, 256 for CPU presets)."""
     norm_placement: str = "post"
@@ -92,9 +95,28 @@ class TrainConfig:
     checkpoint_interval: int = 500
     """Steps between checkpoints; SIGTERM/SIGUSR1 also checkpoint."""
     compile: Optional[bool] = None
-    """torch.compile the model; None = on for CUDA, off for CPU."""
+    """torch.compile each block and the loss; None = on for CUDA, off for CPU."""
+    compile_backend: str = "inductor"
+    """torch.compile backend ('aot_eager' compiles without code generation: the CPU tests')."""
     precision: str = "auto"
-    """'auto' (bf16 autocast on CUDA, fp32 on CPU), 'bf16' or 'fp32'."""
+    """'auto' (bf16 on CUDA, fp32 on CPU), 'bf16' or 'fp32'. bf16 is autocast under DDP and
+    FSDP2's mixed precision (bf16 parameters, fp32 reduction) under FSDP."""
+    parallel: str = "auto"
+    """'ddp' (replicated model), 'fsdp' (FSDP2: parameters, gradients and optimizer state sharded)
+    or 'auto': DDP where the memory plan fits train.gpu_memory_gb, FSDP otherwise (DDP on CPU)."""
+    fsdp_shard_size: Optional[int] = None
+    """Shard over groups of this many ranks and replicate across groups (hybrid sharding: e.g. 8,
+    the GPUs of a node); None shards over every rank."""
+    activation_checkpointing: str = "none"
+    """'none', 'selective' (every other block recomputed in backward) or 'full' (every block)."""
+    gpu_memory_gb: float = 80.0
+    """Memory of one GPU; a rung whose memory plan exceeds it is refused before launch."""
+    z_loss: float = 0.0
+    """Weight of the z-loss, mean(log Z)^2 of the softmax normaliser (OLMo 2: 1e-5); 0 disables."""
+    keep_checkpoints: int = 2
+    """Checkpoints kept in checkpoint/ (the newest ones)."""
+    async_checkpoint: bool = False
+    """Write checkpoints in the background (torch.distributed.checkpoint.async_save) while training goes on."""
     spike_factor: float = 2.0
     """Warn of a loss spike when loss exceeds this many times its recent median."""
     gpu: Optional[str] = None
@@ -170,6 +192,8 @@ class GridConfig:
     """Run directories go to <sweep_root>/<size>-<x>xC/."""
     gpu: str = "H100"
     """GPU used for the plan's GPU-hours estimate (H100, H200, A100, V100)."""
+    gpus: int = 8
+    """GPUs each rung trains on, for the plan's memory per GPU (FSDP shards over them)."""
     peak_flops: Optional[float] = None
     """Peak bf16 FLOP/s of one GPU for the plan; None looks `gpu` up in `ladder.sweep.plan`."""
     mfu: float = 0.4
@@ -223,6 +247,13 @@ VALUE_RULES: tuple[tuple[str, Callable[[Any], bool], str], ...] = (
     ("train.val_tokens", lambda v: v >= 1, ">= 1"),
     ("train.spike_factor", lambda v: v > 1, "> 1"),
     ("train.precision", lambda v: v in ("auto", "bf16", "fp32"), "auto, bf16 or fp32"),
+    ("train.parallel", lambda v: v in ("auto", "ddp", "fsdp"), "auto, ddp or fsdp"),
+    ("train.activation_checkpointing", lambda v: v in ("none", "selective", "full"), "none, selective or full"),
+    ("train.fsdp_shard_size", lambda v: v >= 1, ">= 1"),
+    ("train.gpu_memory_gb", lambda v: 0 < v < math.inf, "> 0 and finite"),
+    ("train.z_loss", lambda v: 0 <= v < math.inf, ">= 0 and finite"),
+    ("train.keep_checkpoints", lambda v: v >= 1, ">= 1"),
+    ("model.vocab_multiple", lambda v: v >= 1, ">= 1"),
     ("optim.lr", lambda v: 0 < v < math.inf, "> 0 and finite"),
     ("optim.eps", lambda v: 0 < v < math.inf, "> 0 and finite"),
     ("optim.weight_decay", lambda v: 0 <= v < math.inf, ">= 0 and finite"),
@@ -237,6 +268,7 @@ VALUE_RULES: tuple[tuple[str, Callable[[Any], bool], str], ...] = (
     ("wandb.mode", lambda v: v in WANDB_MODES, "one of " + ", ".join(WANDB_MODES)),
     ("device", lambda v: v in DEVICES, "cpu or cuda"),
     ("seed", lambda v: v >= 0, ">= 0"),
+    ("ladder.gpus", lambda v: v >= 1, ">= 1"),
     ("data.seed", lambda v: v >= 0, ">= 0"),
     ("tasks.seed", lambda v: v >= 0, ">= 0"),
     ("tasks.max_questions", lambda v: v >= 1, ">= 1"),

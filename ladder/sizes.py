@@ -83,6 +83,11 @@ PRESETS: dict[str, ModelShape] = {
 CPU_PRESETS = ("atto", "femto", "pico", "nano", "nano3", "micro", "tiny", "mini", "small", "base")
 
 
+def padded_vocab(vocab_size: int, multiple: int) -> int:
+    """The vocabulary rounded up to a multiple of `multiple` (unused rows are never a target)."""
+    return -(-vocab_size // multiple) * multiple
+
+
 def get_shape(name: str, vocab_size: int | None = None, seq_len: int | None = None) -> ModelShape:
     """The preset called `name`, optionally with another vocabulary or sequence length."""
     if name not in PRESETS:

@@ -89,3 +89,10 @@ def test_presets_cover_the_paper_and_cpu_sizes():
 def test_bad_shapes_are_refused(bad):
     with pytest.raises(LadderError):
         get_shape(**bad)
+
+
+def test_vocabulary_padding_keeps_the_paper_and_byte_vocabularies():
+    from ladder.sizes import BYTE_VOCAB, padded_vocab
+
+    assert padded_vocab(PAPER_VOCAB, 128) == PAPER_VOCAB and padded_vocab(BYTE_VOCAB, 128) == BYTE_VOCAB
+    assert padded_vocab(50_277, 128) == 50_304 and padded_vocab(300, 1) == 300

@@ -129,11 +129,13 @@ def step1_points(ladder_rows: pd.DataFrame, last_n: int = 5) -> Step1Points:
 
 
 def trailing_mean(values: np.ndarray, window: int) -> np.ndarray:
-    """Mean of each value and the `window - 1` before it (fewer at the start): same length as `values`."""
-    sums = np.cumsum(np.concatenate([[0.0], values.astype(float)]))
-    ends = np.arange(1, len(values) + 1)
+    """Mean of each value and the `window - 1` before it (fewer at the start), along the last axis:
+    same shape as `values`."""
+    values = np.asarray(values, dtype=float)
+    sums = np.cumsum(np.concatenate([np.zeros(values.shape[:-1] + (1,)), values], axis=-1), axis=-1)
+    ends = np.arange(1, values.shape[-1] + 1)
     starts = np.maximum(ends - max(window, 1), 0)
-    return (sums[ends] - sums[starts]) / (ends - starts)
+    return (sums[..., ends] - sums[..., starts]) / (ends - starts)
 
 
 def step2_points(ladder_rows: pd.DataFrame, runs: list[str], skip_fraction: float = 0.1,

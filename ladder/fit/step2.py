@@ -73,6 +73,22 @@ class Step2Fit:
         return {name: getattr(self, name) for name in PARAMS}
 
 
+def sigmoid_residuals(theta: np.ndarray, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Residuals Acc(x) - y [B, M] and their Jacobian [B, 4, M] for thetas [B, 4]; x and y are
+    [B, M], or [1, M] when every theta sees the same points."""
+    a, k, L0, b = (theta[:, i : i + 1] for i in range(N_PARAMS))
+    shifted = x - L0
+    jacobian = np.empty((len(theta), N_PARAMS, x.shape[1]))
+    s = expit(k * shifted, out=jacobian[:, 0, :])
+    residual = a * s + b - y
+    slope = s * (1.0 - s)
+    slope *= a
+    np.multiply(slope, shifted, out=jacobian[:, 1, :])
+    np.multiply(slope, -k, out=jacobian[:, 2, :])
+    jacobian[:, 3, :] = 1.0
+    return residual, jacobian
+
+
 @dataclass
 class Step2Problem:
     """Points (with the anchor appended) and bounds; evaluates residuals for one or many thetas."""
@@ -92,17 +108,7 @@ class Step2Problem:
 
     def residuals(self, theta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Residuals [B, M] and Jacobian [B, 4, M] for thetas [B, 4]."""
-        a, k, L0, b = (theta[:, i : i + 1] for i in range(N_PARAMS))
-        shifted = self.x[None, :] - L0
-        jacobian = np.empty((len(theta), N_PARAMS, len(self.x)))
-        s = expit(k * shifted, out=jacobian[:, 0, :])
-        residual = a * s + b - self.y[None, :]
-        slope = s * (1.0 - s)
-        slope *= a
-        np.multiply(slope, shifted, out=jacobian[:, 1, :])
-        np.multiply(slope, -k, out=jacobian[:, 2, :])
-        jacobian[:, 3, :] = 1.0
-        return residual, jacobian
+        return sigmoid_residuals(theta, self.x[None, :], self.y[None, :])
 
     def starts(self) -> np.ndarray:
         """Grid of initial values (a, k, L0, b), the paper's (chance - 1, 3, 0.9, 1) first."""

@@ -33,9 +33,12 @@ The parameter count matches `ladder.sizes` exactly (tests/test_sizes.py checks i
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.distributed.tensor import DTensor, distribute_tensor
 
 from ladder.errors import LadderError
 from ladder.model.context_cache import CachedLayer, ContextCache
@@ -50,6 +53,19 @@ from ladder.sizes import ModelShape
 
 NORM_EPS = 1e-6
 NORM_PLACEMENTS = ("post", "pre")
+
+
+def _fill(param: torch.Tensor, fill) -> None:
+    """fill(param) in place. A sharded parameter (a DTensor of FSDP2) is filled whole on the CPU, one
+    parameter at a time, and keeps its own shard: every rank draws the same numbers in the same
+    order as one process would."""
+    if not isinstance(param, DTensor):
+        fill(param)
+        return
+    whole = torch.empty(param.shape, dtype=param.dtype)
+    fill(whole)
+    shard = distribute_tensor(whole, param.device_mesh, param.placements, src_data_rank=None)
+    param.to_local().copy_(shard.to_local())
 
 
 def decoder_from_config(shape: ModelShape, model_cfg) -> Decoder:
@@ -84,6 +100,9 @@ class Decoder(nn.Module):
         self.seq_len = shape.seq_len
         self.rope_theta = rope_theta
         self.init_std = init_std
+        self.compiled_blocks = False
+        """Set by ladder.train.compile when the blocks are compiled one by one: they then take the
+        real form of the RoPE table (inductor has no complex numbers)."""
         self.embed = nn.Embedding(shape.vocab_size, shape.d_model)  # input embedding: V x d
         self.blocks = nn.ModuleList(Block(shape, norm_placement, qk_norm) for _ in range(shape.n_layers))
         self.final_norm = RMSNorm(shape.d_model)
@@ -110,7 +129,7 @@ class Decoder(nn.Module):
         """
         if idx.shape[1] > self.seq_len:
             raise LadderError(f"input of {idx.shape[1]} tokens is longer than the model's {self.seq_len}")
-        table = self.rope_real if torch.compiler.is_compiling() else self.rope
+        table = self.rope_real if self.compiled_blocks or torch.compiler.is_compiling() else self.rope
         rope = table[: idx.shape[1]] if positions is None else table[positions]
         x = self.embed(idx)
         for layer, block in enumerate(self.blocks):
@@ -156,11 +175,15 @@ class Decoder(nn.Module):
 
         It draws what eager construction draws, in the same order (each Linear's and Embedding's
         own default initialisation, then the truncated normal that replaces it), so with the same
-        seed and device the weights equal those of `Decoder(...)` built eagerly.
+        seed and device the weights equal those of `Decoder(...)` built eagerly. Sharded
+        parameters (FSDP2's DTensors) are drawn whole on the CPU and keep their shard (`_fill`):
+        the weights do not depend on how the model is sharded.
         """
         for module in self.modules():
-            if isinstance(module, (nn.Linear, nn.Embedding)):
-                module.reset_parameters()
+            if isinstance(module, nn.Linear):  # what Linear.reset_parameters draws (no biases here)
+                _fill(module.weight, lambda t: nn.init.kaiming_uniform_(t, a=math.sqrt(5)))
+            elif isinstance(module, nn.Embedding):  # what Embedding.reset_parameters draws
+                _fill(module.weight, nn.init.normal_)
         self._init_truncated_normal()
 
     @torch.no_grad()
@@ -169,9 +192,9 @@ class Decoder(nn.Module):
         std = self.init_std
         for module in self.modules():
             if isinstance(module, (nn.Linear, nn.Embedding)):
-                nn.init.trunc_normal_(module.weight, mean=0.0, std=std, a=-3 * std, b=3 * std)
+                _fill(module.weight, lambda t: nn.init.trunc_normal_(t, mean=0.0, std=std, a=-3 * std, b=3 * std))
             elif isinstance(module, RMSNorm):
-                nn.init.ones_(module.weight)
+                _fill(module.weight, nn.init.ones_)
 
     def _set_rope_tables(self) -> None:
         """The RoPE rotations as buffers on the embedding's device: complex `rope` (eager) and its
@@ -253,7 +276,7 @@ class Attention(nn.Module):
         and rotated by `freqs` (complex [T, 1, head_dim/2] or [B, T, 1, head_dim/2]; or the real
         form under torch.compile)."""
         batch, seq, d = x.shape
-        if self.q_norm is not None and use_cpu_kernels(x, self.qkv):
+        if self.q_norm is not None and freqs.is_complex() and use_cpu_kernels(x, self.qkv):
             qkv = StackedLinearFunction.apply(x, self.qkv.weight, 3)  # [3, B, T, d]
             norms = (self.q_norm.weight, self.k_norm.weight, self.q_norm.eps)
             q, k, v = QKNormRoPEFunction.apply(qkv, *norms, freqs, self.n_heads)

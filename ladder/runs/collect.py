@@ -32,7 +32,7 @@ from ladder.errors import LadderError
 from ladder.results import OPTIONAL_COLUMNS, REQUIRED_COLUMNS, check_output_table, validate_table, write_table
 from ladder.rungs import RUNG_RECORD_KEY, Rung, make_rung
 from ladder.runs.directory import EVAL_ROWS, RunDir, read_eval_rows
-from ladder.sizes import BYTE_VOCAB
+from ladder.sizes import BYTE_VOCAB, padded_vocab
 
 KEY_COLUMNS = ["run", "step", "task"]
 # `<task>/<metric>` or `eval/<task>/<metric>`; `train/...` and `val/...` are training curves, not tasks.
@@ -111,15 +111,18 @@ def collect_run_dirs(roots: Iterable[Path]) -> pd.DataFrame:
 
 def vocab_of(config: dict[str, Any]) -> int | None:
     """The vocabulary a logged ladder config trained with: model.vocab_size, else the tokenizer's
-    ('byte': 256, 'bpe:<size>'); None (the preset's) for a tokenizer.json file."""
+    ('byte': 256, 'bpe:<size>') padded to model.vocab_multiple; None (the preset's) for a
+    tokenizer.json file."""
     vocab = (config.get("model") or {}).get("vocab_size")
     if vocab is not None:
         return int(vocab)
+    # Padded as the trainer pads it (configs from before the padding have no vocab_multiple: exact).
+    multiple = int((config.get("model") or {}).get("vocab_multiple") or 1)
     tokenizer = str((config.get("data") or {}).get("tokenizer", "byte"))
     if tokenizer == "byte":
-        return BYTE_VOCAB
+        return padded_vocab(BYTE_VOCAB, multiple)
     if tokenizer.startswith("bpe:") and tokenizer[4:].isdigit():
-        return int(tokenizer[4:])
+        return padded_vocab(int(tokenizer[4:]), multiple)
     return None
 
 

@@ -2,7 +2,8 @@
 
     config.yaml    resolved config          rung.json     the rung's record (`ladder.rungs.Rung.to_record`)
     metrics.jsonl  one record per logged step                eval.jsonl    results-table rows
-    checkpoint/    latest.pt (+ diagnostic-step<k>.pt after a NaN)
+    checkpoint/    step-<k>/ sharded checkpoints (format: ladder.train.checkpoint), the newest
+                   train.keep_checkpoints; diagnostic-step<k>/ after a NaN; model.pt (`ladder export`)
     DONE           written last: final step, tokens, loss, wall seconds
     FAILED         the error of a run that died (removed when it is resumed)
     RUNNING        host and process id while a session trains (removed when it ends)
@@ -35,13 +36,18 @@ CONFIG, RUNG, METRICS, DONE, FAILED, RUNNING = "config.yaml", "rung.json", "metr
 EVAL_ROWS = "eval.jsonl"
 LOCK = ".lock"
 CHECKPOINT_DIR = "checkpoint"
-LATEST = "latest.pt"
+STEP_PREFIX = "step-"
+TEMPORARY_PREFIX = ".tmp-"  # a checkpoint being written; renamed when whole
+CHECKPOINT_MARKERS = (".metadata", "trainer.json")  # written last (DCP's metadata) and first: a whole checkpoint
+EXPORT = "model.pt"
 TORN_TAIL_BYTES = 1 << 20  # an evaluation row is far shorter: a torn one ends within this of the end
 
 # Keys that may change between sessions of one run without changing what it computes.
 RESUMABLE_CHANGES = (
     "train.max_steps", "train.log_interval", "train.eval_interval", "train.evals", "train.checkpoint_interval",
     "train.compile", "train.micro_batch_size", "train.threads", "train.val_tokens", "train.spike_factor", "train.gpu",
+    "train.parallel", "train.fsdp_shard_size", "train.activation_checkpointing", "train.compile_backend",
+    "train.gpu_memory_gb", "train.keep_checkpoints", "train.async_checkpoint",
     "tasks.", "wandb.", "device", "run_dir", "run_name", "extra.", "ladder.", "rung", "data.prepared_root",
 )
 
@@ -75,12 +81,16 @@ class RunDir:
         return self.path / CHECKPOINT_DIR
 
     @property
-    def latest_checkpoint(self) -> Path:
-        return self.checkpoint_dir / LATEST
+    def latest_checkpoint(self) -> Path | None:
+        """The newest complete checkpoint, or None."""
+        return latest_checkpoint(self.checkpoint_dir)
+
+    def step_checkpoint(self, step: int) -> Path:
+        return self.checkpoint_dir / f"{STEP_PREFIX}{step:08d}"
 
     def diagnostic_checkpoint(self, step: int) -> Path:
         """Where the state that produced a non-finite loss at `step` is saved."""
-        return self.checkpoint_dir / f"diagnostic-step{step}.pt"
+        return self.checkpoint_dir / f"diagnostic-step{step}"
 
     # -- records ------------------------------------------------------------------------------
 
@@ -209,13 +219,40 @@ def run_dir_of_checkpoint(checkpoint: Path) -> Path:
     return checkpoint.parent.parent if checkpoint.parent.name == CHECKPOINT_DIR else checkpoint.parent
 
 
+def is_checkpoint(path: Path) -> bool:
+    """A whole sharded checkpoint directory."""
+    return all((path / marker).is_file() for marker in CHECKPOINT_MARKERS)
+
+
+def checkpoints(checkpoint_dir: Path) -> list[Path]:
+    """The whole step checkpoints of a checkpoint/ folder, oldest first."""
+    if not checkpoint_dir.is_dir():
+        return []
+    return sorted((p for p in checkpoint_dir.iterdir() if p.name.startswith(STEP_PREFIX) and is_checkpoint(p)),
+                  key=lambda p: p.name)
+
+
+def latest_checkpoint(checkpoint_dir: Path) -> Path | None:
+    found = checkpoints(checkpoint_dir)
+    return found[-1] if found else None
+
+
 def find_checkpoint(path: str | os.PathLike) -> Path:
-    """A checkpoint file, or the latest one of a run directory or its checkpoint/ folder."""
+    """A one-file checkpoint (.pt), a sharded checkpoint directory, or a run directory's newest
+    checkpoint (its exported model.pt when that is newer than its sharded checkpoints)."""
     path = Path(path)
-    for candidate in (path, path / LATEST, path / CHECKPOINT_DIR / LATEST):
-        if candidate.is_file():
-            return candidate
-    raise LadderError(f"{path}: no checkpoint (expected a .pt file or a run directory with {CHECKPOINT_DIR}/{LATEST})")
+    if path.is_file() or is_checkpoint(path):
+        return path
+    for folder in (path / CHECKPOINT_DIR, path):
+        sharded = latest_checkpoint(folder)
+        exported = folder / EXPORT
+        if exported.is_file() and (sharded is None or exported.stat().st_mtime >= (sharded / CHECKPOINT_MARKERS[0]).stat().st_mtime):
+            return exported
+        if sharded is not None:
+            return sharded
+    raise LadderError(
+        f"{path}: no checkpoint (expected a .pt file, a checkpoint directory or a run directory with {CHECKPOINT_DIR}/)"
+    )
 
 
 def append_eval_rows(run_dir: str | os.PathLike, rows: Iterable[EvalRow]) -> None:

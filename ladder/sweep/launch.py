@@ -43,6 +43,7 @@ from ladder.ranks import is_rank_zero
 from ladder.rungs import Rung, find_rung, grid_rungs, rungs_to_train
 from ladder.runs.directory import RunDir
 from ladder.runs.sweep_state import RungState, read_state, read_sweep_file, write_sweep_file
+from ladder.sweep.plan import check_memory
 
 log = logging.getLogger("ladder.sweep")
 
@@ -346,6 +347,8 @@ def sweep_main(argv: list[str]) -> int:
     check_hydra_choices(argv)
     cfg = compose_config(config_overrides)
     rungs = rungs_to_train(cfg)
+    if cfg.device == "cuda":
+        check_memory(cfg, rungs)  # a rung that cannot fit its GPUs is refused before any job starts
     launcher = next((a.split("=", 1)[1] for a in argv if a.lstrip("+~").startswith("hydra/launcher=")), "basic")
     showing_config = any(arg.split("=", 1)[0] in HYDRA_FLAGS for arg in argv)
     if "slurm" in launcher and not showing_config and shutil.which("srun") is None:

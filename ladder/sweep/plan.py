@@ -2,6 +2,8 @@
 
 Prints one row per rung (ladder rungs, then targets) and the ladder's compute as a share of its
 targets' compute: the paper's point is that a ladder costs about 1% of the models it predicts.
+Each rung's memory plan (ladder.memory) on `ladder.gpus` GPUs of `train.gpu_memory_gb`: the
+parallelism, micro-batch and peak GB per GPU, or why it does not fit and what would.
 No torch: planning a paper-size grid needs no GPU stack.
 """
 
@@ -14,6 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 from ladder.errors import LadderError
 from ladder.hardware import PEAK_BF16_FLOPS, peak_flops
 from ladder.hydra_app import compose_config, split_show_config
+from ladder.memory import GB, MemoryPlan, choose_plan
 from ladder.rungs import Rung, grid_rungs
 from ladder.sizes import flops_per_token, non_embedding_params, total_params
 
@@ -41,6 +44,10 @@ class PlanRow:
     """Training compute with the attention term: (6 N + 12 layers d seq) D."""
     gpu_hours: float
     """flops_attention / (peak FLOP/s x MFU), in GPU-hours."""
+    memory: MemoryPlan | None
+    """Peak memory per GPU of the chosen parallelism; None when it does not fit (`memory_error`)."""
+    memory_error: str | None
+    """Why the rung does not fit `train.gpu_memory_gb`, and what would."""
 
 
 @dataclass(frozen=True)
@@ -57,6 +64,10 @@ class Plan:
     """Assumed model FLOPs utilisation."""
     rows: list[PlanRow]
     """Ladder rungs, then targets."""
+    gpus: int
+    """GPUs per rung of the memory plan."""
+    gpu_memory_gb: float
+    """Memory of one GPU."""
 
     def total(self, role: str, field: str) -> float:
         return sum(getattr(row, field) for row in self.rows if row.rung.role == role)
@@ -81,6 +92,26 @@ def peak_flops_of(cfg: DictConfig) -> float:
     return peak
 
 
+def rung_memory_plan(cfg: DictConfig, rung: Rung, world_size: int | None = None) -> MemoryPlan:
+    """The rung's memory plan on `world_size` GPUs (default `ladder.gpus`); LadderError when it cannot fit."""
+    world = cfg.ladder.gpus if world_size is None else world_size
+    if rung.batch_sequences % world:
+        raise LadderError(f"rung {rung.name}: global batch {rung.batch_sequences} is not divisible by {world} GPUs")
+    return choose_plan(
+        rung.shape, parallel=cfg.train.parallel, world_size=world, per_rank=rung.batch_sequences // world,
+        micro_batch=cfg.train.micro_batch_size, checkpointing=cfg.train.activation_checkpointing,
+        precision="fp32" if cfg.train.precision == "fp32" else "bf16", optimizer=cfg.optim.name,
+        gpu_memory_gb=cfg.train.gpu_memory_gb, shard_size=cfg.train.fsdp_shard_size,
+        what=f"rung {rung.name} on {world} GPU{'s' * (world > 1)}", compiled_loss=cfg.train.compile is not False,
+    )
+
+
+def check_memory(cfg: DictConfig, rungs: list[Rung]) -> None:
+    """Refuse, before anything is launched, the first rung that cannot fit its GPUs."""
+    for rung in rungs:
+        rung_memory_plan(cfg, rung)
+
+
 def make_plan(cfg: DictConfig) -> Plan:
     """Size every rung of `cfg.ladder` and estimate its cost."""
     if not 0 < cfg.ladder.mfu <= 1:
@@ -89,6 +120,10 @@ def make_plan(cfg: DictConfig) -> Plan:
     rows = []
     for rung in grid_rungs(cfg):
         dense, with_attention = flops_per_token(rung.shape)
+        try:
+            memory, memory_error = rung_memory_plan(cfg, rung), None
+        except LadderError as error:
+            memory, memory_error = None, str(error)
         rows.append(
             PlanRow(
                 rung=rung,
@@ -97,9 +132,12 @@ def make_plan(cfg: DictConfig) -> Plan:
                 flops_6nd=dense * rung.tokens,
                 flops_attention=with_attention * rung.tokens,
                 gpu_hours=with_attention * rung.tokens / (peak * cfg.ladder.mfu) / 3600,
+                memory=memory,
+                memory_error=memory_error,
             )
         )
-    return Plan(grid=cfg.ladder.name, gpu=str(cfg.ladder.gpu), peak_flops=peak, mfu=cfg.ladder.mfu, rows=rows)
+    return Plan(grid=cfg.ladder.name, gpu=str(cfg.ladder.gpu), peak_flops=peak, mfu=cfg.ladder.mfu, rows=rows,
+                gpus=cfg.ladder.gpus, gpu_memory_gb=cfg.train.gpu_memory_gb)
 
 
 def kaplan_loss(non_embedding_n: int) -> float:
@@ -133,7 +171,7 @@ def format_table(header: list[str], rows: list[list[str]]) -> str:
 def format_plan(plan: Plan) -> str:
     header = [
         "rung", "role", "N", "total", "non-emb", "D", "batch", "steps", "peak LR", "warmup",
-        "FLOPs 6ND", "FLOPs +attn", f"{plan.gpu}-h",
+        "FLOPs 6ND", "FLOPs +attn", f"{plan.gpu}-h", "parallel", "micro", "GB/GPU",
     ]
     rows = [
         [
@@ -150,6 +188,9 @@ def format_plan(plan: Plan) -> str:
             f"{row.flops_6nd:.3g}",
             f"{row.flops_attention:.3g}",
             hours(row.gpu_hours),
+            *((row.memory.parallel + (f"+{row.memory.checkpointing} AC" if row.memory.checkpointing != "none" else ""),
+               f"{row.memory.micro_batch}x{row.memory.seq_len}", f"{row.memory.total / GB:.1f}")
+              if row.memory is not None else ("-", "-", "no fit")),
         ]
         for row in plan.rows
     ]
@@ -165,6 +206,9 @@ def format_plan(plan: Plan) -> str:
         "",
         f"GPU-hours at {plan.mfu:.0%} MFU on {plan.gpu} ({plan.peak_flops:.3g} FLOP/s peak): "
         f"ladder {hours(plan.total('ladder', 'gpu_hours'))}, targets {hours(plan.total('target', 'gpu_hours'))}",
+        f"memory per GPU (peak of a training step, ladder.memory) on {plan.gpus} GPUs of {plan.gpu_memory_gb:g} GB "
+        f"(ladder.gpus, train.gpu_memory_gb); micro-batch: sequences x length per forward pass",
+        *(f"  {row.memory_error}" for row in plan.rows if row.memory_error is not None),
     ]
     share_6nd, share_attention = plan.share("flops_6nd"), plan.share("flops_attention")
     if share_6nd is not None and share_attention is not None:

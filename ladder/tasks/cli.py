@@ -1,6 +1,6 @@
 """`ladder eval CHECKPOINT [tasks.names=[...]] [tasks=cpu] [device=cuda] [-o table.csv]`.
 
-Scores a saved checkpoint (a .pt file or a run directory) on tasks and prints one results-table
+Scores a saved checkpoint (a run directory, a sharded checkpoint directory or an exported .pt file) on tasks and prints one results-table
 row per task; `-o` writes them as a results table (CSV or Parquet). Overrides are the Hydra
 `tasks.*` keys (and `device`); without task names the run's own `tasks.names` are used.
 """
@@ -16,14 +16,6 @@ from omegaconf import OmegaConf
 
 from ladder.errors import LadderError
 from ladder.results import EvalRow, check_output_table, write_table
-
-
-def _checkpoint_position(path: Path) -> tuple[int, int]:
-    """(step, tokens) stored in a checkpoint, read lazily (the weights are memory-mapped, not loaded)."""
-    import torch
-
-    state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    return int(state.get("step", 0)), int(state.get("tokens", 0))
 
 
 def _paper_n(run_dir: Path, model: Any) -> int:
@@ -49,11 +41,11 @@ def score_checkpoint(checkpoint: str, overrides: list[str]) -> list[EvalRow]:
     from ladder.hydra_app import compose_config
     from ladder.tasks import evaluate, load_tasks
     from ladder.runs.directory import find_checkpoint, run_dir_of_checkpoint
-    from ladder.train.checkpoint import load_model
+    from ladder.train.checkpoint import checkpoint_position, load_model
 
     path = find_checkpoint(checkpoint)
     model, run_cfg = load_model(path)
-    step, tokens = _checkpoint_position(path)
+    step, tokens = checkpoint_position(path)
     import torch
 
     cfg = compose_config(overrides)

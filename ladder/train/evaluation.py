@@ -54,7 +54,8 @@ def validation_bpb(
 class TaskEvaluator:
     """Loads the configured tasks once and scores the model on them at each evaluation."""
 
-    def __init__(self, tasks_cfg, corpus, run_dir: Path, device: torch.device):
+    def __init__(self, tasks_cfg, corpus, run_dir: Path, device: torch.device, write_rows: bool = True):
+        """write_rows: False on the ranks that only take part in the forward passes (FSDP)."""
         from ladder.tasks import load_tasks  # only runs that evaluate tasks need the task loaders
 
         self.tasks = load_tasks(
@@ -64,6 +65,7 @@ class TaskEvaluator:
         self.batch_size = tasks_cfg.batch_size
         self.run_dir = run_dir
         self.device = device
+        self.write_rows = write_rows
 
     def __call__(self, model: torch.nn.Module, *, step: int, tokens: int, row_fields: dict) -> dict[str, float]:
         """Score every task not yet scored at `step` (a resumed run does not duplicate rows)."""
@@ -78,7 +80,8 @@ class TaskEvaluator:
             EvalRow(step=step, D=float(tokens), task=name, loss=score.loss, acc=score.acc, extra=score.extra(), **row_fields)
             for name, score in scores.items()
         ]
-        append_eval_rows(self.run_dir, rows)
+        if self.write_rows:
+            append_eval_rows(self.run_dir, rows)
         # `<task>/<metric>` keys: what `ladder collect --wandb` reads back from a wandb history.
         return {
             f"{name}/{metric}": getattr(score, metric)

@@ -3,18 +3,19 @@
 Re-entrant (the sweep calls it once per rung in one process): signal handlers and thread counts
 are restored and the wandb run is closed; a DDP process group, made once, serves every rung of
 the process (ladder.train.distributed). The same call on the
-same run_dir resumes from its latest checkpoint; on a finished run it does nothing.
+same run_dir resumes from its newest checkpoint (ladder.train.checkpoint), at any world size;
+on a finished run it does nothing. The model's parallelism, compilation and activation
+checkpointing come from ladder.train.parallel, the loss from ladder.train.compile.
 
 The rung comes sized: the sweep hands over the grid's Rung, `ladder train` the one
 `ladder.rungs.rung_from_config` makes; the trainer only sizes it for its tokenizer's vocabulary
-when the config leaves `model.vocab_size` to the tokenizer (`Rung.for_vocab`). The run directory
-is read and written through `ladder.runs.directory.RunDir`.
+(padded to `model.vocab_multiple`) when the config leaves `model.vocab_size` to the tokenizer
+(`Rung.for_vocab`). The run directory is read and written through `ladder.runs.directory.RunDir`.
 """
 
 from __future__ import annotations
 
 import contextlib
-import inspect
 import logging
 import math
 import os
@@ -26,20 +27,21 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import torch
-import torch.nn.functional as F
+import torch.distributed as dist
 from omegaconf import DictConfig, OmegaConf
-from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from ladder.config import check_values
+from ladder.data.prefetch import Prefetcher
 from ladder.errors import LadderError
-from ladder.model import decoder_from_config
+from ladder.memory import default_micro_batch
 from ladder.ranks import is_rank_zero
 from ladder.rungs import RUNG_RECORD_KEY, Rung, rung_from_config
 from ladder.runs.directory import RunDir, config_differences
-from ladder.sizes import flops_per_token
+from ladder.sizes import flops_per_token, padded_vocab
 from ladder.train import checkpoint as ckpt
-from ladder.train import distributed
+from ladder.train import distributed, parallel
+from ladder.train.compile import compiled_loss
 from ladder.train.cpu_memory import keep_freed_memory
 from ladder.train.evaluation import TaskEvaluator, validation_bpb
 from ladder.train.metrics import Throughput, device_peak_flops, memory_mb
@@ -50,7 +52,7 @@ from ladder.train.tracking import Tracker
 log = logging.getLogger("ladder.train")
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)  # SLURM preemption sends SIGTERM (or SIGUSR1 if asked)
-MICRO_BATCH_TOKENS = {"cpu": 16_384, "cuda": 32_768}  # default tokens per forward pass
+CPU_MICRO_BATCH_TOKENS = 16_384  # default tokens per forward pass on CPU (GPUs: ladder.memory)
 
 
 @dataclass(frozen=True)
@@ -77,6 +79,13 @@ def check_run(cfg: DictConfig, rung: Rung | None = None) -> Rung:
     rung = rung if rung is not None else rung_from_config(cfg)
     if cfg.device == "cuda" and not torch.cuda.is_available():
         raise LadderError("device=cuda but no CUDA device is available (use device=cpu)")
+    if cfg.device == "cuda":
+        precision = training_precision(cfg, torch.device("cuda"))
+        world_size = int(os.environ.get("WORLD_SIZE", "1"))
+        if rung.batch_sequences % world_size == 0:  # else refused with its own message at set-up
+            per_rank = rung.batch_sequences // world_size
+            micro = cfg.train.micro_batch_size or default_micro_batch(rung.shape, per_rank)
+            parallel.resolve_plan(cfg, rung.shape, "cuda", world_size, per_rank, micro, precision)
     path = Path(cfg.run_dir)
     if path.exists() and not path.is_dir():
         raise LadderError(f"run_dir {path} is a file, not a directory")
@@ -84,7 +93,7 @@ def check_run(cfg: DictConfig, rung: Rung | None = None) -> Rung:
     if not os.access(existing, os.W_OK | os.X_OK):
         raise LadderError(f"run_dir {path}: {existing} is not writable")
     run_dir = RunDir(path)
-    if run_dir.has_config() or run_dir.latest_checkpoint.is_file():  # no config beside a checkpoint: refused
+    if run_dir.has_config() or run_dir.latest_checkpoint is not None:  # no config beside a checkpoint: refused
         differences = config_differences(run_dir.read_config(), OmegaConf.to_container(cfg, resolve=True))
         if differences:
             raise LadderError(
@@ -167,10 +176,23 @@ def _stop_on_signals(stop: threading.Event) -> Iterator[threading.Event]:
             signal.signal(sig, handler)
 
 
-def _default_micro_batch(per_rank: int, seq_len: int, device: torch.device) -> int:
-    """The largest divisor of the per-rank batch within MICRO_BATCH_TOKENS tokens (at least 1)."""
-    limit = max(1, MICRO_BATCH_TOKENS[device.type] // seq_len)
+def _default_micro_batch(rung: Rung, per_rank: int, device: torch.device) -> int:
+    """On a GPU the memory plan's choice by model size; on CPU the largest divisor of the per-rank
+    batch within CPU_MICRO_BATCH_TOKENS tokens (at least 1)."""
+    if device.type == "cuda":
+        return default_micro_batch(rung.shape, per_rank)
+    limit = max(1, CPU_MICRO_BATCH_TOKENS // rung.seq_len)
     return max(d for d in range(1, per_rank + 1) if per_rank % d == 0 and d <= limit)
+
+
+def training_precision(cfg: DictConfig, device: torch.device) -> str:
+    """'bf16' or 'fp32' (`auto`: bf16 on CUDA); bf16 on a GPU without it is refused in one line."""
+    precision = cfg.train.precision
+    if precision == "auto":
+        precision = "bf16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
+    if precision == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise LadderError(f"train.precision=bf16: {torch.cuda.get_device_name(device)} has no bf16 (use train.precision=fp32)")
+    return precision
 
 
 class _Trainer:
@@ -193,112 +215,113 @@ class _Trainer:
         vocab = self.corpus.tokenizer.vocab_size
         if cfg.model.vocab_size is not None and cfg.model.vocab_size < vocab:
             raise LadderError(f"model.vocab_size={cfg.model.vocab_size} is smaller than the tokenizer's {vocab}")
-        self.rung = rung if cfg.model.vocab_size is not None else rung.for_vocab(vocab)
+        self.rung = rung if cfg.model.vocab_size is not None else rung.for_vocab(padded_vocab(vocab, cfg.model.vocab_multiple))
         rung = self.rung
         self.flops_per_token = flops_per_token(rung.shape)  # (6N, 6N + attention)
 
         if rung.batch_sequences % ctx.world_size:
             raise LadderError(f"global batch {rung.batch_sequences} is not divisible by {ctx.world_size} processes")
         per_rank = rung.batch_sequences // ctx.world_size
-        micro = cfg.train.micro_batch_size or _default_micro_batch(per_rank, rung.seq_len, self.device)
+        micro = cfg.train.micro_batch_size or _default_micro_batch(rung, per_rank, self.device)
         if per_rank % micro:
             raise LadderError(f"train.micro_batch_size={micro} does not divide the {per_rank} sequences per process")
         self.n_micro = per_rank // micro
         self.micro = micro
         self.loader = TokenLoader(self.corpus.train_path, rung.seq_len, rung.batch_sequences, cfg.seed, ctx.rank, ctx.world_size)
+        self.batches: Prefetcher | None = None
 
-        precision = cfg.train.precision  # auto, bf16 or fp32 (ladder.config.check_values)
-        self.precision = ("bf16" if self.device.type == "cuda" else "fp32") if precision == "auto" else precision
-
+        self.precision = training_precision(cfg, self.device)
+        self.memory_plan = parallel.resolve_plan(
+            cfg, rung.shape, self.device.type, ctx.world_size, per_rank, micro, self.precision
+        )
         if self.device.type == "cpu":
             keep_freed_memory()  # no fresh pages for every step's activations (see cpu_memory)
-        torch.manual_seed(cfg.seed)
-        self.model = decoder_from_config(rung.shape, cfg.model).to(self.device)
+        # --- hook: the model, wrapped for this run's parallelism (ladder.train.parallel) ---
+        self.parallel = parallel.build_model(cfg, rung.shape, ctx, self.memory_plan, self.precision)
+        self.model = self.parallel.model
+        if ctx.is_main:
+            log.info("%s: %s (memory plan per GPU: %s)", rung.name, self.parallel.parallel, self.memory_plan.breakdown())
         self.optimizer = build_optimizer(cfg.optim, self.model, rung.peak_lr, self.device)
         self.schedule = Schedule(rung.peak_lr, rung.warmup_steps, rung.steps, cfg.optim.final_lr_ratio)
         self.stability = StabilityMonitor(spike_factor=cfg.train.spike_factor)
         self.step = 0
         self.elapsed_before = 0.0  # wall seconds of earlier sessions of this run
         self.last_loss: float | None = None
-
-        module: torch.nn.Module = self.model
-        if ctx.distributed:
-            # No per-step buffer broadcast: the only buffers (RoPE) are constants. torch 2.13 renamed
-            # the option (broadcast_buffers is deprecated there and warns); older torch has the old name.
-            device_ids = [self.device.index] if self.device.type == "cuda" else None
-            options = inspect.signature(DistributedDataParallel).parameters
-            no_sync = "forward_sync_buffers" if "forward_sync_buffers" in options else "broadcast_buffers"
-            module = DistributedDataParallel(module, device_ids=device_ids, **{no_sync: False})
-        self.ddp = module if ctx.distributed else None
-        compile_ = cfg.train.compile if cfg.train.compile is not None else self.device.type == "cuda"
-
-        def loss_of(inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-            """Mean next-token cross-entropy (nats). Compiled with the model, so that the logits'
-            upcast and log-softmax fuse instead of materialising [B, T, vocab] fp32 copies."""
-            return F.cross_entropy(module(inputs).flatten(0, 1), targets.flatten())
-
-        self.loss_of = torch.compile(loss_of) if compile_ else loss_of
+        # --- hook: the loss (ladder.train.compile) ---
+        self.loss_fn = compiled_loss(cfg.train.z_loss, cfg.train.compile_backend, parallel.compile_enabled(cfg, self.device))
+        self.pending: list[torch.Tensor] = []  # [loss, grad norm] of the steps since the last host sync
+        self.clipped_since_log = 0
+        self.checkpoints = ckpt.CheckpointWriter(
+            run_dir.checkpoint_dir, rank=ctx.rank, distributed=ctx.distributed, keep=cfg.train.keep_checkpoints,
+            asynchronous=cfg.train.async_checkpoint,
+        )
 
         self.throughput = Throughput(self.flops_per_token[1], device_peak_flops(self.device, cfg.train.gpu), ctx.world_size)
+        # Under FSDP every rank takes part in the evaluation's forward passes (the all-gathers).
+        self.evaluates = ctx.is_main or self.parallel.parallel == "fsdp"
         self.tasks = (
-            TaskEvaluator(cfg.tasks, self.corpus, run_dir.path, self.device) if ctx.is_main and cfg.tasks.names else None
+            TaskEvaluator(cfg.tasks, self.corpus, run_dir.path, self.device, write_rows=ctx.is_main)
+            if self.evaluates and cfg.tasks.names else None
         )
         self.tracker: Tracker | None = None
 
     # -- context managers -------------------------------------------------------------------
 
     def autocast(self):
-        if self.precision == "bf16":
+        """bf16 autocast under DDP; FSDP2's mixed-precision policy casts the parameters instead."""
+        if self.precision == "bf16" and self.parallel.parallel == "ddp":
             return torch.autocast(self.device.type, dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
     # -- state ------------------------------------------------------------------------------
 
-    def state_dict(self) -> dict[str, Any]:
+    def trainer_state(self) -> dict[str, Any]:
+        """Everything but the tensors: plain data (the checkpoint's trainer.json)."""
         return {
-            "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
             "schedule": {"peak_lr": self.schedule.peak_lr, "warmup_steps": self.schedule.warmup_steps,
                          "total_steps": self.schedule.total_steps, "final_ratio": self.schedule.final_ratio},
             "step": self.step,
             "tokens": self.step * self.rung.batch_tokens,
             "data": {"seed": self.cfg.seed, "next_step": self.step},  # the loader is a function of (seed, step)
-            "rng": ckpt.capture_rng(),
+            "python_rng": ckpt.python_rng_state(),
             "stability": self.stability.state_dict(),
             "elapsed": self.elapsed_before + time.perf_counter() - self.started,
             "last_loss": self.last_loss,
+            "world_size": self.ctx.world_size,
+            "parallel": self.parallel.parallel,
             "config": OmegaConf.to_container(self.cfg, resolve=True),
             "shape": ckpt.shape_to_dict(self.rung.shape),
         }
 
-    def save(self, path: Path | None = None) -> Path:
-        """Checkpoint (rank 0 writes; every rank waits so none runs ahead of a checkpoint)."""
-        path = path or self.run_dir.latest_checkpoint
-        if self.ctx.is_main:
-            ckpt.save_checkpoint(path, self.state_dict())
-        self.ctx.barrier()
-        return path
+    # --- hook: saving and loading checkpoints (ladder.train.checkpoint) ---
 
-    def resume(self) -> None:
-        state = ckpt.read_checkpoint(self.run_dir.latest_checkpoint)
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
+    def save(self, path: Path | None = None) -> Path:
+        """Checkpoint (every rank writes its shards) at this step, or to `path` (a diagnostic one);
+        returns the checkpoint, whole on return unless asynchronous."""
+        tensors = ckpt.model_and_optimizer_state(self.model, self.optimizer) | ckpt.rng_tensors(self.ctx.rank, self.device)
+        final = path or self.run_dir.step_checkpoint(self.step)
+        return self.checkpoints.save(final, self.trainer_state(), tensors, prune=path is None)
+
+    def resume(self, path: Path) -> None:
+        state = ckpt.load_into(path, self.model, self.optimizer, rank=self.ctx.rank, device=self.device,
+                               distributed=self.ctx.distributed)
         self.stability.load_state_dict(state["stability"])
-        ckpt.restore_rng(state["rng"])
         self.step = int(state["step"])
         self.elapsed_before = float(state["elapsed"])
         self.last_loss = state["last_loss"]
         if self.ctx.is_main:
             self.run_dir.truncate_metrics(self.step)
-        log.info("resumed %s at step %d of %d", self.run_dir.path, self.step, self.rung.steps)
+        log.info("resumed %s at step %d of %d from %s (written by %d processes, %s)", self.run_dir.path, self.step,
+                 self.rung.steps, path.name, state["world_size"], state["parallel"])
 
     # -- the run ----------------------------------------------------------------------------
 
     def run(self) -> RunOutcome:
         cfg, ctx = self.cfg, self.ctx
         resolved = OmegaConf.to_container(cfg, resolve=True)  # same config as the run dir's (check_run)
-        if self.run_dir.latest_checkpoint.is_file():
-            self.resume()
+        latest = self.run_dir.latest_checkpoint
+        if latest is not None:
+            self.resume(latest)
         elif ctx.is_main:
             self.run_dir.start(resolved, self.rung)
         ctx.barrier()
@@ -328,40 +351,45 @@ class _Trainer:
         last_step = rung.steps if cfg.train.max_steps is None else min(rung.steps, cfg.train.max_steps)
         bar = tqdm(total=last_step, initial=self.step, unit="step", disable=None if ctx.is_main else True,
                    desc=self.rung.name, dynamic_ncols=True)
-        clipped_since_log, steps_since_log = 0, 0
+        steps_since_log = 0
         # `train.evals` spreads a fixed number of evaluations over the run, whatever its length.
         evals = cfg.train.evals
         eval_interval = max(1, -(-rung.steps // evals)) if evals else cfg.train.eval_interval
         self.model.train()
+        self.batches = Prefetcher(self.loader, self.n_micro, self.device, self.step)
         try:
             while self.step < last_step:
-                if ctx.any(self.stop_requested.is_set()):
+                # The stop flag is agreed on by all ranks at host syncs only (every step in one process).
+                if (not ctx.distributed or self.syncs_at(self.step)) and ctx.any(self.stop_requested.is_set()):
                     path = self.save()
+                    self.checkpoints.wait()
                     if ctx.is_main:
                         log.warning("stop signal: checkpoint at step %d written to %s", self.step, path)
                     return self.outcome("stopped")
-                loss, grad_norm, lr = self.train_step()
+                final = self.step + 1 == rung.steps
+                evaluate = final or (self.step + 1) % eval_interval == 0
+                log_now = final or evaluate or (self.step + 1) % cfg.train.log_interval == 0 or self.step + 1 == last_step
+                checkpoint = final or self.step + 1 == last_step or (self.step + 1) % cfg.train.checkpoint_interval == 0
+                lr = self.train_step(sync=log_now or checkpoint or self.syncs_at(self.step + 1))
                 self.step += 1
-                self.last_loss = loss
                 steps_since_log += 1
-                clipped_since_log += int(0 < cfg.optim.grad_clip < grad_norm)
-                if self.stability.record(self.step, loss, grad_norm) and ctx.is_main:
-                    log.warning("loss spike at step %d: %.4f > %.1f x recent median", self.step, loss, cfg.train.spike_factor)
                 bar.update(1)
-                bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
-                final = self.step == rung.steps
-                evaluate = final or self.step % eval_interval == 0
-                if final or evaluate or self.step % cfg.train.log_interval == 0 or self.step == last_step:
-                    record = self.metrics_record(loss, grad_norm, lr, clipped_since_log / steps_since_log)
+                if self.last_loss is not None:
+                    bar.set_postfix(loss=f"{self.last_loss:.4f}", refresh=False)
+                if log_now:
+                    grad_norm = self.stability.grad_norms[-1]
+                    record = self.metrics_record(self.last_loss, grad_norm, lr, self.clipped_since_log / steps_since_log)
                     if evaluate:
                         record |= self.evaluate()
                     if ctx.is_main:
                         self.run_dir.append_metrics(record)
                         self.tracker.log(record, self.step)
-                    clipped_since_log, steps_since_log = 0, 0
-                if final or self.step == last_step or self.step % cfg.train.checkpoint_interval == 0:
+                    self.clipped_since_log, steps_since_log = 0, 0
+                if checkpoint:
                     self.save()
+            self.checkpoints.wait()
         finally:
+            self.batches.close()
             bar.close()
         if self.step < rung.steps:
             log.info("stopped at step %d (train.max_steps=%d, of %d); the same command resumes",
@@ -369,40 +397,68 @@ class _Trainer:
             return self.outcome("stopped")
         return self.finish()
 
-    def train_step(self) -> tuple[float, float, float]:
-        """One optimizer step over the global batch: (loss, pre-clip grad norm, lr)."""
+    def syncs_at(self, step: int) -> bool:
+        """Steps at which the host waits for the device: every log interval (and more often never)."""
+        return step % self.cfg.train.log_interval == 0
+
+    def train_step(self, sync: bool) -> float:
+        """One optimizer step over the global batch; returns its lr. Loss and gradient norm stay on
+        the device until a `sync` step, which reads every pending step's at once (`flush`)."""
         cfg = self.cfg
         lr = self.schedule.apply(self.optimizer, self.step)
         self.throughput.start_step()
         loss_sum = torch.zeros((), device=self.device)
         for micro in range(self.n_micro):
-            inputs, targets = self.loader.batch(self.step, micro, self.n_micro)
-            inputs, targets = inputs.to(self.device, non_blocking=True), targets.to(self.device, non_blocking=True)
-            # DDP all-reduces gradients on the last micro-batch only.
-            sync = self.ddp is None or micro == self.n_micro - 1
-            with contextlib.nullcontext() if sync else self.ddp.no_sync():
+            inputs, targets = self.batches.get(self.step, micro)
+            with self.parallel.no_sync(last_micro_batch=micro == self.n_micro - 1):
+                # --- hook: the loss ---
                 with self.autocast():
-                    loss = self.loss_of(inputs, targets)
+                    logits = self.parallel.module(inputs)
+                loss, cross_entropy = self.loss_fn(logits, targets)
                 (loss / self.n_micro).backward()
-            loss_sum += loss.detach()
+            loss_sum += cross_entropy.detach()
         max_norm = cfg.optim.grad_clip if cfg.optim.grad_clip > 0 else math.inf
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm).item()
-        loss = self.ctx.mean(loss_sum.item() / self.n_micro)
-        if not is_finite(loss, grad_norm):
-            self.nonfinite(loss, grad_norm)
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm)
+        if hasattr(grad_norm, "full_tensor"):  # FSDP: a DTensor, the norm over every shard
+            grad_norm = grad_norm.full_tensor()
+        self.pending.append(torch.stack((loss_sum / self.n_micro, grad_norm.to(loss_sum.dtype))))
+        if sync:
+            self.flush()
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.throughput.end_step(self.rung.batch_tokens)
-        return loss, grad_norm, lr
+        return lr
 
-    def nonfinite(self, loss: float, grad_norm: float) -> None:
-        """Save the state that produced the NaN/inf (before the update) and stop with a clear error."""
-        path = self.save(self.run_dir.diagnostic_checkpoint(self.step + 1))
+    def flush(self) -> None:
+        """Read the pending steps' losses (averaged over ranks) and gradient norms: one host sync
+        and one all-reduce for all of them; stop on the first non-finite one, before this step's update."""
+        values = torch.stack(self.pending).double()
+        if self.ctx.distributed:
+            losses = values[:, 0].contiguous()
+            dist.all_reduce(losses)
+            values[:, 0] = losses / self.ctx.world_size
+        first = self.step + 2 - len(self.pending)  # 1-based number of the oldest pending step
+        self.pending = []
+        for offset, (loss, grad_norm) in enumerate(values.tolist()):
+            step = first + offset
+            if not is_finite(loss, grad_norm):
+                self.nonfinite(step, loss, grad_norm)
+            self.last_loss = loss
+            self.clipped_since_log += int(0 < self.cfg.optim.grad_clip < grad_norm)
+            if self.stability.record(step, loss, grad_norm) and self.ctx.is_main:
+                log.warning("loss spike at step %d: %.4f > %.1f x recent median", step, loss, self.cfg.train.spike_factor)
+
+    def nonfinite(self, step: int, loss: float, grad_norm: float) -> None:
+        """Save the state that produced the NaN/inf and stop with a clear error. With
+        train.log_interval=1 that is the state before the failing update; otherwise the updates
+        since the last log step have been applied."""
+        path = self.save(self.run_dir.diagnostic_checkpoint(step))
+        self.checkpoints.wait()
         latest = self.run_dir.latest_checkpoint
-        good = f"the last good checkpoint is {latest}" if latest.is_file() else "no earlier checkpoint"
+        good = f"the last good checkpoint is {latest}" if latest is not None else "no earlier checkpoint"
         raise LadderError(
-            f"step {self.step + 1}: loss {loss} / gradient norm {grad_norm} is not finite "
-            f"(learning rate {self.schedule.lr_at(self.step):.3g}); diagnostic checkpoint {path}; "
+            f"step {step}: loss {loss} / gradient norm {grad_norm} is not finite "
+            f"(learning rate {self.schedule.lr_at(step - 1):.3g}); diagnostic checkpoint {path}; "
             f"{good} (try a lower optim.lr or optim.grad_clip)"
         )
 
@@ -416,23 +472,43 @@ class _Trainer:
         }
 
     def evaluate(self) -> dict[str, Any]:
-        """Validation bpb and task scores on rank 0 (the others wait); time excluded from tokens/s."""
+        """Validation bpb and task scores on rank 0 (the others wait; under FSDP every rank runs
+        the forward passes and rank 0 records); compiled blocks run eagerly here (other shapes, no
+        gradients: no recompilation); time excluded from tokens/s."""
         record: dict[str, Any] = {}
-        if self.ctx.is_main:
-            record["val_bpb"] = validation_bpb(
-                self.model, self.corpus.val_path, seq_len=self.rung.seq_len, batch_size=self.micro,
-                max_tokens=self.cfg.train.val_tokens, bytes_per_token=self.corpus.val_bytes_per_token,
-                device=self.device, autocast=self.autocast,
-            )
-            if self.tasks is not None:
-                tokens = self.step * self.rung.batch_tokens
-                record |= self.tasks(self.model, step=self.step, tokens=tokens, row_fields={
-                    "run": self.rung.name, "role": self.rung.role, "N": self.rung.n_params,
-                    "size": self.rung.size, "multiplier": self.rung.multiplier,
-                    "flops": self.flops_per_token[0] * tokens,
-                })
+        if self.evaluates:
+            with torch.compiler.set_stance("force_eager"), self.whole_root():
+                val_bpb = validation_bpb(
+                    self.model, self.corpus.val_path, seq_len=self.rung.seq_len, batch_size=self.micro,
+                    max_tokens=self.cfg.train.val_tokens, bytes_per_token=self.corpus.val_bytes_per_token,
+                    device=self.device, autocast=self.autocast,
+                )
+                if self.ctx.is_main:
+                    record["val_bpb"] = val_bpb
+                if self.tasks is not None:
+                    tokens = self.step * self.rung.batch_tokens
+                    scores = self.tasks(self.model, step=self.step, tokens=tokens, row_fields={
+                        "run": self.rung.name, "role": self.rung.role, "N": self.rung.n_params,
+                        "size": self.rung.size, "multiplier": self.rung.multiplier,
+                        "flops": self.flops_per_token[0] * tokens,
+                    })
+                    if self.ctx.is_main:
+                        record |= scores
         self.ctx.barrier()
         return record
+
+    @contextlib.contextmanager
+    def whole_root(self) -> Iterator[None]:
+        """Under FSDP the root's parameters (embeddings, output layer) gathered, for scorers that
+        call them directly; the blocks gather their own."""
+        if self.parallel.parallel != "fsdp":
+            yield
+            return
+        self.model.unshard()
+        try:
+            yield
+        finally:
+            self.model.reshard()
 
     def outcome(self, status: str) -> RunOutcome:
         return RunOutcome(status, self.run_dir.path, self.step, self.step * self.rung.batch_tokens, self.last_loss)

@@ -10,7 +10,9 @@ import pytest
 from ladder.errors import LadderError
 from ladder.results import EvalRow, validate_table
 from ladder.rungs import make_rung
-from ladder.runs.directory import RunDir, append_eval_rows, find_checkpoint, read_eval_rows, run_dir_of_checkpoint
+from ladder.runs.directory import (
+    CHECKPOINT_MARKERS, RunDir, append_eval_rows, find_checkpoint, read_eval_rows, run_dir_of_checkpoint,
+)
 
 
 def test_the_rung_record_round_trips_through_rung_json(tmp_path):
@@ -45,8 +47,13 @@ def test_markers_and_checkpoint_location(tmp_path):
     assert run.read_running() is None
     with pytest.raises(LadderError, match="no checkpoint"):
         find_checkpoint(run.path)
-    run.latest_checkpoint.parent.mkdir()
-    run.latest_checkpoint.write_bytes(b"")
+    assert run.latest_checkpoint is None
+    for step in (3, 12):
+        run.step_checkpoint(step).mkdir(parents=True)
+        for marker in CHECKPOINT_MARKERS:
+            (run.step_checkpoint(step) / marker).write_bytes(b"")
+    (run.checkpoint_dir / ".tmp-step-00000020").mkdir()  # being written: not a checkpoint yet
+    assert run.latest_checkpoint == run.step_checkpoint(12) == run.checkpoint_dir / "step-00000012"
     assert find_checkpoint(run.path) == run.latest_checkpoint
     assert run_dir_of_checkpoint(run.latest_checkpoint) == run.path
     assert run_dir_of_checkpoint(run.diagnostic_checkpoint(3)) == run.path

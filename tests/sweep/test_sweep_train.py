@@ -90,8 +90,10 @@ def basic_sweep(tmp_path_factory, data_dir) -> BasicSweep:
     a checkpoint without a config (a crashed, hand-edited run dir), so it fails and the others
     must still train; the second sweep, after the repair, must train BROKEN alone."""
     root = tmp_path_factory.mktemp("basic") / "runs"
-    (root / BROKEN / "checkpoint").mkdir(parents=True)
-    (root / BROKEN / "checkpoint" / "latest.pt").write_bytes(b"not a checkpoint")
+    broken = root / BROKEN / "checkpoint" / "step-00000001"
+    broken.mkdir(parents=True)
+    for name in (".metadata", "trainer.json"):
+        (broken / name).write_bytes(b"not a checkpoint")
     with contextlib.redirect_stdout(io.StringIO()) as first_out:
         first_code = main(["sweep", *basic_overrides(root, data_dir)])
     failed = sorted(path.parent.name for path in root.glob("*/FAILED"))
@@ -228,7 +230,7 @@ def test_sigterm_checkpoints_the_rung_and_stops_the_sweep(tmp_path, data_dir):
     assert code == 1, out
     assert "stopped by a signal: the same command resumes the sweep" in out
     assert "pico-0.001xC: pending" in out
-    assert not (run_dir / "DONE").exists() and (run_dir / "checkpoint" / "latest.pt").is_file()
+    assert not (run_dir / "DONE").exists() and any((run_dir / "checkpoint").glob("step-*/.metadata"))
     assert not (root / "pico-0.001xC" / "metrics.jsonl").exists()
 
 
@@ -243,7 +245,7 @@ def test_sigterm_to_a_local_sweep_reaches_its_rungs(tmp_path, data_dir):
     code, out = sweep_then_sigterm(overrides, run_dir)  # to the launcher alone, as `kill <pid>` does
     assert code == 1, out
     assert "stopped by a signal: the same command resumes the sweep" in out
-    assert not (run_dir / "DONE").exists() and (run_dir / "checkpoint" / "latest.pt").is_file()
+    assert not (run_dir / "DONE").exists() and any((run_dir / "checkpoint").glob("step-*/.metadata"))
     assert not (run_dir / "RUNNING").exists()
 
 

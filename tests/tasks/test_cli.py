@@ -28,7 +28,7 @@ def run_dir(tmp_path):
         "model": model.state_dict(), "shape": shape_to_dict(model.shape),
         "config": OmegaConf.to_container(cfg, resolve=True), "step": 7, "tokens": 14336,
     }
-    save_checkpoint(run / "checkpoint" / "latest.pt", state)
+    save_checkpoint(run / "checkpoint" / "model.pt", state)  # as `ladder export` writes it
     return run
 
 

@@ -7,8 +7,12 @@ import pytest
 import torch
 
 from ladder.errors import LadderError
+from omegaconf import OmegaConf
+
+from ladder.model import Decoder
 from ladder.runs.directory import find_checkpoint
-from ladder.train.checkpoint import capture_rng, read_checkpoint, restore_rng, save_checkpoint
+from ladder.train import checkpoint as checkpoint_module
+from ladder.train.checkpoint import read_checkpoint
 from ladder.train.metrics import Throughput, device_peak_flops, peak_flops
 from ladder.runs.directory import config_differences
 from ladder.train.stability import StabilityMonitor
@@ -53,16 +57,50 @@ def test_stability_monitor_spikes_and_suggested_clip():
     assert restored.suggested_clip() == 18.0 and restored.spikes == [21]
 
 
-def test_checkpoint_is_atomic_and_restores_rng(tmp_path):
-    path = tmp_path / "checkpoint" / "latest.pt"
-    torch.manual_seed(3)
-    rng = capture_rng()
-    expected = torch.rand(3)
-    save_checkpoint(path, {"rng": rng, "step": 7, "weights": torch.ones(2)})
-    assert [p.name for p in path.parent.iterdir()] == ["latest.pt"]  # no temporary file left
-    state = read_checkpoint(find_checkpoint(tmp_path))
-    restore_rng(state["rng"])
-    assert torch.equal(torch.rand(3), expected) and state["step"] == 7
+def test_checkpoints_are_atomic_pruned_and_export_to_one_file_for_eval(tmp_path):
+    from ladder.sizes import get_shape
+    from ladder.runs.directory import latest_checkpoint
+    from ladder.train.checkpoint import CheckpointWriter, export_checkpoint, load_into, load_model
+    from ladder.train.optim import build_optimizer
+
+    from ladder.hydra_app import compose_config
+
+    cfg = compose_config(["model=femto"])
+    torch.manual_seed(0)
+    model = Decoder(get_shape("femto"))
+    optimizer = build_optimizer(cfg.optim, model, 1e-3, torch.device("cpu"))
+    model(torch.zeros(1, 4, dtype=torch.long)).sum().backward()
+    optimizer.step()
+    folder = tmp_path / "checkpoint"
+    writer = CheckpointWriter(folder, rank=0, distributed=False, keep=2, asynchronous=False)
+    (folder / ".tmp-step-00000009").mkdir(parents=True)  # left by a crash: removed by the next save
+    trainer = {"step": 7, "tokens": 7 * 2048, "python_rng": checkpoint_module.python_rng_state(), "world_size": 1, "parallel": "ddp",
+               "config": OmegaConf.to_container(cfg, resolve=True), "shape": checkpoint_module.shape_to_dict(model.shape)}
+    for step in (5, 6, 7):
+        torch.manual_seed(step)
+        writer.save(folder / f"step-{step:08d}", trainer | {"step": step},
+                    checkpoint_module.model_and_optimizer_state(model, optimizer) | checkpoint_module.rng_tensors(0, torch.device("cpu")))
+    assert sorted(p.name for p in folder.iterdir()) == ["step-00000006", "step-00000007"]
+    assert latest_checkpoint(folder).name == "step-00000007"
+    expected = torch.rand(3)  # the generator after seeding 7, as saved
+    # A fresh model and optimizer get the saved weights, moments and generator state back.
+    fresh = Decoder(get_shape("femto"))
+    fresh_optimizer = build_optimizer(cfg.optim, fresh, 1e-3, torch.device("cpu"))
+    torch.manual_seed(99)
+    state = load_into(latest_checkpoint(folder), fresh, fresh_optimizer, rank=0, device=torch.device("cpu"), distributed=False)
+    assert state["step"] == 7 and torch.equal(torch.rand(3), expected)
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), fresh.state_dict().values()))
+    moments = [fresh_optimizer.state[p]["exp_avg"] for p in fresh.parameters()]
+    assert all(torch.equal(a, optimizer.state[p]["exp_avg"]) for a, p in zip(moments, model.parameters()))
+    # `ladder eval` loads the sharded checkpoint directly, or its one-file export.
+    exported = export_checkpoint(tmp_path)
+    assert exported == folder / "model.pt"
+    assert set(read_checkpoint(exported)) == {"model", "config", "shape", "step", "tokens"}
+    assert checkpoint_module.checkpoint_position(exported)[0] == 7  # what `ladder eval` reports
+    assert checkpoint_module.checkpoint_position(folder / "step-00000007")[0] == 7
+    for source in (folder / "step-00000007", exported, tmp_path):
+        loaded, loaded_cfg = load_model(source)
+        assert loaded_cfg.model.preset == "femto" and torch.equal(loaded.lm_head.weight, model.lm_head.weight)
     with pytest.raises(LadderError):
         find_checkpoint(tmp_path / "nowhere")
 
@@ -99,3 +137,38 @@ def test_a_bad_wandb_mode_in_the_environment_is_named(tmp_path, monkeypatch):
     cfg = OmegaConf.create({"wandb": {"mode": None, "project": "p", "entity": None}})
     with pytest.raises(LadderError, match="WANDB_MODE must be one of"):
         Tracker(cfg, tmp_path, "run", {})
+
+
+def test_z_loss_adds_the_squared_log_normaliser_and_reports_plain_cross_entropy():
+    import torch.nn.functional as F
+
+    from ladder.train.compile import loss_function
+
+    torch.manual_seed(0)
+    logits, targets = torch.randn(2, 5, 11) * 3, torch.randint(0, 11, (2, 5))
+    plain = F.cross_entropy(logits.flatten(0, 1), targets.flatten())
+    assert loss_function(0.0)(logits, targets) == (plain, plain)
+    total, cross_entropy = loss_function(1e-2)(logits, targets)
+    log_z = torch.logsumexp(logits, -1)
+    assert cross_entropy == pytest.approx(plain.item(), abs=1e-6)
+    assert total == pytest.approx((plain + 1e-2 * log_z.square().mean()).item(), abs=1e-6)
+
+
+def test_prefetcher_keeps_the_loaders_step_order(tmp_path):
+    import numpy as np
+
+    from ladder.data.loader import TokenLoader
+    from ladder.data.prefetch import Prefetcher
+
+    np.save(tmp_path / "tokens.npy", np.arange(5000, dtype=np.uint16))
+    loader = TokenLoader(tmp_path / "tokens.npy", 16, 8, seed=3, rank=1, world_size=2)
+    batches = Prefetcher(loader, 2, torch.device("cpu"), start_step=7)
+    try:
+        for step in (7, 8, 9):
+            for micro in (0, 1):
+                got, expected = batches.get(step, micro), loader.batch(step, micro, 2)
+                assert all(torch.equal(a, b) for a, b in zip(got, expected))
+        with pytest.raises(RuntimeError, match="out of order"):
+            batches.get(12, 0)
+    finally:
+        batches.close()

@@ -38,7 +38,7 @@ def test_loss_falls_on_tiny_and_the_run_dir_is_complete(tmp_path, make_cfg):
     assert (rung["name"], rung["N"], rung["steps"], rung["batch_sequences"]) == ("tiny", 148_032, 40, 16)
     done = json.loads((run_dir / "DONE").read_text())
     assert done["step"] == 40 and done["loss"] == records[-1]["loss"] and done["suggested_clip"] > 0
-    assert (run_dir / "config.yaml").is_file() and (run_dir / "checkpoint" / "latest.pt").is_file()
+    assert (run_dir / "config.yaml").is_file() and (run_dir / "checkpoint" / "step-00000040" / ".metadata").is_file()
     # A finished run re-run does nothing and says so.
     again = run_training(cfg)
     assert again.status == "skipped" and again.loss == done["loss"]
@@ -86,7 +86,7 @@ def test_sigterm_checkpoints_and_the_same_command_resumes_exactly(tmp_path, make
     killer.join()
     assert stopped.status == "stopped" and 5 <= stopped.step < STEPS
     assert signal.getsignal(signal.SIGTERM) is previous_handler  # handler restored (re-entrant)
-    assert (run_dir / "checkpoint" / "latest.pt").is_file() and not (run_dir / "DONE").exists()
+    assert RunDir(run_dir).latest_checkpoint is not None and not (run_dir / "DONE").exists()
     finished = run_training(cfg)
     assert finished.status == "done"
     assert finished.loss == pytest.approx(losses(reference)[STEPS], abs=1e-6)
@@ -96,7 +96,7 @@ def test_nonfinite_loss_stops_with_a_clear_error_and_a_diagnostic_checkpoint(tmp
     run_dir = tmp_path / "diverge"
     with pytest.raises(LadderError, match=r"step 2: loss nan .* not finite .*diagnostic checkpoint"):
         run_training(make_cfg(run_dir, *femto_overrides(10), "optim.lr=1e30"))
-    assert (run_dir / "checkpoint" / "diagnostic-step2.pt").is_file()
+    assert (run_dir / "checkpoint" / "diagnostic-step2" / ".metadata").is_file()
     assert "not finite" in json.loads((run_dir / "FAILED").read_text())["error"]
     assert not (run_dir / "DONE").exists()
 
@@ -165,7 +165,7 @@ def test_a_stop_requested_before_the_run_checkpoints_at_once(tmp_path, make_cfg)
     stop.set()  # e.g. the sweep's SIGTERM handler, before the trainer installed its own
     outcome = run_training(make_cfg(tmp_path / "femto", *femto_overrides(10)), stop=stop)
     assert (outcome.status, outcome.step) == ("stopped", 0)
-    assert (tmp_path / "femto" / "checkpoint" / "latest.pt").is_file()
+    assert (tmp_path / "femto" / "checkpoint" / "step-00000000").is_dir()
     assert not (tmp_path / "femto" / "RUNNING").exists()
 
 
@@ -184,7 +184,7 @@ def test_ctrl_c_checkpoints_like_sigterm(tmp_path, make_cfg):
     outcome = run_training(make_cfg(run_dir, *femto_overrides(STEPS)))
     interrupter.join()
     assert outcome.status == "stopped" and 3 <= outcome.step < STEPS
-    assert (run_dir / "checkpoint" / "latest.pt").is_file() and not (run_dir / "RUNNING").exists()
+    assert RunDir(run_dir).latest_checkpoint is not None and not (run_dir / "RUNNING").exists()
     assert signal.getsignal(signal.SIGINT) is previous_handler
 
 
