@@ -20,6 +20,7 @@ from ladder.rungs import rung_name
 OPTIMIZERS = ("adamw", "adam", "nadam", "sgd", "momentum", "nesterov", "rmsprop")
 WANDB_MODES = ("offline", "online", "disabled")
 DEVICES = ("cpu", "cuda")
+LOCK_MODES = ("flock", "file", "none")
 
 # ${rung_name:tiny,1.0,null} -> tiny-1xC, ${rung_name:tiny,1.0,40960} -> tiny-40960tok (ladder.rungs.rung_name),
 # for the default run_dir. Registered on import so that any process that unpickles a ladder config
@@ -94,6 +95,19 @@ class TrainConfig:
     steps: rungs of very different lengths then give the fit the same number of checkpoints."""
     checkpoint_interval: int = 500
     """Steps between checkpoints; SIGTERM/SIGUSR1 also checkpoint."""
+    checkpoint_minutes: Optional[float] = 30.0
+    """Also checkpoint when this many minutes have passed since the last checkpoint (a time limit
+    or a crash then never costs more work than that); None: by step count only."""
+    timeout_min: float = 30.0
+    """Timeout of the process group's collectives during training and evaluation (several
+    processes): a rank that waits longer for the others fails instead of hanging."""
+    startup_timeout_min: float = 60.0
+    """Timeout while a run starts: joining the process group and waiting for rank 0 to check (or
+    prepare) the corpus."""
+    lock: str = "flock"
+    """How a run directory is locked against a second trainer: 'flock' (released by the kernel
+    when the process dies; not supported on some network filesystems), 'file' (a lock file made
+    with O_EXCL, taken over when its process is gone from this host) or 'none'."""
     compile: Optional[bool] = None
     """torch.compile each block and the loss; None = on for CUDA, off for CPU."""
     compile_backend: str = "inductor"
@@ -149,7 +163,11 @@ class TasksConfig:
     names: list[str] = field(default_factory=list)
     """Tasks to evaluate (e.g. arc_easy, hellaswag) or paths to JSONL task files."""
     max_questions: Optional[int] = None
-    """Subsample each task to this many questions (fixed seed) for in-loop evaluation."""
+    """Subsample each task to this many questions (fixed seed); None: every question. The final
+    checkpoint and `ladder eval` score these."""
+    in_loop_questions: Optional[int] = 1000
+    """Questions per task at the intermediate in-loop evaluations: a subset of the above drawn
+    with `seed`, the same at every checkpoint and rung; None: the full set every time."""
     seed: int = 0
     """Seed of the subsample."""
     batch_size: int = 32
@@ -198,10 +216,16 @@ class GridConfig:
     """Peak bf16 FLOP/s of one GPU for the plan; None looks `gpu` up in `ladder.sweep.plan`."""
     mfu: float = 0.4
     """Assumed model FLOPs utilisation for the plan's estimate."""
+    eval_mfu: float = 0.1
+    """Assumed FLOPs utilisation of in-loop evaluation (short, small forward batches) for the
+    plan's estimate of its GPU-hours."""
     train_targets: bool = True
     """`ladder sweep` trains the targets too (the CPU demo); false where they exist elsewhere."""
     only: list[str] = field(default_factory=list)
     """`ladder sweep` trains only these rungs (by name); empty = every rung of the grid."""
+    gpus_per_rung: int = 1
+    """GPUs each rung gets under `hydra/launcher=local` (the next ones of the visible GPUs,
+    round-robin; 0 on a CPU-only sweep); set hydra.launcher.tasks_per_node to it for DDP."""
 
 
 @dataclass
@@ -242,6 +266,10 @@ VALUE_RULES: tuple[tuple[str, Callable[[Any], bool], str], ...] = (
     ("train.evals", lambda v: v >= 1, ">= 1"),
     ("train.checkpoint_interval", lambda v: v >= 1, ">= 1"),
     ("train.threads", lambda v: v >= 1, ">= 1"),
+    ("train.checkpoint_minutes", lambda v: 0 < v < math.inf, "> 0 and finite"),
+    ("train.timeout_min", lambda v: 0 < v < math.inf, "> 0 and finite"),
+    ("train.startup_timeout_min", lambda v: 0 < v < math.inf, "> 0 and finite"),
+    ("train.lock", lambda v: v in LOCK_MODES, "one of " + ", ".join(LOCK_MODES)),
     ("train.batch_size", lambda v: v >= 1, ">= 1"),
     ("train.micro_batch_size", lambda v: v >= 1, ">= 1"),
     ("train.val_tokens", lambda v: v >= 1, ">= 1"),
@@ -272,6 +300,8 @@ VALUE_RULES: tuple[tuple[str, Callable[[Any], bool], str], ...] = (
     ("data.seed", lambda v: v >= 0, ">= 0"),
     ("tasks.seed", lambda v: v >= 0, ">= 0"),
     ("tasks.max_questions", lambda v: v >= 1, ">= 1"),
+    ("tasks.in_loop_questions", lambda v: v >= 1, ">= 1"),
+    ("ladder.gpus_per_rung", lambda v: v >= 0, ">= 0"),
     ("tasks.batch_size", lambda v: v >= 1, ">= 1"),
 )
 

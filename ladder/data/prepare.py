@@ -13,6 +13,12 @@ Layout of `<prepared_root>/<name>/`:
 The fingerprint covers the format, each source's content hash, the tokenizer, `val_fraction` and
 `seed`: when it matches, the prepared corpus is reused; otherwise it is rebuilt in a temporary
 folder beside it and swapped in, so a reader never sees a half-written corpus.
+
+Hashing a large corpus takes minutes, so only `ladder data prepare` (`prepare_corpus`) hashes.
+The manifest also records each input file's size and modification time (`input_stats`); at train
+time rank 0 calls `training_corpus`, which compares those and the prepared files' sizes (no
+hashing) and falls back to `prepare_corpus` only when something changed; the other ranks open the
+corpus (`open_prepared`) without looking at the sources at all.
 """
 
 from __future__ import annotations
@@ -48,6 +54,7 @@ from ladder.data.tokenizer import (
     token_dtype,
 )
 from ladder.errors import LadderError
+from ladder.locks import flock_unsupported
 
 log = logging.getLogger(__name__)
 
@@ -131,8 +138,54 @@ def open_corpus(root: str | Path) -> PreparedCorpus:
     return corpus
 
 
+def prepared_root(data_cfg: Any) -> Path:
+    """`<data.prepared_root>/<data.name>`: where the corpus of `data_cfg` is prepared."""
+    return Path(str(data_cfg.prepared_root)).expanduser() / str(data_cfg.name)
+
+
+def open_prepared(data_cfg: Any) -> PreparedCorpus:
+    """The corpus of `data_cfg`, as prepared: opened without reading or hashing its sources (the
+    non-zero ranks of a run, once rank 0 has checked it)."""
+    return open_corpus(prepared_root(data_cfg))
+
+
+def training_corpus(data_cfg: Any) -> PreparedCorpus:
+    """The corpus of `data_cfg` for a training run: reused after a cheap check (the recorded
+    sizes and modification times of its inputs, the sizes of its token files), else
+    `prepare_corpus` (hash, rebuild if needed)."""
+    root = prepared_root(data_cfg)
+    try:
+        manifest = json.loads((root / MANIFEST).read_text())
+        sources = [resolve_source(str(spec)) for spec in data_cfg.sources]
+    except (OSError, json.JSONDecodeError, LadderError):
+        return prepare_corpus(data_cfg)
+    recorded = (manifest.get("format"), [s.get("spec") for s in manifest.get("sources", [])],
+                manifest.get("tokenizer", {}).get("spec"), manifest.get("val_fraction"), manifest.get("seed"))
+    wanted = (FORMAT_VERSION, [str(spec) for spec in data_cfg.sources], str(data_cfg.tokenizer),
+              float(data_cfg.val_fraction), int(data_cfg.seed))
+    if (recorded == wanted and manifest.get("input_stats") == _input_stats(sources, str(data_cfg.tokenizer))
+            and _files_complete(root, manifest)):
+        log.info("corpus %s: inputs unchanged since it was prepared (sizes and times): reusing it", root)
+        return PreparedCorpus(root, reused=True)
+    return prepare_corpus(data_cfg)
+
+
+def _input_stats(sources: list[Source], tokenizer_spec: str) -> list[list[Any]]:
+    """[path, size, mtime_ns] of every input file (sources, then a tokenizer.json given by path)."""
+    paths = [item.path for source in sources for item in source.files]
+    tokenizer_path = Path(tokenizer_spec).expanduser()
+    if tokenizer_spec != "byte" and parse_bpe_spec(tokenizer_spec) is None and tokenizer_path.is_file():
+        paths.append(tokenizer_path)
+    stats = []
+    for path in paths:
+        stat = path.stat()
+        stats.append([str(path.absolute()), stat.st_size, stat.st_mtime_ns])
+    return stats
+
+
 def prepare_corpus(data_cfg: Any, *, progress: bool | None = None) -> PreparedCorpus:
-    """Prepare the corpus described by `data_cfg` (a DataConfig or the `data` node), or reuse it.
+    """Prepare the corpus described by `data_cfg` (a DataConfig or the `data` node), or reuse it
+    after hashing its inputs.
 
     `progress`: show tqdm bars (default: when stderr is a terminal).
     """
@@ -148,14 +201,18 @@ def prepare_corpus(data_cfg: Any, *, progress: bool | None = None) -> PreparedCo
     show = sys.stderr.isatty() if progress is None else progress
 
     sources = [resolve_source(spec) for spec in specs]
+    stats = _input_stats(sources, tokenizer_spec)  # before hashing: a file changed meanwhile is hashed again next time
     hashes = [source.content_hash() for source in sources]
     fingerprint = _fingerprint(specs, hashes, tokenizer_spec, val_fraction, seed)
-    root = Path(str(data_cfg.prepared_root)).expanduser() / name
+    root = prepared_root(data_cfg)
     make_directory(root.parent, f"the corpus into data.prepared_root={data_cfg.prepared_root}")
 
     with _lock(root.parent / f".{name}.lock"):
         if _up_to_date(root, fingerprint):
             log.info("corpus %s is up to date (same sources, tokenizer and split): reusing it", root)
+            manifest = read_manifest(root)
+            if manifest.get("input_stats") != stats:  # same content, new times (a copy, a touch)
+                _write_json(root / MANIFEST, manifest | {"input_stats": stats})
             return PreparedCorpus(root, reused=True)
         if root.exists() and not (root / MANIFEST).exists():
             raise LadderError(f"{root} exists and is not a prepared corpus; move it or choose another data.name")
@@ -165,7 +222,8 @@ def prepare_corpus(data_cfg: Any, *, progress: bool | None = None) -> PreparedCo
         try:
             started = time.perf_counter()
             manifest = _build(temporary, sources, hashes, tokenizer_spec, val_fraction, seed, show)
-            manifest.update(name=name, fingerprint=fingerprint, seconds=round(time.perf_counter() - started, 3))
+            manifest.update(name=name, fingerprint=fingerprint, input_stats=stats,
+                            seconds=round(time.perf_counter() - started, 3))
             _write_json(temporary / MANIFEST, manifest)
             _swap_in(temporary, root)
         finally:
@@ -200,8 +258,11 @@ def _up_to_date(root: Path, fingerprint: str) -> bool:
         manifest = json.loads((root / MANIFEST).read_text())
     except (FileNotFoundError, json.JSONDecodeError):
         return False
-    if manifest.get("fingerprint") != fingerprint:
-        return False
+    return manifest.get("fingerprint") == fingerprint and _files_complete(root, manifest)
+
+
+def _files_complete(root: Path, manifest: dict[str, Any]) -> bool:
+    """The token files are there with the sizes the manifest gives."""
     itemsize = np.dtype(manifest["dtype"]).itemsize
     return all(
         (root / manifest[split]["file"]).is_file()
@@ -212,9 +273,16 @@ def _up_to_date(root: Path, fingerprint: str) -> bool:
 
 @contextmanager
 def _lock(path: Path) -> Iterator[None]:
-    """An exclusive lock, so that parallel rungs preparing the same corpus build it once."""
+    """An exclusive lock, so that parallel rungs preparing the same corpus build it once. Where
+    flock is not supported (some network filesystems) the build goes on unlocked: two builders
+    then do the work twice, and each swaps in a complete corpus."""
     with open(path, "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        except OSError as error:
+            log.warning("%s; preparing without a lock", flock_unsupported(path, error))
+            yield
+            return
         try:
             yield
         finally:

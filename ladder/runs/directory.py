@@ -7,7 +7,8 @@
     DONE           written last: final step, tokens, loss, wall seconds
     FAILED         the error of a run that died (removed when it is resumed)
     RUNNING        host and process id while a session trains (removed when it ends)
-    .lock          held (flock) by the training session: one trainer per run directory
+    .lock          held by the training session (train.lock; .lock.held with train.lock=file): one trainer
+                   per run directory
 
 The trainer writes it; the sweep, `ladder status`, `ladder collect` and `ladder eval` read it,
 all through `RunDir`. Evaluation rows go in with `append_eval_rows` and come out with
@@ -17,7 +18,6 @@ all through `RunDir`. Evaluation rows go in with `append_eval_rows` and come out
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
 import socket
@@ -29,6 +29,7 @@ import yaml
 
 from ladder.atomic import read_json, write_text_atomic
 from ladder.errors import LadderError
+from ladder.locks import LockHeld, exclusive_lock
 from ladder.results import EvalRow
 from ladder.rungs import Rung
 
@@ -46,6 +47,7 @@ TORN_TAIL_BYTES = 1 << 20  # an evaluation row is far shorter: a torn one ends w
 RESUMABLE_CHANGES = (
     "train.max_steps", "train.log_interval", "train.eval_interval", "train.evals", "train.checkpoint_interval",
     "train.compile", "train.micro_batch_size", "train.threads", "train.val_tokens", "train.spike_factor", "train.gpu",
+    "train.checkpoint_minutes", "train.timeout_min", "train.startup_timeout_min", "train.lock",
     "train.parallel", "train.fsdp_shard_size", "train.activation_checkpointing", "train.compile_backend",
     "train.gpu_memory_gb", "train.keep_checkpoints", "train.async_checkpoint",
     "tasks.", "wandb.", "device", "run_dir", "run_name", "extra.", "ladder.", "rung", "data.prepared_root",
@@ -177,8 +179,11 @@ class RunDir:
     def write_done(self, record: dict[str, Any]) -> None:
         write_text_atomic(self.path / DONE, json.dumps(record, indent=2) + "\n")
 
-    def write_failed(self, record: dict[str, Any]) -> None:
+    def write_failed(self, record: dict[str, Any], *, keep_existing: bool = False) -> None:
+        """FAILED with `record`; with `keep_existing`, a FAILED already there is left as it is."""
         self.path.mkdir(parents=True, exist_ok=True)
+        if keep_existing and (self.path / FAILED).exists():
+            return
         write_text_atomic(self.path / FAILED, json.dumps(record, indent=2) + "\n")
 
     def write_failed_unless_recorded(self, record: dict[str, Any]) -> None:
@@ -193,19 +198,20 @@ class RunDir:
         (self.path / FAILED).unlink(missing_ok=True)
 
     @contextlib.contextmanager
-    def session(self) -> Iterator[None]:
+    def session(self, lock: str = "flock") -> Iterator[None]:
         """This process trains the run until the block ends: it holds an exclusive lock on `.lock`
-        (a second trainer of the same run directory is refused instead of interleaving its records
-        with this one's) and the RUNNING marker names it (`ladder status` tells a live run from a
-        stopped one by it). Both go when the block ends, however it ends."""
+        (`lock`: flock, file or none; ladder.locks), so that a second trainer of the same run
+        directory is refused instead of interleaving its records with this one's, and the RUNNING
+        marker names it (`ladder status` tells a live run from a stopped one by it). Both go when
+        the block ends, however it ends."""
         self.path.mkdir(parents=True, exist_ok=True)
-        with open(self.path / LOCK, "a") as handle:
+        with contextlib.ExitStack() as held:
             try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError:
+                held.enter_context(exclusive_lock(self.path / LOCK, lock))
+            except LockHeld as error:
                 holder = read_json(self.path / RUNNING) or {}
                 who = f"process {holder.get('pid')} on {holder.get('host')}" if holder else "another process"
-                raise LadderError(f"{self.path} is being trained by {who}; wait for it or stop it first") from None
+                raise LadderError(f"{self.path} is being trained by {who}; wait for it or stop it first ({error})") from None
             record = {"host": socket.gethostname(), "pid": os.getpid(), "started": time.time()}
             write_text_atomic(self.path / RUNNING, json.dumps(record) + "\n")
             try:

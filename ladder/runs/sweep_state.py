@@ -22,7 +22,7 @@ from ladder.atomic import read_json, write_text_atomic
 from ladder.errors import LadderError
 from ladder.runs.directory import RunDir
 
-SWEEP_FILE = "sweep.json"  # written by `ladder sweep` at the sweep root: grid name and rung names
+SWEEP_FILE = "sweep.json"  # written by `ladder sweep` at the sweep root: grid name, rung names, detached jobs
 RUNNING_WINDOW_S = 600.0
 TAIL_BYTES = 65536
 
@@ -37,12 +37,28 @@ def has_sweep_file(root: Path) -> bool:
 
 
 def read_sweep_file(root: Path) -> dict[str, Any] | None:
-    """sweep.json's record ({"grid", "rungs"}), None when absent or unreadable."""
+    """sweep.json's record ({"grid", "rungs"}, and "jobs" after a detached sweep), None when
+    absent or unreadable."""
     return read_json(root / SWEEP_FILE)
 
 
 def write_sweep_file(root: Path, grid: str, rungs: list[str]) -> None:
-    write_json_atomic(root / SWEEP_FILE, {"grid": grid, "rungs": rungs})
+    """The grid and rungs (a detached sweep's jobs already recorded are kept)."""
+    write_json_atomic(root / SWEEP_FILE, (read_sweep_file(root) or {}) | {"grid": grid, "rungs": rungs})
+
+
+def read_jobs(root: Path) -> dict[str, dict[str, Any]]:
+    """rung -> its latest scheduler job, as `ladder sweep --detach` recorded it (none before one):
+    {"id": job id, "cluster": "slurm" | "local", "folder": submitit folder, "submitted": unix time}."""
+    jobs = (read_sweep_file(root) or {}).get("jobs")
+    return {name: job for name, job in jobs.items() if isinstance(job, dict)} if isinstance(jobs, dict) else {}
+
+
+def record_job(root: Path, rung: str, job_id: str, cluster: str, folder: str) -> None:
+    """Record a rung's job in sweep.json (it replaces the rung's earlier one; other keys are kept)."""
+    sweep = read_sweep_file(root) or {}
+    jobs = read_jobs(root) | {rung: {"id": job_id, "cluster": cluster, "folder": folder, "submitted": time.time()}}
+    write_json_atomic(root / SWEEP_FILE, sweep | {"jobs": jobs})
 
 
 def sweep_rungs(root: Path) -> list[str]:

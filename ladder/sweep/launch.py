@@ -16,6 +16,9 @@ in the grid, points the config at `<sweep_root>/<rung>/` and hands the Rung itse
 - Under submitit, the preemption/timeout signal (USR2 unless SUBMITIT_PREEMPT_SIGNAL says
   otherwise) is first turned into SIGUSR1 for the trainer, which checkpoints and stops; then
   submitit's own handler requeues the job, which resumes from that checkpoint.
+- Under the local launcher each rung takes its own GPUs (ladder.sweep.launchers).
+- `--detach` submits the same jobs through submitit and returns (ladder.sweep.detach); rungs
+  queued by a detached sweep are left to their jobs by any later sweep.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from hydra import compose, initialize_config_dir
+from hydra.core.hydra_config import HydraConfig
 from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
@@ -43,6 +47,9 @@ from ladder.ranks import is_rank_zero
 from ladder.rungs import Rung, find_rung, grid_rungs, rungs_to_train
 from ladder.runs.directory import RunDir
 from ladder.runs.sweep_state import RungState, read_state, read_sweep_file, write_sweep_file
+from ladder.sweep.detach import detached_cluster, submit_detached
+from ladder.sweep.jobs import queued_rungs
+from ladder.sweep.launchers import record_visible_gpus, take_rung_gpus
 from ladder.sweep.plan import check_memory
 
 log = logging.getLogger("ladder.sweep")
@@ -167,6 +174,9 @@ def sweep_job(cfg: DictConfig) -> JobResult:
         return JobResult(rung.name, "skipped")
     if SweepStop.event.is_set():
         return JobResult(rung.name, "not started")
+    gpus = take_rung_gpus(HydraConfig.get().job.num, cfg.ladder.gpus_per_rung) if HydraConfig.initialized() else None
+    if gpus is not None:
+        log.info("rung job %d (%s): CUDA_VISIBLE_DEVICES=%s", HydraConfig.get().job.num, rung.name, gpus)
     export_distributed_env()
     rank_zero = is_rank_zero()
     relay = PreemptionRelay()
@@ -316,7 +326,7 @@ def check_hydra_choices(argv: list[str]) -> None:
             raise LadderError(f"bad Hydra option: {describe_config_error(error)}") from None
 
 
-SWEEP_USAGE = """usage: ladder sweep ladder=<grid> [OVERRIDES...] [hydra/launcher=local|slurm]
+SWEEP_USAGE = """usage: ladder sweep ladder=<grid> [OVERRIDES...] [hydra/launcher=local|slurm] [--detach]
 
 Train every rung of a grid into <ladder.sweep_root>/<rung>/ (Hydra multirun over rung names).
 Finished rungs (DONE) are skipped, partial ones resume, failures are listed at the end (exit 1).
@@ -324,6 +334,7 @@ Finished rungs (DONE) are skipped, partial ones resume, failures are listed at t
   ladder.train_targets=true|false train the grid's targets too, or not
   hydra/launcher=local            every rung at once, one subprocess each (submitit)
   hydra/launcher=slurm            one SLURM job per rung: hydra.launcher.partition=..., see docs/sweep.md
+  --detach                        submit the rungs (local or slurm) and return; `ladder status` follows them
   --cfg hydra                     show the Hydra config (the launcher's settings) and exit"""
 
 
@@ -337,6 +348,8 @@ def sweep_main(argv: list[str]) -> int:
     if any(arg in ("-h", "--help") for arg in argv):
         print(SWEEP_USAGE)
         return 0
+    detach = "--detach" in argv
+    argv = [arg for arg in argv if arg != "--detach"]
     config_overrides = [a for a in argv if "=" in a and not a.startswith("-") and not a.lstrip("+~").startswith("hydra")]
     if any(a.split("=", 1)[0].lstrip("+~") == "rung" for a in config_overrides):
         raise LadderError("`ladder sweep` sets rung itself; choose rungs with ladder.only=[...]")
@@ -355,15 +368,28 @@ def sweep_main(argv: list[str]) -> int:
         raise LadderError(f"hydra/launcher={launcher} needs SLURM (no srun on PATH): run it on the cluster's login node")
     root = Path(cfg.ladder.sweep_root).resolve()
     names = [rung.name for rung in rungs]
-    pending = names if showing_config else [name for name in names if not RunDir(root / name).is_done()]
-    if not pending:
-        say(f"sweep {root}: all {len(names)} rungs are DONE")
+    if detach and not showing_config:
+        detached_cluster(launcher)  # before anything is written
+        root.mkdir(parents=True, exist_ok=True)
+        write_sweep_file(root, cfg.ladder.name, sweep_file_rungs(root, cfg, names))
+        hydra_overrides = [a for a in argv if a.lstrip("+~").startswith("hydra")]
+        say(submit_detached(config_overrides, hydra_overrides, root, names, launcher, sweep_job))
         return 0
-    if len(pending) < len(names):
-        say(f"sweep {root}: {len(names) - len(pending)} of {len(names)} rungs are DONE, skipped")
+    queued = set() if showing_config else queued_rungs(root)
+    done = [name for name in names if RunDir(root / name).is_done()]
+    pending = names if showing_config else [name for name in names if name not in done and name not in queued]
+    if queued & set(names):
+        say(f"sweep {root}: {len(queued & set(names))} rungs are queued by a detached sweep, left to it")
+    if not pending:
+        say(f"sweep {root}: all {len(names)} rungs are DONE" if not queued else f"sweep {root}: nothing to launch")
+        return 0
+    if len(pending) < len(names) and done:
+        say(f"sweep {root}: {len(done)} of {len(names)} rungs are DONE, skipped")
     if not showing_config:
         root.mkdir(parents=True, exist_ok=True)
         write_sweep_file(root, cfg.ladder.name, sweep_file_rungs(root, cfg, names))
+    if "local" in launcher:
+        record_visible_gpus()  # each rung's job takes its share (ladder.sweep.launchers)
     run_multirun(
         [
             # Hydra shows a config (--cfg ...) in run mode only: show the first rung's.

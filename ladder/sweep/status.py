@@ -1,7 +1,9 @@
 """`ladder status <sweep_root>`: where each rung of a sweep stands.
 
 Rungs are the sweep's (sweep.json, written by `ladder sweep`, lists them, so rungs not started
-yet show as pending) plus any run directory found under the root.
+yet show as pending) plus any run directory found under the root. After `ladder sweep --detach`,
+a `job` column gives each rung's job id and scheduler state (ladder.sweep.jobs) beside its run
+directory's state.
 """
 
 from __future__ import annotations
@@ -10,9 +12,10 @@ import sys
 from pathlib import Path
 
 from ladder.errors import LadderError
-from ladder.sweep.plan import format_table
 from ladder.runs.directory import RunDir
-from ladder.runs.sweep_state import SWEEP_FILE, RungState, format_duration, read_state, sweep_rungs
+from ladder.runs.sweep_state import SWEEP_FILE, RungState, format_duration, read_jobs, read_state, sweep_rungs
+from ladder.sweep.jobs import scheduler_states
+from ladder.sweep.plan import format_table
 
 
 def sweep_states(root: Path) -> list[RungState]:
@@ -31,12 +34,14 @@ def sweep_states(root: Path) -> list[RungState]:
     return [read_state(root / name, name) for name in names]
 
 
-def format_status(root: Path, states: list[RungState]) -> str:
-    header = ["rung", "status", "progress", "loss", "ETA", "note"]
+def format_status(root: Path, states: list[RungState], jobs: dict[str, str] | None = None) -> str:
+    """The table; `jobs`: rung -> 'job <id> <scheduler state>' of a detached sweep's rungs."""
+    header = ["rung", "status", *(["job"] if jobs else []), "progress", "loss", "ETA", "note"]
     rows = [
         [
             state.name,
             state.status,
+            *([jobs.get(state.name, "-")] if jobs else []),
             state.progress,
             "-" if state.loss is None else f"{state.loss:.4g}",
             format_duration(state.eta_s) if state.status == "running" and state.eta_s is not None else "-",
@@ -55,7 +60,8 @@ def format_status(root: Path, states: list[RungState]) -> str:
 STATUS_USAGE = """usage: ladder status SWEEP_ROOT
 
 Each rung: done / running (its trainer is alive) / partial (resumes on the next sweep) / failed /
-pending, its step against the budget, its last training loss and an ETA."""
+pending, its step against the budget, its last training loss and an ETA; after `ladder sweep
+--detach`, its job id and scheduler state (pending, running, requeued, completed, failed, ...)."""
 
 
 def status_main(argv: list[str]) -> int:
@@ -67,5 +73,8 @@ def status_main(argv: list[str]) -> int:
         return 2
     root = Path(argv[0])
     states = sweep_states(root)
-    print(format_status(root, states))
+    records = read_jobs(root)
+    scheduler = scheduler_states(root) if records else {}
+    jobs = {name: f"{job['id']} {scheduler.get(name, 'unknown')}" for name, job in records.items()}
+    print(format_status(root, states, jobs))
     return 1 if any(state.status == "failed" for state in states) else 0

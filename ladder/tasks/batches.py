@@ -1,9 +1,12 @@
-"""Batches of scoring work: longest first, so that padding stays small, with an optional progress bar."""
+"""Batches of scoring work: longest first, so that padding stays small, with an optional progress
+bar, and a stop request (`stop_when`) checked before each batch."""
 
 from __future__ import annotations
 
+import contextlib
 import sys
-from typing import Any, Iterable, Sequence
+from contextvars import ContextVar
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 
 def longest_first_batches(lengths: Sequence[int], budget: int, sizes: Sequence[int] | None = None) -> list[list[int]]:
@@ -25,10 +28,40 @@ def longest_first_batches(lengths: Sequence[int], budget: int, sizes: Sequence[i
     return batches
 
 
-def with_progress(batches: Sequence[Any], enabled: bool) -> Iterable[Any]:
-    """`batches` with a tqdm bar when asked and stderr is a terminal."""
-    if not (enabled and sys.stderr.isatty()):
-        return batches
-    from tqdm import tqdm
+class ScoringStopped(Exception):
+    """The stop request of `stop_when` was seen between two batches."""
 
-    return tqdm(batches, desc="eval", unit="batch", leave=False)
+
+_stop_requested: ContextVar[Callable[[], bool] | None] = ContextVar("stop_requested", default=None)
+
+
+@contextlib.contextmanager
+def stop_when(requested: Callable[[], bool]) -> Iterator[None]:
+    """Within the block, scoring checks `requested()` before each batch and raises
+    ScoringStopped when it is true (the trainer's stop flag: a SIGTERM during a long evaluation)."""
+    token = _stop_requested.set(requested)
+    try:
+        yield
+    finally:
+        _stop_requested.reset(token)
+
+
+def with_progress(batches: Sequence[Any], enabled: bool) -> Iterable[Any]:
+    """`batches` with a tqdm bar when asked and stderr is a terminal; each batch first checks the
+    stop request of `stop_when`, if any."""
+    requested = _stop_requested.get()
+    shown: Iterable[Any] = batches
+    if enabled and sys.stderr.isatty():
+        from tqdm import tqdm
+
+        shown = tqdm(batches, desc="eval", unit="batch", leave=False)
+    if requested is None:
+        return shown
+    return _stopping(shown, requested)
+
+
+def _stopping(batches: Iterable[Any], requested: Callable[[], bool]) -> Iterator[Any]:
+    for batch in batches:
+        if requested():
+            raise ScoringStopped
+        yield batch

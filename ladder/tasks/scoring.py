@@ -191,6 +191,32 @@ def evaluate(
     Puts the model in eval mode under torch.no_grad() and restores its training mode afterwards,
     so the trainer can call it in-loop.
     """
+    for task in tasks:
+        if not task.questions:
+            raise LadderError(f"task {task.name} has no questions")
+    seq_len = model_seq_len(model, seq_len)
+    per_question = score_questions(model, tokenizer, tasks, device=device, batch_size=batch_size,
+                                   seq_len=seq_len, progress=progress)
+    return summarize(tasks, per_question, seq_len)
+
+
+QuestionMetrics = dict[str, float] | None
+"""One question's metrics (`question_metrics`), or None when it cannot be scored (an answer
+longer than the model's context)."""
+
+
+def score_questions(
+    model: torch.nn.Module,
+    tokenizer: Encoder,
+    tasks: Sequence[Task],
+    *,
+    device: str | torch.device = "cpu",
+    batch_size: int = 32,
+    seq_len: int | None = None,
+    progress: bool = False,
+) -> list[list[QuestionMetrics]]:
+    """Per task, per question (in order), its metrics: what `evaluate` aggregates. A task may have
+    no questions (a process's share of a small task in a distributed evaluation)."""
     seq_len = model_seq_len(model, seq_len)
     encoded: dict[str, tuple[int, ...]] = {}
 
@@ -208,15 +234,11 @@ def evaluate(
     requests: list[tuple[tuple[int, ...], tuple[int, ...]]] = []
     layout: list[list[tuple[str, Any]]] = []
     for task in tasks:
-        if not task.questions:
-            raise LadderError(f"task {task.name} has no questions")
         task_layout: list[tuple[str, Any]] = []
-        too_long = 0
         for question in task.questions:
             if any(len(encode(choice)) > seq_len for choice in question.choices):
                 # No prediction for the answer's first tokens: the question cannot be scored.
                 task_layout.append(("skip", None))
-                too_long += 1
                 continue
             if decoder is not None and question.contexts is None:
                 context = encode(question.context)
@@ -233,11 +255,6 @@ def evaluate(
                     requests.append((encode(pair[0]), encode(pair[1])))
                 indices.append(request_index[pair])
             task_layout.append(("pairs", indices))
-        if too_long == len(task.questions):
-            raise LadderError(f"task {task.name}: every question has an answer longer than the model's context ({seq_len} tokens)")
-        if too_long:
-            log.warning("task %s: %d of %d questions skipped (an answer longer than the model's %d tokens)",
-                        task.name, too_long, len(task.questions), seq_len)
         layout.append(task_layout)
 
     was_training = model.training
@@ -257,12 +274,27 @@ def evaluate(
     finally:
         model.train(was_training)
 
-    scores: dict[str, TaskScore] = {}
-    for task, task_layout in zip(tasks, layout):
-        kept = [(q, kind, where) for q, (kind, where) in zip(task.questions, task_layout) if kind != "skip"]
-        per_question = [
-            question_metrics(q, shared_logliks[where] if kind == "shared" else pair_logliks[where], task.primary_metric)
-            for q, kind, where in kept
+    return [
+        [
+            None if kind == "skip"
+            else question_metrics(q, shared_logliks[where] if kind == "shared" else pair_logliks[where], task.primary_metric)
+            for q, (kind, where) in zip(task.questions, task_layout)
         ]
-        scores[task.name] = aggregate(replace(task, questions=[q for q, _, _ in kept]), per_question)
+        for task, task_layout in zip(tasks, layout)
+    ]
+
+
+def summarize(tasks: Sequence[Task], per_question: Sequence[Sequence[QuestionMetrics]], seq_len: int) -> dict[str, TaskScore]:
+    """name -> TaskScore from `score_questions`'s output (questions that could not be scored are
+    left out, with a warning; a task none of whose questions could be scored is an error)."""
+    scores: dict[str, TaskScore] = {}
+    for task, metrics in zip(tasks, per_question):
+        kept = [(q, m) for q, m in zip(task.questions, metrics) if m is not None]
+        too_long = len(task.questions) - len(kept)
+        if not kept:
+            raise LadderError(f"task {task.name}: every question has an answer longer than the model's context ({seq_len} tokens)")
+        if too_long:
+            log.warning("task %s: %d of %d questions skipped (an answer longer than the model's %d tokens)",
+                        task.name, too_long, len(task.questions), seq_len)
+        scores[task.name] = aggregate(replace(task, questions=[q for q, _ in kept]), [m for _, m in kept])
     return scores

@@ -72,10 +72,11 @@ class RunOutcome:
 
 def check_run(cfg: DictConfig, rung: Rung | None = None) -> Rung:
     """Everything that would make the run fail at once, checked before anything is written: the
-    config's values, the rung (preset, multiplier; sized from the config unless given), the
-    device, and a run directory that is a file, cannot be written, or holds a run with another
-    config (finished or not). Returns the rung."""
+    config's values, the launch (ladder.train.distributed.check_launch), the rung (preset,
+    multiplier; sized from the config unless given), the device, and a run directory that is a
+    file, cannot be written, or holds a run with another config (finished or not). Returns the rung."""
     check_values(cfg)
+    distributed.check_launch()
     rung = rung if rung is not None else rung_from_config(cfg)
     if cfg.device == "cuda" and not torch.cuda.is_available():
         raise LadderError("device=cuda but no CUDA device is available (use device=cpu)")
@@ -118,9 +119,9 @@ def run_training(cfg: DictConfig, stop: threading.Event | None = None, rung: Run
         return RunOutcome("skipped", run_dir.path, done["step"], done["tokens"], done["loss"])
     # Rank 0 owns the run directory from here on (before the corpus, tasks and model are set up,
     # so that `ladder status` and a second trainer see this session at once).
-    owner = run_dir.session() if is_rank_zero() else contextlib.nullcontext()
+    owner = run_dir.session(cfg.train.lock) if is_rank_zero() else contextlib.nullcontext()
     with owner, _stop_on_signals(stop or threading.Event()) as stop_requested:
-        ctx = distributed.setup(cfg.device)
+        ctx = distributed.setup(cfg.device, cfg.train.startup_timeout_min)
         with _torch_threads(cfg.train.threads), _quiet_unless(ctx.is_main):
             return _Trainer(cfg, rung, run_dir, ctx, stop_requested).run()
 
@@ -204,14 +205,14 @@ class _Trainer:
         self.device = ctx.device
         self.started = time.perf_counter()
 
-        from ladder.data import TokenLoader, prepare_corpus
+        from ladder.data import TokenLoader, open_prepared, training_corpus
 
-        # Rank 0 prepares the corpus (idempotent); the others then find it ready.
+        # Rank 0 checks the prepared corpus cheaply (or prepares it); the others then open it.
         if ctx.is_main:
-            self.corpus = prepare_corpus(cfg.data)
+            self.corpus = training_corpus(cfg.data)
         ctx.barrier()
         if not ctx.is_main:
-            self.corpus = prepare_corpus(cfg.data)
+            self.corpus = open_prepared(cfg.data)
         vocab = self.corpus.tokenizer.vocab_size
         if cfg.model.vocab_size is not None and cfg.model.vocab_size < vocab:
             raise LadderError(f"model.vocab_size={cfg.model.vocab_size} is smaller than the tokenizer's {vocab}")
@@ -257,12 +258,15 @@ class _Trainer:
         )
 
         self.throughput = Throughput(self.flops_per_token[1], device_peak_flops(self.device, cfg.train.gpu), ctx.world_size)
-        # Under FSDP every rank takes part in the evaluation's forward passes (the all-gathers).
-        self.evaluates = ctx.is_main or self.parallel.parallel == "fsdp"
+        # Every rank evaluates its share; under FSDP every rank runs every forward pass instead
+        # (the blocks' all-gathers must match), so nothing is shared out.
+        self.shard_evaluation = self.parallel.parallel != "fsdp"
         self.tasks = (
-            TaskEvaluator(cfg.tasks, self.corpus, run_dir.path, self.device, write_rows=ctx.is_main)
-            if self.evaluates and cfg.tasks.names else None
+            TaskEvaluator(cfg.tasks, self.corpus, run_dir.path, ctx, shard=self.shard_evaluation)
+            if cfg.tasks.names else None
         )
+        self.last_checkpoint = time.monotonic()
+        self.pending_record: dict[str, Any] | None = None  # a step's record whose evaluation a stop interrupted
         self.tracker: Tracker | None = None
 
     # -- context managers -------------------------------------------------------------------
@@ -287,6 +291,7 @@ class _Trainer:
             "stability": self.stability.state_dict(),
             "elapsed": self.elapsed_before + time.perf_counter() - self.started,
             "last_loss": self.last_loss,
+            "pending_record": self.pending_record,
             "world_size": self.ctx.world_size,
             "parallel": self.parallel.parallel,
             "config": OmegaConf.to_container(self.cfg, resolve=True),
@@ -300,6 +305,7 @@ class _Trainer:
         returns the checkpoint, whole on return unless asynchronous."""
         tensors = ckpt.model_and_optimizer_state(self.model, self.optimizer) | ckpt.rng_tensors(self.ctx.rank, self.device)
         final = path or self.run_dir.step_checkpoint(self.step)
+        self.last_checkpoint = time.monotonic()
         return self.checkpoints.save(final, self.trainer_state(), tensors, prune=path is None)
 
     def resume(self, path: Path) -> None:
@@ -309,6 +315,7 @@ class _Trainer:
         self.step = int(state["step"])
         self.elapsed_before = float(state["elapsed"])
         self.last_loss = state["last_loss"]
+        self.pending_record = state.get("pending_record")
         if self.ctx.is_main:
             self.run_dir.truncate_metrics(self.step)
         log.info("resumed %s at step %d of %d from %s (written by %d processes, %s)", self.run_dir.path, self.step,
@@ -325,26 +332,28 @@ class _Trainer:
         elif ctx.is_main:
             self.run_dir.start(resolved, self.rung)
         ctx.barrier()
+        ctx.set_timeout(cfg.train.timeout_min)  # start-up is over
         if ctx.is_main:
             self.run_dir.write_config(resolved)  # this session's values of the resumable keys
             self.run_dir.clear_failed()
+        ctx.barrier()  # no rank may fail (and write FAILED) before rank 0 has cleared the old one
+        # NaN, a bug or a broken machine: recorded for `ladder status`, naming the rank.
         try:
-            if ctx.is_main:
-                # The rung's record beside the config, under a key of its own (the config's `rung`
-                # is the sweep's rung name): `ladder collect --wandb` reads it back.
-                self.tracker = Tracker(cfg, self.run_dir.path, self.rung.name,
-                                       resolved | {RUNG_RECORD_KEY: self.rung.to_record()})
-            return self.train()
-        except Exception as error:  # NaN, a bug or a broken machine: recorded for `ladder status`
-            self.fail(error)
-            raise
+            with distributed.fail_fast(ctx, self.fail, lambda: self.step):
+                if ctx.is_main:
+                    # The rung's record beside the config, under a key of its own (the config's
+                    # `rung` is the sweep's rung name): `ladder collect --wandb` reads it back.
+                    self.tracker = Tracker(cfg, self.run_dir.path, self.rung.name,
+                                           resolved | {RUNG_RECORD_KEY: self.rung.to_record()})
+                return self.train()
         finally:
             if self.tracker is not None:
                 self.tracker.finish()
 
-    def fail(self, error: BaseException) -> None:
-        if self.ctx.is_main:
-            self.run_dir.write_failed({"step": self.step, "error": f"{type(error).__name__}: {error}"})
+    def fail(self, record: dict[str, Any]) -> None:
+        """FAILED, by whichever rank failed; with several ranks the first failure's record is
+        kept (the others only saw their peer go)."""
+        self.run_dir.write_failed(record, keep_existing=self.ctx.distributed)
 
     def train(self) -> RunOutcome:
         cfg, rung, ctx = self.cfg, self.rung, self.ctx
@@ -356,11 +365,25 @@ class _Trainer:
         evals = cfg.train.evals
         eval_interval = max(1, -(-rung.steps // evals)) if evals else cfg.train.eval_interval
         self.model.train()
+        checkpoint_seconds = math.inf if cfg.train.checkpoint_minutes is None else 60 * cfg.train.checkpoint_minutes
         self.batches = Prefetcher(self.loader, self.n_micro, self.device, self.step)
         try:
+            if self.pending_record is not None and not self.stop_requested.is_set():
+                self.log_record(self.pending_record, evaluate=True)  # the evaluation a stop interrupted
+                self.save()
+            first_step = self.step
             while self.step < last_step:
-                # The stop flag is agreed on by all ranks at host syncs only (every step in one process).
-                if (not ctx.distributed or self.syncs_at(self.step)) and ctx.any(self.stop_requested.is_set()):
+                # The stop flag and the checkpoint clock are agreed on by all ranks at host syncs
+                # only (every step in one process), in one collective.
+                stop = checkpoint_due = False
+                if not ctx.distributed or self.syncs_at(self.step):
+                    stop, checkpoint_due = ctx.any_of_each(
+                        self.stop_requested.is_set(),
+                        self.step > first_step and time.monotonic() - self.last_checkpoint >= checkpoint_seconds,
+                    )
+                if checkpoint_due and not stop:
+                    self.save()
+                if stop:
                     path = self.save()
                     self.checkpoints.wait()
                     if ctx.is_main:
@@ -379,11 +402,7 @@ class _Trainer:
                 if log_now:
                     grad_norm = self.stability.grad_norms[-1]
                     record = self.metrics_record(self.last_loss, grad_norm, lr, self.clipped_since_log / steps_since_log)
-                    if evaluate:
-                        record |= self.evaluate()
-                    if ctx.is_main:
-                        self.run_dir.append_metrics(record)
-                        self.tracker.log(record, self.step)
+                    self.log_record(record, evaluate)
                     self.clipped_since_log, steps_since_log = 0, 0
                 if checkpoint:
                     self.save()
@@ -391,6 +410,8 @@ class _Trainer:
         finally:
             self.batches.close()
             bar.close()
+        if self.pending_record is not None:  # a stop interrupted the last evaluation: not done yet
+            return self.outcome("stopped")
         if self.step < rung.steps:
             log.info("stopped at step %d (train.max_steps=%d, of %d); the same command resumes",
                      self.step, cfg.train.max_steps, rung.steps)
@@ -471,31 +492,50 @@ class _Trainer:
             "mfu": speed["mfu"], "mem": memory_mb(self.device), "flops": self.flops_per_token[0] * tokens,
         }
 
-    def evaluate(self) -> dict[str, Any]:
-        """Validation bpb and task scores on rank 0 (the others wait; under FSDP every rank runs
-        the forward passes and rank 0 records); compiled blocks run eagerly here (other shapes, no
-        gradients: no recompilation); time excluded from tokens/s."""
-        record: dict[str, Any] = {}
-        if self.evaluates:
-            with torch.compiler.set_stance("force_eager"), self.whole_root():
-                val_bpb = validation_bpb(
+    def log_record(self, record: dict[str, Any], evaluate: bool) -> None:
+        """Append the step's record (rank 0), with the evaluation's when asked. A stop during the
+        evaluation keeps the record back (`pending_record`, saved in the checkpoint): the resumed
+        run evaluates this step first, so no evaluation is lost and no step is logged twice."""
+        if evaluate:
+            scores = self.evaluate()
+            if scores is None:
+                self.pending_record = record
+                return
+            record = record | scores
+        self.pending_record = None
+        if self.ctx.is_main:
+            self.run_dir.append_metrics(record)
+            self.tracker.log(record, self.step)
+
+    def evaluate(self) -> dict[str, Any] | None:
+        """Validation bpb and task scores, shared by every rank (ladder.train.evaluation; under FSDP
+        every rank runs every forward pass), and the seconds they took (eval_s; not counted in
+        tokens/s); None when a stop interrupted them."""
+        started = time.perf_counter()
+        # Compiled blocks run eagerly here (other shapes, no gradients: no recompilation).
+        with torch.compiler.set_stance("force_eager"), self.whole_root():
+            record: dict[str, Any] = {
+                "val_bpb": validation_bpb(
                     self.model, self.corpus.val_path, seq_len=self.rung.seq_len, batch_size=self.micro,
                     max_tokens=self.cfg.train.val_tokens, bytes_per_token=self.corpus.val_bytes_per_token,
-                    device=self.device, autocast=self.autocast,
+                    device=self.device, autocast=self.autocast, ctx=self.ctx, shard=self.shard_evaluation,
                 )
-                if self.ctx.is_main:
-                    record["val_bpb"] = val_bpb
-                if self.tasks is not None:
-                    tokens = self.step * self.rung.batch_tokens
-                    scores = self.tasks(self.model, step=self.step, tokens=tokens, row_fields={
+            }
+            if self.tasks is not None:
+                tokens = self.step * self.rung.batch_tokens
+                scores = self.tasks(
+                    self.model, step=self.step, tokens=tokens, final=self.step == self.rung.steps,
+                    autocast=self.autocast, stop=self.stop_requested.is_set, row_fields={
                         "run": self.rung.name, "role": self.rung.role, "N": self.rung.n_params,
                         "size": self.rung.size, "multiplier": self.rung.multiplier,
                         "flops": self.flops_per_token[0] * tokens,
-                    })
-                    if self.ctx.is_main:
-                        record |= scores
-        self.ctx.barrier()
-        return record
+                    },
+                )
+                if scores is None:
+                    return None
+                record |= scores
+        record["eval_s"] = time.perf_counter() - started
+        return record if self.ctx.is_main else {}
 
     @contextlib.contextmanager
     def whole_root(self) -> Iterator[None]:

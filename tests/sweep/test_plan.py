@@ -27,7 +27,30 @@ def test_paper_plan_pins_n_steps_and_compute_share():
     # The paper reports 1.06%; 6ND with the paper's N gives 0.92%, with the attention term 1.00%.
     assert plan.share("flops_6nd") == pytest.approx(0.009217, abs=2e-6)
     assert plan.share("flops_attention") == pytest.approx(0.010024, abs=2e-6)
-    assert plan.total("ladder", "gpu_hours") == pytest.approx(4468.3, abs=0.1)
+    training_hours = plan.total("ladder", "gpu_hours") - plan.total("ladder", "eval_gpu_hours")
+    assert training_hours == pytest.approx(4468.3, abs=0.1)
+
+
+def test_plan_counts_in_loop_evaluation_within_a_tenth_of_the_smallest_rungs():
+    """tasks=olmes: the in-loop subset keeps every 190M rung's evaluation under 10% of its
+    GPU-hours (at the assumed 10% evaluation MFU); scoring all 33,145 questions every time would not."""
+    capped = {row.rung.name: row for row in make_plan(compose_config(["ladder=paper", "tasks=olmes"])).rows}
+    full = {row.rung.name: row for row in make_plan(compose_config(["ladder=paper", "tasks=olmes", "tasks.in_loop_questions=null"])).rows}
+    for name in ("190M-1xC", "190M-10xC"):
+        assert capped[name].eval_gpu_hours / capped[name].gpu_hours < 0.10 < full[name].eval_gpu_hours / full[name].gpu_hours
+    assert capped["1B-10xC"].eval_gpu_hours < capped["190M-10xC"].gpu_hours
+
+
+def test_olmes_task_sizes_are_the_files():
+    from ladder.sweep.plan import OLMES_TASK_SIZES
+    from ladder.tasks import load_task
+
+    try:
+        task = load_task("openbookqa")
+    except LadderError as error:
+        pytest.skip(str(error))
+    characters = sum(len(q.context) + sum(map(len, q.choices)) for q in task.questions) / len(task.questions)
+    assert OLMES_TASK_SIZES["openbookqa"] == (len(task.questions), round(characters))
 
 
 def test_plan_prints_table_share_and_kaplan_guide(capsys):

@@ -190,7 +190,10 @@ def test_killed_rung_resumes(tmp_path, data_dir):
     assert "resumed" in log_text
 
 
-def test_submitit_local_launcher_runs_rungs_in_subprocesses(tmp_path, data_dir, capsys):
+def test_submitit_local_launcher_runs_rungs_in_subprocesses_each_on_its_own_gpu(tmp_path, data_dir, capsys, monkeypatch):
+    """Four rungs, one subprocess each; with three visible GPUs (a fake CUDA_VISIBLE_DEVICES: the
+    rungs train on the CPU) rung i sees GPU i mod 3, and nothing else."""
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,5,7")
     root = tmp_path / "runs"
     code = main(["sweep", *grid_overrides(root, data_dir), "hydra/launcher=local"])
     assert code == 0, capsys.readouterr().out
@@ -199,6 +202,12 @@ def test_submitit_local_launcher_runs_rungs_in_subprocesses(tmp_path, data_dir, 
     logs = list((root / ".submitit").glob("*/*_log.out"))
     assert len(logs) == 4  # one subprocess per rung, each with its own log
     assert all("done:" in log.read_text() for log in logs)
+    seen = {}
+    for log in logs:
+        text = log.read_text()
+        number = int(text.split("rung job ")[1].split()[0])
+        seen[number] = text.split("CUDA_VISIBLE_DEVICES=")[1].split()[0]
+    assert seen == {0: "3", 1: "5", 2: "7", 3: "3"}
 
 
 def sweep_then_sigterm(overrides: list[str], run_dir: Path) -> tuple[int, str]:
