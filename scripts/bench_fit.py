@@ -1,7 +1,7 @@
 """Time the full paper fit: 8 tasks, both steps, the single-step baseline, 1000 bootstrap replicates,
 predictions for 2 targets (the 7B-4T in the table and the 13B-5T by its N and D).
 
-    .venv/bin/python scripts/bench_fit.py [--repeats 5] [--bootstrap 1000] [--workers 1]
+    .venv/bin/python scripts/bench_fit.py [--repeats 5] [--bootstrap 1000] [--workers 1] [--method ensemble]
 
 Prints every repeat's wall and CPU time, the medians, the machine's load average (the 2-core
 machine is shared: a loaded machine slows the wall time, not the CPU time of a single process),
@@ -34,6 +34,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--bootstrap", type=int, default=1000)
     parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--method", default="ensemble", help="step-1 method (ladder fit --method)")
     args = parser.parse_args()
 
     start = time.perf_counter()
@@ -44,13 +45,13 @@ def main() -> None:
     for repeat in range(args.repeats):
         start, cpu_start = time.perf_counter(), time.process_time()
         fit = fit_table(table, sizes=["190M", "370M", "760M", "1B"], multipliers=[1, 2, 5, 10],
-                        bootstrap=args.bootstrap, workers=args.workers)
+                        bootstrap=args.bootstrap, workers=args.workers, method=args.method)
         thirteen = fit.predict(TARGET_13B[1], TARGET_13B[2], TARGET_13B[0])
         times.append(time.perf_counter() - start)
         cpu_times.append(time.process_time() - cpu_start)
         print(f"repeat {repeat + 1}: {times[-1]:.2f} s wall, {cpu_times[-1]:.2f} s CPU of this process")
     print(f"median: {statistics.median(times):.2f} s wall, {statistics.median(cpu_times):.2f} s CPU over "
-          f"{args.repeats} repeats (bootstrap {args.bootstrap}, workers {args.workers}); "
+          f"{args.repeats} repeats (method {args.method}, bootstrap {args.bootstrap}, workers {args.workers}); "
           f"load average after: {os.getloadavg()[0]:.2f}")
     errors = fit.predictions.set_index("task")
     for task, paper in PAPER_ERRORS.items():

@@ -3,9 +3,11 @@
 For each cut c (min_sizes <= c < number of sizes), the ladder's c smallest sizes are fitted with
 the given options and every selected run of a larger size is predicted as if it were a target,
 beside the table's own targets. The rows say how well the two-stage fit extrapolates on this
-ladder, and whether the bootstrap intervals hold the actual values as often as their level says:
-the intervals are a resampling spread, not a calibrated probability (docs/fit.md), so this is
-the check of what they are worth on real runs.
+ladder, and whether the intervals hold the actual values as often as their level says: the
+bootstrap intervals are a resampling spread, not a calibrated probability (docs/fit.md), so this is
+the check of what they are worth on real runs. The backtest also estimates kappa, the error per
+unit of extrapolation that the kappa intervals add (calibration.py), from its own held-out errors,
+and checks it leave-one-cut-out. `compare_methods` runs the backtest once per step-1 method.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ from dataclasses import replace
 import pandas as pd
 
 from ladder.errors import LadderError
+from ladder.fit.calibration import kappa_from_rows, leave_one_cut_out
+from ladder.fit.methods import METHODS
 from ladder.fit.pipeline import FitOptions, fit_table, select_ladder
 from ladder.fit.points import size_labels
 from ladder.progress import progress
@@ -28,8 +32,9 @@ def backtest(table: pd.DataFrame, options: FitOptions | None = None, *, min_size
 
     One row per cut x task x predicted run: the prediction columns of `LadderFit.predictions`, plus
     `fit_sizes` (the sizes fitted, comma-separated), `held_out` (True for a ladder run of a larger
-    size, False for a table target) and `in_loss_interval` / `in_acc_interval` (NaN where the
-    fit has no interval or the actual value is missing). Options as for `fit_table`.
+    size, False for a table target) and `in_loss_interval` / `in_acc_interval` /
+    `in_acc_interval_kappa` (NaN where the fit has no interval or the actual value is missing).
+    Options as for `fit_table`.
     """
     options = replace(options or FitOptions(), **overrides)
     options.check()
@@ -58,7 +63,20 @@ def backtest(table: pd.DataFrame, options: FitOptions | None = None, *, min_size
     rows = pd.concat(frames, ignore_index=True)
     rows["in_loss_interval"] = _inside(rows["actual_loss"], rows["pred_loss_lo"], rows["pred_loss_hi"])
     rows["in_acc_interval"] = _inside(rows["actual_acc"], rows["pred_acc_lo"], rows["pred_acc_hi"])
+    rows["in_acc_interval_kappa"] = _inside(rows["actual_acc"], rows["pred_acc_lo_kappa"], rows["pred_acc_hi_kappa"])
     return rows
+
+
+def compare_methods(table: pd.DataFrame, options: FitOptions | None = None, *, min_sizes: int = 3,
+                    **overrides) -> pd.DataFrame:
+    """`backtest` once per step-1 method (methods.METHODS), its rows under a leading `method` column."""
+    options = replace(options or FitOptions(), **overrides)
+    frames = []
+    for method in METHODS:
+        rows = backtest(table, replace(options, method=method), min_sizes=min_sizes)
+        rows.insert(0, "method", method)
+        frames.append(rows)
+    return pd.concat(frames, ignore_index=True)
 
 
 def sizes_by_n(ladder: pd.DataFrame, labels: pd.Series) -> list[str]:
@@ -90,6 +108,8 @@ def _statistics(group: pd.DataFrame) -> pd.Series:
         "predictions": len(group),
         "in_loss_interval": group["in_loss_interval"].mean(),
         "in_acc_interval": group["in_acc_interval"].mean(),
+        "in_acc_interval_kappa": group["in_acc_interval_kappa"].mean(),
+        "mean_abs_err": group["abs_err"].abs().mean(),
         "median_abs_err": group["abs_err"].abs().median(),
         "median_acc_width": (100 * (group["pred_acc_hi"] - group["pred_acc_lo"])).median(),
         "median_loss_rel_err": group["loss_rel_err"].abs().median(),
@@ -118,3 +138,35 @@ def coverage_by_task(rows: pd.DataFrame) -> pd.DataFrame:
     median absolute accuracy error (points)."""
     frame = _statistics_by(rows, "task", "task")
     return frame[["predictions", "in_loss_interval", "in_acc_interval", "median_abs_err"]]
+
+
+def kappa_check(rows: pd.DataFrame, level: float) -> dict[str, float]:
+    """kappa estimated from the held-out rows, and the leave-one-cut-out coverage of the kappa intervals."""
+    held = rows[rows["held_out"]]
+    inside, _ = leave_one_cut_out(held, level)
+    return {"kappa": kappa_from_rows(held), "loco_in_acc_interval_kappa": inside.mean(),
+            "loco_predictions": int(inside.notna().sum())}
+
+
+def comparison(rows: pd.DataFrame, level: float) -> pd.DataFrame:
+    """One row per method of `compare_methods` rows: held-out predictions, mean and median absolute
+    accuracy error (points), shares inside the bootstrap and kappa intervals, the kappa its errors
+    give and its leave-one-cut-out coverage, and the mean absolute error on the table's targets
+    from the largest cut."""
+    table = {}
+    for method, group in rows.groupby("method", sort=False):
+        held = group[group["held_out"]]
+        largest = group[group["fit_sizes"].str.count(",") == group["fit_sizes"].str.count(",").max()]
+        targets = largest[~largest["held_out"]]
+        check = kappa_check(group, level)
+        table[method] = {
+            "held-out": len(held), "mean_abs_err": held["abs_err"].abs().mean(),
+            "median_abs_err": held["abs_err"].abs().median(), "in_acc_interval": held["in_acc_interval"].mean(),
+            "in_acc_interval_kappa": held["in_acc_interval_kappa"].mean(), "kappa": check["kappa"],
+            "loco_kappa_coverage": check["loco_in_acc_interval_kappa"],
+            "targets_mean_abs_err": targets["abs_err"].abs().mean() if len(targets) else float("nan"),
+        }
+    frame = pd.DataFrame(table).T
+    frame.index.name = "method"
+    frame["held-out"] = frame["held-out"].astype(int)
+    return frame

@@ -15,6 +15,7 @@ from typing import Callable
 
 import numpy as np
 
+NEWTON_FLOOR = 1e-2  # share of the IRLS curvature kept in a Newton step (points beyond the threshold have none)
 INITIAL_DAMPING = 1e-3  # Levenberg-Marquardt damping (relative to the diagonal) at the start
 CHUNK_ELEMENTS = 250_000  # problems x points x parameters solved together (about 2 MB per array)
 
@@ -30,11 +31,16 @@ def objective(residuals: np.ndarray, weights: np.ndarray, huber: bool) -> np.nda
 
 
 def solve(residual_fn: ResidualFn, theta0: np.ndarray, weights: np.ndarray, lower: np.ndarray,
-          upper: np.ndarray, *, huber: bool, max_iter: int = 200, rtol: float = 1e-10) -> tuple[np.ndarray, np.ndarray]:
+          upper: np.ndarray, *, huber: bool, max_iter: int = 200, rtol: float = 1e-10,
+          newton: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Minimise every problem from its start; returns (theta [B, P], objective [B]).
 
     `residual_fn(theta, rows)` evaluates the problems `rows` (indices into the batch) at `theta`,
-    so that problems that have stopped improving cost nothing more. Problems are solved in chunks
+    so that problems that have stopped improving cost nothing more. `newton` (Huber only): the step
+    uses Huber's own curvature (the points inside the threshold, plus NEWTON_FLOOR of the IRLS
+    weight of the others) instead of IRLS's, the gradient unchanged; it converges in a few steps
+    once the points inside the threshold settle, where IRLS converges linearly, but needs enough
+    points inside the threshold to give every parameter curvature. Problems are solved in chunks
     whose arrays fit in the CPU cache (4x faster than one pass over everything).
     """
     size = max(1, CHUNK_ELEMENTS // (weights.shape[1] * theta0.shape[1]))
@@ -42,14 +48,16 @@ def solve(residual_fn: ResidualFn, theta0: np.ndarray, weights: np.ndarray, lowe
     for start in range(0, len(theta0), size):
         stop = min(start + size, len(theta0))
         theta, value = _solve_chunk(lambda t, rows, start=start: residual_fn(t, rows + start), theta0[start:stop],
-                                    weights[start:stop], lower, upper, huber=huber, max_iter=max_iter, rtol=rtol)
+                                    weights[start:stop], lower, upper, huber=huber, max_iter=max_iter, rtol=rtol,
+                                    newton=newton)
         thetas.append(theta)
         values.append(value)
     return np.concatenate(thetas), np.concatenate(values)
 
 
 def _solve_chunk(residual_fn: ResidualFn, theta0: np.ndarray, weights: np.ndarray, lower: np.ndarray,
-                 upper: np.ndarray, *, huber: bool, max_iter: int, rtol: float) -> tuple[np.ndarray, np.ndarray]:
+                 upper: np.ndarray, *, huber: bool, max_iter: int, rtol: float,
+                 newton: bool) -> tuple[np.ndarray, np.ndarray]:
     theta = np.clip(theta0.astype(float), lower, upper)
     residuals, jacobian = residual_fn(theta, np.arange(len(theta)))
     value = objective(residuals, weights, huber)
@@ -64,6 +72,8 @@ def _solve_chunk(residual_fn: ResidualFn, theta0: np.ndarray, weights: np.ndarra
         irls = w * np.minimum(1.0, 1.0 / np.maximum(np.abs(r), 1e-300)) if huber else w
         weighted = jac * irls[:, None, :]
         gradient = np.matmul(weighted, r[:, :, None])[:, :, 0]
+        if newton:
+            weighted = jac * (w * (np.abs(r) <= 1.0) + NEWTON_FLOOR * irls)[:, None, :]
         normal = np.matmul(weighted, jac.transpose(0, 2, 1))
         diagonal = np.diagonal(normal, axis1=1, axis2=2)
         system = normal + damping[active, None, None] * (diagonal[:, :, None] * identity + 1e-12 * identity)

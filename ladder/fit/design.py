@@ -193,7 +193,8 @@ def laws_from_params(params: pd.DataFrame, source: str = "params.csv") -> dict[s
         except (TypeError, ValueError):
             raise LadderError(f"{source}: task {row.task!r} has a non-numeric parameter")
         if not all(math.isfinite(values[name]) for name in STEP1_PARAMS):
-            raise LadderError(f"{source}: task {row.task!r} has no step-1 law")
+            raise LadderError(f"{source}: task {row.task!r} has no five-parameter step-1 law (fit it with "
+                              "`ladder fit --method paper`)")
         if not all(math.isfinite(values[name]) for name in STEP2_PARAMS):
             raise LadderError(f"{source}: task {row.task!r} has no accuracy law (step 2); design scores accuracy")
         if min(values["A"], values["B"], values["E"]) <= 0:
@@ -265,7 +266,7 @@ def laws_and_noise_from_table(table: pd.DataFrame, fit_options=None) -> tuple[di
     two explain (a method-of-moments estimate from few sizes: rough)."""
     from ladder.fit.pipeline import FitOptions, fit_table
 
-    options = replace(fit_options or FitOptions(), bootstrap=0)
+    options = replace(fit_options or FitOptions(), bootstrap=0, method="paper")  # the prior law is the paper's five parameters
     fit = fit_table(table, options)
     pairs = _rerun_pairs(table)
     variance = fit.variance[fit.variance["role"] == "ladder"]
@@ -591,7 +592,7 @@ def interval_coverage(laws: dict[str, TaskLaw], noises: dict[str, Noise], grid: 
 
     fit_options = FitOptions(bootstrap=bootstrap, level=options.level, last_n=options.last_n,
                              skip_fraction=options.skip_fraction, window=options.window, delta=options.delta,
-                             seed=options.seed)
+                             seed=options.seed, method="paper")  # the simulated law is the paper's
     rng = np.random.default_rng([options.seed, sims, bootstrap])
     noises = noises if options.law_error else {task: noise.without_law_error() for task, noise in noises.items()}
     rows = []

@@ -1,9 +1,11 @@
 """The two-stage fit of a whole results table: every task, every target, with intervals.
 
-`fit_table` selects the ladder runs (sizes, multipliers, reruns), fits step 1 and step 2 and the
-single-step baseline per task, bootstraps prediction intervals, predicts every `role=target` run
-and measures checkpoint-to-checkpoint variance. The result, a `LadderFit`, is what the report
-layer (`ladder.report.fit.write_fit_report`) writes out; this module writes no files.
+`fit_table` selects the ladder runs (sizes, multipliers, reruns), fits step 1 (by the chosen
+method, methods.py) and step 2 and the single-step baseline per task, bootstraps prediction
+intervals, widens them by the target's extrapolation (calibration.py), predicts every
+`role=target` run (with the early-target offset when asked, early.py) and measures
+checkpoint-to-checkpoint variance. The result, a `LadderFit`, is what the report layer
+(`ladder.report.fit.write_fit_report`) writes out; this module writes no files.
 """
 
 from __future__ import annotations
@@ -18,10 +20,17 @@ import numpy as np
 import pandas as pd
 
 from ladder.errors import LadderError
-from ladder.fit.bootstrap import BootstrapFits, bootstrap_task, interval
+from ladder.fit import methods
+from ladder.fit.bootstrap import (
+    BootstrapFits, bootstrap_laws, bootstrap_task, interval, refit_shared_replicates, run_weights,
+)
+from ladder.fit.calibration import DEFAULT_KAPPA, extrapolation, kappa_interval
 from ladder.fit.chain import SingleStepFit, fit_single_step
+from ladder.fit.early import early_offset
+from ladder.fit.laws import LawFit
 from ladder.fit.points import (
-    Step1Points, Step2Points, TargetPoint, chance_level, size_labels, step1_points, step2_points, target_points,
+    CheckpointPoints, Step1Points, Step2Points, TargetPoint, chance_level, checkpoint_points, size_labels, step1_points,
+    step2_points, target_points,
 )
 from ladder.fit.step1 import Step1Fit, fit_step1
 from ladder.fit.step2 import Step2Fit, fit_step2
@@ -31,9 +40,10 @@ from ladder.results import validate_table
 
 PREDICTION_COLUMNS = (
     "task", "target", "N", "D", "pred_loss", "pred_loss_lo", "pred_loss_hi", "actual_loss", "loss_rel_err",
-    "pred_acc", "pred_acc_lo", "pred_acc_hi", "actual_acc", "abs_err", "rel_err",
-    "step2_acc", "step2_abs_err", "single_step_acc", "single_step_abs_err",
+    "pred_acc", "pred_acc_lo", "pred_acc_hi", "acc_sd", "extrapolation", "pred_acc_lo_kappa", "pred_acc_hi_kappa",
+    "actual_acc", "abs_err", "rel_err", "step2_acc", "step2_abs_err", "single_step_acc", "single_step_abs_err",
 )
+EARLY_COLUMNS = ("early_points", "early_offset", "early_acc", "early_abs_err")  # with --early-target
 PARALLEL_MIN_BOOTSTRAP = 200  # fewer replicates: starting processes costs more than it saves
 NEAR_CHANCE_MARGIN = 0.02  # accuracy barely above chance, or rising less than this, carries little signal
 
@@ -70,8 +80,18 @@ class FitOptions:
     """last checkpoints of each run used by the variance analysis"""
     workers: int = 1
     """processes fitting tasks in parallel when bootstrapping (1: none; on a busy machine more can be slower)"""
+    method: str = methods.DEFAULT_METHOD
+    """step-1 method (methods.METHODS): `paper` reproduces the paper, `ensemble` is the default"""
+    kappa: float = DEFAULT_KAPPA
+    """accuracy points of error per unit of extrapolation, for the kappa intervals (calibration.py)"""
+    early_target: bool = False
+    """also predict each target shifted by its early checkpoints' offset (early.py)"""
 
     def check(self) -> None:
+        if self.method not in methods.METHODS:
+            raise LadderError(f"--method must be one of {', '.join(methods.METHODS)}, got {self.method!r}")
+        if not (math.isfinite(self.kappa) and self.kappa >= 0):
+            raise LadderError(f"--kappa must be a finite number >= 0, got {self.kappa}")
         if self.last_n < 1 or self.window < 1:
             raise LadderError(f"--last-n and --window must be >= 1, got {self.last_n} and {self.window}")
         if self.variance_window < 2:
@@ -102,8 +122,8 @@ class TaskFit:
     """chance accuracy used by step 2"""
     points1: Step1Points
     """step-1 points (one per ladder run)"""
-    step1: Step1Fit
-    """L(N, D)"""
+    step1: Step1Fit | methods.CombinedStep1
+    """L(N, D): the paper's fit, or the laws of another method"""
     points2: Step2Points | None = None
     """step-2 points; None for a task without accuracies"""
     step2: Step2Fit | None = None
@@ -114,6 +134,8 @@ class TaskFit:
     """bootstrap refits; None when no bootstrap was asked for"""
     flags: list[str] = field(default_factory=list)
     """warnings about this task's fits"""
+    checkpoints: CheckpointPoints | None = None
+    """intermediate checkpoints of the checkpoint laws; None for methods without them"""
 
 
 @dataclass
@@ -137,7 +159,7 @@ class LadderFit:
 
     def __post_init__(self) -> None:
         rows = [self._prediction(fit, target) for fit in self.tasks.values() for target in self.targets.get(fit.task, [])]
-        self.predictions = pd.DataFrame(rows, columns=list(PREDICTION_COLUMNS))
+        self.predictions = pd.DataFrame(rows, columns=self.columns)
         self.params = pd.DataFrame([_param_row(fit) for fit in self.tasks.values()])
 
     def predict(self, N: float, D: float, name: str = "target") -> pd.DataFrame:
@@ -148,12 +170,22 @@ class LadderFit:
         if not (math.isfinite(N) and math.isfinite(D) and N > 0 and D > 0):
             raise LadderError(f"target {name!r}: N and D must be finite and > 0")
         nan = math.nan
-        rows = [self._prediction(fit, TargetPoint(name, N, D, nan, nan)) for fit in self.tasks.values()]
-        return pd.DataFrame(rows, columns=list(PREDICTION_COLUMNS))
+        rows = []
+        for fit in self.tasks.values():
+            # A run of that name in the table (one in progress) lends its checkpoints to --early-target.
+            history = next((t.history for t in self.targets.get(fit.task, []) if t.run == name), None)
+            target = TargetPoint(name, N, D, nan, nan) if history is None else TargetPoint(name, N, D, nan, nan, history)
+            rows.append(self._prediction(fit, target))
+        return pd.DataFrame(rows, columns=self.columns)
+
+    @property
+    def columns(self) -> list[str]:
+        """The prediction columns: PREDICTION_COLUMNS, then EARLY_COLUMNS with --early-target."""
+        return list(PREDICTION_COLUMNS) + (list(EARLY_COLUMNS) if self.options.early_target else [])
 
     def _prediction(self, fit: TaskFit, target: TargetPoint) -> dict:
         pred_loss = float(fit.step1.predict(target.N, target.D))
-        row = {column: math.nan for column in PREDICTION_COLUMNS}
+        row = {column: math.nan for column in self.columns}
         row.update(task=fit.task, target=target.run, N=target.N, D=target.D, pred_loss=pred_loss,
                    actual_loss=target.actual_loss, loss_rel_err=100 * (pred_loss - target.actual_loss) / target.actual_loss,
                    actual_acc=target.actual_acc)
@@ -164,8 +196,19 @@ class LadderFit:
             pred_acc = float(fit.step2.predict(pred_loss))
             row.update(pred_acc=pred_acc, abs_err=100 * (pred_acc - target.actual_acc),
                        rel_err=100 * (pred_acc - target.actual_acc) / target.actual_acc)
+            row["extrapolation"] = extrapolation(target.N, target.D, float(fit.points1.N.max()), float(fit.points1.D.max()))
             if boot_acc is not None:
                 row["pred_acc_lo"], row["pred_acc_hi"] = interval(boot_acc, self.options.level)
+                finite = boot_acc[np.isfinite(boot_acc)]
+                if len(finite) > 1:
+                    row["acc_sd"] = float(np.std(finite, ddof=1))
+                    row["pred_acc_lo_kappa"], row["pred_acc_hi_kappa"] = kappa_interval(
+                        pred_acc, row["acc_sd"], row["extrapolation"], self.options.kappa, self.options.level)
+            if self.options.early_target:
+                offset, count = early_offset(target.history, target.D, fit.step2, self.options.skip_fraction,
+                                             self.options.window)
+                row.update(early_points=count, early_offset=offset, early_acc=pred_acc + offset,
+                           early_abs_err=100 * (pred_acc + offset - target.actual_acc))
             if math.isfinite(target.actual_loss):
                 row["step2_acc"] = float(fit.step2.predict(target.actual_loss))
                 row["step2_abs_err"] = 100 * (row["step2_acc"] - target.actual_acc)
@@ -176,7 +219,8 @@ class LadderFit:
 
 
 def _param_row(fit: TaskFit) -> dict:
-    row = {"task": fit.task, "chance": fit.chance, **fit.step1.as_dict()}
+    row = {"task": fit.task, "chance": fit.chance, **{name: math.nan for name in ("A", "alpha", "B", "beta", "E")},
+           **fit.step1.as_dict()}
     row.update({name: math.nan for name in ("a", "k", "L0", "b")})
     if fit.step2 is not None:
         row.update(fit.step2.as_dict())
@@ -228,11 +272,38 @@ def _has_accuracy(rows: pd.DataFrame) -> bool:
     return "acc" in rows and bool(np.isfinite(rows["acc"].to_numpy(dtype=float)).any())
 
 
-def fit_task(task: str, ladder: pd.DataFrame, chance: float, options: FitOptions, seed: list[int]) -> TaskFit:
+@dataclass
+class JointInputs:
+    """What a task's fit takes from the fit of the whole ladder (methods other than the paper's)."""
+
+    runs: list[str]
+    """every selected ladder run"""
+    run_draws: np.ndarray | None
+    """bootstrap draws of every run [B, len(runs)], the same for every task; None without bootstrap"""
+    shared: LawFit | None = None
+    """the task's view of the shared-exponent fit; None when the method has no shared law"""
+    shared_theta: np.ndarray | None = None
+    """the shared law's bootstrap replicates [B, P]"""
+
+
+def fit_task(task: str, ladder: pd.DataFrame, chance: float, options: FitOptions, seed: list[int],
+             joint: JointInputs | None = None) -> TaskFit:
     """Both steps, the baseline and the bootstrap for one task's ladder rows."""
     what = f"task {task!r}"
     points1 = step1_points(ladder, options.last_n)
-    fit = TaskFit(task, chance, points1, fit_step1(points1.N, points1.D, points1.loss, delta=options.delta, what=what))
+    paper_step1 = None
+    if options.method == "paper":
+        step1 = paper_step1 = fit_step1(points1.N, points1.D, points1.loss, delta=options.delta, what=what)
+        checkpoints = None
+    else:
+        checkpoints, laws = None, {}
+        if methods.uses_checkpoints(options.method):
+            checkpoints = checkpoint_points(ladder, points1.runs, options.skip_fraction)
+            laws = methods.fit_checkpoint_laws(options.method, checkpoints, options.delta, what)
+        if joint.shared is not None:
+            laws["shared"] = joint.shared
+        step1 = methods.CombinedStep1({name: laws[name] for name in methods.LAWS[options.method]})
+    fit = TaskFit(task, chance, points1, step1, checkpoints=checkpoints)
     if not fit.step1.converged:
         fit.flags.append("step 1 did not converge")
     if fit.step1.at_bound:
@@ -248,12 +319,41 @@ def fit_task(task: str, ladder: pd.DataFrame, chance: float, options: FitOptions
         rise = float(fit.step2.predict(points2.loss.min()) - fit.step2.predict(points2.loss.max()))
         if rise < NEAR_CHANCE_MARGIN or float(np.quantile(points2.acc, 0.9)) < chance + NEAR_CHANCE_MARGIN:
             fit.flags.append("accuracy near chance or flat across the ladder: step 2 is unreliable")
-        if np.isfinite(points1.acc).all():
-            fit.single = fit_single_step(points1.N, points1.D, points1.acc, fit.step1, fit.step2)
-    if options.bootstrap > 0:
+        if np.isfinite(points1.acc).all() and len(points1.runs) >= 5:
+            # The baseline starts from the paper's step 1 whatever the method, so it is the same baseline.
+            if paper_step1 is None:
+                paper_step1 = fit_step1(points1.N, points1.D, points1.loss, delta=options.delta, what=what)
+            fit.single = fit_single_step(points1.N, points1.D, points1.acc, paper_step1, fit.step2)
+    if options.bootstrap > 0 and options.method == "paper":
         fit.boot = bootstrap_task(points1, fit.step1, fit.points2, fit.step2, replicates=options.bootstrap,
                                   delta=options.delta, seed=seed)
+    elif options.bootstrap > 0:
+        per_run = joint.run_draws[:, [joint.runs.index(run) for run in points1.runs]]
+        fit.boot = bootstrap_laws(points1, fit.step1.laws, checkpoints, joint.shared_theta, fit.points2, fit.step2,
+                                  per_run=per_run, seed=seed)
     return fit
+
+
+def _joint_inputs(ladder: pd.DataFrame, rows_of: dict[str, pd.DataFrame], seeds: dict[str, list[int]],
+                  options: FitOptions) -> tuple[JointInputs, dict[str, LawFit]]:
+    """The ladder's bootstrap draws (one per run and replicate, shared by every task) and, for a
+    method with the shared law, its joint fit and replicates; with each task's view of the fit."""
+    runs = ladder.groupby("run").agg(N=("N", "first"), D=("D", "max")).sort_values(["N", "D"]).index.tolist()
+    labels = size_labels(ladder).groupby(ladder["run"]).first()
+    draws = None
+    if options.bootstrap > 0:
+        draws = run_weights([str(labels[run]) for run in runs], options.bootstrap, np.random.default_rng(options.seed))
+    joint = JointInputs(runs, draws)
+    views: dict[str, LawFit] = {}
+    if methods.uses_shared(options.method):
+        points = {task: step1_points(rows, options.last_n) for task, rows in rows_of.items()}
+        shared = methods.fit_shared(points, options.delta, options.method)
+        views = {task: shared.task_fit(task) for task in rows_of}
+        if draws is not None:
+            per_run = draws[:, [runs.index(run) for run in next(iter(points.values())).runs]]
+            tails = {task: [*seed, 1] for task, seed in seeds.items()}  # a stream apart from the task's own draws
+            joint.shared_theta = refit_shared_replicates(shared, points, per_run, tails)
+    return joint, views
 
 
 def _fit_job(job: tuple) -> TaskFit:
@@ -286,14 +386,18 @@ def fit_table(table: pd.DataFrame, options: FitOptions | None = None, **override
     else:
         tasks = list(dict.fromkeys(ladder["task"]))  # a task only targets have cannot be fitted
     targets_rows = table[table["role"] == "target"]
+    rows_of = {}
+    for task in tasks:
+        rows_of[task] = ladder[ladder["task"] == task]
+        if rows_of[task].empty:
+            raise LadderError(f"task {task!r} has no rows in the selected ladder runs")
+    # Seeded by the task's name, so that a task's draws do not depend on the other tasks selected.
+    seeds = {task: [options.seed, zlib.crc32(task.encode("utf-8"))] for task in tasks}
+    joint = None if options.method == "paper" else _joint_inputs(ladder, rows_of, seeds, options)
     jobs = []
     for task in tasks:
-        task_rows = ladder[ladder["task"] == task]
-        if task_rows.empty:
-            raise LadderError(f"task {task!r} has no rows in the selected ladder runs")
-        # Seeded by the task's name, so that a task's intervals do not depend on the other tasks selected.
-        seed = [options.seed, zlib.crc32(task.encode("utf-8"))]
-        jobs.append((task, task_rows, chance_level(table, task, options.chance), options, seed))
+        task_joint = None if joint is None else replace(joint[0], shared=joint[1].get(task))
+        jobs.append((task, rows_of[task], chance_level(table, task, options.chance), options, seeds[task], task_joint))
     fits = dict(zip(tasks, _run_jobs(jobs, options)))
     targets = {}
     for task in tasks:

@@ -1,7 +1,8 @@
 """From the results table to the points each fitting step uses.
 
 Step 1 takes one point per ladder run: the mean of its last `last_n` checkpoints, at the D of its
-last checkpoint. Step 2 takes every checkpoint of every ladder run after dropping the first
+last checkpoint; the checkpoint laws (methods other than the paper's) take every checkpoint of
+every run after dropping the first `skip_fraction` of each (rounded up), unsmoothed, at its own D. Step 2 takes every checkpoint of every ladder run after dropping the first
 `skip_fraction` of each run's checkpoints (rounded up), smoothed by a trailing moving average of
 `window` checkpoints on loss and accuracy alike; the first points of a run average the fewer
 checkpoints there are (the paper's data preparation, which keeps every point). A target's "actual" values
@@ -11,7 +12,7 @@ are the mean of its last `last_n` checkpoints (the OLMo 7B export has a single r
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -67,6 +68,20 @@ class Step2Points:
 
 
 @dataclass
+class CheckpointPoints:
+    """Every checkpoint of the ladder runs after the first part of each, for the checkpoint laws."""
+
+    N: np.ndarray
+    """parameters of each point's run"""
+    D: np.ndarray
+    """tokens at the checkpoint"""
+    loss: np.ndarray
+    """task loss at the checkpoint (not smoothed)"""
+    run_index: np.ndarray
+    """index into Step1Points.runs of each point's run"""
+
+
+@dataclass
 class TargetPoint:
     """A run to predict: where it is (N, D) and, when trained, what it scored."""
 
@@ -80,6 +95,8 @@ class TargetPoint:
     """mean task loss over its last checkpoints (NaN when not trained)"""
     actual_acc: float
     """mean accuracy over its last checkpoints (NaN when not trained or no accuracy)"""
+    history: np.ndarray = field(default_factory=lambda: np.empty((0, 3)), repr=False)
+    """its checkpoints in step order, rows (D, loss, acc) (the early-target offset reads the first ones)"""
 
 
 def chance_level(table: pd.DataFrame, task: str, default: float | None = None) -> float:
@@ -158,12 +175,29 @@ def step2_points(ladder_rows: pd.DataFrame, runs: list[str], skip_fraction: floa
     return Step2Points(np.concatenate(losses), np.concatenate(accs), np.concatenate(index))
 
 
+def checkpoint_points(ladder_rows: pd.DataFrame, runs: list[str], skip_fraction: float = 0.1) -> CheckpointPoints:
+    """Every checkpoint of each run (in `runs` order) after dropping its first `skip_fraction` (rounded up)."""
+    n, d, loss, index = [], [], [], []
+    by_run = dict(tuple(ladder_rows.sort_values("step").groupby("run")))
+    for position, run in enumerate(runs):
+        rows = by_run[run]
+        rows = rows.iloc[math.ceil(skip_fraction * len(rows)):]
+        n.append(rows["N"].to_numpy(dtype=float))
+        d.append(rows["D"].to_numpy(dtype=float))
+        loss.append(rows["loss"].to_numpy(dtype=float))
+        index.append(np.full(len(rows), position))
+    return CheckpointPoints(np.concatenate(n), np.concatenate(d), np.concatenate(loss), np.concatenate(index))
+
+
 def target_points(target_rows: pd.DataFrame, last_n: int = 5) -> list[TargetPoint]:
     """One point per target run in one task's target rows."""
     points = []
     for run, rows in _rows_by_run(target_rows):
         tail = rows.tail(last_n)
         acc = tail["acc"].to_numpy(dtype=float) if "acc" in tail else np.array([math.nan])
+        history = np.column_stack([rows["D"].to_numpy(dtype=float), rows["loss"].to_numpy(dtype=float),
+                                   rows["acc"].to_numpy(dtype=float) if "acc" in rows else np.full(len(rows), math.nan)])
         points.append(TargetPoint(run, float(rows["N"].iloc[0]), float(tail["D"].iloc[-1]),
-                                  float(tail["loss"].mean()), float(acc.mean()) if np.isfinite(acc).all() else math.nan))
+                                  float(tail["loss"].mean()), float(acc.mean()) if np.isfinite(acc).all() else math.nan,
+                                  history))
     return points

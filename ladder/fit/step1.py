@@ -122,6 +122,10 @@ class Step1Problem:
         ]
         return np.clip(np.array(grid), self.lower, self.upper)
 
+    def predict(self, theta: np.ndarray, N: float, D: float) -> np.ndarray:
+        """L(N, D) for many conditioned thetas [B, 5]."""
+        return predict_theta(self, theta, N, D)
+
     def to_fit(self, theta: np.ndarray, converged: bool, n_starts: int) -> Step1Fit:
         residual, _ = self.residuals(theta[None, :], np.log(self.loss)[None, :])
         value = float(batched.objective(residual, np.ones_like(residual), huber=True)[0]) * self.delta**2
@@ -138,8 +142,8 @@ class Step1Problem:
         )
 
 
-def check_points(N: np.ndarray, D: np.ndarray, loss: np.ndarray, what: str) -> None:
-    """Raise a LadderError when the points cannot determine the five parameters."""
+def check_points(N: np.ndarray, D: np.ndarray, loss: np.ndarray, what: str, n_params: int = N_PARAMS) -> None:
+    """Raise a LadderError when the points cannot determine the law's `n_params` parameters."""
     values = np.stack([N, D, loss]).astype(float)
     if not np.isfinite(values).all():
         raise LadderError(f"{what}: step 1 points contain NaN or infinite values")
@@ -149,8 +153,8 @@ def check_points(N: np.ndarray, D: np.ndarray, loss: np.ndarray, what: str) -> N
         raise LadderError(f"{what}: step 1 needs at least 2 model sizes, the ladder has one (N={int(N[0])})")
     if len(np.unique(D)) < 2:
         raise LadderError(f"{what}: step 1 needs at least 2 token counts D")
-    if len(loss) < N_PARAMS:
-        raise LadderError(f"{what}: step 1 has {len(loss)} ladder run(s), fewer than its {N_PARAMS} parameters")
+    if len(loss) < n_params:
+        raise LadderError(f"{what}: step 1 has {len(loss)} ladder run(s), fewer than its {n_params} parameters")
 
 
 def _rank(result) -> float:
@@ -162,8 +166,19 @@ def fit_step1(N, D, loss, *, delta: float = 1e-3, what: str = "step 1") -> Step1
     """Multi-start L-BFGS-B fit of L(N, D); the lowest objective over the grid of starts wins."""
     problem = Step1Problem(N, D, loss, delta)
     check_points(problem.N, problem.D, problem.loss, what)
+    return fit_problem(problem, what)
+
+
+def fit_problem(problem, what: str):
+    """Minimise any step-1 problem's Huber objective from every start of its grid; returns its fit.
+
+    A problem has `loss` (observed, one per point), `lower` and `upper` (bounds of its conditioned
+    parameters), `residuals(theta [B, P], log_loss [B or 1, M])` -> (residuals in units of delta
+    [B, M], Jacobian [B, P, M]), `starts()` [S, P] and `to_fit(theta, converged, n_starts)`.
+    """
     log_loss = np.log(problem.loss)[None, :]
     ones = np.ones_like(log_loss)
+    n_params = len(problem.lower)
 
     def value_and_gradient(theta: np.ndarray) -> tuple[float, np.ndarray]:
         residual, jacobian = problem.residuals(theta[None, :], log_loss)
@@ -189,7 +204,7 @@ def fit_step1(N, D, loss, *, delta: float = 1e-3, what: str = "step 1") -> Step1
         raise LadderError(f"{what}: the optimiser failed from every start (non-finite objective)")
     fit = problem.to_fit(best.x, converged=bool(best.success), n_starts=len(starts))
     others = [a for a in alternatives if np.abs(a - best.x).max() > DISTINCT]
-    fit.alternatives = np.array(others).reshape(-1, N_PARAMS)[:ALTERNATIVES]  # [0, 5] when the optimum is unique
+    fit.alternatives = np.array(others).reshape(-1, n_params)[:ALTERNATIVES]  # [0, P] when the optimum is unique
     return fit
 
 
@@ -201,32 +216,42 @@ def _distinct(thetas: np.ndarray, count: int) -> np.ndarray:
             kept.append(theta)
             if len(kept) == count:
                 break
-    return np.array(kept).reshape(-1, N_PARAMS)
+    return np.array(kept).reshape(-1, thetas.shape[1])
 
 
-def refit_step1(problem: Step1Problem, loss: np.ndarray, weights: np.ndarray, theta: np.ndarray,
-                others: np.ndarray) -> np.ndarray:
-    """Refit many resampled data sets at once; loss and weights [B, M], theta [5] the full-data fit.
+def refit_step1(problem, loss: np.ndarray, weights: np.ndarray, theta: np.ndarray, others: np.ndarray, *,
+                newton: bool = False) -> np.ndarray:
+    """Refit many resampled data sets of any step-1 problem at once; returns the best theta per set [B, P].
 
-    Each data set starts one Gauss-Newton step away from `theta` (with the shared Jacobian) and
-    also from every row of `others` [S, 5] (other starts, in case its optimum lies elsewhere);
-    returns the best conditioned theta per data set [B, 5].
+    loss [B, M] (or [1, M]: every data set has the same values and differs by its weights),
+    weights [B, M] (they multiply each point's Huber term), theta [P] the full-data fit. Each data
+    set starts one Gauss-Newton step away from `theta` (with the shared Jacobian) and also from
+    every row of `others` [S, P] (other starts, in case its optimum lies elsewhere). `newton`: as
+    for batched.solve.
     """
     log_loss = np.log(loss)
+    shared = len(log_loss) == 1
+
+    def rows_of(values: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        return values if shared else values[rows]
+
+    n_params = len(theta)
     residual, jacobian = problem.residuals(theta[None, :], log_loss)
     near = batched.newton_starts(residual, jacobian[0], weights, theta, problem.lower, problem.upper, huber=True)
-    n_sets, n_starts = len(loss), 1 + len(others)
-    theta0 = np.concatenate([near[:, None, :], np.broadcast_to(others, (n_sets, len(others), N_PARAMS))], axis=1)
+    n_sets, n_starts = len(weights), 1 + len(others)
+    theta0 = np.concatenate([near[:, None, :], np.broadcast_to(others, (n_sets, len(others), n_params))], axis=1)
     # Every start runs briefly; only the best per data set is then run to convergence (Huber's
     # reweighting converges linearly, and stopping early would bias the intervals).
-    rows_log_loss = np.repeat(log_loss, n_starts, axis=0)
-    fitted, value = batched.solve(lambda t, rows: problem.residuals(t, rows_log_loss[rows]), theta0.reshape(-1, N_PARAMS),
-                                  np.repeat(weights, n_starts, axis=0), problem.lower, problem.upper, huber=True,
-                                  max_iter=SCREEN_ITERATIONS, rtol=1e-8)
+    rows_log_loss = log_loss if shared else np.repeat(log_loss, n_starts, axis=0)
+    fitted, value = batched.solve(lambda t, rows: problem.residuals(t, rows_of(rows_log_loss, rows)),
+                                  theta0.reshape(-1, n_params), np.repeat(weights, n_starts, axis=0),
+                                  problem.lower, problem.upper, huber=True, max_iter=SCREEN_ITERATIONS, rtol=1e-8,
+                                  newton=newton)
     best = np.argmin(value.reshape(n_sets, n_starts), axis=1)
-    chosen = fitted.reshape(n_sets, n_starts, N_PARAMS)[np.arange(n_sets), best]
-    refitted, _ = batched.solve(lambda t, rows: problem.residuals(t, log_loss[rows]), chosen, weights,
-                                problem.lower, problem.upper, huber=True, max_iter=REFIT_ITERATIONS, rtol=1e-12)
+    chosen = fitted.reshape(n_sets, n_starts, n_params)[np.arange(n_sets), best]
+    refitted, _ = batched.solve(lambda t, rows: problem.residuals(t, rows_of(log_loss, rows)), chosen, weights,
+                                problem.lower, problem.upper, huber=True, max_iter=REFIT_ITERATIONS, rtol=1e-12,
+                                newton=newton)
     return refitted
 
 

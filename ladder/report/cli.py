@@ -31,8 +31,19 @@ def _numbers(text: str) -> list[float]:
         raise argparse.ArgumentTypeError(f"expected numbers separated by commas, got {text!r}")
 
 
-def _add_selection(parser: argparse.ArgumentParser) -> None:
+def _add_selection(parser: argparse.ArgumentParser, methods: tuple[str, ...] | None = None) -> None:
+    from ladder.fit.calibration import DEFAULT_KAPPA
+    from ladder.fit.methods import DEFAULT_METHOD, METHODS
+
     group = parser.add_argument_group("selection and fitting")
+    group.add_argument("--method", choices=methods or METHODS, default=DEFAULT_METHOD,
+                       help=f"step-1 method (default {DEFAULT_METHOD}; paper: the paper's fit, for reproduction)")
+    group.add_argument("--kappa", type=float, default=DEFAULT_KAPPA,
+                       help=f"accuracy points of error per unit of extrapolation for the kappa intervals (default "
+                            f"{DEFAULT_KAPPA:g}, measured by `ladder backtest` on the paper's ladder)")
+    group.add_argument("--early-target", action="store_true",
+                       help="also predict each target shifted by the offset of its own checkpoints with D <= 10%% "
+                            "of its budget (extra columns, beside the plain prediction)")
     group.add_argument("--sizes", type=_names, help="ladder sizes to use, e.g. 190M,370M,760M,1B (default: all)")
     group.add_argument("--multipliers", type=_numbers, help="token multipliers to use, e.g. 1,2,5,10 (default: all)")
     group.add_argument("--tasks", type=_names, help="tasks to fit (default: every task in the table)")
@@ -55,7 +66,8 @@ def _options(args: argparse.Namespace):
     return FitOptions(
         sizes=args.sizes, multipliers=args.multipliers, tasks=args.tasks, include_reruns=args.reruns,
         chance=args.chance, last_n=args.last_n, skip_fraction=args.skip, window=args.window, delta=args.delta,
-        bootstrap=args.bootstrap, level=args.level, seed=args.seed, workers=args.workers,
+        bootstrap=args.bootstrap, level=args.level, seed=args.seed, workers=args.workers, method=args.method,
+        kappa=args.kappa, early_target=args.early_target,
     )
 
 
@@ -160,16 +172,25 @@ def backtest_main(argv: list[str]) -> int:
                         help="fewest sizes a backtest fit uses (default 3); every larger count is a cut")
     parser.add_argument("--out", help="also write every prediction to this CSV file")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
-    _add_selection(parser)
+    from ladder.fit.methods import METHODS
+
+    _add_selection(parser, methods=(*METHODS, "all"))
     args = parser.parse_args(argv)
 
-    from ladder.fit.backtest import backtest
-    from ladder.report.backtest import format_backtest
+    from ladder.fit.backtest import backtest, compare_methods
+    from ladder.report.backtest import format_backtest, format_comparison
     from ladder.results import read_table
 
     _check_csv_out(args.out, args.overwrite)
-    options = _options(args)
-    rows = backtest(read_table(args.table), options, min_sizes=args.min_sizes)
-    print(format_backtest(rows, options.level))
+    table = read_table(args.table)
+    if args.method == "all":
+        args.method = METHODS[0]
+        options = _options(args)
+        rows = compare_methods(table, options, min_sizes=args.min_sizes)
+        print(format_comparison(rows, options.level))
+    else:
+        options = _options(args)
+        rows = backtest(table, options, min_sizes=args.min_sizes)
+        print(format_backtest(rows, options.level))
     _write_csv_out(rows, args.out)
     return 0

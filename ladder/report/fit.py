@@ -37,11 +37,14 @@ def fit_markdown(fit: LadderFit, images: list[Path] | None = None) -> str:
         f"Ladder runs ({len(fit.ladder_runs)}): {', '.join(fit.ladder_runs)}.",
         f"Step 1: mean of the last {options.last_n} checkpoints per run, Huber(delta={options.delta:g}) on log residuals.",
         f"Step 2: first {options.skip_fraction:.0%} of each run dropped, trailing mean of {options.window}, anchor (0, 1).",
-        f"Intervals: {options.level:.0%} bootstrap over runs and checkpoints, {options.bootstrap} replicates.",
+        f"Step-1 method: {options.method} (docs/fit.md; its laws' parameters are in params.csv).",
+        f"Intervals: {options.level:.0%}; acc interval: the bootstrap's spread widened by the extrapolation, "
+        f"kappa = {options.kappa:g} points per unit (the headline); bootstrap interval: over runs and checkpoints, "
+        f"{options.bootstrap} replicates.",
         "",
         "## Predictions",
         "",
-        f"Task loss in bits per byte, accuracy in percent; intervals are {options.level:.0%} bootstrap intervals.",
+        f"Task loss in bits per byte, accuracy in percent; {options.level:.0%} intervals.",
         "Errors are predicted minus actual accuracy, in percentage points (abs err: the chained two-step",
         "prediction; single-step err: accuracy fitted directly against (N, D), for comparison).",
         "predictions.csv holds the same values unrounded (accuracies as fractions there).",

@@ -1,7 +1,8 @@
 """Tables as people read them: the readable predictions (printed and in report.md) and pipe tables.
 
 - `predictions_table(predictions)`: prediction rows (`LadderFit.predictions`, `LadderFit.predict`)
-  as shown: loss in bits per byte with its interval, accuracies and errors in percentage points;
+  as shown: loss in bits per byte with its interval, accuracies and errors in percentage points,
+  the kappa interval (the headline) and the bootstrap interval, early-target columns when present;
 - `format_predictions(predictions)`: that table as `ladder fit`, `predict` and the demo print it;
 - `markdown_table(frame)`: a pipe table of any frame, numbers to 4 significant places.
 """
@@ -31,18 +32,23 @@ def predictions_table(predictions: pd.DataFrame) -> pd.DataFrame:
     """The predictions as people read them (printed by `ladder fit` / `predict`, and in report.md):
     task loss in bits per byte with its interval, accuracies and errors in percentage points."""
     signed = lambda v: f"{v:+.2f}" if math.isfinite(v) else ""  # noqa: E731
-    return pd.DataFrame({
+    table = pd.DataFrame({
         "task": predictions["task"],
         "target": predictions["target"],
         "pred loss": predictions["pred_loss"].map(lambda v: _number(v, 4)),
         "loss interval": _interval(predictions["pred_loss_lo"], predictions["pred_loss_hi"], 1.0, 3),
         "actual loss": predictions["actual_loss"].map(lambda v: _number(v, 4)),
         "pred acc %": predictions["pred_acc"].map(lambda v: _number(100 * v, 2)),
-        "acc interval %": _interval(predictions["pred_acc_lo"], predictions["pred_acc_hi"], 100.0, 1),
+        "acc interval %": _interval(predictions["pred_acc_lo_kappa"], predictions["pred_acc_hi_kappa"], 100.0, 1),
+        "bootstrap interval %": _interval(predictions["pred_acc_lo"], predictions["pred_acc_hi"], 100.0, 1),
         "actual acc %": predictions["actual_acc"].map(lambda v: _number(100 * v, 2)),
         "abs err": predictions["abs_err"].map(signed),
         "single-step err": predictions["single_step_abs_err"].map(signed),
     })
+    if "early_acc" in predictions:  # --early-target: beside the plain prediction, never instead of it
+        table["early-target acc %"] = predictions["early_acc"].map(lambda v: _number(100 * v, 2))
+        table["early-target err"] = predictions["early_abs_err"].map(signed)
+    return table
 
 
 def format_predictions(predictions: pd.DataFrame) -> str:

@@ -85,8 +85,16 @@ def load_task(spec: str, *, corpus: Any = None, seed: int = 0, n_corpus_question
 def load_tasks(
     names: Sequence[str], *, corpus: Any = None, max_questions: int | None = None, seed: int = 0
 ) -> list[Task]:
-    """Load tasks by name (see the module docstring), each subsampled to `max_questions` with `seed`."""
-    tasks = [load_task(str(spec), corpus=corpus, seed=seed).subsample(max_questions, seed) for spec in names]
+    """Load tasks by name (see the module docstring), each subsampled to `max_questions` with `seed`.
+
+    Corpus tasks are built with at least `max_questions` questions, so that the held-out text,
+    not the builder's default, limits how many there are.
+    """
+    built = max(DEFAULT_QUESTIONS, max_questions or 0)
+    tasks = [
+        load_task(str(spec), corpus=corpus, seed=seed, n_corpus_questions=built).subsample(max_questions, seed)
+        for spec in names
+    ]
     seen: set[str] = set()
     for task in tasks:
         if task.name in seen:

@@ -83,7 +83,7 @@ def test_laws_and_noise_from_a_table_and_from_its_params():
     assert laws["synth"].step1["alpha"] == pytest.approx(STEP1["alpha"], rel=0.3)
     assert noises["synth"].loss_ckpt == pytest.approx(0.003, rel=0.3)
     assert noises["synth"].acc_ckpt == pytest.approx(0.004, rel=0.3)
-    fit = fit_table(table, bootstrap=0)
+    fit = fit_table(table, bootstrap=0, method="paper")
     from_params = d.laws_from_params(fit.params)
     assert from_params["synth"].step1 == pytest.approx(laws["synth"].step1)
     noise = d.noise_from_variance(fit.variance, fit.params, d.DesignOptions())["synth"]
@@ -121,7 +121,7 @@ def _cli(capsys, *argv: str) -> tuple[int, str, str]:
 
 @pytest.fixture
 def prior_files(tmp_path):
-    fit = fit_table(make_table(loss_noise=0.003, acc_noise=0.004, seed=5), bootstrap=0)
+    fit = fit_table(make_table(loss_noise=0.003, acc_noise=0.004, seed=5), bootstrap=0, method="paper")
     fit.params.to_csv(tmp_path / "params.csv", index=False)
     fit.variance.to_csv(tmp_path / "variance.csv", index=False)
     return tmp_path / "params.csv", tmp_path / "variance.csv"

@@ -34,7 +34,8 @@ def test_import_keeps_sizes_multipliers_reruns_and_the_7b(paper_table):
 
 
 def test_paper_grid_reproduces_the_7b_errors(paper_table):
-    fit = fit_table(paper_table, sizes=["190M", "370M", "760M", "1B"], multipliers=[1, 2, 5, 10], bootstrap=0)
+    fit = fit_table(paper_table, sizes=["190M", "370M", "760M", "1B"], multipliers=[1, 2, 5, 10], bootstrap=0,
+                    method="paper")
     assert len(fit.ladder_runs) == 16
     errors = fit.predictions.set_index("task")["abs_err"]
     for task, paper in PAPER_ERRORS.items():

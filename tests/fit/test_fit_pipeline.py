@@ -14,7 +14,7 @@ from ladder.fit.step1 import fit_step1
 
 def test_fit_predicts_the_target_of_a_known_law():
     table = make_table(targets={"big": BIG}, checkpoints=12)
-    fit = fit_table(table, bootstrap=40, last_n=1)  # step-1 points exactly on the law
+    fit = fit_table(table, bootstrap=40, last_n=1, method="paper")  # step-1 points exactly on the law
     row = fit.predictions.iloc[0]
     truth_loss = float(loss_law(STEP1, *BIG))
     assert row["pred_loss"] == pytest.approx(truth_loss, rel=2e-3)
@@ -35,7 +35,7 @@ def test_bootstrap_runs_when_step_1_has_a_single_optimum():
     table = make_table(step1=law, sizes=sizes, loss_noise=0.005, checkpoints=10, targets={"big": (1e9, 4e10)})
     last = table.groupby("run").tail(1)
     assert fit_step1(last.N.to_numpy(float), last.D.to_numpy(float), last.loss.to_numpy(float)).alternatives.shape == (0, 5)
-    row = fit_table(table, bootstrap=30).predictions.iloc[0]
+    row = fit_table(table, bootstrap=30, method="paper").predictions.iloc[0]
     assert row["pred_loss_lo"] < row["pred_loss"] < row["pred_loss_hi"]
 
 
@@ -91,9 +91,10 @@ def test_a_repeated_row_index_does_not_change_the_fit():
 
 
 def test_a_tasks_intervals_do_not_depend_on_the_other_tasks_selected():
+    """With the paper's method (the shared-exponent law of the default couples the tasks by design)."""
     table = make_table(tasks=("alpha", "beta"), targets={"big": BIG}, checkpoints=8, loss_noise=0.01, acc_noise=0.01)
-    both = fit_table(table, bootstrap=30, seed=3).predictions.set_index("task")
-    alone = fit_table(table, bootstrap=30, seed=3, tasks=["beta"]).predictions.set_index("task")
+    both = fit_table(table, bootstrap=30, seed=3, method="paper").predictions.set_index("task")
+    alone = fit_table(table, bootstrap=30, seed=3, tasks=["beta"], method="paper").predictions.set_index("task")
     columns = ["pred_loss_lo", "pred_loss_hi", "pred_acc_lo", "pred_acc_hi"]
     pd.testing.assert_series_equal(alone.loc["beta", columns], both.loc["beta", columns])
 

@@ -18,12 +18,15 @@ def test_with_intervals(table):
     rows = backtest(table, min_sizes=3, bootstrap=20, tasks=["alpha"])
     text = format_backtest(rows, 0.9)
     lines = text.splitlines()
-    assert lines[0].startswith("== held-out ladder runs, by the sizes fitted (inside the 90% intervals")
+    assert lines[0].startswith("== held-out ladder runs, by the sizes fitted (inside the 90% bootstrap and kappa intervals")
     held = rows[rows["held_out"]]
     share = held["in_acc_interval"].mean()
     overall = next(line for line in lines if line.startswith("all held-out runs"))
     assert overall.split()[3:5] == ["12", f"{held['in_loss_interval'].mean():.0%}"]
-    assert f"{share:.0%} of 12 held-out accuracies fell inside their 90% intervals" in text
+    assert f"{share:.0%} of 12 held-out accuracies (bootstrap) fell inside their 90% intervals" in text
+    kappa_share = held["in_acc_interval_kappa"].mean()
+    assert f"{kappa_share:.0%} of 12 held-out accuracies (kappa) fell inside their 90% intervals" in text
+    assert "kappa from these errors:" in text and "leave-one-cut-out" in text
     assert "== by task, over every cut" in text and lines[-1].startswith("the table's targets (big) were predicted")
 
 

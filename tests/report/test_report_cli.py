@@ -47,7 +47,8 @@ def test_plots_alone_count_as_results(table_path, tmp_path, capsys):
 def test_step1_only_table(tmp_path, capsys):
     table = make_table(step2=None, targets={"big": BIG}).drop(columns=["acc"])
     path = write_table(table, tmp_path / "loss_only.parquet")
-    assert main(["fit", str(path), "--out", str(tmp_path / "out"), "--bootstrap", "20", "--last-n", "1"]) == 0
+    assert main(["fit", str(path), "--out", str(tmp_path / "out"), "--bootstrap", "20", "--last-n", "1",
+                 "--method", "paper"]) == 0
     predictions = pd.read_csv(tmp_path / "out" / "predictions.csv")
     assert predictions["pred_loss"].iloc[0] == pytest.approx(float(loss_law(STEP1, *BIG)), rel=2e-3)
     assert predictions[["pred_acc", "pred_acc_lo", "pred_acc_hi", "actual_acc"]].isna().all().all()
@@ -78,7 +79,7 @@ def test_backtest_command(tmp_path, capsys):
     out = tmp_path / "backtest.csv"
     assert main(["backtest", str(table), "--bootstrap", "20", "--tasks", "alpha", "--out", str(out)]) == 0
     printed = capsys.readouterr().out
-    assert "all held-out runs" in printed and "held-out accuracies fell inside their 90% intervals" in printed
+    assert "all held-out runs" in printed and "held-out accuracies (bootstrap) fell inside their 90% intervals" in printed
     assert printed.strip().endswith(f"wrote {out}")
     written = pd.read_csv(out)
     assert len(written) == 2 * 4 + 4 + 2 and written["held_out"].sum() == 12

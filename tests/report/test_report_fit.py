@@ -22,7 +22,7 @@ def test_the_folder_holds_the_fits_tables_report_and_plots(fit, tmp_path):
     assert [path.name for path in written] == ["params.csv", "pred_vs_actual.png", "predictions.csv", "report.md",
                                                "step1.png", "step2.png", "variance.csv"]
     pd.testing.assert_frame_equal(pd.read_csv(out / "predictions.csv"), fit.predictions, check_dtype=False)
-    assert pd.read_csv(out / "params.csv")["alpha"].tolist() == pytest.approx(fit.params["alpha"].tolist())
+    assert pd.read_csv(out / "params.csv")["shared.alpha"].tolist() == pytest.approx(fit.params["shared.alpha"].tolist())
     assert len(pd.read_csv(out / "variance.csv")) == len(fit.variance)
     assert (out / "report.md").read_text(encoding="utf-8") == fit_markdown(fit, [out / "step1.png", out / "step2.png",
                                                                                   out / "pred_vs_actual.png"])
