@@ -57,6 +57,10 @@ RESUMABLE_CHANGES = (
 )
 
 
+class RunBusy(LadderError):
+    """Another process trains this run directory: it is theirs to finish or to mark failed."""
+
+
 class RunDir:
     """Reads and writes the files of one run directory."""
 
@@ -225,7 +229,7 @@ class RunDir:
             except LockHeld as error:
                 holder = read_json(self.path / RUNNING) or {}
                 who = f"process {holder.get('pid')} on {holder.get('host')}" if holder else "another process"
-                raise LadderError(f"{self.path} is being trained by {who}; wait for it or stop it first ({error})") from None
+                raise RunBusy(f"{self.path} is being trained by {who}; wait for it or stop it first ({error})") from None
             held.callback(lambda: made_lock and not self.has_config() and (self.path / LOCK).unlink(missing_ok=True))
             record = {"host": socket.gethostname(), "pid": os.getpid(), "started": time.time()}
             write_text_atomic(self.path / RUNNING, json.dumps(record) + "\n")

@@ -46,7 +46,7 @@ from ladder.errors import LadderError
 from ladder.hydra_app import CONF_DIR, HYDRA_VERSION, compose_config, describe_config_error, run_app
 from ladder.ranks import is_rank_zero
 from ladder.rungs import Rung, find_rung, grid_rungs, rungs_to_train
-from ladder.runs.directory import RunDir
+from ladder.runs.directory import RunBusy, RunDir
 from ladder.runs.sweep_state import RungState, read_state, read_sweep_file, write_sweep_file
 from ladder.sweep.detach import detached_cluster, submit_detached
 from ladder.sweep.jobs import queued_rungs
@@ -189,6 +189,9 @@ def sweep_job(cfg: DictConfig) -> JobResult:
             RunDir(run_dir).clear_failed()  # a failed rung is retried by a new sweep
         with relay.while_training():
             outcome = run_training(cfg, stop=SweepStop.event, rung=rung)
+    except RunBusy as error:  # another process trains it: neither FAILED nor its markers are ours to write
+        log.warning("%s: skipped: %s", rung.name, error)
+        return JobResult(rung.name, "busy", str(error))
     except Exception as error:  # one failing rung must not stop the others
         log.error("%s failed: %s", rung.name, error)
         if rank_zero:
