@@ -169,7 +169,7 @@ def read_table(path: str | os.PathLike) -> pd.DataFrame:
         else:
             table = pd.read_csv(path, sep="\t" if kind == "tsv" else ",", compression=compression)
     except (ValueError, OSError, EOFError, pd.errors.ParserError) as error:
-        raise LadderError(f"{path}: cannot read as {kind}: {str(error).splitlines()[0]}")
+        raise LadderError(f"{path}: cannot read as {kind}: {str(error).splitlines()[0]}") from None
     if kind != "parquet" and len(table.columns) == 1:
         header = str(table.columns[0])
         other = next((sep for sep in (";", "\t", ",", "|") if sep in header), None)

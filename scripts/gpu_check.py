@@ -253,4 +253,4 @@ if __name__ == "__main__":
         raise SystemExit(main())
     except LadderError as error:
         print(f"gpu_check: error: {error}", file=sys.stderr)
-        raise SystemExit(2)
+        raise SystemExit(2) from None

@@ -28,7 +28,7 @@ def _numbers(text: str) -> list[float]:
     try:
         return [float(part.rstrip("xC")) for part in _names(text)]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected numbers separated by commas, got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected numbers separated by commas, got {text!r}") from None
 
 
 def _add_selection(parser: argparse.ArgumentParser, methods: tuple[str, ...] | None = None) -> None:
@@ -105,7 +105,7 @@ def parse_target(text: str) -> tuple[str, float, float]:
     try:
         n, d = (float(part.replace("_", "")) for part in parts[1:])
     except ValueError:
-        raise LadderError(f"--target {text!r}: N and D must be numbers")
+        raise LadderError(f"--target {text!r}: N and D must be numbers") from None
     if not (math.isfinite(n) and math.isfinite(d) and n > 0 and d > 0):
         raise LadderError(f"--target {text!r}: N and D must be finite and > 0")
     return parts[0], n, d

@@ -44,7 +44,7 @@ def write_folder(out_dir: str | os.PathLike, write: Callable[[Path], object], *,
             out_dir.parent.mkdir(parents=True, exist_ok=True)
             staging = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.tmp-"))
         except OSError as error:
-            raise LadderError(f"{out_dir}: cannot write results here: {error.strerror or error}")
+            raise LadderError(f"{out_dir}: cannot write results here: {error.strerror or error}") from None
         try:
             write(staging)
             out_dir.mkdir(exist_ok=True)

@@ -179,7 +179,7 @@ def collect_wandb(path: str) -> pd.DataFrame:
     try:
         runs = list(wandb.Api().runs(path))
     except Exception as error:  # wandb raises its own types for auth, network and missing projects
-        raise LadderError(f"wandb project {path}: {str(error).splitlines()[0] if str(error) else type(error).__name__}")
+        raise LadderError(f"wandb project {path}: {str(error).splitlines()[0] if str(error) else type(error).__name__}") from None
     rows: list[dict[str, Any]] = []
     skipped: list[str] = []
     resized: list[str] = []

@@ -108,7 +108,7 @@ def _read_csv(path: Path) -> pd.DataFrame:
     try:
         frame = pd.read_csv(path)
     except (OSError, ValueError, pd.errors.ParserError) as error:
-        raise LadderError(f"{path}: cannot read as CSV: {str(error).splitlines()[0]}")
+        raise LadderError(f"{path}: cannot read as CSV: {str(error).splitlines()[0]}") from None
     if frame.empty:
         raise LadderError(f"{path}: no rows")
     return frame
