@@ -116,11 +116,12 @@ def test_bootstrap_refits_reach_the_full_multistart_optimum():
 
 
 def test_newton_starts_give_every_replicate_a_start_when_the_step_is_singular():
-    """A singular normal matrix (here: two parameters with the same derivative) falls back to the
-    shared optimum for every replicate, even when the residuals are one shared row."""
+    """A singular normal matrix (two parameters with the same, huge derivative: the 1e-12 ridge
+    vanishes beside it) falls back to the shared optimum for every replicate, even when the
+    residuals are one shared row."""
     from ladder.fit import batched
 
-    jacobian = np.full((2, 5), 1e10)
+    jacobian = np.full((2, 5), 1e100)
     weights = np.ones((7, 5))
     theta = np.array([1.0, 2.0])
     starts = batched.newton_starts(np.ones((1, 5)), jacobian, weights, theta, np.full(2, -10.0), np.full(2, 10.0),
