@@ -275,7 +275,7 @@ class _Trainer:
         # --- hook: the model, wrapped for this run's parallelism (ladder.train.parallel) ---
         self.parallel = parallel.build_model(cfg, rung.shape, ctx, self.memory_plan, self.precision)
         self.model = self.parallel.model
-        if ctx.is_main:
+        if ctx.is_main and self.device.type == "cuda":  # the plan counts GPU memory; a CPU run has none to plan
             log.info("%s: %s (memory plan per GPU: %s)", rung.name, self.parallel.parallel, self.memory_plan.breakdown())
         self.optimizer = build_optimizer(cfg.optim, self.model, rung.peak_lr, self.device)
         self.schedule = Schedule(rung.peak_lr, rung.warmup_steps, rung.steps, cfg.optim.final_lr_ratio)
