@@ -7,7 +7,7 @@ PY     := $(VENV)/bin/python
 # torch 2.13.0 is the local CPU wheel; on a GPU machine set TORCH_SPEC=torch for CUDA builds.
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: demo test venv clean
+.PHONY: demo test test-quick lint format venv clean
 
 venv: $(VENV)/.installed
 
@@ -24,6 +24,18 @@ demo: venv
 
 test: venv
 	$(PY) -m pytest -q
+
+# The quick subset (no training, no subprocesses, no paper refits): under a minute.
+test-quick: venv
+	$(PY) -m pytest -q -m "not slow"
+
+lint: venv
+	$(VENV)/bin/ruff check ladder tests scripts
+	$(VENV)/bin/ruff format --check ladder tests scripts
+
+format: venv
+	$(VENV)/bin/ruff check --fix ladder tests scripts
+	$(VENV)/bin/ruff format ladder tests scripts
 
 clean:
 	rm -rf $(VENV)

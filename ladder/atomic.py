@@ -2,19 +2,41 @@
 
 Everything is written to a temporary file beside its destination, then renamed over it
 (`os.replace` is atomic within one filesystem); on an error the temporary file is removed and the
-destination is left as it was.
+destination is left as it was. SIGTERM during a write unwinds like Ctrl-C (`terminate_as_interrupt`),
+so `kill` leaves no temporary file either.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import signal
+import threading
 import uuid
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
-from ladder.errors import LadderError
+from ladder.errors import LadderError, Terminated
+
+
+@contextmanager
+def terminate_as_interrupt() -> Iterator[None]:
+    """Within the block, SIGTERM raises `Terminated` (a KeyboardInterrupt) so that `finally` clauses
+    clean up, as they do for Ctrl-C. Only where nobody handles SIGTERM already (the trainer checkpoints
+    on it instead) and in the main thread (the only one that receives signals)."""
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGTERM) != signal.SIG_DFL:
+        yield
+        return
+
+    def terminate(signum: int, frame: Any) -> None:
+        raise Terminated()
+
+    signal.signal(signal.SIGTERM, terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def make_directory(path: Path, purpose: str) -> None:
@@ -51,12 +73,13 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     make_directory(path.parent, str(path))
     # Same suffix, so writers that choose a format by suffix (pandas, torch) still do.
     temporary = path.with_name(f".{path.stem}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}{path.suffix}")
-    try:
-        yield temporary
-        os.replace(temporary, path)
-    finally:
-        if temporary.exists():
-            temporary.unlink()
+    with terminate_as_interrupt():
+        try:
+            yield temporary
+            os.replace(temporary, path)
+        finally:
+            if temporary.exists():
+                temporary.unlink()
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> Path:

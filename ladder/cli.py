@@ -56,10 +56,10 @@ def main(argv: list[str] | None = None) -> int:
         if is_rank_zero():  # under torchrun every rank meets the same mistake: one line, not one per rank
             print(f"ladder {name}: error: {error}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as interrupt:  # Ctrl-C, or SIGTERM during a write (ladder.atomic)
         if is_rank_zero():
             print(f"ladder {name}: interrupted", file=sys.stderr)
-        return 130
+        return 128 + getattr(interrupt, "signum", 2)
 
 
 if __name__ == "__main__":

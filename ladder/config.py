@@ -20,6 +20,7 @@ from ladder.rungs import rung_name
 OPTIMIZERS = ("adamw", "adam", "nadam", "sgd", "momentum", "nesterov", "rmsprop")
 WANDB_MODES = ("offline", "online", "disabled")
 DEVICES = ("cpu", "cuda")
+ROLES = ("ladder", "target")
 LOCK_MODES = ("flock", "file", "none")
 
 # ${rung_name:tiny,1.0,null} -> tiny-1xC, ${rung_name:tiny,1.0,40960} -> tiny-40960tok (ladder.rungs.rung_name),
@@ -89,7 +90,8 @@ class TrainConfig:
     log_interval: int = 10
     """Steps between the run's metrics records."""
     eval_interval: int = 200
-    """Steps between evaluations (validation bpb and tasks); the last step is always evaluated."""
+    """Steps between evaluations (validation bpb and tasks); the last step, and the step
+    train.max_steps stops at, are always evaluated."""
     evals: Optional[int] = None
     """Evaluate this many times, evenly spaced over the run, instead of every eval_interval
     steps: rungs of very different lengths then give the fit the same number of checkpoints."""
@@ -138,8 +140,9 @@ class TrainConfig:
     val_tokens: int = 65_536
     """Validation tokens scored for val_bpb at each evaluation (the split's first windows)."""
     threads: Optional[int] = None
-    """CPU threads for torch during the run; None keeps torch's default (one per core). On a
-    shared or busy CPU, 1 is much faster for small models (threads wait for each other)."""
+    """CPU threads for torch during the run; None = torch's default (one per core, or
+    OMP_NUM_THREADS) when the cores are free, else as many as the load average leaves free (with a
+    warning): threads that outnumber free cores wait for each other."""
 
 
 @dataclass
@@ -296,6 +299,15 @@ VALUE_RULES: tuple[tuple[str, Callable[[Any], bool], str], ...] = (
     ("wandb.mode", lambda v: v in WANDB_MODES, "one of " + ", ".join(WANDB_MODES)),
     ("device", lambda v: v in DEVICES, "cpu or cuda"),
     ("seed", lambda v: v >= 0, ">= 0"),
+    ("role", lambda v: v in ROLES, "ladder or target"),
+    ("multiplier", lambda v: 0 < v < math.inf, "> 0 and finite"),
+    ("train.tokens", lambda v: v >= 1, ">= 1"),
+    ("model.init_std", lambda v: 0 < v < math.inf, "> 0 and finite"),
+    ("model.rope_theta", lambda v: 1 < v < math.inf, "> 1 and finite (the RoPE base)"),
+    ("model.vocab_size", lambda v: v >= 1, ">= 1"),
+    ("model.seq_len", lambda v: v >= 1, ">= 1"),
+    ("data.val_fraction", lambda v: 0 <= v < 1, "in [0, 1)"),
+    ("data.tokenizer", lambda v: _tokenizer_spec_ok(v), "byte, bpe:<vocabulary 257..2^32> or a tokenizer.json path"),
     ("ladder.gpus", lambda v: v >= 1, ">= 1"),
     ("data.seed", lambda v: v >= 0, ">= 0"),
     ("tasks.seed", lambda v: v >= 0, ">= 0"),
@@ -306,12 +318,25 @@ VALUE_RULES: tuple[tuple[str, Callable[[Any], bool], str], ...] = (
 )
 
 
+def _tokenizer_spec_ok(spec: str) -> bool:
+    if not spec.startswith("bpe:"):
+        return bool(spec)  # 'byte' or a tokenizer.json path (a missing file is named when the corpus is prepared)
+    vocab = spec[4:]
+    return vocab.isdigit() and 257 <= int(vocab) <= 2**32
+
+
 def check_values(cfg: DictConfig) -> None:
-    """Refuse a value no run can use (a zero interval, a negative learning rate, ...) in one line."""
+    """Refuse a value no run can use (a zero interval, a negative learning rate, ...) in one line,
+    and options that contradict each other."""
     for key, valid, what in VALUE_RULES:
         value = OmegaConf.select(cfg, key)
         if value is not None and not valid(value):
             raise LadderError(f"bad config: {key}={value} (must be {what})")
+    multiplier, tokens = OmegaConf.select(cfg, "multiplier"), OmegaConf.select(cfg, "train.tokens")
+    if tokens is not None and multiplier is not None and multiplier != 1.0:
+        raise LadderError(
+            f"bad config: multiplier={multiplier} and train.tokens={tokens} both set the token budget; give one"
+        )
 
 
 def register_configs() -> None:

@@ -11,6 +11,12 @@ class LadderError(Exception):
     """A problem with what the user gave us, explained in one line."""
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM arrived: unwound like Ctrl-C (temporary files removed), but the command exits 128 + 15."""
+
+    signum = 15
+
+
 class ArgumentParser(argparse.ArgumentParser):
     """argparse that reports mistakes as a LadderError (one line, exit 2 through ladder.cli)."""
 

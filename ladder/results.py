@@ -19,7 +19,8 @@ Tidy: one row per run x checkpoint x task.
 | chance     | float | no       | the task's chance accuracy (else known for the paper's tasks or `--chance`) |
 
 Any further column is kept as an extra metric. Only this module knows the table's files: CSV or
-Parquet by suffix, validated on read, written atomically, never overwritten unless asked.
+Parquet by suffix (any case; `.tsv` tab-separated; `.csv.gz`/`.tsv.gz` compressed), validated on
+read, written atomically, never overwritten unless asked.
 Trainers write `EvalRow`s into their run directory (`ladder.runs.directory.append_eval_rows`);
 `ladder collect` reads them back (`ladder.runs.collect`).
 
@@ -42,7 +43,7 @@ from ladder.errors import LadderError
 REQUIRED_COLUMNS = ("run", "role", "N", "D", "step", "task", "loss")
 OPTIONAL_COLUMNS = ("acc", "size", "multiplier", "flops", "rerun", "chance")
 ROLES = ("ladder", "target")
-TABLE_SUFFIXES = (".csv", ".parquet")
+TABLE_SUFFIXES = (".csv", ".tsv", ".parquet")  # any case; .csv and .tsv may end in .gz
 
 
 @dataclass
@@ -100,6 +101,9 @@ def validate_table(table: pd.DataFrame, source: str = "results table") -> pd.Dat
     for column in ("N", "D"):
         if (table[column] <= 0).any():
             raise LadderError(f"{source}: column {column!r} must be > 0")
+    if (table["step"] < 0).any():
+        row = int(np.flatnonzero((table["step"] < 0).to_numpy())[0])
+        raise LadderError(f"{source}: column 'step' must be >= 0 (row {row + 1}: {table['step'].iloc[row]:g})")
     if (table["loss"] <= 0).any():
         raise LadderError(f"{source}: column 'loss' (bits per byte) must be > 0")
     if "acc" in table and ((table["acc"] < 0) | (table["acc"] > 1)).any():
@@ -138,21 +142,40 @@ def _as_bool(column: pd.Series, source: str) -> pd.Series:
     return values.astype(bool)
 
 
+def _table_format(path: Path) -> tuple[str, str | None]:
+    """('csv' | 'tsv' | 'parquet', 'gzip' or None) from the file name, case-insensitively."""
+    suffixes = [suffix.lower() for suffix in path.suffixes[-2:]]
+    compression = "gzip" if suffixes[-1:] == [".gz"] else None
+    suffix = suffixes[-2] if compression and len(suffixes) == 2 else (None if compression else path.suffix.lower())
+    if suffix not in TABLE_SUFFIXES or (compression and suffix == ".parquet"):
+        shown = "".join(path.suffixes[-2:]) if compression else path.suffix
+        raise LadderError(f"{path}: results tables are .csv, .tsv (optionally .gz) or .parquet, not {shown or 'no suffix'!r}")
+    return suffix[1:], compression
+
+
 def _check_suffix(path: Path) -> None:
-    if path.suffix not in TABLE_SUFFIXES:
-        raise LadderError(f"{path}: results tables are .csv or .parquet, not {path.suffix or 'no suffix'!r}")
+    _table_format(path)
 
 
 def read_table(path: str | os.PathLike) -> pd.DataFrame:
-    """Read and validate a results table (CSV or Parquet)."""
+    """Read and validate a results table (CSV, TSV or Parquet)."""
     path = Path(path)
-    _check_suffix(path)
+    kind, compression = _table_format(path)
     if not path.is_file():
         raise LadderError(f"{path}: no such results table")
     try:
-        table = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
-    except (ValueError, OSError, pd.errors.ParserError) as error:
-        raise LadderError(f"{path}: cannot read as {path.suffix[1:]}: {str(error).splitlines()[0]}")
+        if kind == "parquet":
+            table = pd.read_parquet(path)
+        else:
+            table = pd.read_csv(path, sep="\t" if kind == "tsv" else ",", compression=compression)
+    except (ValueError, OSError, EOFError, pd.errors.ParserError) as error:
+        raise LadderError(f"{path}: cannot read as {kind}: {str(error).splitlines()[0]}") from None
+    if kind != "parquet" and len(table.columns) == 1:
+        header = str(table.columns[0])
+        other = next((sep for sep in (";", "\t", ",", "|") if sep in header), None)
+        if other is not None:
+            raise LadderError(f"{path}: one column only, its header split by {other!r}: "
+                              f"a {kind} table is {'tab' if kind == 'tsv' else 'comma'}-separated")
     return validate_table(table, source=str(path))
 
 
@@ -161,7 +184,7 @@ def check_output_table(path: str | os.PathLike, overwrite: bool) -> Path:
     path = Path(path)
     _check_suffix(path)
     if path.is_dir():
-        raise LadderError(f"{path} is a directory; give a .csv or .parquet file name")
+        raise LadderError(f"{path} is a directory; give a .csv, .tsv or .parquet file name")
     if path.exists() and not overwrite:
         raise LadderError(f"{path} exists; pass --overwrite to replace it")
     check_writable_destination(path)
@@ -172,11 +195,12 @@ def write_table(table: pd.DataFrame, path: str | os.PathLike, overwrite: bool = 
     """Validate and write atomically (temporary file, then rename); refuse to overwrite unless asked."""
     path = check_output_table(path, overwrite)
     table = validate_table(table, source=f"table for {path}")
+    kind, compression = _table_format(path)
     with atomic_path(path) as temporary:
-        if path.suffix == ".parquet":
+        if kind == "parquet":
             table.to_parquet(temporary, index=False)
         else:
-            table.to_csv(temporary, index=False)
+            table.to_csv(temporary, index=False, sep="\t" if kind == "tsv" else ",", compression=compression)
     return path
 
 

@@ -83,7 +83,13 @@ def peak_lr(n_params: int, rule: str = "olmo") -> float:
     if rule == "olmo":
         return 0.0047 * (n_params / REFERENCE_N) ** (-1 / 3) / 4
     if rule == "kaplan":
-        return 0.003239 - 0.0001395 * math.log(n_params)
+        lr = 0.003239 - 0.0001395 * math.log(n_params)
+        if lr <= 0:  # the fit's line crosses zero near N = 1.2e10
+            raise LadderError(
+                f"lr_rule=kaplan gives a peak LR of {lr:.3g} <= 0 at N={n_params:.3g} (the rule holds below ~1.2e10 "
+                "parameters); use optim.lr_rule=olmo or set optim.lr"
+            )
+        return lr
     raise LadderError(f"unknown LR rule {rule!r}; choose 'olmo' or 'kaplan'")
 
 

@@ -64,10 +64,14 @@ PRESETS: dict[str, ModelShape] = {
         _paper("3B", 3328, 16, 16),
         _paper("7B", 4096, 32, 32, mlp_hidden=11008),
         _paper("13B", 5120, 40, 40, mlp_hidden=13824),
-        # CPU presets (N with the byte vocabulary): about 12k, 25k, 41k, 86k, 148k, 280k, 616k, 1.08M.
+        # CPU presets (N with the byte vocabulary): about 4k, 12k, 25k, 41k, 58k, 86k, 148k, 280k,
+        # 616k, 1.08M. atto, femto, nano3 and mini (the demo's ladder and target) double the width
+        # and grow the depth (2, 2, 3, 4 layers) at each step, as the paper's presets do.
+        _cpu("atto", 8, 2, 1),
         _cpu("femto", 16, 2, 2),
         _cpu("pico", 24, 2, 2),
         _cpu("nano", 32, 2, 2),
+        _cpu("nano3", 32, 3, 2),
         _cpu("micro", 48, 2, 3),
         _cpu("tiny", 64, 2, 4),
         _cpu("mini", 64, 4, 4),
@@ -76,7 +80,7 @@ PRESETS: dict[str, ModelShape] = {
     )
 }
 
-CPU_PRESETS = ("femto", "pico", "nano", "micro", "tiny", "mini", "small", "base")
+CPU_PRESETS = ("atto", "femto", "pico", "nano", "nano3", "micro", "tiny", "mini", "small", "base")
 
 
 def padded_vocab(vocab_size: int, multiple: int) -> int:

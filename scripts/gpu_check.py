@@ -124,7 +124,7 @@ def check_size(size: str, ctx: distributed.DistContext, args) -> dict | None:
         + f"  {tokens_per_s:10,.0f} tokens/s  MFU " + (f"{mfu:5.1%}" if mfu is not None else "n/a")
         + f"  (warm-up {compile_s:.0f} s)"
     ))
-    del optimizer
+    optimizer.state.clear()  # the next size needs the memory; the caller keeps only the model
     return {"model": model, "shape": shape, "cfg": cfg, "precision": precision}
 
 
@@ -253,4 +253,4 @@ if __name__ == "__main__":
         raise SystemExit(main())
     except LadderError as error:
         print(f"gpu_check: error: {error}", file=sys.stderr)
-        raise SystemExit(2)
+        raise SystemExit(2) from None

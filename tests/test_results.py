@@ -29,7 +29,7 @@ def _table() -> pd.DataFrame:
     })
 
 
-@pytest.mark.parametrize("suffix", [".csv", ".parquet"])
+@pytest.mark.parametrize("suffix", [".csv", ".parquet", ".CSV", ".csv.gz", ".tsv", ".TSV.GZ"])
 def test_round_trip_keeps_values_and_types(tmp_path, suffix):
     path = write_table(_table(), tmp_path / f"results{suffix}")
     table = read_table(path)
@@ -57,6 +57,8 @@ def test_round_trip_keeps_values_and_types(tmp_path, suffix):
     (lambda t: t.assign(acc=[0.3, "abc", 0.4, 0.6]), "'acc' has a non-numeric value (row 2)"),
     (lambda t: t.assign(N=[100, 100, 200.5, 1000]), "'N' must hold whole numbers below 2^62 (row 3: 200.5)"),
     (lambda t: t.assign(N=[100, 100, 1e20, 1000]), "'N' must hold whole numbers below 2^62 (row 3: 1e+20)"),
+    (lambda t: t.assign(step=[1, 2, -2, 10]), "column 'step' must be >= 0 (row 3: -2)"),
+    (lambda t: t.assign(step=[1, 2, np.nan, 10]), "'step' has a missing or non-numeric value (row 3)"),
 ])
 def test_validation_names_the_problem(change, message):
     with pytest.raises(LadderError, match=re.escape(message)):
@@ -66,8 +68,12 @@ def test_validation_names_the_problem(change, message):
 def test_read_errors(tmp_path):
     with pytest.raises(LadderError, match="no such results table"):
         read_table(tmp_path / "missing.csv")
-    with pytest.raises(LadderError, match="are .csv or .parquet"):
+    with pytest.raises(LadderError, match="are .csv, .tsv"):
         read_table(tmp_path / "table.json")
+    semicolons = tmp_path / "semicolons.csv"
+    _table().to_csv(semicolons, sep=";", index=False)
+    with pytest.raises(LadderError, match="header split by ';': a csv table is comma-separated"):
+        read_table(semicolons)
 
 
 def test_optional_columns_may_be_empty(tmp_path):

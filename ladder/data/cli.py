@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 
 from omegaconf import DictConfig
@@ -14,9 +15,14 @@ HYDRA_QUIET = ["hydra.output_subdir=null", "hydra.run.dir=.", "hydra/job_logging
 
 
 def prepare(cfg: DictConfig) -> int:
-    from ladder.data.prepare import prepare_corpus
+    from ladder.data.prepare import log, prepare_corpus
 
-    corpus = prepare_corpus(cfg.data)
+    previous = log.level
+    log.setLevel(logging.WARNING)  # its closing line says what the summary below says
+    try:
+        corpus = prepare_corpus(cfg.data)
+    finally:
+        log.setLevel(previous)
     manifest = corpus.manifest
     train, val = manifest["train"], manifest["val"]
     what = "up to date, reused" if corpus.reused else f"built in {manifest['seconds']:.1f} s"

@@ -29,7 +29,6 @@ import json
 import logging
 import os
 import shutil
-import sys
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -40,7 +39,6 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
-from tqdm import tqdm
 
 from ladder.atomic import make_directory, write_text_atomic
 from ladder.data.documents import Document
@@ -54,6 +52,7 @@ from ladder.data.tokenizer import (
     token_dtype,
 )
 from ladder.errors import LadderError
+from ladder.progress import progress as progress_bar
 from ladder.locks import flock_unsupported
 
 log = logging.getLogger(__name__)
@@ -187,18 +186,21 @@ def prepare_corpus(data_cfg: Any, *, progress: bool | None = None) -> PreparedCo
     """Prepare the corpus described by `data_cfg` (a DataConfig or the `data` node), or reuse it
     after hashing its inputs.
 
-    `progress`: show tqdm bars (default: when stderr is a terminal).
+    `progress`: report progress (default: yes; tqdm bars on a terminal, else log lines, ladder.progress).
     """
     name, specs = str(data_cfg.name), [str(s) for s in data_cfg.sources]
     tokenizer_spec, val_fraction, seed = str(data_cfg.tokenizer), float(data_cfg.val_fraction), int(data_cfg.seed)
     if not name or "/" in name or name.startswith("."):
         raise LadderError(f"bad data.name {name!r}: use a plain folder name")
+    specs, tokenizer_spec, val_fraction, seed = _named_corpus_inputs(
+        Path(str(data_cfg.prepared_root)).expanduser(), name, specs, tokenizer_spec, val_fraction, seed
+    )
     if not specs:
         raise LadderError("data.sources is empty: give at least one file, folder, pkg:<name> or deb:<name>")
     if not 0.0 <= val_fraction < 1.0:
         raise LadderError(f"data.val_fraction must be in [0, 1), got {val_fraction}")
     parse_bpe_spec(tokenizer_spec)
-    show = sys.stderr.isatty() if progress is None else progress
+    show = True if progress is None else progress
 
     sources = [resolve_source(spec) for spec in specs]
     stats = _input_stats(sources, tokenizer_spec)  # before hashing: a file changed meanwhile is hashed again next time
@@ -216,6 +218,7 @@ def prepare_corpus(data_cfg: Any, *, progress: bool | None = None) -> PreparedCo
             return PreparedCorpus(root, reused=True)
         if root.exists() and not (root / MANIFEST).exists():
             raise LadderError(f"{root} exists and is not a prepared corpus; move it or choose another data.name")
+        log.info("preparing corpus %s in %s", name, root.absolute())
         temporary = root.parent / f".{name}.tmp-{os.getpid()}"
         shutil.rmtree(temporary, ignore_errors=True)
         temporary.mkdir()
@@ -234,6 +237,41 @@ def prepare_corpus(data_cfg: Any, *, progress: bool | None = None) -> PreparedCo
         manifest["train"]["documents"], manifest["val"]["documents"], manifest["seconds"],
     )
     return PreparedCorpus(root)
+
+
+def _named_corpus_inputs(
+    prepared_root: Path, name: str, specs: list[str], tokenizer_spec: str, val_fraction: float, seed: int
+) -> tuple[list[str], str, float, int]:
+    """`data.name=mine` alone names the corpus prepared as `mine`: where the sources are left at
+    the default, a prepared corpus of that name built from other sources supplies them (and its
+    tokenizer, split fraction and seed, where those are left at their defaults too), instead of
+    being rebuilt from the default texts. A name with every input at its default, and no such
+    corpus, is refused: it would only copy the default corpus (often a relative prepared_root
+    looked up from another folder)."""
+    from ladder.config import DataConfig
+
+    default = DataConfig()
+    if specs != default.sources or name == default.name:
+        return specs, tokenizer_spec, val_fraction, seed
+    root = prepared_root / name
+    if (root / MANIFEST).is_file():
+        manifest = read_manifest(root)
+        recorded = [source["spec"] for source in manifest.get("sources", [])]
+        if recorded and recorded != specs:
+            log.info("data.name=%s: the corpus prepared at %s from %s", name, root, ", ".join(recorded))
+            return (
+                recorded,
+                manifest["tokenizer"]["spec"] if tokenizer_spec == default.tokenizer else tokenizer_spec,
+                float(manifest["val_fraction"]) if val_fraction == default.val_fraction else val_fraction,
+                int(manifest["seed"]) if seed == default.seed else seed,
+            )
+        return specs, tokenizer_spec, val_fraction, seed
+    if (tokenizer_spec, val_fraction, seed) == (default.tokenizer, default.val_fraction, default.seed):
+        raise LadderError(
+            f"data.name={name}: no corpus of that name in {prepared_root.absolute()} (data.prepared_root is relative "
+            "to the working directory unless absolute); give data.sources=[...] to prepare it"
+        )
+    return specs, tokenizer_spec, val_fraction, seed
 
 
 def _fingerprint(specs: list[str], hashes: list[str], tokenizer_spec: str, val_fraction: float, seed: int) -> str:
@@ -361,7 +399,7 @@ def _build(
     # Documents are streamed (memory does not grow with the corpus): a first pass counts them,
     # so that the split holds out exactly round(val_fraction x documents).
     counts = np.zeros(len(sources), dtype=np.int64)
-    for index, _ in tqdm(documents(), desc="counting documents", unit="doc", disable=not show):
+    for index, _ in progress_bar(documents(), desc="counting documents", unit="doc", enabled=show):
         counts[index] += 1
     for source, count in zip(sources, counts):
         if count == 0:
@@ -386,7 +424,7 @@ def _build(
     per_source = [
         {"train_documents": 0, "val_documents": 0, "train_tokens": 0, "val_tokens": 0} for _ in sources
     ]
-    progress = tqdm(total=n_documents, desc="tokenizing", unit="doc", disable=not show)
+    progress = progress_bar(total=n_documents, desc="tokenizing", unit="doc", enabled=show)
     stream, position = documents(), 0
     while batch := list(islice(stream, ENCODE_BATCH)):
         encoded = iter(tokenizer.encode_array([doc.text for _, doc in batch if doc.text is not None]))

@@ -18,6 +18,7 @@ A folder is every non-hidden file below it, in sorted order; documents never cro
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 from dataclasses import dataclass
 from importlib import metadata
@@ -71,16 +72,27 @@ def resolve_source(spec: str) -> Source:
         return Source(spec, debian_files(spec[4:]))
     path = Path(spec).expanduser()
     if path.is_dir():
-        files = sorted(
-            p for p in path.rglob("*")
-            if p.is_file() and not any(part.startswith(".") for part in p.relative_to(path).parts)
-        )
+        try:
+            files = sorted(
+                p for p in path.rglob("*")
+                if p.is_file() and not any(part.startswith(".") for part in p.relative_to(path).parts)
+            )
+        except PermissionError as error:
+            raise LadderError(f"source {spec}: cannot read {error.filename} (permission denied)") from None
         if not files:
             raise LadderError(f"source {spec}: the folder has no files")
+        _check_readable(spec, files)
         return Source(spec, tuple(SourceFile(p, _kind_of(p)) for p in files))
     if path.is_file():
+        _check_readable(spec, [path])
         return Source(spec, (SourceFile(path, _kind_of(path)),))
     raise LadderError(f"source {spec}: no such file or folder (or use pkg:<name> / deb:<name>)")
+
+
+def _check_readable(spec: str, files: list[Path]) -> None:
+    unreadable = next((p for p in files if not os.access(p, os.R_OK)), None)
+    if unreadable is not None:
+        raise LadderError(f"source {spec}: cannot read {unreadable} (permission denied)")
 
 
 def _kind_of(path: Path) -> str:

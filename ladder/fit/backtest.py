@@ -21,6 +21,7 @@ from ladder.fit.calibration import kappa_from_rows, leave_one_cut_out
 from ladder.fit.methods import METHODS
 from ladder.fit.pipeline import FitOptions, fit_table, select_ladder
 from ladder.fit.points import size_labels
+from ladder.progress import progress
 from ladder.results import validate_table
 
 MIN_FITTED_SIZES = 2  # step 1 separates the N and D terms only with two sizes or more
@@ -50,7 +51,7 @@ def backtest(table: pd.DataFrame, options: FitOptions | None = None, *, min_size
     # The ladder is selected already; the fits below take it as it is.
     per_cut = replace(options, sizes=None, multipliers=None, include_reruns=True)
     frames = []
-    for cut in range(min_sizes, len(sizes)):
+    for cut in progress(range(min_sizes, len(sizes)), desc="backtest", unit="cut"):
         fitted, held = sizes[:cut], sizes[cut:]
         held_rows = ladder[labels.isin(held)].assign(role="target")
         cut_table = pd.concat([ladder[labels.isin(fitted)], held_rows, own_targets], ignore_index=True)

@@ -152,5 +152,5 @@ def newton_starts(residuals: np.ndarray, jacobian: np.ndarray, weights: np.ndarr
     try:
         step = np.linalg.solve(system, -(gradient * free)[:, :, None])[:, :, 0]
     except np.linalg.LinAlgError:
-        return np.tile(theta, (len(residuals), 1))
+        return np.tile(theta, (len(weights), 1))  # residuals may be one shared row [1, M]
     return np.clip(theta + np.where(np.isfinite(step), step, 0.0), lower, upper)

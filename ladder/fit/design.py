@@ -191,7 +191,7 @@ def laws_from_params(params: pd.DataFrame, source: str = "params.csv") -> dict[s
         try:
             values = {name: float(value) for name, value in values.items()}
         except (TypeError, ValueError):
-            raise LadderError(f"{source}: task {row.task!r} has a non-numeric parameter")
+            raise LadderError(f"{source}: task {row.task!r} has a non-numeric parameter") from None
         if not all(math.isfinite(values[name]) for name in STEP1_PARAMS):
             raise LadderError(f"{source}: task {row.task!r} has no five-parameter step-1 law (fit it with "
                               "`ladder fit --method paper`)")
@@ -399,7 +399,7 @@ def run_positions(union: Grid, grid: Grid) -> np.ndarray:
     try:
         return np.array([where[(size.label, m)] for size, m, _ in grid.runs])
     except KeyError as missing:
-        raise LadderError(f"grid {grid.label}: run {missing} is not among the simulated runs")
+        raise LadderError(f"grid {grid.label}: run {missing} is not among the simulated runs") from None
 
 
 def fit_draws(law: TaskLaw, union: Grid, draws: Draws, grids: list[Grid], targets: list[Target],
@@ -624,7 +624,7 @@ def sizes_of(labels: list[str]) -> list[Size]:
             try:
                 n = float(value.replace("_", ""))
             except ValueError:
-                raise LadderError(f"--sizes: {text!r}: N must be a number (LABEL=N, e.g. s1=2e7)")
+                raise LadderError(f"--sizes: {text!r}: N must be a number (LABEL=N, e.g. s1=2e7)") from None
             if not label or not math.isfinite(n) or n <= 0:
                 raise LadderError(f"--sizes: {text!r}: expected LABEL=N with N > 0")
             sizes.append(Size(label, n, False))

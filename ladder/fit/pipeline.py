@@ -37,6 +37,7 @@ from ladder.fit.points import (
 from ladder.fit.step1 import Step1Fit, fit_step1
 from ladder.fit.step2 import Step2Fit, fit_step2
 from ladder.fit.variance import checkpoint_variance
+from ladder.progress import progress
 from ladder.results import validate_table
 
 PREDICTION_COLUMNS = (
@@ -377,8 +378,10 @@ def _pool(options: FitOptions) -> ProcessPoolExecutor | nullcontext:
 def _run_jobs(jobs: list[tuple], pool: Executor | None) -> list[TaskFit]:
     """Fit tasks, in the pool's processes when there is one."""
     if pool is None or len(jobs) < 2:
-        return [fit_task(*job) for job in jobs]
-    return list(pool.map(_fit_job, jobs))
+        fits = (fit_task(*job) for job in jobs)
+    else:
+        fits = pool.map(_fit_job, jobs)
+    return list(progress(fits, total=len(jobs), desc="fit", unit="task", leave=False))
 
 
 def fit_table(table: pd.DataFrame, options: FitOptions | None = None, **overrides) -> LadderFit:

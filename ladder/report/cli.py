@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import sys
 from pathlib import Path
 
 from ladder.atomic import check_writable_destination
@@ -27,7 +28,7 @@ def _numbers(text: str) -> list[float]:
     try:
         return [float(part.rstrip("xC")) for part in _names(text)]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected numbers separated by commas, got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected numbers separated by commas, got {text!r}") from None
 
 
 def _add_selection(parser: argparse.ArgumentParser, methods: tuple[str, ...] | None = None) -> None:
@@ -105,7 +106,7 @@ def parse_target(text: str) -> tuple[str, float, float]:
     try:
         n, d = (float(part.replace("_", "")) for part in parts[1:])
     except ValueError:
-        raise LadderError(f"--target {text!r}: N and D must be numbers")
+        raise LadderError(f"--target {text!r}: N and D must be numbers") from None
     if not (math.isfinite(n) and math.isfinite(d) and n > 0 and d > 0):
         raise LadderError(f"--target {text!r}: N and D must be finite and > 0")
     return parts[0], n, d
@@ -150,7 +151,13 @@ def predict_main(argv: list[str]) -> int:
     from ladder.results import read_table
 
     _check_csv_out(args.out, args.overwrite)
-    fit = fit_table(read_table(args.table), _options(args))
+    table = read_table(args.table)
+    fit = fit_table(table, _options(args))
+    smallest = table.loc[table["run"].isin(fit.ladder_runs), "N"].min()
+    for name, n, _ in targets:
+        if n < smallest:
+            print(f"ladder predict: warning: target {name} (N={n:.3g}) is smaller than the ladder's smallest run "
+                  f"(N={smallest:.3g}): its prediction extrapolates below the fitted data", file=sys.stderr)
     predictions = pd.concat([fit.predict(n, d, name) for name, n, d in targets], ignore_index=True)
     print(format_predictions(predictions))
     _write_csv_out(predictions, args.out)

@@ -304,7 +304,7 @@ def _read_csv(path: str) -> pd.DataFrame:
     try:
         return pd.read_csv(path)
     except (ValueError, OSError, pd.errors.ParserError) as error:
-        raise LadderError(f"{path}: cannot read as CSV: {str(error).splitlines()[0]}")
+        raise LadderError(f"{path}: cannot read as CSV: {str(error).splitlines()[0]}") from None
 
 
 # ---------------------------------------------------------------- compare

@@ -55,7 +55,9 @@ def format_predictions(predictions: pd.DataFrame) -> str:
     """The readable table `ladder fit` and `ladder predict` print."""
     if predictions.empty:
         return "(no targets to predict)"
-    return predictions_table(predictions).to_string(index=False)
+    table = predictions_table(predictions)
+    empty = [column for column in table.columns if (table[column] == "").all()]  # no actuals: targets not trained
+    return table.drop(columns=empty).to_string(index=False)
 
 
 def markdown_table(frame: pd.DataFrame) -> str:

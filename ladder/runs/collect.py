@@ -21,6 +21,7 @@ size the rung, and collect says which.
 from __future__ import annotations
 
 import argparse
+import math
 import re
 import sys
 from pathlib import Path
@@ -78,7 +79,8 @@ def order_columns(table: pd.DataFrame) -> pd.DataFrame:
 def table_from_rows(rows: list[dict[str, Any]], source: str) -> pd.DataFrame:
     """Rows -> a validated table; a repeated run x step x task keeps its last row."""
     if not rows:
-        raise LadderError(f"{source}: no evaluation rows")
+        raise LadderError(f"{source}: no evaluation rows (runs write them when trained with tasks, e.g. "
+                          "tasks=cpu or tasks.names=[...]; score a checkpoint later with `ladder eval RUN_DIR tasks=cpu -o`)")
     table = pd.DataFrame(rows)
     missing = [column for column in KEY_COLUMNS if column not in table.columns]
     if missing:
@@ -159,6 +161,8 @@ def rows_from_wandb_history(name: str, config: dict[str, Any], history: Iterable
         tokens = record.get("tokens", record.get("train/tokens"))
         if step is None or tokens is None:
             raise LadderError(f"wandb run {name!r}: an eval record lacks step or tokens")
+        if not isinstance(step, (int, float)) or not math.isfinite(step) or step < 0 or step % 1:
+            raise LadderError(f"wandb run {name!r}: an eval record's step is {step!r}, not a whole number >= 0")
         for task, metrics in by_task.items():
             if "loss" not in metrics:
                 continue
@@ -175,7 +179,7 @@ def collect_wandb(path: str) -> pd.DataFrame:
     try:
         runs = list(wandb.Api().runs(path))
     except Exception as error:  # wandb raises its own types for auth, network and missing projects
-        raise LadderError(f"wandb project {path}: {str(error).splitlines()[0] if str(error) else type(error).__name__}")
+        raise LadderError(f"wandb project {path}: {str(error).splitlines()[0] if str(error) else type(error).__name__}") from None
     rows: list[dict[str, Any]] = []
     skipped: list[str] = []
     resized: list[str] = []

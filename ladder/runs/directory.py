@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import socket
 import time
@@ -37,6 +38,8 @@ CONFIG, RUNG, METRICS, DONE, FAILED, RUNNING = "config.yaml", "rung.json", "metr
 EVAL_ROWS = "eval.jsonl"
 LOCK = ".lock"
 CHECKPOINT_DIR = "checkpoint"
+LATEST = "latest.pt"
+log = logging.getLogger("ladder.runs")
 STEP_PREFIX = "step-"
 TEMPORARY_PREFIX = ".tmp-"  # a checkpoint being written; renamed when whole
 CHECKPOINT_MARKERS = (".metadata", "trainer.json")  # written last (DCP's metadata) and first: a whole checkpoint
@@ -52,6 +55,10 @@ RESUMABLE_CHANGES = (
     "train.gpu_memory_gb", "train.keep_checkpoints", "train.async_checkpoint",
     "tasks.", "wandb.", "device", "run_dir", "run_name", "extra.", "ladder.", "rung", "data.prepared_root",
 )
+
+
+class RunBusy(LadderError):
+    """Another process trains this run directory: it is theirs to finish or to mark failed."""
 
 
 class RunDir:
@@ -97,8 +104,14 @@ class RunDir:
     # -- records ------------------------------------------------------------------------------
 
     def read_done(self) -> dict[str, Any] | None:
+        """The DONE record, None if the run is not done; a DONE that is not one is a LadderError."""
         path = self.path / DONE
-        return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+        if not path.exists():
+            return None
+        done = read_json(path)
+        if done is None or not all(isinstance(done.get(key), (int, float)) for key in ("step", "tokens", "loss")):
+            raise LadderError(f"{path} is not a DONE record (empty or edited); delete it to resume the run")
+        return done
 
     def read_done_marker(self) -> dict[str, Any] | None:
         """DONE's record, or None when absent or unreadable (for status, which must not fail on it)."""
@@ -164,15 +177,18 @@ class RunDir:
         if not path.is_file():
             return []
         rows = []
-        for line in path.read_text(encoding="utf-8").splitlines():
+        for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
             try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError:  # a torn last line from a killed process
-                break
+                row = json.loads(line)
+            except json.JSONDecodeError:  # a torn line from a killed process (or an edit): skipped, not an end
+                continue
+            if isinstance(row, dict) and isinstance(row.get("step"), int):
+                rows.append(row)
         return rows
 
     def truncate_metrics(self, step: int) -> None:
-        """Drop records after `step` (logged after the checkpoint a resumed run starts from)."""
+        """Drop records after `step` (logged after the checkpoint a resumed run starts from) and
+        lines that are not records; every valid record up to `step` is kept."""
         kept = [row for row in self.read_metrics() if row["step"] <= step]
         write_text_atomic(self.path / METRICS, "".join(json.dumps(row) + "\n" for row in kept))
 
@@ -203,21 +219,26 @@ class RunDir:
         (`lock`: flock, file or none; ladder.locks), so that a second trainer of the same run
         directory is refused instead of interleaving its records with this one's, and the RUNNING
         marker names it (`ladder status` tells a live run from a stopped one by it). Both go when
-        the block ends, however it ends."""
+        the block ends, however it ends; `.lock` stays for the next session, unless this one made
+        it and refused to start (no config written): then it leaves nothing behind."""
         self.path.mkdir(parents=True, exist_ok=True)
+        made_lock = not (self.path / LOCK).exists()
         with contextlib.ExitStack() as held:
             try:
                 held.enter_context(exclusive_lock(self.path / LOCK, lock))
             except LockHeld as error:
                 holder = read_json(self.path / RUNNING) or {}
                 who = f"process {holder.get('pid')} on {holder.get('host')}" if holder else "another process"
-                raise LadderError(f"{self.path} is being trained by {who}; wait for it or stop it first ({error})") from None
+                raise RunBusy(f"{self.path} is being trained by {who}; wait for it or stop it first ({error})") from None
+            held.callback(lambda: made_lock and not self.has_config() and (self.path / LOCK).unlink(missing_ok=True))
             record = {"host": socket.gethostname(), "pid": os.getpid(), "started": time.time()}
             write_text_atomic(self.path / RUNNING, json.dumps(record) + "\n")
             try:
                 yield
             finally:
                 (self.path / RUNNING).unlink(missing_ok=True)
+                if made_lock and not self.has_config():
+                    (self.path / LOCK).unlink(missing_ok=True)
 
 
 def run_dir_of_checkpoint(checkpoint: Path) -> Path:
@@ -299,6 +320,7 @@ def read_eval_rows(run_dir: str | os.PathLike) -> list[dict[str, Any]]:
             row = json.loads(line)
         except json.JSONDecodeError:
             if number == len(lines):
+                log.warning("%s: last line is torn (a writer killed mid-row); its row is left out", path)
                 break
             raise LadderError(f"{path}:{number}: not a JSON object") from None
         if not isinstance(row, dict):

@@ -88,7 +88,7 @@ def _tidy(frame: pd.DataFrame, source: Path, *, run: str, role: str, size: str, 
     parts = []
     for task, (bpb, acc) in _task_metrics(frame, source).items():
         parts.append(pd.DataFrame({
-            "run": run, "role": role, "N": PAPER_N[size], "D": tokens, "step": steps.astype(np.int64),
+            "run": run, "role": role, "N": PAPER_N[size], "D": tokens, "step": steps,
             "task": task, "loss": bpb, "acc": acc, "size": size,
             "multiplier": np.nan if multiplier is None else multiplier,
             "flops": np.nan if flops is None else flops, "rerun": rerun,
@@ -96,14 +96,19 @@ def _tidy(frame: pd.DataFrame, source: Path, *, run: str, role: str, size: str, 
     table = pd.concat(parts, ignore_index=True)
     # Exports contain checkpoints whose evaluation was not logged (no result) and step-0
     # evaluations (D = 0, outside any power law in D): both are left out.
-    return table[np.isfinite(table["loss"]) & (table["D"] > 0)]
+    table = table[np.isfinite(table["loss"]) & (table["D"] > 0)]
+    bad_steps = ~np.isfinite(table["step"].to_numpy(dtype=float))
+    if bad_steps.any():
+        raise LadderError(f"{source}: an evaluated checkpoint has no step (empty or non-numeric _step, "
+                          f"row {int(table.index[bad_steps][0]) % len(frame) + 2})")
+    return table.astype({"step": np.int64})
 
 
 def _read_csv(path: Path) -> pd.DataFrame:
     try:
         frame = pd.read_csv(path)
     except (OSError, ValueError, pd.errors.ParserError) as error:
-        raise LadderError(f"{path}: cannot read as CSV: {str(error).splitlines()[0]}")
+        raise LadderError(f"{path}: cannot read as CSV: {str(error).splitlines()[0]}") from None
     if frame.empty:
         raise LadderError(f"{path}: no rows")
     return frame

@@ -20,6 +20,7 @@ from typing import Any
 
 from ladder.atomic import read_json, write_text_atomic
 from ladder.errors import LadderError
+from ladder.progress import format_duration
 from ladder.runs.directory import RunDir
 
 SWEEP_FILE = "sweep.json"  # written by `ladder sweep` at the sweep root: grid name, rung names, detached jobs
@@ -133,17 +134,6 @@ class RungState:
         return ", ".join(parts)
 
 
-def format_duration(seconds: float) -> str:
-    seconds = max(0, int(seconds))
-    if seconds < 60:
-        return f"{seconds}s"
-    if seconds < 3600:
-        return f"{seconds // 60}m{seconds % 60:02d}s"
-    if seconds < 86400:
-        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
-    return f"{seconds // 86400}d{seconds % 86400 // 3600:02d}h"
-
-
 def read_state(run_dir: Path, name: str | None = None, now: float | None = None) -> RungState:
     now = time.time() if now is None else now
     run = RunDir(run_dir)
@@ -153,18 +143,21 @@ def read_state(run_dir: Path, name: str | None = None, now: float | None = None)
     metrics = run.metrics_path
     record = last_record(metrics) if metrics.exists() else None
     if record is not None:
-        state.step = record.get("step")
-        state.loss = record.get("loss")
+        state.step = _number(record.get("step"), int)
+        state.loss = _number(record.get("loss"), float)
         state.idle_s = now - metrics.stat().st_mtime
-        tokens_per_s = record.get("tokens_per_s")
+        tokens_per_s = _number(record.get("tokens_per_s"), float)
         batch_tokens = rung.batch_tokens if rung is not None else 0
         if tokens_per_s and batch_tokens and state.steps and state.step is not None:
             state.eta_s = (state.steps - state.step) * batch_tokens / tokens_per_s
-    if run.is_done():
+    done = run.read_done_marker() if run.is_done() else None
+    if run.is_done() and (done is None or _number(done.get("step"), int) is None):
+        state.status = "failed"
+        state.error = "DONE is not a DONE record (empty or edited): delete it to resume"
+    elif done is not None:
         state.status = "done"
-        done = run.read_done_marker() or {}
-        state.step = done.get("step", state.step)
-        state.loss = done.get("loss", state.loss)
+        state.step = _number(done.get("step"), int)
+        state.loss = _number(done.get("loss"), float, state.loss)
     elif run.is_failed():
         state.status = "failed"
         failed = run.read_failed() or {}
@@ -174,6 +167,14 @@ def read_state(run_dir: Path, name: str | None = None, now: float | None = None)
     elif record is not None:
         state.status = "partial"
     return state
+
+
+def _number(value: Any, kind: type, default: Any = None) -> Any:
+    """`value` if it is a number of `kind` (an int counts as a float; a bool as neither), else `default`:
+    a hand-edited or foreign record shows as unknown instead of breaking the table."""
+    if isinstance(value, bool) or not isinstance(value, (int, float) if kind is float else int):
+        return default
+    return value
 
 
 def _is_running(running: dict[str, Any] | None, idle_s: float | None) -> bool:

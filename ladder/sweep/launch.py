@@ -28,6 +28,7 @@ import logging
 import os
 import shutil
 import signal
+import sys
 import threading
 import traceback
 from dataclasses import dataclass
@@ -45,7 +46,7 @@ from ladder.errors import LadderError
 from ladder.hydra_app import CONF_DIR, HYDRA_VERSION, compose_config, describe_config_error, run_app
 from ladder.ranks import is_rank_zero
 from ladder.rungs import Rung, find_rung, grid_rungs, rungs_to_train
-from ladder.runs.directory import RunDir
+from ladder.runs.directory import RunBusy, RunDir
 from ladder.runs.sweep_state import RungState, read_state, read_sweep_file, write_sweep_file
 from ladder.sweep.detach import detached_cluster, submit_detached
 from ladder.sweep.jobs import queued_rungs
@@ -77,6 +78,7 @@ def configure_rung(cfg: DictConfig, rung: Rung, run_dir: Path) -> None:
         cfg.multiplier = rung.multiplier
         cfg.train.tokens = None
     else:
+        cfg.multiplier = 1.0  # unused beside train.tokens (ladder.config refuses both set)
         cfg.train.tokens = rung.tokens
     cfg.role = rung.role
     cfg.run_name = rung.name
@@ -187,6 +189,9 @@ def sweep_job(cfg: DictConfig) -> JobResult:
             RunDir(run_dir).clear_failed()  # a failed rung is retried by a new sweep
         with relay.while_training():
             outcome = run_training(cfg, stop=SweepStop.event, rung=rung)
+    except RunBusy as error:  # another process trains it: neither FAILED nor its markers are ours to write
+        log.warning("%s: skipped: %s", rung.name, error)
+        return JobResult(rung.name, "busy", str(error))
     except Exception as error:  # one failing rung must not stop the others
         log.error("%s failed: %s", rung.name, error)
         if rank_zero:
@@ -338,10 +343,11 @@ Finished rungs (DONE) are skipped, partial ones resume, failures are listed at t
   --cfg hydra                     show the Hydra config (the launcher's settings) and exit"""
 
 
-def say(text: str) -> None:
-    """Print once: under torchrun every rank runs the sweep, and rank 0 speaks for them."""
+def say(text: str, error: bool = False) -> None:
+    """Print once (to stderr if `error`): under torchrun every rank runs the sweep, and rank 0
+    speaks for them."""
     if is_rank_zero():
-        print(text)
+        print(text, file=sys.stderr if error else sys.stdout)
 
 
 def sweep_main(argv: list[str]) -> int:
@@ -386,6 +392,10 @@ def sweep_main(argv: list[str]) -> int:
     if len(pending) < len(names) and done:
         say(f"sweep {root}: {len(done)} of {len(names)} rungs are DONE, skipped")
     if not showing_config:
+        check_rungs(cfg, [rung for rung in rungs if rung.name in pending], root)
+        if not cfg.tasks.names:  # the fit needs eval rows: say so now, not when `collect` finds none
+            say("ladder sweep: warning: no tasks (tasks.names is empty): the rungs will write no eval rows for "
+                "`ladder collect` and `ladder fit`; add tasks=cpu, tasks=olmes or tasks.names=[...]", error=True)
         root.mkdir(parents=True, exist_ok=True)
         write_sweep_file(root, cfg.ladder.name, sweep_file_rungs(root, cfg, names))
     if "local" in launcher:
@@ -406,4 +416,24 @@ def sweep_main(argv: list[str]) -> int:
         return 0
     summary, code = summarize(root, names, cfg.train.max_steps)
     say(summary)
+    if code != 0:  # the summary is the sweep's output; that it fell short is also an error for scripts
+        say(f"ladder sweep: {summary.splitlines()[0]}: not every rung got what was asked (listed above)", error=True)
     return code
+
+
+def check_rungs(cfg: DictConfig, rungs: list[Rung], root: Path) -> None:
+    """Before launching: each rung's config as its job will see it, checked as `ladder train` checks
+    one (values, batch split, tasks, run directory). A config every rung refuses launches nothing;
+    a rung refused alone fails in the sweep and is listed with the others."""
+    from ladder.train.loop import check_run
+
+    refusals = []
+    for rung in rungs:
+        job_cfg = cfg.copy()
+        configure_rung(job_cfg, rung, root / rung.name)
+        try:
+            check_run(job_cfg, rung)
+        except LadderError as error:
+            refusals.append(f"{rung.name}: {error}")
+    if refusals and len(refusals) == len(rungs):
+        raise LadderError(f"every rung is refused, nothing launched ({refusals[0]})")

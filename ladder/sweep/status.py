@@ -22,6 +22,8 @@ def sweep_states(root: Path) -> list[RungState]:
     """Every rung of the sweep at `root`, in the sweep's order, then other run dirs by name."""
     if not root.is_dir():
         raise LadderError(f"{root}: no such sweep directory")
+    if RunDir(root).was_started():  # one run directory
+        return [read_state(root, root.name)]
     names = sweep_rungs(root)
     found = sorted(
         path.name
@@ -57,7 +59,7 @@ def format_status(root: Path, states: list[RungState], jobs: dict[str, str] | No
     return f"{root}: {summary}\n\n{format_table(header, rows)}"
 
 
-STATUS_USAGE = """usage: ladder status SWEEP_ROOT
+STATUS_USAGE = """usage: ladder status SWEEP_ROOT | RUN_DIR
 
 Each rung: done / running (its trainer is alive) / partial (resumes on the next sweep) / failed /
 pending, its step against the budget, its last training loss and an ETA; after `ladder sweep

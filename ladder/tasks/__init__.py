@@ -30,12 +30,33 @@ from ladder.tasks.task import Question, Task
 OLMES_NAMES = ("mmlu", "basic_skills", *REQUEST_TASKS)
 PAPER_TASKS = ("mmlu", "hellaswag", "arc_challenge", "arc_easy", "piqa", "csqa", "socialiqa", "openbookqa")
 
-__all__ = ["Question", "Task", "TaskScore", "evaluate", "load_task", "load_tasks", "known_task_names", "PAPER_TASKS"]
+__all__ = ["Question", "Task", "TaskScore", "check_task_spec", "evaluate", "load_task", "load_tasks", "known_task_names",
+           "PAPER_TASKS"]
 
 
 def known_task_names() -> list[str]:
     """Every built-in task name."""
     return [*OLMES_NAMES, *CORPUS_TASKS]
+
+
+def check_task_spec(spec: str) -> None:
+    """Refuse a task spec that names no task (an unknown name, a file that is not there) without
+    loading anything: for configs checked before a run starts."""
+    spec = spec.split("=", 1)[1] if "=" in spec else spec
+    if spec in OLMES_NAMES or spec in CORPUS_TASKS:
+        return
+    path = spec.split(":", 1)[1] if ":" in spec and spec.split(":", 1)[0] in LOADERS else spec
+    if path is spec and not spec.endswith(".jsonl") and not Path(spec).is_file():
+        raise _unknown_task(spec)
+    if not Path(path).expanduser().exists():
+        raise LadderError(f"task file {path}: no such file")
+
+
+def _unknown_task(spec: str) -> LadderError:
+    return LadderError(
+        f"unknown task {spec!r}: use one of {', '.join(known_task_names())}, a .jsonl file, "
+        f"or FORMAT:PATH with FORMAT in {', '.join(LOADERS)}"
+    )
 
 
 def load_task(spec: str, *, corpus: Any = None, seed: int = 0, n_corpus_questions: int = DEFAULT_QUESTIONS) -> Task:
@@ -55,10 +76,7 @@ def load_task(spec: str, *, corpus: Any = None, seed: int = 0, n_corpus_question
     elif spec.endswith(".jsonl") or Path(spec).is_file():
         task = load_jsonl_task(spec)
     else:
-        raise LadderError(
-            f"unknown task {spec!r}: use one of {', '.join(known_task_names())}, a .jsonl file, "
-            f"or FORMAT:PATH with FORMAT in {', '.join(LOADERS)}"
-        )
+        raise _unknown_task(spec)
     if name:
         task.name = name
     return task
@@ -67,8 +85,16 @@ def load_task(spec: str, *, corpus: Any = None, seed: int = 0, n_corpus_question
 def load_tasks(
     names: Sequence[str], *, corpus: Any = None, max_questions: int | None = None, seed: int = 0
 ) -> list[Task]:
-    """Load tasks by name (see the module docstring), each subsampled to `max_questions` with `seed`."""
-    tasks = [load_task(str(spec), corpus=corpus, seed=seed).subsample(max_questions, seed) for spec in names]
+    """Load tasks by name (see the module docstring), each subsampled to `max_questions` with `seed`.
+
+    Corpus tasks are built with at least `max_questions` questions, so that the held-out text,
+    not the builder's default, limits how many there are.
+    """
+    built = max(DEFAULT_QUESTIONS, max_questions or 0)
+    tasks = [
+        load_task(str(spec), corpus=corpus, seed=seed, n_corpus_questions=built).subsample(max_questions, seed)
+        for spec in names
+    ]
     seen: set[str] = set()
     for task in tasks:
         if task.name in seen:

@@ -1,10 +1,9 @@
-"""Batches of scoring work: longest first, so that padding stays small, with an optional progress
-bar, and a stop request (`stop_when`) checked before each batch."""
+"""Batches of scoring work: longest first, so that padding stays small, with optional progress
+(ladder.progress), and a stop request (`stop_when`) checked before each batch."""
 
 from __future__ import annotations
 
 import contextlib
-import sys
 from contextvars import ContextVar
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
@@ -47,14 +46,14 @@ def stop_when(requested: Callable[[], bool]) -> Iterator[None]:
 
 
 def with_progress(batches: Sequence[Any], enabled: bool) -> Iterable[Any]:
-    """`batches` with a tqdm bar when asked and stderr is a terminal; each batch first checks the
-    stop request of `stop_when`, if any."""
+    """`batches`, with progress reported when asked (ladder.progress: a bar on a terminal, else log
+    lines); each batch first checks the stop request of `stop_when`, if any."""
     requested = _stop_requested.get()
     shown: Iterable[Any] = batches
-    if enabled and sys.stderr.isatty():
-        from tqdm import tqdm
+    if enabled:
+        from ladder.progress import progress
 
-        shown = tqdm(batches, desc="eval", unit="batch", leave=False)
+        shown = progress(batches, desc="eval", unit="batch", leave=False)
     if requested is None:
         return shown
     return _stopping(shown, requested)

@@ -2,7 +2,8 @@
 
 Scores a saved checkpoint (a run directory, a sharded checkpoint directory or an exported .pt file) on tasks and prints one results-table
 row per task; `-o` writes them as a results table (CSV or Parquet). Overrides are the Hydra
-`tasks.*` keys (and `device`); without task names the run's own `tasks.names` are used.
+`tasks.*` keys, `tasks=<list>` and `device`; what they leave unset is the run's own (its task
+names, subsample size and seed), so a run directory scores as its in-loop evaluation did.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
 from ladder.errors import LadderError
 from ladder.results import EvalRow, check_output_table, write_table
@@ -35,23 +36,57 @@ def _needs_corpus(names: list[str]) -> bool:
     return any(name.split("=", 1)[-1] in CORPUS_TASKS for name in names)
 
 
+EVAL_KEYS = ("tasks", "device")  # what `ladder eval` overrides; the rest is the checkpoint's
+
+
+def check_overrides(overrides: list[str]) -> None:
+    """Refuse what is not key=value, and keys `ladder eval` does not use (the model is the checkpoint's)."""
+    bad = [item for item in overrides if "=" not in item]
+    if bad:
+        raise LadderError(f"expected key=value overrides after the checkpoint, got {bad[0]!r}")
+    unused = [o for o in overrides if o.split("=", 1)[0].lstrip("+~").split(".")[0].split("/")[0] not in EVAL_KEYS]
+    if unused:
+        raise LadderError(f"ladder eval takes tasks.*, tasks=<list> and device overrides, not {unused[0]!r} "
+                          "(the model, data and training are the checkpoint's)")
+
+
+def eval_config(run_cfg: DictConfig, overrides: list[str]) -> DictConfig:
+    """The checkpoint's run config with the evaluation's overrides: its tasks (names, subsample,
+    seed, batch) unless `tasks=<list>` or `tasks.<key>=` says otherwise, so that scoring a run
+    directory agrees with the rows it wrote in-loop."""
+    from ladder.hydra_app import compose_config
+
+    composed = compose_config(overrides)
+    cfg = run_cfg.copy()
+    given = {o.split("=", 1)[0].lstrip("+~") for o in overrides}
+    cfg.device = composed.device
+    if "tasks" in given:
+        cfg.tasks = composed.tasks
+    else:
+        for key in composed.tasks:
+            if f"tasks.{key}" in given or key not in cfg.tasks:
+                cfg.tasks[key] = composed.tasks[key]
+    return cfg
+
+
 def score_checkpoint(checkpoint: str, overrides: list[str]) -> list[EvalRow]:
     """Results-table rows (one per task) for the checkpoint under `checkpoint`."""
     from ladder.data import load_tokenizer, prepare_corpus
-    from ladder.hydra_app import compose_config
+    from ladder.sizes import flops_per_token
     from ladder.tasks import evaluate, load_tasks
     from ladder.runs.directory import find_checkpoint, run_dir_of_checkpoint
     from ladder.train.checkpoint import checkpoint_position, load_model
 
+    check_overrides(overrides)
     path = find_checkpoint(checkpoint)
     model, run_cfg = load_model(path)
     step, tokens = checkpoint_position(path)
     import torch
 
-    cfg = compose_config(overrides)
+    cfg = eval_config(run_cfg, overrides)
     if cfg.device == "cuda" and not torch.cuda.is_available():
         raise LadderError("device=cuda but no CUDA device is available (use device=cpu)")
-    names = [str(name) for name in (cfg.tasks.names or run_cfg.tasks.names)]
+    names = [str(name) for name in cfg.tasks.names]
     if not names:
         raise LadderError("no tasks to score: pass tasks.names=[...] or a task list such as tasks=cpu")
     corpus = None
@@ -70,6 +105,7 @@ def score_checkpoint(checkpoint: str, overrides: list[str]) -> list[EvalRow]:
         "step": step,
         "size": run_cfg.model.preset,
         "multiplier": float(run_cfg.multiplier),
+        "flops": flops_per_token(model.shape)[0] * tokens,  # 6N per token, as the trainer's rows
     }
     return [EvalRow(task=name, loss=s.loss, acc=s.acc, extra=s.extra(), **fields) for name, s in scores.items()]
 
@@ -80,16 +116,17 @@ def main(argv: list[str]) -> int:
     parser.add_argument("overrides", nargs="*", help="tasks.names=[arc_easy,...], tasks=cpu, tasks.max_questions=N, device=cuda")
     parser.add_argument("-o", "--output", help="write the rows as a results table (.csv or .parquet)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --output")
-    from ladder.hydra_app import compose_config, split_show_config
+    from ladder.hydra_app import split_show_config
 
     argv, show_config = split_show_config(argv, "eval")
     args = parser.parse_args(argv)
-    if show_config:
-        print(OmegaConf.to_yaml(compose_config(args.overrides)))
+    check_overrides(args.overrides)
+    if show_config:  # the checkpoint's config as this evaluation uses it
+        from ladder.runs.directory import find_checkpoint
+        from ladder.train.checkpoint import load_model
+
+        print(OmegaConf.to_yaml(eval_config(load_model(find_checkpoint(args.checkpoint))[1], args.overrides)))
         return 0
-    bad = [item for item in args.overrides if "=" not in item]
-    if bad:
-        raise LadderError(f"expected key=value overrides after the checkpoint, got {bad[0]!r}")
     if args.output:
         check_output_table(args.output, args.overwrite)  # before scoring, which takes a while
     rows = score_checkpoint(args.checkpoint, args.overrides)

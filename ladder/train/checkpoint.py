@@ -192,8 +192,17 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except (OSError, RuntimeError, EOFError, pickle.UnpicklingError) as error:
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise LadderError(f"{path}: not a readable ladder checkpoint ({reason})") from None
+        raise LadderError(f"{path}: not a readable ladder checkpoint ({_reason(error)})") from None
+
+
+def _reason(error: BaseException) -> str:
+    """Why torch could not load a file, without torch's advice to unpickle it unsafely."""
+    text = str(error)
+    if isinstance(error, EOFError) or "central directory" in text or "Unsupported operand" in text:
+        return "truncated or not a torch file"
+    if isinstance(error, pickle.UnpicklingError) or "weights_only" in text:
+        return "holds objects other than tensors and plain containers"
+    return text.strip().splitlines()[0] if text.strip() else type(error).__name__
 
 
 def load_model(path: str | os.PathLike) -> tuple[Decoder, DictConfig]:

@@ -16,6 +16,7 @@ The rung comes sized: the sweep hands over the grid's Rung, `ladder train` the o
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import math
 import os
@@ -29,16 +30,17 @@ from typing import Any, Iterator
 import torch
 import torch.distributed as dist
 from omegaconf import DictConfig, OmegaConf
-from tqdm import tqdm
 
 from ladder.config import check_values
 from ladder.data.prefetch import Prefetcher
 from ladder.errors import LadderError
+from ladder.hardware import safe_threads
 from ladder.memory import default_micro_batch
+from ladder.progress import progress
 from ladder.ranks import is_rank_zero
 from ladder.rungs import RUNG_RECORD_KEY, Rung, rung_from_config
 from ladder.runs.directory import RunDir, config_differences
-from ladder.sizes import flops_per_token, padded_vocab
+from ladder.sizes import BYTE_VOCAB, flops_per_token, padded_vocab
 from ladder.train import checkpoint as ckpt
 from ladder.train import distributed, parallel
 from ladder.train.compile import compiled_loss
@@ -68,6 +70,8 @@ class RunOutcome:
     """Tokens trained on."""
     loss: float | None
     """Training loss of the last step (None if skipped without a DONE record)."""
+    signal: int | None = None
+    """The signal that stopped the run (SIGTERM, SIGINT, SIGUSR1), None otherwise."""
 
 
 def check_run(cfg: DictConfig, rung: Rung | None = None) -> Rung:
@@ -87,6 +91,17 @@ def check_run(cfg: DictConfig, rung: Rung | None = None) -> Rung:
             per_rank = rung.batch_sequences // world_size
             micro = cfg.train.micro_batch_size or default_micro_batch(rung.shape, per_rank)
             parallel.resolve_plan(cfg, rung.shape, "cuda", world_size, per_rank, micro, precision)
+    if cfg.data.tokenizer == "byte" or cfg.model.vocab_size is not None:
+        # The vocabulary, hence N and the batch, are known before the corpus: check the batch split.
+        if cfg.model.vocab_size is not None and cfg.data.tokenizer == "byte" and cfg.model.vocab_size < BYTE_VOCAB:
+            raise LadderError(f"model.vocab_size={cfg.model.vocab_size} is smaller than the tokenizer's {BYTE_VOCAB}")
+        sized = rung if cfg.model.vocab_size is not None else rung.for_vocab(padded_vocab(BYTE_VOCAB, cfg.model.vocab_multiple))
+        _batch_split(sized, int(os.environ.get("WORLD_SIZE", "1")), cfg.train.micro_batch_size, torch.device(cfg.device))
+    if cfg.tasks.names:
+        from ladder.tasks import check_task_spec  # only runs that evaluate tasks need the task loaders
+
+        for spec in cfg.tasks.names:
+            check_task_spec(str(spec))
     path = Path(cfg.run_dir)
     if path.exists() and not path.is_dir():
         raise LadderError(f"run_dir {path} is a file, not a directory")
@@ -94,6 +109,7 @@ def check_run(cfg: DictConfig, rung: Rung | None = None) -> Rung:
     if not os.access(existing, os.W_OK | os.X_OK):
         raise LadderError(f"run_dir {path}: {existing} is not writable")
     run_dir = RunDir(path)
+    run_dir.read_done()  # a DONE that is not a record is refused here
     if run_dir.has_config() or run_dir.latest_checkpoint is not None:  # no config beside a checkpoint: refused
         differences = config_differences(run_dir.read_config(), OmegaConf.to_container(cfg, resolve=True))
         if differences:
@@ -120,10 +136,12 @@ def run_training(cfg: DictConfig, stop: threading.Event | None = None, rung: Run
     # Rank 0 owns the run directory from here on (before the corpus, tasks and model are set up,
     # so that `ladder status` and a second trainer see this session at once).
     owner = run_dir.session(cfg.train.lock) if is_rank_zero() else contextlib.nullcontext()
-    with owner, _stop_on_signals(stop or threading.Event()) as stop_requested:
+    received: list[int] = []
+    with owner, _stop_on_signals(stop or threading.Event(), received) as stop_requested:
         ctx = distributed.setup(cfg.device, cfg.train.startup_timeout_min)
-        with _torch_threads(cfg.train.threads), _quiet_unless(ctx.is_main):
-            return _Trainer(cfg, rung, run_dir, ctx, stop_requested).run()
+        with _quiet_unless(ctx.is_main), _torch_threads(cfg.train.threads, ctx.device):
+            outcome = _Trainer(cfg, rung, run_dir, ctx, stop_requested).run()
+    return dataclasses.replace(outcome, signal=received[0]) if outcome.status == "stopped" and received else outcome
 
 
 @contextlib.contextmanager
@@ -140,12 +158,18 @@ def _quiet_unless(is_main: bool) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def _torch_threads(threads: int | None) -> Iterator[None]:
-    """torch's intra-op thread count for the run, restored afterwards."""
-    if threads is None:
-        yield
-        return
+def _torch_threads(threads: int | None, device: torch.device) -> Iterator[None]:
+    """torch's intra-op thread count for the run, restored afterwards. Unset (and no OMP_NUM_THREADS),
+    a CPU run takes torch's default (one per core) only if the cores are free, else fewer, and says so."""
     previous = torch.get_num_threads()
+    if threads is None:
+        if device.type != "cpu" or "OMP_NUM_THREADS" in os.environ:
+            yield
+            return
+        threads, busy = safe_threads(previous)
+        if busy:
+            log.warning("the CPU is busy (%s): training with %d thread(s) instead of %d; set train.threads "
+                        "to choose", busy, threads, previous)
     torch.set_num_threads(threads)
     try:
         yield
@@ -154,27 +178,43 @@ def _torch_threads(threads: int | None) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def _stop_on_signals(stop: threading.Event) -> Iterator[threading.Event]:
-    """SIGTERM/SIGUSR1 and a first Ctrl-C (SIGINT) set `stop`: the loop checkpoints at the end of
-    the step and returns. A second Ctrl-C aborts at once (KeyboardInterrupt). Old handlers are
-    restored afterwards."""
+def _stop_on_signals(stop: threading.Event, received: list[int]) -> Iterator[threading.Event]:
+    """SIGTERM/SIGUSR1 and a first Ctrl-C (SIGINT) set `stop` and are appended to `received`: the
+    loop checkpoints at the end of the step and returns. A second Ctrl-C aborts at once
+    (KeyboardInterrupt). Old handlers are restored afterwards."""
     if threading.current_thread() is not threading.main_thread():
         yield stop  # signals can only be handled in the main thread
         return
 
-    def interrupt(signum: int, frame: Any) -> None:
+    def request_stop(signum: int, frame: Any) -> None:
         stop.set()
+        received.append(signum)
+
+    def interrupt(signum: int, frame: Any) -> None:
+        request_stop(signum, frame)
         signal.signal(signal.SIGINT, signal.default_int_handler)
         if is_rank_zero():  # every rank gets the signal; one says so
             log.warning("interrupted: checkpointing at the end of this step (Ctrl-C again aborts without one)")
 
-    previous = {sig: signal.signal(sig, lambda signum, frame: stop.set()) for sig in STOP_SIGNALS}
+    previous = {sig: signal.signal(sig, request_stop) for sig in STOP_SIGNALS}
     previous[signal.SIGINT] = signal.signal(signal.SIGINT, interrupt)
     try:
         yield stop
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+def _batch_split(rung: Rung, world_size: int, micro_batch_size: int | None, device: torch.device) -> tuple[int, int]:
+    """(sequences per process, sequences per forward pass); a batch the processes or the
+    micro-batch do not divide is a LadderError (checked before a run starts, and at set-up)."""
+    if rung.batch_sequences % world_size:
+        raise LadderError(f"global batch {rung.batch_sequences} is not divisible by {world_size} processes")
+    per_rank = rung.batch_sequences // world_size
+    micro = micro_batch_size or _default_micro_batch(rung, per_rank, device)
+    if per_rank % micro:
+        raise LadderError(f"train.micro_batch_size={micro} does not divide the {per_rank} sequences per process")
+    return per_rank, micro
 
 
 def _default_micro_batch(rung: Rung, per_rank: int, device: torch.device) -> int:
@@ -220,12 +260,7 @@ class _Trainer:
         rung = self.rung
         self.flops_per_token = flops_per_token(rung.shape)  # (6N, 6N + attention)
 
-        if rung.batch_sequences % ctx.world_size:
-            raise LadderError(f"global batch {rung.batch_sequences} is not divisible by {ctx.world_size} processes")
-        per_rank = rung.batch_sequences // ctx.world_size
-        micro = cfg.train.micro_batch_size or _default_micro_batch(rung, per_rank, self.device)
-        if per_rank % micro:
-            raise LadderError(f"train.micro_batch_size={micro} does not divide the {per_rank} sequences per process")
+        per_rank, micro = _batch_split(rung, ctx.world_size, cfg.train.micro_batch_size, self.device)
         self.n_micro = per_rank // micro
         self.micro = micro
         self.loader = TokenLoader(self.corpus.train_path, rung.seq_len, rung.batch_sequences, cfg.seed, ctx.rank, ctx.world_size)
@@ -240,7 +275,7 @@ class _Trainer:
         # --- hook: the model, wrapped for this run's parallelism (ladder.train.parallel) ---
         self.parallel = parallel.build_model(cfg, rung.shape, ctx, self.memory_plan, self.precision)
         self.model = self.parallel.model
-        if ctx.is_main:
+        if ctx.is_main and self.device.type == "cuda":  # the plan counts GPU memory; a CPU run has none to plan
             log.info("%s: %s (memory plan per GPU: %s)", rung.name, self.parallel.parallel, self.memory_plan.breakdown())
         self.optimizer = build_optimizer(cfg.optim, self.model, rung.peak_lr, self.device)
         self.schedule = Schedule(rung.peak_lr, rung.warmup_steps, rung.steps, cfg.optim.final_lr_ratio)
@@ -326,29 +361,35 @@ class _Trainer:
     def run(self) -> RunOutcome:
         cfg, ctx = self.cfg, self.ctx
         resolved = OmegaConf.to_container(cfg, resolve=True)  # same config as the run dir's (check_run)
-        latest = self.run_dir.latest_checkpoint
-        if latest is not None:
-            self.resume(latest)
-        elif ctx.is_main:
-            self.run_dir.start(resolved, self.rung)
-        ctx.barrier()
-        ctx.set_timeout(cfg.train.timeout_min)  # start-up is over
-        if ctx.is_main:
-            self.run_dir.write_config(resolved)  # this session's values of the resumable keys
-            self.run_dir.clear_failed()
-        ctx.barrier()  # no rank may fail (and write FAILED) before rank 0 has cleared the old one
-        # NaN, a bug or a broken machine: recorded for `ladder status`, naming the rank.
+        if ctx.is_main:  # before anything is written: wandb refusing (no login) leaves no run behind
+            self.tracker = self.make_tracker(resolved)
         try:
+            latest = self.run_dir.latest_checkpoint
+            if latest is not None:
+                self.resume(latest)
+            elif ctx.is_main:
+                self.run_dir.start(resolved, self.rung)
+            ctx.barrier()
+            ctx.set_timeout(cfg.train.timeout_min)  # start-up is over
+            if ctx.is_main:
+                self.run_dir.write_config(resolved)  # this session's values of the resumable keys
+                self.run_dir.clear_failed()
+            ctx.barrier()  # no rank may fail (and write FAILED) before rank 0 has cleared the old one
+            # NaN, a bug or a broken machine: recorded for `ladder status`, naming the rank.
             with distributed.fail_fast(ctx, self.fail, lambda: self.step):
-                if ctx.is_main:
-                    # The rung's record beside the config, under a key of its own (the config's
-                    # `rung` is the sweep's rung name): `ladder collect --wandb` reads it back.
-                    self.tracker = Tracker(cfg, self.run_dir.path, self.rung.name,
-                                           resolved | {RUNG_RECORD_KEY: self.rung.to_record()})
                 return self.train()
         finally:
             if self.tracker is not None:
                 self.tracker.finish()
+
+    def make_tracker(self, resolved: dict[str, Any]) -> Tracker:
+        """wandb: the config with the rung's record beside it under a key of its own (the config's
+        `rung` is the sweep's rung name; `ladder collect --wandb` reads the record back); a sweep's
+        rungs grouped by the sweep root's name and tagged by size, role and multiplier."""
+        cfg, rung = self.cfg, self.rung
+        group = Path(cfg.run_dir).absolute().parent.name if cfg.rung else None
+        tags = (rung.size, rung.role) + ((f"{rung.multiplier:g}xC",) if rung.multiplier is not None else ())
+        return Tracker(cfg, self.run_dir.path, rung.name, resolved | {RUNG_RECORD_KEY: rung.to_record()}, group, tags)
 
     def fail(self, record: dict[str, Any]) -> None:
         """FAILED, by whichever rank failed; with several ranks the first failure's record is
@@ -358,8 +399,7 @@ class _Trainer:
     def train(self) -> RunOutcome:
         cfg, rung, ctx = self.cfg, self.rung, self.ctx
         last_step = rung.steps if cfg.train.max_steps is None else min(rung.steps, cfg.train.max_steps)
-        bar = tqdm(total=last_step, initial=self.step, unit="step", disable=None if ctx.is_main else True,
-                   desc=self.rung.name, dynamic_ncols=True)
+        bar = progress(total=last_step, initial=self.step, unit="step", enabled=ctx.is_main, desc=f"train {rung.name}")
         steps_since_log = 0
         # `train.evals` spreads a fixed number of evaluations over the run, whatever its length.
         evals = cfg.train.evals
@@ -390,15 +430,16 @@ class _Trainer:
                         log.warning("stop signal: checkpoint at step %d written to %s", self.step, path)
                     return self.outcome("stopped")
                 final = self.step + 1 == rung.steps
-                evaluate = final or (self.step + 1) % eval_interval == 0
+                # The step a run stops at (train.max_steps) is evaluated too: a smoke run has eval rows.
+                evaluate = final or self.step + 1 == last_step or (self.step + 1) % eval_interval == 0
                 log_now = final or evaluate or (self.step + 1) % cfg.train.log_interval == 0 or self.step + 1 == last_step
                 checkpoint = final or self.step + 1 == last_step or (self.step + 1) % cfg.train.checkpoint_interval == 0
                 lr = self.train_step(sync=log_now or checkpoint or self.syncs_at(self.step + 1))
                 self.step += 1
                 steps_since_log += 1
-                bar.update(1)
                 if self.last_loss is not None:
                     bar.set_postfix(loss=f"{self.last_loss:.4f}", refresh=False)
+                bar.update(1)
                 if log_now:
                     grad_norm = self.stability.grad_norms[-1]
                     record = self.metrics_record(self.last_loss, grad_norm, lr, self.clipped_since_log / steps_since_log)
@@ -413,8 +454,8 @@ class _Trainer:
         if self.pending_record is not None:  # a stop interrupted the last evaluation: not done yet
             return self.outcome("stopped")
         if self.step < rung.steps:
-            log.info("stopped at step %d (train.max_steps=%d, of %d); the same command resumes",
-                     self.step, cfg.train.max_steps, rung.steps)
+            log.info("stopped at train.max_steps=%d (step %d of %d): rerun with a larger train.max_steps, "
+                     "or without it, to train on from the checkpoint", cfg.train.max_steps, self.step, rung.steps)
             return self.outcome("stopped")
         return self.finish()
 

@@ -113,3 +113,18 @@ def test_bootstrap_refits_reach_the_full_multistart_optimum():
         chosen = np.repeat(np.arange(len(n)), weights[replicate].astype(int))
         full = fit_step1(n[chosen], d[chosen], loss[chosen])
         assert fast[replicate] == pytest.approx(float(full.predict(4e5, 4e8)), rel=5e-3)
+
+
+def test_newton_starts_give_every_replicate_a_start_when_the_step_is_singular():
+    """A singular normal matrix (two parameters with the same, huge derivative: the 1e-12 ridge
+    vanishes beside it) falls back to the shared optimum for every replicate, even when the
+    residuals are one shared row."""
+    from ladder.fit import batched
+
+    jacobian = np.full((2, 5), 1e100)
+    weights = np.ones((7, 5))
+    theta = np.array([1.0, 2.0])
+    starts = batched.newton_starts(np.ones((1, 5)), jacobian, weights, theta, np.full(2, -10.0), np.full(2, 10.0),
+                                   huber=False)
+    assert starts.shape == (7, 2)
+    assert np.array_equal(starts, np.tile(theta, (7, 1)))

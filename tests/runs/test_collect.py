@@ -135,3 +135,20 @@ def test_wandb_rung_uses_the_logged_tokenizer_vocabulary():
     (row,) = rows_from_wandb_history("femto-1xC", config, [{"_step": 1, "tokens": 2048, "eval/piqa/loss": 2.0}])
     byte = rows_from_wandb_history("femto-1xC", {**config, "data": {"tokenizer": "byte"}}, [{"_step": 1, "tokens": 2048, "piqa/loss": 2.0}])
     assert byte[0]["N"] == 12_432 and row["N"] == 12_432 + (1024 - 256) * 16  # output layer grows with the vocabulary
+
+
+def test_wandb_and_olmo_steps_that_are_not_whole_numbers_are_refused(tmp_path):
+    config = {"rung": "femto-1xC", "rung_record": make_rung("femto", 1.0).to_record()}
+    with pytest.raises(LadderError, match="step is nan"):
+        rows_from_wandb_history("femto-1xC", config, [{"_step": float("nan"), "tokens": 2048, "piqa/loss": 2.0}])
+    source = Path(__file__).resolve().parents[3] / "shared" / "data" / "olmo-ladder" / "190M-1xC.csv"
+    if not source.is_file():
+        pytest.skip(f"the OLMo ladder data is not in {source.parent}")
+    from ladder.runs.olmo_import import import_olmo
+
+    frame = pd.read_csv(source)
+    evaluated = frame["eval/downstream_bpb/mmlu_stem_test_rc_5shot_bpb"].notna().to_numpy().nonzero()[0]
+    frame.loc[evaluated[1], "_step"] = None  # an empty cell in an evaluated row
+    frame.to_csv(tmp_path / "190M-1xC.csv", index=False)
+    with pytest.raises(LadderError, match=r"190M-1xC.csv: an evaluated checkpoint has no step"):
+        import_olmo(tmp_path)

@@ -89,3 +89,11 @@ def test_eval_rows_that_are_not_objects_are_refused(tmp_path, content, message):
     (tmp_path / "eval.jsonl").write_bytes(content)
     with pytest.raises(LadderError, match=message):
         read_eval_rows(tmp_path)
+
+
+def test_a_torn_last_eval_row_is_left_out_with_a_warning(tmp_path, caplog):
+    append_eval_rows(tmp_path, [EvalRow(run="a", role="ladder", N=10, D=1.0, step=1, task="t", loss=1.0)])
+    with open(tmp_path / "eval.jsonl", "a") as handle:
+        handle.write('{"run": "a", "ro')
+    assert len(read_eval_rows(tmp_path)) == 1
+    assert "last line is torn" in caplog.text

@@ -97,12 +97,12 @@ def test_bad_grid_is_refused_by_sweep_before_any_job(tmp_path, capsys):
 def test_grid_rungs_and_train_selection():
     cfg = compose_config(["ladder=demo"])
     names = [rung.name for rung in grid_rungs(cfg)]
-    assert names[:3] == ["femto-1xC", "femto-2xC", "femto-4xC"] and names[-1] == "mini-1xC"
+    assert names[:3] == ["atto-0.5xC", "atto-1xC", "atto-2xC"] and names[-1] == "mini-0.5xC"
     assert len(names) == 10
     paper = compose_config(["ladder=paper"])
     assert len(rungs_to_train(paper)) == 16  # the paper's targets are not trained by default
-    only = compose_config(["ladder=demo", "ladder.only=[mini-1xC,femto-2xC]"])
-    assert [rung.name for rung in rungs_to_train(only)] == ["mini-1xC", "femto-2xC"]
+    only = compose_config(["ladder=demo", "ladder.only=[mini-0.5xC,femto-2xC]"])
+    assert [rung.name for rung in rungs_to_train(only)] == ["mini-0.5xC", "femto-2xC"]
 
 
 def test_sweep_root_with_hydra_interpolation_is_refused(capsys):

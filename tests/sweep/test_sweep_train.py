@@ -24,6 +24,7 @@ import pytest
 
 from ladder.cli import main
 from ladder.results import read_table
+from ladder.runs.directory import RunDir
 
 # Steps = ceil(multiplier x 20 N / 128 tokens per step).
 STEPS = {
@@ -157,6 +158,20 @@ def test_collect_then_fit_round_trip(basic_sweep, tmp_path, capsys):
     assert code == 0, capsys.readouterr().err
     predictions = pd.read_csv(fit_dir / "predictions.csv")
     assert set(predictions["target"]) == {TARGET} and set(predictions["task"]) == {"corpus_next_word"}
+
+
+def test_a_rung_another_trainer_holds_is_left_alone(tmp_path, data_dir, capsys):
+    """While another session trains a rung (it holds the run directory's lock), the sweep skips it:
+    no FAILED marker in a run directory that is not its own, and the sweep says it fell short."""
+    root = tmp_path / "runs"
+    overrides = grid_overrides(root, data_dir, multipliers="[0.001]") + ["ladder.sizes=[femto,pico]"]
+    held = RunDir(root / "femto-0.001xC")
+    with held.session():
+        code = main(["sweep", *overrides])
+    assert code == 1
+    assert not (held.path / "FAILED").exists() and not (held.path / "DONE").exists()
+    assert (root / "pico-0.001xC" / "DONE").is_file()
+    assert "femto-0.001xC" in capsys.readouterr().out
 
 
 def test_killed_rung_resumes(tmp_path, data_dir):

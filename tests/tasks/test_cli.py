@@ -71,7 +71,7 @@ def test_eval_input_mistakes_are_one_line(run_dir, tmp_path, capsys):
 
 
 @pytest.mark.parametrize(("output", "message"), [
-    ("taken.csv", "exists; pass --overwrite"), ("table.txt", "results tables are .csv or .parquet"),
+    ("taken.csv", "exists; pass --overwrite"), ("table.txt", "results tables are .csv, .tsv (optionally .gz) or .parquet"),
 ])
 def test_eval_output_is_checked_before_scoring(run_dir, tmp_path, capsys, monkeypatch, output, message):
     (tmp_path / "taken.csv").write_text("run\n")

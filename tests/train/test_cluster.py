@@ -5,7 +5,6 @@ checkpoints, a stop during evaluation, and locks where flock is not supported.""
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import fcntl
 import json

@@ -1,6 +1,5 @@
 """The trainer's parts on their own: MFU peak table, stability monitor, checkpoints, wandb id."""
 
-import math
 from pathlib import Path
 
 import pytest
