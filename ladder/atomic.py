@@ -13,9 +13,10 @@ import os
 import signal
 import threading
 import uuid
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from ladder.errors import LadderError, Terminated
 

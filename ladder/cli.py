@@ -25,8 +25,16 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "import-olmo": ("ladder.runs.olmo_import", "import_olmo_main", "OLMo ladder CSV exports -> results table"),
     "fit": ("ladder.report.cli", "fit_main", "two-stage fit on a results table; predict its targets"),
     "predict": ("ladder.report.cli", "predict_main", "predict targets not trained yet (NAME:N:D)"),
-    "backtest": ("ladder.report.cli", "backtest_main", "fit the smaller sizes, predict the larger: errors, interval coverage"),
-    "design": ("ladder.report.decide", "design_main", "choose the ladder grid worth its compute (simulated ladders, Pareto table)"),
+    "backtest": (
+        "ladder.report.cli",
+        "backtest_main",
+        "fit the smaller sizes, predict the larger: errors, interval coverage",
+    ),
+    "design": (
+        "ladder.report.decide",
+        "design_main",
+        "choose the ladder grid worth its compute (simulated ladders, Pareto table)",
+    ),
     "compare": ("ladder.report.decide", "compare_main", "does recipe A beat B at the target, and by how much compute?"),
     "demo": ("ladder.demo", "main", "the embedded CPU ladder, end to end"),
 }

@@ -8,8 +8,9 @@ documentation (`ladder train --cfg job` shows the resolved values).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Optional
+from typing import Any
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
@@ -27,7 +28,8 @@ LOCK_MODES = ("flock", "file", "none")
 # for the default run_dir. Registered on import so that any process that unpickles a ladder config
 # (e.g. a submitit job) can resolve it.
 OmegaConf.register_new_resolver(
-    "rung_name", lambda size, x, tokens=None: rung_name(str(size), float(x), None if tokens is None else int(tokens)),
+    "rung_name",
+    lambda size, x, tokens=None: rung_name(str(size), float(x), None if tokens is None else int(tokens)),
     replace=True,
 )
 
@@ -36,12 +38,12 @@ OmegaConf.register_new_resolver(
 class ModelConfig:
     preset: str = "tiny"
     """Size preset from `ladder.sizes.PRESETS` (190M ... 13B, or a CPU preset such as tiny)."""
-    vocab_size: Optional[int] = None
+    vocab_size: int | None = None
     """Vocabulary size; None takes the tokenizer's, padded to a multiple of `vocab_multiple`."""
     vocab_multiple: int = 128
     """The tokenizer's vocabulary is padded to a multiple of this (tensor-core friendly shapes;
     the paper's 100,352 and the byte vocabulary's 256 already are); 1 keeps it exact."""
-    seq_len: Optional[int] = None
+    seq_len: int | None = None
     """Context length; None takes the preset's (4096 for paper sizes, 256 for CPU presets)."""
     norm_placement: str = "post"
     """'post': OLMo 2's x + Norm(f(x)); 'pre': x + f(Norm(x)) for comparison."""
@@ -57,7 +59,7 @@ class ModelConfig:
 class OptimConfig:
     name: str = "adamw"
     """Optimizer: adamw, adam, nadam, sgd, momentum, nesterov, rmsprop."""
-    lr: Optional[float] = None
+    lr: float | None = None
     """Peak learning rate; None applies `lr_rule`."""
     lr_rule: str = "olmo"
     """'olmo': 0.0047 (N/108e6)^(-1/3) / 4; 'kaplan': 0.003239 - 0.0001395 ln N."""
@@ -69,7 +71,7 @@ class OptimConfig:
     """Momentum for sgd-family optimizers and RMSprop."""
     weight_decay: float = 0.1
     """Decoupled weight decay; never applied to embeddings or norms."""
-    warmup_tokens: Optional[int] = None
+    warmup_tokens: int | None = None
     """Linear warmup length in tokens; None = N tokens (the paper)."""
     final_lr_ratio: float = 0.1
     """Cosine decay ends at this fraction of the peak LR, at the last step."""
@@ -79,25 +81,25 @@ class OptimConfig:
 
 @dataclass
 class TrainConfig:
-    batch_size: Optional[int] = None
+    batch_size: int | None = None
     """Global batch in sequences; None applies the paper's rule (`ladder.rungs.batch_sequences`)."""
-    micro_batch_size: Optional[int] = None
+    micro_batch_size: int | None = None
     """Sequences per device per forward pass; gradient accumulation reaches the global batch."""
-    max_steps: Optional[int] = None
+    max_steps: int | None = None
     """Stop after this many steps (smoke runs); the schedule still spans the full budget."""
-    tokens: Optional[int] = None
+    tokens: int | None = None
     """Train on this many tokens instead of multiplier x 20 N (targets given by tokens)."""
     log_interval: int = 10
     """Steps between the run's metrics records."""
     eval_interval: int = 200
     """Steps between evaluations (validation bpb and tasks); the last step, and the step
     train.max_steps stops at, are always evaluated."""
-    evals: Optional[int] = None
+    evals: int | None = None
     """Evaluate this many times, evenly spaced over the run, instead of every eval_interval
     steps: rungs of very different lengths then give the fit the same number of checkpoints."""
     checkpoint_interval: int = 500
     """Steps between checkpoints; SIGTERM/SIGUSR1 also checkpoint."""
-    checkpoint_minutes: Optional[float] = 30.0
+    checkpoint_minutes: float | None = 30.0
     """Also checkpoint when this many minutes have passed since the last checkpoint (a time limit
     or a crash then never costs more work than that); None: by step count only."""
     timeout_min: float = 30.0
@@ -110,7 +112,7 @@ class TrainConfig:
     """How a run directory is locked against a second trainer: 'flock' (released by the kernel
     when the process dies; not supported on some network filesystems), 'file' (a lock file made
     with O_EXCL, taken over when its process is gone from this host) or 'none'."""
-    compile: Optional[bool] = None
+    compile: bool | None = None
     """torch.compile each block and the loss; None = on for CUDA, off for CPU."""
     compile_backend: str = "inductor"
     """torch.compile backend ('aot_eager' compiles without code generation: the CPU tests')."""
@@ -120,7 +122,7 @@ class TrainConfig:
     parallel: str = "auto"
     """'ddp' (replicated model), 'fsdp' (FSDP2: parameters, gradients and optimizer state sharded)
     or 'auto': DDP where the memory plan fits train.gpu_memory_gb, FSDP otherwise (DDP on CPU)."""
-    fsdp_shard_size: Optional[int] = None
+    fsdp_shard_size: int | None = None
     """Shard over groups of this many ranks and replicate across groups (hybrid sharding: e.g. 8,
     the GPUs of a node); None shards over every rank."""
     activation_checkpointing: str = "none"
@@ -135,11 +137,11 @@ class TrainConfig:
     """Write checkpoints in the background (torch.distributed.checkpoint.async_save) while training goes on."""
     spike_factor: float = 2.0
     """Warn of a loss spike when loss exceeds this many times its recent median."""
-    gpu: Optional[str] = None
+    gpu: str | None = None
     """GPU model for MFU when the device name is not recognised (e.g. 'H100')."""
     val_tokens: int = 65_536
     """Validation tokens scored for val_bpb at each evaluation (the split's first windows)."""
-    threads: Optional[int] = None
+    threads: int | None = None
     """CPU threads for torch during the run; None = torch's default (one per core, or
     OMP_NUM_THREADS) when the cores are free, else as many as the load average leaves free (with a
     warning): threads that outnumber free cores wait for each other."""
@@ -165,10 +167,10 @@ class DataConfig:
 class TasksConfig:
     names: list[str] = field(default_factory=list)
     """Tasks to evaluate (e.g. arc_easy, hellaswag) or paths to JSONL task files."""
-    max_questions: Optional[int] = None
+    max_questions: int | None = None
     """Subsample each task to this many questions (fixed seed); None: every question. The final
     checkpoint and `ladder eval` score these."""
-    in_loop_questions: Optional[int] = 1000
+    in_loop_questions: int | None = 1000
     """Questions per task at the intermediate in-loop evaluations: a subset of the above drawn
     with `seed`, the same at every checkpoint and rung; None: the full set every time."""
     seed: int = 0
@@ -179,11 +181,11 @@ class TasksConfig:
 
 @dataclass
 class WandbConfig:
-    mode: Optional[str] = None
+    mode: str | None = None
     """'offline', 'online' or 'disabled'; None = $WANDB_MODE if set, else 'offline'."""
     project: str = "ladder"
     """wandb project."""
-    entity: Optional[str] = None
+    entity: str | None = None
     """wandb entity (team)."""
 
 
@@ -193,9 +195,9 @@ class TargetConfig:
     """Target run name, e.g. 7B-4T."""
     size: str = MISSING
     """Size preset of the target."""
-    tokens: Optional[int] = None
+    tokens: int | None = None
     """Tokens the target trains on; or give `multiplier`."""
-    multiplier: Optional[float] = None
+    multiplier: float | None = None
     """Chinchilla multiple for the target (D = x 20 N)."""
 
 
@@ -215,7 +217,7 @@ class GridConfig:
     """GPU used for the plan's GPU-hours estimate (H100, H200, A100, V100)."""
     gpus: int = 8
     """GPUs each rung trains on, for the plan's memory per GPU (FSDP shards over them)."""
-    peak_flops: Optional[float] = None
+    peak_flops: float | None = None
     """Peak bf16 FLOP/s of one GPU for the plan; None looks `gpu` up in `ladder.sweep.plan`."""
     mfu: float = 0.4
     """Assumed model FLOPs utilisation for the plan's estimate."""
@@ -244,11 +246,11 @@ class LadderConfig:
     ladder: GridConfig = field(default_factory=GridConfig)
     multiplier: float = 1.0
     """Chinchilla multiple of this rung: D = x 20 N (ignored when train.tokens is set)."""
-    run_name: Optional[str] = None
+    run_name: str | None = None
     """Name of the run in the results table; None = the run directory's name."""
     role: str = "ladder"
     """'ladder' (a rung that is fitted) or 'target' (a model to predict)."""
-    rung: Optional[str] = None
+    rung: str | None = None
     """Set by `ladder sweep` for each job: the grid rung (by name) this job trains."""
     run_dir: str = "runs/single/${rung_name:${model.preset},${multiplier},${train.tokens}}"
     """The rung's run directory: config, checkpoints, metrics, eval rows, markers (`ladder.runs.directory`)."""

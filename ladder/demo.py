@@ -36,8 +36,14 @@ from ladder.hydra_app import compose_config
 # (step 1 averages the last 5, step 2 smooths the 9 after the first), and validation bpb, which no
 # fit uses, on 16k tokens. The question sample follows the seed (`ladder demo seed=1`).
 DEMO_OVERRIDES = [
-    "ladder=demo", "tasks=cpu", "wandb.mode=disabled", "train.threads=1", "train.evals=10",
-    "tasks.max_questions=1000", "tasks.seed=${seed}", "train.val_tokens=16384",
+    "ladder=demo",
+    "tasks=cpu",
+    "wandb.mode=disabled",
+    "train.threads=1",
+    "train.evals=10",
+    "tasks.max_questions=1000",
+    "tasks.seed=${seed}",
+    "train.val_tokens=16384",
 ]
 RESULTS_ROOT = Path("results")
 
@@ -59,13 +65,15 @@ def accuracy_rise(table: pd.DataFrame) -> pd.DataFrame:
     for task, rungs in final.groupby("task", sort=False):
         rungs = rungs.sort_values("compute")
         rho = spearmanr(rungs["compute"], rungs["acc"]).statistic if len(rungs) > 2 else float("nan")
-        rows.append({
-            "task": task,
-            "chance": rungs["chance"].iloc[0] if "chance" in rungs else float("nan"),
-            "acc_cheapest_rung": rungs["acc"].iloc[0],
-            "acc_costliest_rung": rungs["acc"].iloc[-1],
-            "spearman_acc_vs_compute": rho,
-        })
+        rows.append(
+            {
+                "task": task,
+                "chance": rungs["chance"].iloc[0] if "chance" in rungs else float("nan"),
+                "acc_cheapest_rung": rungs["acc"].iloc[0],
+                "acc_costliest_rung": rungs["acc"].iloc[-1],
+                "spearman_acc_vs_compute": rho,
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -126,12 +134,14 @@ def main(argv: list[str]) -> int:
 
     clock = time.perf_counter()
     if sweep_main(overrides) != 0:
-        raise LadderError(f"some rungs failed (see above and `ladder status {cfg.ladder.sweep_root}`); rerun to retry them")
+        raise LadderError(
+            f"some rungs failed (see above and `ladder status {cfg.ladder.sweep_root}`); rerun to retry them"
+        )
     timings["sweep"] = time.perf_counter() - clock
 
     _banner("3/4 collect")
-    from ladder.runs.collect import collect_run_dirs
     from ladder.results import write_table
+    from ladder.runs.collect import collect_run_dirs
 
     sweep_root = Path(cfg.ladder.sweep_root)
     table = collect_run_dirs([sweep_root])

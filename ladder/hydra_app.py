@@ -11,8 +11,9 @@ from __future__ import annotations
 import contextlib
 import shutil
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import hydra
 import yaml
@@ -82,11 +83,14 @@ def split_show_config(argv: list[str], command: str) -> tuple[list[str], bool]:
             raise LadderError(f"ladder {command} shows its config with `--cfg job` (it runs no Hydra job)")
         argv = argv[:at] + argv[at + 2 :]
     own_flags = ("-o", "--output", "--overwrite", "-h", "--help")  # `ladder eval`'s
-    flag = next((arg for arg in argv if arg.startswith("-") and arg not in own_flags and not arg.startswith("--output=")),
-                None)
+    flag = next(
+        (arg for arg in argv if arg.startswith("-") and arg not in own_flags and not arg.startswith("--output=")), None
+    )
     if flag is not None:
-        raise LadderError(f"ladder {command} takes key=value overrides and `--cfg job`, not the Hydra flag {flag} "
-                          "(it runs no Hydra job)")
+        raise LadderError(
+            f"ladder {command} takes key=value overrides and `--cfg job`, not the Hydra flag {flag} "
+            "(it runs no Hydra job)"
+        )
     return argv, show
 
 
@@ -158,7 +162,7 @@ class _OutputDir:
         self.created = next((p for p in (*reversed(path.absolute().parents), path.absolute()) if not p.exists()), None)
 
     @classmethod
-    def before_run(cls, overrides: list[str], name: str) -> "_OutputDir | None":
+    def before_run(cls, overrides: list[str], name: str) -> _OutputDir | None:
         try:
             with initialize_config_dir(config_dir=str(CONF_DIR), version_base=HYDRA_VERSION):
                 cfg = compose(config_name="config", overrides=overrides, return_hydra_config=True)
@@ -173,8 +177,11 @@ class _OutputDir:
         """(modification time, size) of each entry that is not Hydra's."""
         if not self.path.is_dir():
             return {}
-        return {entry.name: (entry.stat().st_mtime_ns, entry.stat().st_size)
-                for entry in self.path.iterdir() if entry.name not in self.own}
+        return {
+            entry.name: (entry.stat().st_mtime_ns, entry.stat().st_size)
+            for entry in self.path.iterdir()
+            if entry.name not in self.own
+        }
 
     def remove_hydra_files_if_nothing_else(self) -> None:
         if not self.path.is_dir() or self._others() != self.others:

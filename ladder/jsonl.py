@@ -8,8 +8,9 @@ refuses the same mistakes with the same one-line errors. (A run's evaluation row
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from ladder.errors import LadderError
 

@@ -35,7 +35,7 @@ an activation element: 2 in bf16, 4 in fp32; d = d_model, h = the MLP hidden siz
     4 V (fp32; a compiled loss keeps bf16 logits, 2 V, and their log-sum-exp instead), targets 8.
 
 Attention is flash/memory-efficient SDPA: nothing of size T^2 is kept. The estimate is checked
-against a real step (tests/train/test_memory.py): parameter, gradient and optimizer bytes exactly,
+against a real step (tests/test_memory.py): parameter, gradient and optimizer bytes exactly,
 saved activations within 20% with autograd's saved-tensor hooks; on a GPU scripts/gpu_check.py
 compares the total with torch.cuda.max_memory_allocated.
 """
@@ -109,9 +109,15 @@ class MemoryPlan:
         )
 
     def breakdown(self) -> str:
-        parts = (("weights", self.weights), ("grads", self.gradients), ("optimizer", self.optimizer),
-                 ("buffers", self.buffers), ("activations", self.activations), ("transient", self.transient),
-                 ("reserve", RESERVED_BYTES))
+        parts = (
+            ("weights", self.weights),
+            ("grads", self.gradients),
+            ("optimizer", self.optimizer),
+            ("buffers", self.buffers),
+            ("activations", self.activations),
+            ("transient", self.transient),
+            ("reserve", RESERVED_BYTES),
+        )
         return ", ".join(f"{name} {format_bytes(value)}" for name, value in parts) + f" = {format_bytes(self.total)}"
 
 
@@ -133,7 +139,12 @@ def head_activation_bytes(shape: ModelShape, element: int, compiled_loss: bool) 
 
 
 def activation_bytes(
-    shape: ModelShape, micro_batch: int, checkpointing: str, *, precision: str = "bf16", kernels: str = "composed",
+    shape: ModelShape,
+    micro_batch: int,
+    checkpointing: str,
+    *,
+    precision: str = "bf16",
+    kernels: str = "composed",
     compiled_loss: bool = False,
 ) -> int:
     """Bytes saved for backward by one micro-batch (plus one block recomputed under checkpointing)."""
@@ -149,14 +160,24 @@ def activation_bytes(
         checkpointed = layers // 2
         blocks = (layers - checkpointed) * block + checkpointed * boundary + (block if checkpointed else 0)
     else:
-        raise LadderError(f"train.activation_checkpointing must be one of {', '.join(CHECKPOINTING)}, got {checkpointing!r}")
+        raise LadderError(
+            f"train.activation_checkpointing must be one of {', '.join(CHECKPOINTING)}, got {checkpointing!r}"
+        )
     tokens = micro_batch * shape.seq_len
     return tokens * (blocks + head_activation_bytes(shape, element, compiled_loss))
 
 
 def memory_plan(
-    shape: ModelShape, *, parallel: str, world_size: int, micro_batch: int, checkpointing: str = "none",
-    precision: str = "bf16", optimizer: str = "adamw", shard_size: int | None = None, kernels: str = "composed",
+    shape: ModelShape,
+    *,
+    parallel: str,
+    world_size: int,
+    micro_batch: int,
+    checkpointing: str = "none",
+    precision: str = "bf16",
+    optimizer: str = "adamw",
+    shard_size: int | None = None,
+    kernels: str = "composed",
     compiled_loss: bool = False,
 ) -> MemoryPlan:
     """The plan of one rank (module docstring)."""
@@ -179,19 +200,38 @@ def memory_plan(
         state = OPTIMIZER_BYTES[optimizer] * params
         buffers = (4 * params if world_size > 1 else 0) + (2 * params if precision == "bf16" else 0)
     return MemoryPlan(
-        parallel=parallel, world_size=world_size, shard_size=shards, micro_batch=micro_batch, seq_len=shape.seq_len,
-        checkpointing=checkpointing, precision=precision, weights=weights, gradients=gradients, optimizer=state,
+        parallel=parallel,
+        world_size=world_size,
+        shard_size=shards,
+        micro_batch=micro_batch,
+        seq_len=shape.seq_len,
+        checkpointing=checkpointing,
+        precision=precision,
+        weights=weights,
+        gradients=gradients,
+        optimizer=state,
         buffers=buffers,
-        activations=activation_bytes(shape, micro_batch, checkpointing, precision=precision, kernels=kernels,
-                                     compiled_loss=compiled_loss),
+        activations=activation_bytes(
+            shape, micro_batch, checkpointing, precision=precision, kernels=kernels, compiled_loss=compiled_loss
+        ),
         transient=4 * shape.vocab_size * micro_batch * shape.seq_len,
     )
 
 
 def choose_plan(
-    shape: ModelShape, *, parallel: str, world_size: int, per_rank: int, micro_batch: int | None,
-    checkpointing: str, precision: str, optimizer: str, gpu_memory_gb: float, shard_size: int | None = None,
-    what: str = "the rung", compiled_loss: bool = True,
+    shape: ModelShape,
+    *,
+    parallel: str,
+    world_size: int,
+    per_rank: int,
+    micro_batch: int | None,
+    checkpointing: str,
+    precision: str,
+    optimizer: str,
+    gpu_memory_gb: float,
+    shard_size: int | None = None,
+    what: str = "the rung",
+    compiled_loss: bool = True,
 ) -> MemoryPlan:
     """The plan of a GPU run (its loss compiled unless `compiled_loss=False`): `parallel='auto'`
     takes DDP when it fits and FSDP otherwise (on one rank, with nothing to shard, DDP's plan: one
@@ -201,8 +241,17 @@ def choose_plan(
     budget = gpu_memory_gb * GB
 
     def plan(kind: str, ac: str, mb: int) -> MemoryPlan:
-        return memory_plan(shape, parallel=kind, world_size=world_size, micro_batch=mb, checkpointing=ac,
-                           precision=precision, optimizer=optimizer, shard_size=shard_size, compiled_loss=compiled_loss)
+        return memory_plan(
+            shape,
+            parallel=kind,
+            world_size=world_size,
+            micro_batch=mb,
+            checkpointing=ac,
+            precision=precision,
+            optimizer=optimizer,
+            shard_size=shard_size,
+            compiled_loss=compiled_loss,
+        )
 
     if parallel == "auto":
         kinds = ["ddp"] if world_size == 1 else ["ddp", "fsdp"]
@@ -215,34 +264,77 @@ def choose_plan(
     return _refuse(chosen, shape, gpu_memory_gb, what, per_rank, world_size, optimizer, shard_size, compiled_loss)
 
 
-def first_fit(shape: ModelShape, *, world_size: int, per_rank: int, largest_micro_batch: int, gpu_memory_gb: float,
-              precision: str = "bf16", optimizer: str = "adamw", shard_size: int | None = None,
-              compiled_loss: bool = True) -> MemoryPlan | None:
+def first_fit(
+    shape: ModelShape,
+    *,
+    world_size: int,
+    per_rank: int,
+    largest_micro_batch: int,
+    gpu_memory_gb: float,
+    precision: str = "bf16",
+    optimizer: str = "adamw",
+    shard_size: int | None = None,
+    compiled_loss: bool = True,
+) -> MemoryPlan | None:
     """The plan that fits with the largest micro-batch and the least recomputation (FSDP when
     there are ranks to shard over), or None when nothing fits."""
     kinds = ["fsdp"] if world_size > 1 else ["ddp"]
     for micro in (m for m in range(largest_micro_batch, 0, -1) if per_rank % m == 0):
         for checkpointing in CHECKPOINTING:
             for kind in kinds:
-                option = memory_plan(shape, parallel=kind, world_size=world_size, micro_batch=micro,
-                                     checkpointing=checkpointing, precision=precision, optimizer=optimizer,
-                                     shard_size=shard_size, compiled_loss=compiled_loss)
+                option = memory_plan(
+                    shape,
+                    parallel=kind,
+                    world_size=world_size,
+                    micro_batch=micro,
+                    checkpointing=checkpointing,
+                    precision=precision,
+                    optimizer=optimizer,
+                    shard_size=shard_size,
+                    compiled_loss=compiled_loss,
+                )
                 if option.total <= gpu_memory_gb * GB:
                     return option
     return None
 
 
-def _refuse(chosen: MemoryPlan, shape: ModelShape, gpu_memory_gb: float, what: str, per_rank: int,
-            world_size: int, optimizer: str, shard_size: int | None, compiled_loss: bool) -> MemoryPlan:
+def _refuse(
+    chosen: MemoryPlan,
+    shape: ModelShape,
+    gpu_memory_gb: float,
+    what: str,
+    per_rank: int,
+    world_size: int,
+    optimizer: str,
+    shard_size: int | None,
+    compiled_loss: bool,
+) -> MemoryPlan:
     needs = f"{what} needs {chosen.describe()} per GPU, more than train.gpu_memory_gb={gpu_memory_gb:g}"
-    option = first_fit(shape, world_size=world_size, per_rank=per_rank, largest_micro_batch=chosen.micro_batch,
-                       gpu_memory_gb=gpu_memory_gb, precision=chosen.precision, optimizer=optimizer,
-                       shard_size=shard_size, compiled_loss=compiled_loss)
+    option = first_fit(
+        shape,
+        world_size=world_size,
+        per_rank=per_rank,
+        largest_micro_batch=chosen.micro_batch,
+        gpu_memory_gb=gpu_memory_gb,
+        precision=chosen.precision,
+        optimizer=optimizer,
+        shard_size=shard_size,
+        compiled_loss=compiled_loss,
+    )
     if option is not None:
         micro = f" (train.micro_batch_size={option.micro_batch})" if option.micro_batch != chosen.micro_batch else ""
         raise LadderError(f"{needs}; it fits in {option.describe()}{micro}")
-    smallest = memory_plan(shape, parallel="fsdp" if world_size > 1 else "ddp", world_size=world_size, micro_batch=1,
-                           checkpointing="full", precision=chosen.precision, optimizer=optimizer,
-                           shard_size=shard_size, compiled_loss=compiled_loss)
-    raise LadderError(f"{needs}; even the least, {smallest.describe()}, does not fit: "
-                      "use more GPUs (FSDP shards the state over them)")
+    smallest = memory_plan(
+        shape,
+        parallel="fsdp" if world_size > 1 else "ddp",
+        world_size=world_size,
+        micro_batch=1,
+        checkpointing="full",
+        precision=chosen.precision,
+        optimizer=optimizer,
+        shard_size=shard_size,
+        compiled_loss=compiled_loss,
+    )
+    raise LadderError(
+        f"{needs}; even the least, {smallest.describe()}, does not fit: use more GPUs (FSDP shards the state over them)"
+    )

@@ -18,7 +18,8 @@ import logging
 import os
 import sys
 import time
-from typing import Any, Iterable, Iterator
+from collections.abc import Iterable, Iterator
+from typing import Any
 
 log = logging.getLogger("ladder.progress")
 DEFAULT_INTERVAL_S = 30.0
@@ -32,8 +33,16 @@ def interval_seconds() -> float:
         return DEFAULT_INTERVAL_S
 
 
-def progress(iterable: Iterable[Any] | None = None, *, total: int | None = None, desc: str, unit: str = "it",
-             initial: int = 0, enabled: bool = True, leave: bool = True) -> Any:
+def progress(
+    iterable: Iterable[Any] | None = None,
+    *,
+    total: int | None = None,
+    desc: str,
+    unit: str = "it",
+    initial: int = 0,
+    enabled: bool = True,
+    leave: bool = True,
+) -> Any:
     """A progress reporter with tqdm's interface (iterate, `update`, `set_postfix`, `close`)."""
     if total is None and iterable is not None and hasattr(iterable, "__len__"):
         total = len(iterable)  # type: ignore[arg-type]
@@ -47,8 +56,17 @@ def progress(iterable: Iterable[Any] | None = None, *, total: int | None = None,
 class LogProgress:
     """tqdm's interface, reporting by log lines at a steady interval (for logs and pipes)."""
 
-    def __init__(self, iterable: Iterable[Any] | None, *, total: int | None, desc: str, unit: str, initial: int = 0,
-                 enabled: bool = True, interval: float | None = None):
+    def __init__(
+        self,
+        iterable: Iterable[Any] | None,
+        *,
+        total: int | None,
+        desc: str,
+        unit: str,
+        initial: int = 0,
+        enabled: bool = True,
+        interval: float | None = None,
+    ):
         self.iterable, self.total, self.desc, self.unit = iterable, total, desc, unit
         self.n = self.start_n = initial
         self.enabled = enabled
@@ -67,7 +85,7 @@ class LogProgress:
         finally:
             self.close()
 
-    def __enter__(self) -> "LogProgress":
+    def __enter__(self) -> LogProgress:
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -90,7 +108,9 @@ class LogProgress:
         elapsed = time.monotonic() - self.started
         done = self.n - self.start_n
         rate = done / elapsed if elapsed > 0 and done > 0 else None
-        parts = [f"{self.desc}: {self.n}/{self.total} {self.unit}s" if self.total else f"{self.desc}: {self.n} {self.unit}s"]
+        parts = [
+            f"{self.desc}: {self.n}/{self.total} {self.unit}s" if self.total else f"{self.desc}: {self.n} {self.unit}s"
+        ]
         if self.total:
             parts[0] += f" ({100 * self.n / self.total:.1f}%)"
         if rate is not None:

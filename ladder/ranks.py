@@ -32,7 +32,9 @@ def launch_ranks() -> LaunchRanks:
         return LaunchRanks(rank, int(env.get("LOCAL_RANK", str(rank))), int(env.get("WORLD_SIZE", "1")), "torchrun")
     if int(env.get("SLURM_NTASKS", "1")) > 1 and "SLURM_PROCID" in env and "SLURM_STEP_ID" in env:
         # A job step started by srun (SLURM_STEP_ID is unset in the batch script itself).
-        return LaunchRanks(int(env["SLURM_PROCID"]), int(env.get("SLURM_LOCALID", "0")), int(env["SLURM_NTASKS"]), "slurm")
+        return LaunchRanks(
+            int(env["SLURM_PROCID"]), int(env.get("SLURM_LOCALID", "0")), int(env["SLURM_NTASKS"]), "slurm"
+        )
     return LaunchRanks(0, 0, 1, "single")
 
 

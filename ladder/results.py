@@ -119,8 +119,9 @@ def validate_table(table: pd.DataFrame, source: str = "results table") -> pd.Dat
         wrong = (values % 1 != 0) | (np.abs(values) >= 2.0**62)
         if wrong.any():
             row = int(np.flatnonzero(wrong)[0])
-            raise LadderError(f"{source}: column {column!r} must hold whole numbers below 2^62 "
-                              f"(row {row + 1}: {values[row]:g})")
+            raise LadderError(
+                f"{source}: column {column!r} must hold whole numbers below 2^62 (row {row + 1}: {values[row]:g})"
+            )
         table[column] = table[column].astype("int64")
     per_run = table.groupby("run")[["role", "N"]].nunique()
     inconsistent = per_run[(per_run["role"] > 1) | (per_run["N"] > 1)].index.tolist()
@@ -149,7 +150,9 @@ def _table_format(path: Path) -> tuple[str, str | None]:
     suffix = suffixes[-2] if compression and len(suffixes) == 2 else (None if compression else path.suffix.lower())
     if suffix not in TABLE_SUFFIXES or (compression and suffix == ".parquet"):
         shown = "".join(path.suffixes[-2:]) if compression else path.suffix
-        raise LadderError(f"{path}: results tables are .csv, .tsv (optionally .gz) or .parquet, not {shown or 'no suffix'!r}")
+        raise LadderError(
+            f"{path}: results tables are .csv, .tsv (optionally .gz) or .parquet, not {shown or 'no suffix'!r}"
+        )
     return suffix[1:], compression
 
 
@@ -174,8 +177,10 @@ def read_table(path: str | os.PathLike) -> pd.DataFrame:
         header = str(table.columns[0])
         other = next((sep for sep in (";", "\t", ",", "|") if sep in header), None)
         if other is not None:
-            raise LadderError(f"{path}: one column only, its header split by {other!r}: "
-                              f"a {kind} table is {'tab' if kind == 'tsv' else 'comma'}-separated")
+            raise LadderError(
+                f"{path}: one column only, its header split by {other!r}: "
+                f"a {kind} table is {'tab' if kind == 'tsv' else 'comma'}-separated"
+            )
     return validate_table(table, source=str(path))
 
 

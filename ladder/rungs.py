@@ -135,28 +135,46 @@ class Rung:
         """Training compute, 6 N D (the attention term is in `flops_per_token`)."""
         return flops_per_token(self.shape)[0] * self.tokens
 
-    def for_vocab(self, vocab_size: int) -> "Rung":
+    def for_vocab(self, vocab_size: int) -> Rung:
         """The same rung for a tokenizer's vocabulary: N, and all the rules derive from N, again."""
         if vocab_size == self.shape.vocab_size:
             return self
-        return make_rung(self.size, self.multiplier, name=self.name, role=self.role,
-                         **asdict(replace(self.sizing, vocab_size=vocab_size)))
+        return make_rung(
+            self.size,
+            self.multiplier,
+            name=self.name,
+            role=self.role,
+            **asdict(replace(self.sizing, vocab_size=vocab_size)),
+        )
 
     def to_record(self) -> dict[str, Any]:
         """The rung's record (schema in the module docstring)."""
         dense, with_attention = flops_per_token(self.shape)
         return {
-            "name": self.name, "size": self.size, "multiplier": self.multiplier, "role": self.role,
-            "N": self.n_params, "D": self.tokens, "steps": self.steps, "batch_sequences": self.batch_sequences,
-            "seq_len": self.seq_len, "peak_lr": self.peak_lr, "warmup_steps": self.warmup_steps,
-            "flops": self.flops, "flops_with_attention": with_attention * self.tokens,
-            "flops_per_token": dense, "flops_per_token_with_attention": with_attention,
-            "vocab_size": self.shape.vocab_size, "d_model": self.shape.d_model, "n_layers": self.shape.n_layers,
-            "n_heads": self.shape.n_heads, "total_params": total_params(self.shape),
+            "name": self.name,
+            "size": self.size,
+            "multiplier": self.multiplier,
+            "role": self.role,
+            "N": self.n_params,
+            "D": self.tokens,
+            "steps": self.steps,
+            "batch_sequences": self.batch_sequences,
+            "seq_len": self.seq_len,
+            "peak_lr": self.peak_lr,
+            "warmup_steps": self.warmup_steps,
+            "flops": self.flops,
+            "flops_with_attention": with_attention * self.tokens,
+            "flops_per_token": dense,
+            "flops_per_token_with_attention": with_attention,
+            "vocab_size": self.shape.vocab_size,
+            "d_model": self.shape.d_model,
+            "n_layers": self.shape.n_layers,
+            "n_heads": self.shape.n_heads,
+            "total_params": total_params(self.shape),
         }
 
     @classmethod
-    def from_record(cls, record: Any, source: str = "rung record") -> "Rung":
+    def from_record(cls, record: Any, source: str = "rung record") -> Rung:
         """A record written by `to_record`, checked: a missing or mistyped key, an unknown size or
         a shape that is not the size's is a LadderError naming `source`."""
         if not isinstance(record, dict):
@@ -178,21 +196,46 @@ class Rung:
         batch_tokens = record["batch_sequences"] * record["seq_len"]
         multiplier = None if record["multiplier"] is None else float(record["multiplier"])
         return cls(
-            name=record["name"], size=record["size"], multiplier=multiplier, role=record["role"], shape=shape,
-            n_params=record["N"], tokens=record["D"], batch_sequences=record["batch_sequences"],
-            seq_len=record["seq_len"], steps=record["steps"], peak_lr=float(record["peak_lr"]),
+            name=record["name"],
+            size=record["size"],
+            multiplier=multiplier,
+            role=record["role"],
+            shape=shape,
+            n_params=record["N"],
+            tokens=record["D"],
+            batch_sequences=record["batch_sequences"],
+            seq_len=record["seq_len"],
+            steps=record["steps"],
+            peak_lr=float(record["peak_lr"]),
             warmup_steps=record["warmup_steps"],
             # As trained: every value pinned.
-            sizing=Sizing(tokens=None if multiplier is not None else record["D"], vocab_size=record["vocab_size"],
-                          seq_len=record["seq_len"], batch=record["batch_sequences"], lr=float(record["peak_lr"]),
-                          warmup_tokens=record["warmup_steps"] * batch_tokens),
+            sizing=Sizing(
+                tokens=None if multiplier is not None else record["D"],
+                vocab_size=record["vocab_size"],
+                seq_len=record["seq_len"],
+                batch=record["batch_sequences"],
+                lr=float(record["peak_lr"]),
+                warmup_tokens=record["warmup_steps"] * batch_tokens,
+            ),
         )
 
 
 RECORD_TYPES: dict[str, tuple[type, ...]] = {
-    "name": (str,), "size": (str,), "multiplier": (int, float), "role": (str,), "N": (int,), "D": (int,),
-    "steps": (int,), "batch_sequences": (int,), "seq_len": (int,), "peak_lr": (int, float),
-    "warmup_steps": (int,), "vocab_size": (int,), "d_model": (int,), "n_layers": (int,), "n_heads": (int,),
+    "name": (str,),
+    "size": (str,),
+    "multiplier": (int, float),
+    "role": (str,),
+    "N": (int,),
+    "D": (int,),
+    "steps": (int,),
+    "batch_sequences": (int,),
+    "seq_len": (int,),
+    "peak_lr": (int, float),
+    "warmup_steps": (int,),
+    "vocab_size": (int,),
+    "d_model": (int,),
+    "n_layers": (int,),
+    "n_heads": (int,),
 }
 
 
@@ -237,8 +280,15 @@ def make_rung(
         steps=steps,
         peak_lr=peak_lr(n_params, lr_rule) if lr is None else float(lr),
         warmup_steps=min(steps, max(1, round(warmup / batch_tokens))),
-        sizing=Sizing(tokens=tokens, vocab_size=vocab_size, seq_len=seq_len, batch=batch, lr=lr, lr_rule=lr_rule,
-                      warmup_tokens=warmup_tokens),
+        sizing=Sizing(
+            tokens=tokens,
+            vocab_size=vocab_size,
+            seq_len=seq_len,
+            batch=batch,
+            lr=lr,
+            lr_rule=lr_rule,
+            warmup_tokens=warmup_tokens,
+        ),
     )
 
 
@@ -335,4 +385,3 @@ def find_rung(cfg: DictConfig, name: str) -> Rung:
         if rung.name == name:
             return rung
     raise LadderError(f"rung {name!r} is not in grid {cfg.ladder.name!r}")
-

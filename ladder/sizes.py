@@ -30,15 +30,14 @@ class ModelShape:
     seq_len: int
     mlp_hidden: int
 
-
     @property
     def head_dim(self) -> int:
         return self.d_model // self.n_heads
 
-    def with_vocab(self, vocab_size: int) -> "ModelShape":
+    def with_vocab(self, vocab_size: int) -> ModelShape:
         return replace(self, vocab_size=vocab_size)
 
-    def with_seq_len(self, seq_len: int) -> "ModelShape":
+    def with_seq_len(self, seq_len: int) -> ModelShape:
         return replace(self, seq_len=seq_len)
 
 

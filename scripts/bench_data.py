@@ -44,8 +44,10 @@ def main() -> None:
             loader = TokenLoader(corpus.train_path, seq_len, batch, seed=0)
             steps = iter(range(10**6))
             per_batch = median_seconds(lambda: loader.batch(next(steps)), 50)
-            print(f"TokenLoader seq_len {seq_len} batch {batch}: {per_batch * 1e3:.2f} ms/batch, "
-                  f"{seq_len * batch / per_batch / 1e6:.0f} M tokens/s")
+            print(
+                f"TokenLoader seq_len {seq_len} batch {batch}: {per_batch * 1e3:.2f} ms/batch, "
+                f"{seq_len * batch / per_batch / 1e6:.0f} M tokens/s"
+            )
 
 
 if __name__ == "__main__":

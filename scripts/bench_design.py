@@ -38,8 +38,10 @@ def main() -> None:
     table = import_olmo(args.data)
     sizes = design.sizes_of(["190M", "370M", "760M", "1B", "3B"])
     candidates = design.candidate_grids(sizes, [0.5, 1, 2, 5, 10], exhaustive=args.exhaustive)
-    print(f"{len(candidates)} grids x 8 tasks x {args.sims} simulated ladders; load average before: "
-          f"{os.getloadavg()[0]:.2f} (cores: {os.cpu_count()})")
+    print(
+        f"{len(candidates)} grids x 8 tasks x {args.sims} simulated ladders; load average before: "
+        f"{os.getloadavg()[0]:.2f} (cores: {os.cpu_count()})"
+    )
     walls, cpus = [], []
     for repeat in range(args.repeats):
         start, cpu_start = time.perf_counter(), time.process_time()
@@ -48,10 +50,14 @@ def main() -> None:
         result = design.design(laws, noises, candidates, [SEVEN], options=design.DesignOptions(sims=args.sims))
         walls.append(time.perf_counter() - start)
         cpus.append(time.process_time() - cpu_start)
-        print(f"repeat {repeat + 1}: {walls[-1]:.1f} s wall ({prior_wall:.1f} s the prior), {cpus[-1]:.1f} s CPU "
-              f"({prior_cpu:.1f} s the prior); load average {os.getloadavg()[0]:.2f}")
-    print(f"median: {statistics.median(walls):.1f} s wall, {statistics.median(cpus):.1f} s CPU over {args.repeats} "
-          f"repeats; load average after: {os.getloadavg()[0]:.2f}")
+        print(
+            f"repeat {repeat + 1}: {walls[-1]:.1f} s wall ({prior_wall:.1f} s the prior), {cpus[-1]:.1f} s CPU "
+            f"({prior_cpu:.1f} s the prior); load average {os.getloadavg()[0]:.2f}"
+        )
+    print(
+        f"median: {statistics.median(walls):.1f} s wall, {statistics.median(cpus):.1f} s CPU over {args.repeats} "
+        f"repeats; load average after: {os.getloadavg()[0]:.2f}"
+    )
     chosen = result.grids[result.grids["chosen"]].iloc[0]
     print(f"chosen (no budget): {chosen['grid']}, expected |error| {chosen['expected_abs_err']:.2f} points")
 

@@ -29,9 +29,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from ladder.config import TasksConfig, TrainConfig  # noqa: E402
 from ladder.data import load_tokenizer, prepare_corpus  # noqa: E402
-from ladder.rungs import make_rung  # noqa: E402
 from ladder.hydra_app import compose_config  # noqa: E402
 from ladder.model import Decoder  # noqa: E402
+from ladder.rungs import make_rung  # noqa: E402
 from ladder.sizes import get_shape, paper_params  # noqa: E402
 from ladder.tasks import Task, evaluate, load_tasks  # noqa: E402
 
@@ -62,7 +62,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=1, help="runs of the 1,000 questions (median)")
     parser.add_argument("--loop-repeats", type=int, default=3, help="runs of the in-loop evaluation (median)")
     parser.add_argument("--batch-size", type=int, default=TasksConfig().batch_size)
-    parser.add_argument("--compare-generic", action="store_true", help="also time scoring every (context, choice) separately")
+    parser.add_argument(
+        "--compare-generic", action="store_true", help="also time scoring every (context, choice) separately"
+    )
     parser.add_argument("--prepared-root", default="data", help="where the default corpus is (or will be) prepared")
     args = parser.parse_args()
     torch.manual_seed(0)
@@ -73,8 +75,12 @@ def main() -> None:
     corpus = prepare_corpus(cfg.data)
 
     model = Decoder(get_shape(args.size))
-    print(f"\n1. {args.size}: N = {paper_params(model.shape):,} (paper count), seq_len {model.seq_len}, batch {args.batch_size}")
-    for task in (load_tasks(["arc_easy"])[0], load_tasks(["corpus_next_word"], corpus=corpus)[0]) if args.questions else ():
+    print(
+        f"\n1. {args.size}: N = {paper_params(model.shape):,} (paper count), seq_len {model.seq_len}, batch {args.batch_size}"
+    )
+    for task in (
+        (load_tasks(["arc_easy"])[0], load_tasks(["corpus_next_word"], corpus=corpus)[0]) if args.questions else ()
+    ):
         task = four_choice(task, args.questions)
         shared = lambda: evaluate(model, tokenizer, [task], batch_size=args.batch_size)  # noqa: E731
         # The same model behind a wrapper that is not a Decoder: one forward per (context, choice).
@@ -87,7 +93,9 @@ def main() -> None:
             if args.compare_generic:
                 times["generic"].append(median_seconds(generic, 1))
         seconds = statistics.median(times["shared"])
-        print(f"   {task.name:18s} {len(task.questions)} questions: {seconds:7.2f} s  = {seconds * 1000 / len(task.questions):7.2f} s per 1,000")
+        print(
+            f"   {task.name:18s} {len(task.questions)} questions: {seconds:7.2f} s  = {seconds * 1000 / len(task.questions):7.2f} s per 1,000"
+        )
         if args.compare_generic:
             slow = statistics.median(times["generic"])
             print(f"   {'':18s} without the shared context: {slow:7.2f} s ({slow / seconds:.1f}x the time)")
@@ -108,12 +116,16 @@ def main() -> None:
     train_step()  # warm-up
     step_seconds = median_seconds(train_step, 5)
     tasks = load_tasks(list(cfg.tasks.names), corpus=corpus, max_questions=cfg.tasks.max_questions, seed=cfg.tasks.seed)
-    eval_seconds = median_seconds(lambda: evaluate(tiny, tokenizer, tasks, batch_size=cfg.tasks.batch_size), args.loop_repeats)
+    eval_seconds = median_seconds(
+        lambda: evaluate(tiny, tokenizer, tasks, batch_size=cfg.tasks.batch_size), args.loop_repeats
+    )
     evaluations = rung.steps // interval + (rung.steps % interval != 0)
     train_total = rung.steps * step_seconds
     share = evaluations * eval_seconds / (train_total + evaluations * eval_seconds)
     names = ", ".join(f"{t.name}({len(t.questions)})" for t in tasks)
-    print(f"\n2. tiny 1xC rung: {rung.steps} steps of {rung.batch_sequences}x{rung.seq_len} tokens; eval every {interval} steps -> {evaluations} evaluations")
+    print(
+        f"\n2. tiny 1xC rung: {rung.steps} steps of {rung.batch_sequences}x{rung.seq_len} tokens; eval every {interval} steps -> {evaluations} evaluations"
+    )
     print(f"   training step {step_seconds * 1000:.1f} ms -> {train_total:.1f} s of training")
     print(f"   one evaluation of {names}: {eval_seconds:.2f} s")
     print(f"   in-loop task evaluation share of training time: {share:.1%}")

@@ -23,8 +23,16 @@ from ladder.fit.pipeline import DEFAULT_WORKERS, fit_table  # noqa: E402
 from ladder.runs.olmo_import import import_olmo  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "olmo-ladder"
-PAPER_ERRORS = {"mmlu": -0.63, "hellaswag": 1.17, "arc_challenge": -10.45, "arc_easy": -7.97,
-                "piqa": -0.83, "csqa": 3.07, "socialiqa": -1.19, "openbookqa": -5.23}
+PAPER_ERRORS = {
+    "mmlu": -0.63,
+    "hellaswag": 1.17,
+    "arc_challenge": -10.45,
+    "arc_easy": -7.97,
+    "piqa": -0.83,
+    "csqa": 3.07,
+    "socialiqa": -1.19,
+    "openbookqa": -5.23,
+}
 TARGET_13B = ("13B-5T", 13_202_396_160, 5_000_088_518_656)
 
 
@@ -50,21 +58,31 @@ def main() -> None:
     times, cpu_times = [], []
     for repeat in range(args.repeats):
         start, cpu_start = time.perf_counter(), _cpu_seconds()
-        fit = fit_table(table, sizes=["190M", "370M", "760M", "1B"], multipliers=[1, 2, 5, 10],
-                        bootstrap=args.bootstrap, workers=args.workers, method=args.method)
+        fit = fit_table(
+            table,
+            sizes=["190M", "370M", "760M", "1B"],
+            multipliers=[1, 2, 5, 10],
+            bootstrap=args.bootstrap,
+            workers=args.workers,
+            method=args.method,
+        )
         thirteen = fit.predict(TARGET_13B[1], TARGET_13B[2], TARGET_13B[0])
         times.append(time.perf_counter() - start)
         cpu_times.append(_cpu_seconds() - cpu_start)
         print(f"repeat {repeat + 1}: {times[-1]:.2f} s wall, {cpu_times[-1]:.2f} s CPU (with its workers')")
-    print(f"median: {statistics.median(times):.2f} s wall, {statistics.median(cpu_times):.2f} s CPU over "
-          f"{args.repeats} repeats (method {args.method}, bootstrap {args.bootstrap}, workers {args.workers}); "
-          f"load average after: {os.getloadavg()[0]:.2f}")
+    print(
+        f"median: {statistics.median(times):.2f} s wall, {statistics.median(cpu_times):.2f} s CPU over "
+        f"{args.repeats} repeats (method {args.method}, bootstrap {args.bootstrap}, workers {args.workers}); "
+        f"load average after: {os.getloadavg()[0]:.2f}"
+    )
     errors = fit.predictions.set_index("task")
     for task, paper in PAPER_ERRORS.items():
         row = errors.loc[task]
-        print(f"  {task:<14} 7B error {row['abs_err']:+6.2f} (paper {paper:+6.2f})  "
-              f"interval [{100 * row['pred_acc_lo']:.1f}, {100 * row['pred_acc_hi']:.1f}]  "
-              f"13B predicted {100 * thirteen.set_index('task').loc[task, 'pred_acc']:.1f}")
+        print(
+            f"  {task:<14} 7B error {row['abs_err']:+6.2f} (paper {paper:+6.2f})  "
+            f"interval [{100 * row['pred_acc_lo']:.1f}, {100 * row['pred_acc_hi']:.1f}]  "
+            f"13B predicted {100 * thirteen.set_index('task').loc[task, 'pred_acc']:.1f}"
+        )
     print(f"  step-1 7B MMLU bpb {errors.loc['mmlu', 'pred_loss']:.4f} (paper 0.7869)")
 
 

@@ -164,8 +164,12 @@ def main() -> None:
     contenders = ("ours",) if args.only_ours else CONTENDERS
     passed = [a for a in sys.argv[1:] if a != "--only-ours"]
     workers = {
-        name: subprocess.Popen([sys.executable, __file__, *passed, "--worker", name],
-                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        name: subprocess.Popen(
+            [sys.executable, __file__, *passed, "--worker", name],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
         for name in contenders
     }
     info = {}
@@ -188,9 +192,11 @@ def main() -> None:
     tokens = args.batch * shape.seq_len
     peak = peak_flops(torch.cuda.get_device_name(device)) if device.type == "cuda" else None
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {info['ours'][2]} threads"
-    print(f"preset {shape.name}: d={shape.d_model} layers={shape.n_layers} heads={shape.n_heads} "
-          f"vocab={shape.vocab_size} seq={shape.seq_len} batch={args.batch}; {where}; torch {torch.__version__}; "
-          f"{args.rounds} rounds of {args.steps} steps")
+    print(
+        f"preset {shape.name}: d={shape.d_model} layers={shape.n_layers} heads={shape.n_heads} "
+        f"vocab={shape.vocab_size} seq={shape.seq_len} batch={args.batch}; {where}; torch {torch.__version__}; "
+        f"{args.rounds} rounds of {args.steps} steps"
+    )
     tokens_per_s = {}
     for name in workers:
         params, flops, _ = info[name]
@@ -198,15 +204,21 @@ def main() -> None:
         tokens_per_s[name] = tokens / step
         mfu = f", MFU {tokens_per_s[name] * flops / peak:.1%}" if peak else ""
         spread = f"{min(seconds[name]) * 1e3:.1f}-{max(seconds[name]) * 1e3:.1f}"
-        print(f"  {name:11s} {params:>12,d} params  {step * 1e3:8.1f} ms/step (range {spread})  "
-              f"{tokens_per_s[name]:>12,.0f} tokens/s  {tokens_per_s[name] * flops / 1e9:8.2f} GFLOP/s{mfu}")
+        print(
+            f"  {name:11s} {params:>12,d} params  {step * 1e3:8.1f} ms/step (range {spread})  "
+            f"{tokens_per_s[name]:>12,.0f} tokens/s  {tokens_per_s[name] * flops / 1e9:8.2f} GFLOP/s{mfu}"
+        )
     if not args.only_ours:
-        for other, meaning in (("plain", "goal >= 1.0"),
-                               ("plain+setup", "same set-up: the architecture's QK-norm, post-norm and RoPE")):
+        for other, meaning in (
+            ("plain", "goal >= 1.0"),
+            ("plain+setup", "same set-up: the architecture's QK-norm, post-norm and RoPE"),
+        ):
             per_round = [theirs / ours for ours, theirs in zip(seconds["ours"], seconds[other])]
-            print(f"  ours / {other + ':':12s} {tokens_per_s['ours'] / tokens_per_s[other]:.3f}x tokens/s; per round "
-                  f"median {statistics.median(per_round):.3f}x (range {min(per_round):.3f}-{max(per_round):.3f}) "
-                  f"({meaning})")
+            print(
+                f"  ours / {other + ':':12s} {tokens_per_s['ours'] / tokens_per_s[other]:.3f}x tokens/s; per round "
+                f"median {statistics.median(per_round):.3f}x (range {min(per_round):.3f}-{max(per_round):.3f}) "
+                f"({meaning})"
+            )
 
 
 if __name__ == "__main__":

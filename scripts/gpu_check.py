@@ -33,10 +33,10 @@ from pathlib import Path
 import torch
 
 from ladder.errors import LadderError
-from ladder.rungs import make_rung
 from ladder.hardware import peak_flops
 from ladder.hydra_app import compose_config
 from ladder.memory import RESERVED_BYTES, choose_plan, default_micro_batch, first_fit, format_bytes, memory_plan
+from ladder.rungs import make_rung
 from ladder.sizes import flops_per_token, get_shape
 from ladder.train import checkpoint as ckpt
 from ladder.train import distributed, parallel
@@ -60,15 +60,25 @@ def plan_for(size: str, ctx: distributed.DistContext, gpu_memory_gb: float, cfg,
     micro = default_micro_batch(shape, per_rank)
     if ctx.device.type == "cpu":
         kind = parallel_choice if parallel_choice != "auto" else "ddp"
-        return memory_plan(shape, parallel=kind, world_size=ctx.world_size,
-                           micro_batch=micro, precision="fp32", kernels="cpu"), None
+        return memory_plan(
+            shape, parallel=kind, world_size=ctx.world_size, micro_batch=micro, precision="fp32", kernels="cpu"
+        ), None
     try:
-        return choose_plan(shape, parallel=parallel_choice, world_size=ctx.world_size, per_rank=per_rank, micro_batch=micro,
-                           checkpointing="none", precision="bf16", optimizer=cfg.optim.name,
-                           gpu_memory_gb=gpu_memory_gb), None
+        return choose_plan(
+            shape,
+            parallel=parallel_choice,
+            world_size=ctx.world_size,
+            per_rank=per_rank,
+            micro_batch=micro,
+            checkpointing="none",
+            precision="bf16",
+            optimizer=cfg.optim.name,
+            gpu_memory_gb=gpu_memory_gb,
+        ), None
     except LadderError as refusal:
-        return first_fit(shape, world_size=ctx.world_size, per_rank=per_rank, largest_micro_batch=micro,
-                         gpu_memory_gb=gpu_memory_gb), str(refusal)
+        return first_fit(
+            shape, world_size=ctx.world_size, per_rank=per_rank, largest_micro_batch=micro, gpu_memory_gb=gpu_memory_gb
+        ), str(refusal)
 
 
 def check_size(size: str, ctx: distributed.DistContext, args) -> dict | None:
@@ -91,8 +101,11 @@ def check_size(size: str, ctx: distributed.DistContext, args) -> dict | None:
     optimizer = build_optimizer(cfg.optim, model.model, 1e-4, device)
     loss_fn = compiled_loss(0.0, cfg.train.compile_backend, not args.dry_run)
     tokens = torch.randint(0, shape.vocab_size, (plan.micro_batch, shape.seq_len + 1), device=device)
-    autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if precision == "bf16" and plan.parallel == "ddp"
-                else torch.autocast(device.type, enabled=False))
+    autocast = (
+        torch.autocast("cuda", dtype=torch.bfloat16)
+        if precision == "bf16" and plan.parallel == "ddp"
+        else torch.autocast(device.type, enabled=False)
+    )
 
     def step() -> None:
         with autocast:
@@ -118,12 +131,17 @@ def check_size(size: str, ctx: distributed.DistContext, args) -> dict | None:
     peak = peak_flops(torch.cuda.get_device_name(device)) if device.type == "cuda" else None
     mfu = tokens_per_s * flops_per_token(shape)[1] / (peak * ctx.world_size) if peak else None
     planned = plan.total - RESERVED_BYTES
-    say(ctx, (
-        f"{size:>5}  {plan.parallel:>4}  AC {plan.checkpointing:<9}  micro {plan.micro_batch}x{shape.seq_len}  "
-        f"planned {format_bytes(planned):>9}  measured " + (f"{format_bytes(measured):>9} ({measured / planned:4.0%})" if measured else "n/a")
-        + f"  {tokens_per_s:10,.0f} tokens/s  MFU " + (f"{mfu:5.1%}" if mfu is not None else "n/a")
-        + f"  (warm-up {compile_s:.0f} s)"
-    ))
+    say(
+        ctx,
+        (
+            f"{size:>5}  {plan.parallel:>4}  AC {plan.checkpointing:<9}  micro {plan.micro_batch}x{shape.seq_len}  "
+            f"planned {format_bytes(planned):>9}  measured "
+            + (f"{format_bytes(measured):>9} ({measured / planned:4.0%})" if measured else "n/a")
+            + f"  {tokens_per_s:10,.0f} tokens/s  MFU "
+            + (f"{mfu:5.1%}" if mfu is not None else "n/a")
+            + f"  (warm-up {compile_s:.0f} s)"
+        ),
+    )
     optimizer.state.clear()  # the next size needs the memory; the caller keeps only the model
     return {"model": model, "shape": shape, "cfg": cfg, "precision": precision}
 
@@ -152,14 +170,19 @@ def time_evaluation(first: dict, ctx: distributed.DistContext, args) -> None:
         return
     model = first["model"].model
     started = time.perf_counter()
-    autocast = torch.autocast(ctx.device.type, dtype=torch.bfloat16, enabled=first["precision"] == "bf16" and first["model"].parallel == "ddp")
+    autocast = torch.autocast(
+        ctx.device.type, dtype=torch.bfloat16, enabled=first["precision"] == "bf16" and first["model"].parallel == "ddp"
+    )
     with torch.compiler.set_stance("force_eager"), autocast:
         scores = evaluate(model, ByteTokenizer(), tasks, device=ctx.device, batch_size=32)
     synchronize(ctx.device)
     seconds = time.perf_counter() - started
     score = scores[tasks[0].name]
-    say(ctx, f"evaluation: {tasks[0].name}, {len(tasks[0].questions)} questions, {first['shape'].name} model: "
-             f"{seconds:.1f} s (accuracy {score.acc:.3f} of an untrained model)")
+    say(
+        ctx,
+        f"evaluation: {tasks[0].name}, {len(tasks[0].questions)} questions, {first['shape'].name} model: "
+        f"{seconds:.1f} s (accuracy {score.acc:.3f} of an untrained model)",
+    )
 
 
 def smoke_checkpoint(first: dict, ctx: distributed.DistContext, folder: Path) -> None:
@@ -167,22 +190,50 @@ def smoke_checkpoint(first: dict, ctx: distributed.DistContext, folder: Path) ->
     model = first["model"]
     optimizer = build_optimizer(first["cfg"].optim, model.model, 1e-4, ctx.device)
     writer = ckpt.CheckpointWriter(folder, rank=ctx.rank, distributed=ctx.distributed, keep=1, asynchronous=False)
-    state = {"step": 0, "python_rng": ckpt.python_rng_state(), "world_size": ctx.world_size, "parallel": model.parallel,
-             "config": {}, "shape": ckpt.shape_to_dict(first["shape"])}
+    state = {
+        "step": 0,
+        "python_rng": ckpt.python_rng_state(),
+        "world_size": ctx.world_size,
+        "parallel": model.parallel,
+        "config": {},
+        "shape": ckpt.shape_to_dict(first["shape"]),
+    }
     started = time.perf_counter()
-    path = writer.save(folder / "step-00000000", state, ckpt.model_and_optimizer_state(model.model, optimizer)
-                       | ckpt.rng_tensors(ctx.rank, ctx.device))
+    path = writer.save(
+        folder / "step-00000000",
+        state,
+        ckpt.model_and_optimizer_state(model.model, optimizer) | ckpt.rng_tensors(ctx.rank, ctx.device),
+    )
     saved_s = time.perf_counter() - started
     started = time.perf_counter()
     ckpt.load_into(path, model.model, optimizer, rank=ctx.rank, device=ctx.device, distributed=ctx.distributed)
-    say(ctx, f"sharded checkpoint of {first['shape'].name} on {ctx.world_size} rank(s): saved in {saved_s:.1f} s, "
-             f"loaded in {time.perf_counter() - started:.1f} s ({sum(1 for _ in path.glob('*.distcp'))} shard files)")
+    say(
+        ctx,
+        f"sharded checkpoint of {first['shape'].name} on {ctx.world_size} rank(s): saved in {saved_s:.1f} s, "
+        f"loaded in {time.perf_counter() - started:.1f} s ({sum(1 for _ in path.glob('*.distcp'))} shard files)",
+    )
 
 
 def two_rank_smoke(args) -> int:
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", __file__,
-               "--sizes", (DRY_RUN_SIZES if args.dry_run else GPU_SIZES)[0], "--steps", "3", "--warmup", "1",
-               "--no-eval", "--checkpoint", "--parallel", "fsdp", *(["--dry-run"] if args.dry_run else [])]
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node=2",
+        __file__,
+        "--sizes",
+        (DRY_RUN_SIZES if args.dry_run else GPU_SIZES)[0],
+        "--steps",
+        "3",
+        "--warmup",
+        "1",
+        "--no-eval",
+        "--checkpoint",
+        "--parallel",
+        "fsdp",
+        *(["--dry-run"] if args.dry_run else []),
+    ]
     print(f"two-rank smoke test: {' '.join(command[2:])}", flush=True)
     return subprocess.run(command, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300).returncode
 
@@ -203,7 +254,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dry-run", action="store_true", help="run the same code on CPU with CPU presets")
     args = parser.parse_args(argv)
     if not args.dry_run and not torch.cuda.is_available():
-        print("gpu_check: no CUDA device visible (this check needs a GPU; --dry-run runs its code on CPU)", file=sys.stderr)
+        print(
+            "gpu_check: no CUDA device visible (this check needs a GPU; --dry-run runs its code on CPU)",
+            file=sys.stderr,
+        )
         return 2
     sizes = args.sizes or (DRY_RUN_SIZES if args.dry_run else GPU_SIZES)
     ctx = distributed.setup("cpu" if args.dry_run else "cuda")

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import pandas as pd
+import pytest
 
 from ladder.cli import main
 from ladder.demo import demo_config
 from ladder.sizes import get_shape, paper_params
+
+pytestmark = pytest.mark.slow  # trains models, spawns processes or refits the paper data
 
 # The demo's own sizes (atto, femto, nano3; target mini) on a few steps each.
 MINIATURE = [
@@ -22,8 +25,16 @@ def test_demo_runs_end_to_end_and_reuses_finished_rungs(tmp_path, monkeypatch, c
     monkeypatch.chdir(tmp_path)
     assert main(["demo", *MINIATURE]) == 0
     out = tmp_path / "results" / "demo"
-    for name in ("results.csv", "predictions.csv", "params.csv", "report.md",
-                 "loss_curves.png", "step1.png", "step2.png", "pred_vs_actual.png"):
+    for name in (
+        "results.csv",
+        "predictions.csv",
+        "params.csv",
+        "report.md",
+        "loss_curves.png",
+        "step1.png",
+        "step2.png",
+        "pred_vs_actual.png",
+    ):
         assert (out / name).stat().st_size > 0, name
     predictions = pd.read_csv(out / "predictions.csv")
     assert set(predictions["target"]) == {"mini-0.02xC"}

@@ -14,11 +14,14 @@ def test_objects_come_with_their_line_numbers_and_blank_lines_are_skipped(tmp_pa
     assert list(json_objects(path)) == [(1, {"a": 1}), (4, {"b": "é"})]
 
 
-@pytest.mark.parametrize("content, message", [
-    (b'{"a": 1}\n{"a": \n', "a.jsonl:2: not valid JSON"),
-    (b'{"a": 1}\n[1, 2]\n', "a.jsonl:2: expected a JSON object"),
-    (b'\n\n{"a": "\xff"}\n', "a.jsonl:3: not UTF-8 text"),
-])
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (b'{"a": 1}\n{"a": \n', "a.jsonl:2: not valid JSON"),
+        (b'{"a": 1}\n[1, 2]\n', "a.jsonl:2: expected a JSON object"),
+        (b'\n\n{"a": "\xff"}\n', "a.jsonl:3: not UTF-8 text"),
+    ],
+)
 def test_a_bad_line_is_named(tmp_path, content, message):
     path = tmp_path / "a.jsonl"
     path.write_bytes(content)

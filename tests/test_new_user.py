@@ -25,14 +25,24 @@ from ladder.hydra_app import compose_config
 from ladder.rungs import make_rung
 from ladder.runs.directory import RunDir
 
+pytestmark = pytest.mark.slow  # trains models, spawns processes or refits the paper data
+
 REPO = Path(__file__).resolve().parent.parent
 
 
-def ladder(*args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
+def ladder(
+    *args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 600
+) -> subprocess.CompletedProcess:
     """`ladder ARGS...` in a subprocess, as a user types it (output is not a terminal)."""
     environment = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "disabled", **(env or {})}
-    return subprocess.run([sys.executable, "-m", "ladder", *args], cwd=cwd, env=environment, capture_output=True,
-                          text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "ladder", *args],
+        cwd=cwd,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def one_line_error(text: str, command: str) -> str:
@@ -54,8 +64,16 @@ def train(prepared_root, monkeypatch, capsys):
     monkeypatch.setenv("WANDB_MODE", "disabled")
 
     def run(run_dir: Path, *overrides: str) -> tuple[int, str]:
-        code = main(["train", "model=femto", f"run_dir={run_dir}", f"data.prepared_root={prepared_root}",
-                     "train.threads=1", *overrides])
+        code = main(
+            [
+                "train",
+                "model=femto",
+                f"run_dir={run_dir}",
+                f"data.prepared_root={prepared_root}",
+                "train.threads=1",
+                *overrides,
+            ]
+        )
         return code, capsys.readouterr().err
 
     return run
@@ -68,8 +86,11 @@ def test_readme_train_then_collect_as_written(tmp_path):
     """README "Train one rung", a small version: the CPU smoke run writes eval rows, its rerun says
     how to go on, status reads the run directory, collect makes a table from it."""
     readme = (REPO / "README.md").read_text()
-    for command in ("ladder train model=tiny multiplier=1 train.max_steps=50 tasks=cpu",
-                    "ladder collect runs/single -o results/single.csv", "ladder status runs/single/tiny-1xC"):
+    for command in (
+        "ladder train model=tiny multiplier=1 train.max_steps=50 tasks=cpu",
+        "ladder collect runs/single -o results/single.csv",
+        "ladder status runs/single/tiny-1xC",
+    ):
         assert command in readme
     small = ["train", "model=tiny", "multiplier=1", "train.max_steps=2", "tasks=cpu", "tasks.max_questions=20"]
     first = ladder(*small, "train.threads=1", cwd=tmp_path)
@@ -80,7 +101,9 @@ def test_readme_train_then_collect_as_written(tmp_path):
     assert again.returncode == 0, again.stderr
     assert "rerun with a larger train.max_steps" in again.stdout + again.stderr
     status = ladder("status", "runs/single/tiny-1xC", cwd=tmp_path)
-    assert status.returncode == 0 and "partial" in status.stdout and "2/" in status.stdout, status.stdout + status.stderr
+    assert status.returncode == 0 and "partial" in status.stdout and "2/" in status.stdout, (
+        status.stdout + status.stderr
+    )
     collect = ladder("collect", "runs/single", "-o", "results/single.csv", cwd=tmp_path)
     assert collect.returncode == 0, collect.stderr
     table = pd.read_csv(tmp_path / "results/single.csv")
@@ -98,8 +121,17 @@ def test_train_interrupted_exits_with_the_signal_code(tmp_path, prepared_root):
     """SIGTERM (143) and Ctrl-C (130) checkpoint and exit non-zero; the same command resumes."""
     for sig, code in ((signal.SIGTERM, 143), (signal.SIGINT, 130)):
         run_dir = tmp_path / sig.name
-        args = [sys.executable, "-m", "ladder", "train", "model=femto", f"run_dir={run_dir}", "train.log_interval=1",
-                f"data.prepared_root={prepared_root}", "train.threads=1"]
+        args = [
+            sys.executable,
+            "-m",
+            "ladder",
+            "train",
+            "model=femto",
+            f"run_dir={run_dir}",
+            "train.log_interval=1",
+            f"data.prepared_root={prepared_root}",
+            "train.threads=1",
+        ]
         env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "disabled"}
         process = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         deadline = time.monotonic() + 120
@@ -116,19 +148,22 @@ def test_train_interrupted_exits_with_the_signal_code(tmp_path, prepared_root):
 # -- refusals: one line, exit 2, nothing written ----------------------------------------------
 
 
-@pytest.mark.parametrize("overrides, message", [
-    (["role=foo"], "role=foo"),
-    (["model.init_std=-1"], "model.init_std"),
-    (["model.rope_theta=0"], "model.rope_theta"),
-    (["multiplier=2", "train.tokens=100000"], "give one"),
-    (["data.val_fraction=1.5"], "data.val_fraction"),
-    (["data.tokenizer=bpe:10"], "data.tokenizer"),
-    (["tasks.names=[nope]"], "unknown task 'nope'"),
-    (["tasks.names=[/no/such/task.jsonl]"], "no such file"),
-    (["train.micro_batch_size=3"], "does not divide"),
-    (["model.vocab_size=100"], "smaller than the tokenizer"),
-    (["model.seq_len=100000000"], "fewer than seq_len"),
-])
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["role=foo"], "role=foo"),
+        (["model.init_std=-1"], "model.init_std"),
+        (["model.rope_theta=0"], "model.rope_theta"),
+        (["multiplier=2", "train.tokens=100000"], "give one"),
+        (["data.val_fraction=1.5"], "data.val_fraction"),
+        (["data.tokenizer=bpe:10"], "data.tokenizer"),
+        (["tasks.names=[nope]"], "unknown task 'nope'"),
+        (["tasks.names=[/no/such/task.jsonl]"], "no such file"),
+        (["train.micro_batch_size=3"], "does not divide"),
+        (["model.vocab_size=100"], "smaller than the tokenizer"),
+        (["model.seq_len=100000000"], "fewer than seq_len"),
+    ],
+)
 def test_refused_before_any_file_is_written(tmp_path, train, overrides, message):
     run_dir = tmp_path / "runs" / "r"
     code, err = train(run_dir, *overrides)
@@ -157,16 +192,32 @@ def test_a_refusal_found_after_hydra_started_leaves_nothing(tmp_path, train):
 
 def test_wandb_online_without_login_is_refused(tmp_path, prepared_root):
     env = {"WANDB_API_KEY": "", "HOME": str(tmp_path), "WANDB_CONFIG_DIR": str(tmp_path / ".config")}
-    result = ladder("train", "model=femto", "wandb.mode=online", f"run_dir={tmp_path / 'r'}", "train.max_steps=1",
-                    f"data.prepared_root={prepared_root}", cwd=tmp_path, env=env)
+    result = ladder(
+        "train",
+        "model=femto",
+        "wandb.mode=online",
+        f"run_dir={tmp_path / 'r'}",
+        "train.max_steps=1",
+        f"data.prepared_root={prepared_root}",
+        cwd=tmp_path,
+        env=env,
+    )
     assert result.returncode == 2
     assert "wandb.mode=online" in one_line_error(result.stderr, "train")
     assert "Traceback" not in result.stderr and not (tmp_path / "r").exists()
 
 
 def test_sweep_refused_by_every_rung_launches_nothing(tmp_path, prepared_root, capsys):
-    code = main(["sweep", "ladder=demo", f"ladder.sweep_root={tmp_path / 'sweep'}", "train.micro_batch_size=7",
-                 f"data.prepared_root={prepared_root}", "wandb.mode=disabled"])
+    code = main(
+        [
+            "sweep",
+            "ladder=demo",
+            f"ladder.sweep_root={tmp_path / 'sweep'}",
+            "train.micro_batch_size=7",
+            f"data.prepared_root={prepared_root}",
+            "wandb.mode=disabled",
+        ]
+    )
     assert code == 2
     assert "every rung is refused" in one_line_error(capsys.readouterr().err, "sweep")
     assert not (tmp_path / "sweep").exists()
@@ -253,8 +304,13 @@ def test_sigterm_while_collect_writes_leaves_no_temporary_file(tmp_path):
     run_dir.mkdir(parents=True)
     append_eval_rows(run_dir, [EvalRow(run="a", role="ladder", N=1000, D=2e4, step=1, task="t", loss=1.0)])
     code = SIGTERM_DURING.format(patch="import pandas; target, name = pandas.DataFrame, 'to_csv'")
-    result = subprocess.run([sys.executable, "-c", code, "collect", str(tmp_path / "runs"), "-o", str(tmp_path / "out.csv")],
-                            capture_output=True, text=True, timeout=120, cwd=REPO)
+    result = subprocess.run(
+        [sys.executable, "-c", code, "collect", str(tmp_path / "runs"), "-o", str(tmp_path / "out.csv")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=REPO,
+    )
     assert result.returncode == 143, result.stderr
     assert "ladder collect: interrupted" in result.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["runs"]
@@ -263,8 +319,24 @@ def test_sigterm_while_collect_writes_leaves_no_temporary_file(tmp_path):
 def test_sigterm_while_fit_writes_leaves_no_staging_folder(tmp_path):
     table = table_file(tmp_path)
     code = SIGTERM_DURING.format(patch="import ladder.report.fit as target; name = 'fit_markdown'")
-    result = subprocess.run([sys.executable, "-c", code, "fit", str(table), "--out", str(tmp_path / "out"),
-                             "--bootstrap", "0", "--no-plots"], capture_output=True, text=True, timeout=300, cwd=REPO)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            code,
+            "fit",
+            str(table),
+            "--out",
+            str(tmp_path / "out"),
+            "--bootstrap",
+            "0",
+            "--no-plots",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=REPO,
+    )
     assert result.returncode == 143, result.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["table.csv"]
 
@@ -274,12 +346,29 @@ def test_sigterm_while_fit_writes_leaves_no_staging_folder(tmp_path):
 
 def test_progress_lines_when_output_is_a_file(tmp_path, prepared_root):
     env = {"LADDER_PROGRESS_SECONDS": "0"}
-    result = ladder("train", "model=femto", f"run_dir={tmp_path / 'r'}", "train.max_steps=3", "train.threads=1",
-                    f"data.prepared_root={prepared_root}", cwd=tmp_path, env=env)
+    result = ladder(
+        "train",
+        "model=femto",
+        f"run_dir={tmp_path / 'r'}",
+        "train.max_steps=3",
+        "train.threads=1",
+        f"data.prepared_root={prepared_root}",
+        cwd=tmp_path,
+        env=env,
+    )
     assert result.returncode == 0, result.stderr
     assert "train r: 3/3 steps (100.0%)" in result.stdout + result.stderr
-    fit = ladder("fit", str(table_file(tmp_path)), "--out", str(tmp_path / "out"), "--bootstrap", "0", "--no-plots",
-                 cwd=REPO, env=env)
+    fit = ladder(
+        "fit",
+        str(table_file(tmp_path)),
+        "--out",
+        str(tmp_path / "out"),
+        "--bootstrap",
+        "0",
+        "--no-plots",
+        cwd=REPO,
+        env=env,
+    )
     assert fit.returncode == 0, fit.stderr
     assert "fit: 1/" in fit.stderr
 
@@ -314,12 +403,21 @@ def test_unreadable_source_file_is_refused(tmp_path):
     (texts / "ok.txt").write_text("readable")
     (texts / "locked.txt").write_text("secret")
     (texts / "locked.txt").chmod(0)
-    code = ("import sys; from ladder.data.sources import resolve_source; from ladder.errors import LadderError\n"
-            f"try: resolve_source({str(texts)!r})\nexcept LadderError as e: print(e); sys.exit(2)")
+    code = (
+        "import sys; from ladder.data.sources import resolve_source; from ladder.errors import LadderError\n"
+        f"try: resolve_source({str(texts)!r})\nexcept LadderError as e: print(e); sys.exit(2)"
+    )
     as_user = {"user": 65534, "group": 65534} if os.geteuid() == 0 else {}  # root reads everything
     try:
-        result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120,
-                                 env={**os.environ, "PYTHONPATH": str(REPO)}, **as_user)
+        result = subprocess.run(
+            [sys.executable, "-c", code],
+            capture_output=True,
+            text=True,
+            cwd=REPO,
+            timeout=120,
+            env={**os.environ, "PYTHONPATH": str(REPO)},
+            **as_user,
+        )
     except PermissionError:
         pytest.skip("cannot run a process as another user here")
     if as_user and "ModuleNotFoundError" in result.stderr or "Permission denied: '" in result.stderr:
@@ -365,8 +463,18 @@ def test_a_sweep_that_falls_short_says_so_on_stderr(tmp_path, prepared_root, cap
     root = tmp_path / "sweep"
     (root / "femto-2xC").mkdir(parents=True)
     (root / "femto-2xC" / "config.yaml").write_text("seed: 7\n")  # a run dir holding another run
-    code = main(["sweep", "ladder=demo", f"ladder.sweep_root={root}", "ladder.only=[femto-1xC,femto-2xC]",
-                 "train.max_steps=1", "train.threads=1", f"data.prepared_root={prepared_root}", "wandb.mode=disabled"])
+    code = main(
+        [
+            "sweep",
+            "ladder=demo",
+            f"ladder.sweep_root={root}",
+            "ladder.only=[femto-1xC,femto-2xC]",
+            "train.max_steps=1",
+            "train.threads=1",
+            f"data.prepared_root={prepared_root}",
+            "wandb.mode=disabled",
+        ]
+    )
     captured = capsys.readouterr()
     assert code == 1
     assert "femto-2xC: failed" in captured.out
@@ -389,7 +497,9 @@ def test_wandb_run_has_the_rung_a_group_and_tags(tmp_path, train):
 
 def test_predict_shows_no_empty_actual_columns_and_warns_below_the_ladder(tmp_path, capsys):
     table = table_file(tmp_path)
-    assert main(["predict", str(table), "--bootstrap", "0", "--target", "huge:7e9:4e12", "--target", "small:10:1e6"]) == 0
+    assert (
+        main(["predict", str(table), "--bootstrap", "0", "--target", "huge:7e9:4e12", "--target", "small:10:1e6"]) == 0
+    )
     captured = capsys.readouterr()
     assert "actual" not in captured.out and "abs err" not in captured.out
     assert "target small" in captured.err and "huge" not in captured.err

@@ -20,7 +20,9 @@ def test_log_lines_come_at_the_interval_and_at_the_end(caplog):
     bar.close()
     lines = caplog.messages
     assert len(lines) == 2
-    assert lines[0].startswith("train x: 5/10 steps (50.0%), ") and "ETA" in lines[0] and lines[0].endswith("loss=3.1416")
+    assert (
+        lines[0].startswith("train x: 5/10 steps (50.0%), ") and "ETA" in lines[0] and lines[0].endswith("loss=3.1416")
+    )
     assert lines[1].startswith("train x: 10/10 steps (100.0%)")
 
 

@@ -72,12 +72,15 @@ def test_unknown_size_is_refused():
         make_rung("huge", 1.0)
 
 
-@pytest.mark.parametrize("rung", [
-    make_rung("femto", 2.0),
-    make_rung("190M", 0.5, lr=1e-3, batch=64),
-    make_rung("7B", tokens=4_000_000_000_000, name="7B-4T", role="target"),
-    make_rung("tiny", 1.0, vocab_size=1024, seq_len=128),
-])
+@pytest.mark.parametrize(
+    "rung",
+    [
+        make_rung("femto", 2.0),
+        make_rung("190M", 0.5, lr=1e-3, batch=64),
+        make_rung("7B", tokens=4_000_000_000_000, name="7B-4T", role="target"),
+        make_rung("tiny", 1.0, vocab_size=1024, seq_len=128),
+    ],
+)
 def test_the_record_round_trips(rung):
     record = rung.to_record()
     assert Rung.from_record(json.loads(json.dumps(record))) == rung
@@ -85,13 +88,16 @@ def test_the_record_round_trips(rung):
     assert record["total_params"] == total_params(rung.shape) and record["N"] == rung.n_params
 
 
-@pytest.mark.parametrize(("change", "message"), [
-    (lambda r: r.pop("N"), "'N' missing"),
-    (lambda r: r.update(steps="10"), "'steps' missing or not int"),
-    (lambda r: r.update(size="huge"), "unknown model size 'huge'"),
-    (lambda r: r.update(d_model=17), "are not size femto's"),
-    (lambda r: r.update(role="baseline"), "role must be"),
-])
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda r: r.pop("N"), "'N' missing"),
+        (lambda r: r.update(steps="10"), "'steps' missing or not int"),
+        (lambda r: r.update(size="huge"), "unknown model size 'huge'"),
+        (lambda r: r.update(d_model=17), "are not size femto's"),
+        (lambda r: r.update(role="baseline"), "role must be"),
+    ],
+)
 def test_a_bad_record_is_one_line_naming_its_source(change, message):
     record = make_rung("femto", 1.0).to_record()
     change(record)
@@ -101,8 +107,11 @@ def test_a_bad_record_is_one_line_naming_its_source(change, message):
 
 
 def test_for_vocab_sizes_the_rung_again_from_what_it_was_sized_from():
-    for args, kwargs in [(("tiny", 1.0), {}), (("femto",), {"tokens": 50_000, "name": "t", "role": "target"}),
-                         (("mini", 2.0), {"lr": 1e-3, "warmup_tokens": 4096, "seq_len": 128})]:
+    for args, kwargs in [
+        (("tiny", 1.0), {}),
+        (("femto",), {"tokens": 50_000, "name": "t", "role": "target"}),
+        (("mini", 2.0), {"lr": 1e-3, "warmup_tokens": 4096, "seq_len": 128}),
+    ]:
         rung = make_rung(*args, **kwargs)
         assert rung.for_vocab(rung.shape.vocab_size) is rung
         assert rung.for_vocab(4096) == make_rung(*args, **kwargs, vocab_size=4096)

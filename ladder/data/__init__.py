@@ -13,6 +13,12 @@ from ladder.data.prepare import PreparedCorpus, open_corpus, open_prepared, prep
 from ladder.data.tokenizer import Tokenizer, load_tokenizer
 
 __all__ = [
-    "PreparedCorpus", "TokenLoader", "Tokenizer", "load_tokenizer", "open_corpus", "open_prepared", "prepare_corpus",
+    "PreparedCorpus",
+    "TokenLoader",
+    "Tokenizer",
+    "load_tokenizer",
+    "open_corpus",
+    "open_prepared",
+    "prepare_corpus",
     "training_corpus",
 ]

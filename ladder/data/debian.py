@@ -13,8 +13,8 @@ Files come from dpkg's own list (`/var/lib/dpkg/info/<name>.list`), so nothing i
 from __future__ import annotations
 
 import gzip
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Iterator
 
 from ladder.data.documents import SourceFile
 from ladder.errors import LadderError

@@ -13,9 +13,9 @@ of ranks and micro-batches, which are contiguous slices of it. Hence:
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from functools import lru_cache
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import torch
@@ -83,9 +83,9 @@ class TokenLoader:
     def _epoch(self, epoch: int) -> tuple[np.ndarray, int]:
         return _epoch_plan(self.seed, epoch, self.windows_per_epoch, self._slack)
 
-    def sequential_batches(self, batch_size: int | None = None, max_batches: int | None = None) -> Iterator[
-        tuple[torch.Tensor, torch.Tensor]
-    ]:
+    def sequential_batches(
+        self, batch_size: int | None = None, max_batches: int | None = None
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """The file's consecutive windows from its start, this rank's share (for validation loss).
 
         Yields batches of at most `batch_size` sequences (default: this rank's share of the global

@@ -30,13 +30,14 @@ import logging
 import os
 import shutil
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from functools import cached_property
 from itertools import islice
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 
@@ -52,8 +53,8 @@ from ladder.data.tokenizer import (
     token_dtype,
 )
 from ladder.errors import LadderError
-from ladder.progress import progress as progress_bar
 from ladder.locks import flock_unsupported
+from ladder.progress import progress as progress_bar
 
 log = logging.getLogger(__name__)
 
@@ -158,12 +159,25 @@ def training_corpus(data_cfg: Any) -> PreparedCorpus:
         sources = [resolve_source(str(spec)) for spec in data_cfg.sources]
     except (OSError, json.JSONDecodeError, LadderError):
         return prepare_corpus(data_cfg)
-    recorded = (manifest.get("format"), [s.get("spec") for s in manifest.get("sources", [])],
-                manifest.get("tokenizer", {}).get("spec"), manifest.get("val_fraction"), manifest.get("seed"))
-    wanted = (FORMAT_VERSION, [str(spec) for spec in data_cfg.sources], str(data_cfg.tokenizer),
-              float(data_cfg.val_fraction), int(data_cfg.seed))
-    if (recorded == wanted and manifest.get("input_stats") == _input_stats(sources, str(data_cfg.tokenizer))
-            and _files_complete(root, manifest)):
+    recorded = (
+        manifest.get("format"),
+        [s.get("spec") for s in manifest.get("sources", [])],
+        manifest.get("tokenizer", {}).get("spec"),
+        manifest.get("val_fraction"),
+        manifest.get("seed"),
+    )
+    wanted = (
+        FORMAT_VERSION,
+        [str(spec) for spec in data_cfg.sources],
+        str(data_cfg.tokenizer),
+        float(data_cfg.val_fraction),
+        int(data_cfg.seed),
+    )
+    if (
+        recorded == wanted
+        and manifest.get("input_stats") == _input_stats(sources, str(data_cfg.tokenizer))
+        and _files_complete(root, manifest)
+    ):
         log.info("corpus %s: inputs unchanged since it was prepared (sizes and times): reusing it", root)
         return PreparedCorpus(root, reused=True)
     return prepare_corpus(data_cfg)
@@ -225,16 +239,21 @@ def prepare_corpus(data_cfg: Any, *, progress: bool | None = None) -> PreparedCo
         try:
             started = time.perf_counter()
             manifest = _build(temporary, sources, hashes, tokenizer_spec, val_fraction, seed, show)
-            manifest.update(name=name, fingerprint=fingerprint, input_stats=stats,
-                            seconds=round(time.perf_counter() - started, 3))
+            manifest.update(
+                name=name, fingerprint=fingerprint, input_stats=stats, seconds=round(time.perf_counter() - started, 3)
+            )
             _write_json(temporary / MANIFEST, manifest)
             _swap_in(temporary, root)
         finally:
             shutil.rmtree(temporary, ignore_errors=True)
     log.info(
         "prepared corpus %s: %d train / %d val tokens, %d / %d documents in %.1f s",
-        root, manifest["train"]["tokens"], manifest["val"]["tokens"],
-        manifest["train"]["documents"], manifest["val"]["documents"], manifest["seconds"],
+        root,
+        manifest["train"]["tokens"],
+        manifest["val"]["tokens"],
+        manifest["train"]["documents"],
+        manifest["val"]["documents"],
+        manifest["seconds"],
     )
     return PreparedCorpus(root)
 
@@ -375,8 +394,13 @@ class _SplitWriter:
 
 
 def _build(
-    out: Path, sources: list[Source], hashes: list[str], tokenizer_spec: str,
-    val_fraction: float, seed: int, show: bool,
+    out: Path,
+    sources: list[Source],
+    hashes: list[str],
+    tokenizer_spec: str,
+    val_fraction: float,
+    seed: int,
+    show: bool,
 ) -> dict[str, Any]:
     bpe = parse_bpe_spec(tokenizer_spec) is not None
     has_tokens = any(item.kind == "tokens" for source in sources for item in source.files)
@@ -421,9 +445,7 @@ def _build(
         "train": _SplitWriter(out / TRAIN_FILE, dtype, separator, separator_bytes, keep_bounds=False),
         "val": _SplitWriter(out / VAL_FILE, dtype, separator, separator_bytes, keep_bounds=True),
     }
-    per_source = [
-        {"train_documents": 0, "val_documents": 0, "train_tokens": 0, "val_tokens": 0} for _ in sources
-    ]
+    per_source = [{"train_documents": 0, "val_documents": 0, "train_tokens": 0, "val_tokens": 0} for _ in sources]
     progress = progress_bar(total=n_documents, desc="tokenizing", unit="doc", enabled=show)
     stream, position = documents(), 0
     while batch := list(islice(stream, ENCODE_BATCH)):

@@ -20,10 +20,10 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
-from typing import Callable, Iterator
 
 import numpy as np
 
@@ -74,7 +74,8 @@ def resolve_source(spec: str) -> Source:
     if path.is_dir():
         try:
             files = sorted(
-                p for p in path.rglob("*")
+                p
+                for p in path.rglob("*")
                 if p.is_file() and not any(part.startswith(".") for part in p.relative_to(path).parts)
             )
         except PermissionError as error:

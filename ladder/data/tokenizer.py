@@ -10,8 +10,9 @@ Specs (`data.tokenizer`):
 from __future__ import annotations
 
 import shutil
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Iterable, Iterator, Protocol, Sequence
+from typing import Protocol
 
 import numpy as np
 

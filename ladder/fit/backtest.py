@@ -27,7 +27,9 @@ from ladder.results import validate_table
 MIN_FITTED_SIZES = 2  # step 1 separates the N and D terms only with two sizes or more
 
 
-def backtest(table: pd.DataFrame, options: FitOptions | None = None, *, min_sizes: int = 3, **overrides) -> pd.DataFrame:
+def backtest(
+    table: pd.DataFrame, options: FitOptions | None = None, *, min_sizes: int = 3, **overrides
+) -> pd.DataFrame:
     """Predictions of held-out ladder runs (and the table's targets) from fits on smaller sizes.
 
     One row per cut x task x predicted run: the prediction columns of `LadderFit.predictions`, plus
@@ -45,8 +47,10 @@ def backtest(table: pd.DataFrame, options: FitOptions | None = None, *, min_size
     labels = size_labels(ladder)
     sizes = sizes_by_n(ladder, labels)
     if len(sizes) <= min_sizes:
-        raise LadderError(f"a backtest fits at least {min_sizes} sizes (--min-sizes) and predicts larger ones; "
-                          f"the selected ladder has {len(sizes)}: {', '.join(sizes)}")
+        raise LadderError(
+            f"a backtest fits at least {min_sizes} sizes (--min-sizes) and predicts larger ones; "
+            f"the selected ladder has {len(sizes)}: {', '.join(sizes)}"
+        )
     own_targets = table[table["role"] == "target"]
     # The ladder is selected already; the fits below take it as it is.
     per_cut = replace(options, sizes=None, multipliers=None, include_reruns=True)
@@ -67,8 +71,9 @@ def backtest(table: pd.DataFrame, options: FitOptions | None = None, *, min_size
     return rows
 
 
-def compare_methods(table: pd.DataFrame, options: FitOptions | None = None, *, min_sizes: int = 3,
-                    **overrides) -> pd.DataFrame:
+def compare_methods(
+    table: pd.DataFrame, options: FitOptions | None = None, *, min_sizes: int = 3, **overrides
+) -> pd.DataFrame:
     """`backtest` once per step-1 method (methods.METHODS), its rows under a leading `method` column."""
     options = replace(options or FitOptions(), **overrides)
     frames = []
@@ -85,13 +90,17 @@ def sizes_by_n(ladder: pd.DataFrame, labels: pd.Series) -> list[str]:
     n_per_label = ladder.groupby(labels, sort=False)["N"].unique()
     for label, values in n_per_label.items():
         if len(values) > 1:
-            raise LadderError(f"size {label!r} has runs of {len(values)} different N ({', '.join(f'{n:g}' for n in values)}); "
-                              "a backtest cuts the ladder between sizes by N")
+            raise LadderError(
+                f"size {label!r} has runs of {len(values)} different N ({', '.join(f'{n:g}' for n in values)}); "
+                "a backtest cuts the ladder between sizes by N"
+            )
     n_of_label = n_per_label.map(lambda values: float(values[0]))
     shared = n_of_label[n_of_label.duplicated(keep=False)]
     if not shared.empty:
-        raise LadderError(f"sizes {', '.join(map(repr, shared.index))} share N = {shared.iloc[0]:g}; "
-                          "a backtest cuts the ladder between sizes by N")
+        raise LadderError(
+            f"sizes {', '.join(map(repr, shared.index))} share N = {shared.iloc[0]:g}; "
+            "a backtest cuts the ladder between sizes by N"
+        )
     return [str(label) for label in n_of_label.sort_values(kind="stable").index]
 
 
@@ -104,16 +113,18 @@ def _inside(actual: pd.Series, low: pd.Series, high: pd.Series) -> pd.Series:
 def _statistics(group: pd.DataFrame) -> pd.Series:
     """Predictions, shares inside the loss and accuracy intervals, median absolute accuracy error
     (points), median interval width (points), median |relative loss error| (%)."""
-    return pd.Series({
-        "predictions": len(group),
-        "in_loss_interval": group["in_loss_interval"].mean(),
-        "in_acc_interval": group["in_acc_interval"].mean(),
-        "in_acc_interval_kappa": group["in_acc_interval_kappa"].mean(),
-        "mean_abs_err": group["abs_err"].abs().mean(),
-        "median_abs_err": group["abs_err"].abs().median(),
-        "median_acc_width": (100 * (group["pred_acc_hi"] - group["pred_acc_lo"])).median(),
-        "median_loss_rel_err": group["loss_rel_err"].abs().median(),
-    })
+    return pd.Series(
+        {
+            "predictions": len(group),
+            "in_loss_interval": group["in_loss_interval"].mean(),
+            "in_acc_interval": group["in_acc_interval"].mean(),
+            "in_acc_interval_kappa": group["in_acc_interval_kappa"].mean(),
+            "mean_abs_err": group["abs_err"].abs().mean(),
+            "median_abs_err": group["abs_err"].abs().median(),
+            "median_acc_width": (100 * (group["pred_acc_hi"] - group["pred_acc_lo"])).median(),
+            "median_loss_rel_err": group["loss_rel_err"].abs().median(),
+        }
+    )
 
 
 def _statistics_by(rows: pd.DataFrame, column: str, index_name: str, overall: str | None = None) -> pd.DataFrame:
@@ -144,8 +155,11 @@ def kappa_check(rows: pd.DataFrame, level: float) -> dict[str, float]:
     """kappa estimated from the held-out rows, and the leave-one-cut-out coverage of the kappa intervals."""
     held = rows[rows["held_out"]]
     inside, _ = leave_one_cut_out(held, level)
-    return {"kappa": kappa_from_rows(held), "loco_in_acc_interval_kappa": inside.mean(),
-            "loco_predictions": int(inside.notna().sum())}
+    return {
+        "kappa": kappa_from_rows(held),
+        "loco_in_acc_interval_kappa": inside.mean(),
+        "loco_predictions": int(inside.notna().sum()),
+    }
 
 
 def comparison(rows: pd.DataFrame, level: float) -> pd.DataFrame:
@@ -160,9 +174,12 @@ def comparison(rows: pd.DataFrame, level: float) -> pd.DataFrame:
         targets = largest[~largest["held_out"]]
         check = kappa_check(group, level)
         table[method] = {
-            "held-out": len(held), "mean_abs_err": held["abs_err"].abs().mean(),
-            "median_abs_err": held["abs_err"].abs().median(), "in_acc_interval": held["in_acc_interval"].mean(),
-            "in_acc_interval_kappa": held["in_acc_interval_kappa"].mean(), "kappa": check["kappa"],
+            "held-out": len(held),
+            "mean_abs_err": held["abs_err"].abs().mean(),
+            "median_abs_err": held["abs_err"].abs().median(),
+            "in_acc_interval": held["in_acc_interval"].mean(),
+            "in_acc_interval_kappa": held["in_acc_interval_kappa"].mean(),
+            "kappa": check["kappa"],
             "loco_kappa_coverage": check["loco_in_acc_interval_kappa"],
             "targets_mean_abs_err": targets["abs_err"].abs().mean() if len(targets) else float("nan"),
         }

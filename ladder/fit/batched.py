@@ -11,7 +11,7 @@ and iterate together until each has stopped improving.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
@@ -31,9 +31,18 @@ def objective(residuals: np.ndarray, weights: np.ndarray, huber: bool) -> np.nda
     return np.sum(weights * rho, axis=1)
 
 
-def solve(residual_fn: ResidualFn, theta0: np.ndarray, weights: np.ndarray, lower: np.ndarray,
-          upper: np.ndarray, *, huber: bool, max_iter: int = 200, rtol: float = 1e-10,
-          newton: bool = False) -> tuple[np.ndarray, np.ndarray]:
+def solve(
+    residual_fn: ResidualFn,
+    theta0: np.ndarray,
+    weights: np.ndarray,
+    lower: np.ndarray,
+    upper: np.ndarray,
+    *,
+    huber: bool,
+    max_iter: int = 200,
+    rtol: float = 1e-10,
+    newton: bool = False,
+) -> tuple[np.ndarray, np.ndarray]:
     """Minimise every problem from its start; returns (theta [B, P], objective [B]).
 
     `residual_fn(theta, rows)` evaluates the problems `rows` (indices into the batch) at `theta`,
@@ -51,7 +60,9 @@ def solve(residual_fn: ResidualFn, theta0: np.ndarray, weights: np.ndarray, lowe
     """
     size = max(1, CHUNK_ELEMENTS // (weights.shape[1] * theta0.shape[1]))
     batch = _Batch(residual_fn, theta0, weights, lower, upper, huber=huber, rtol=rtol, newton=newton)
-    pending = [batch.evaluate(np.arange(start, min(start + size, len(theta0)))) for start in range(0, len(theta0), size)]
+    pending = [
+        batch.evaluate(np.arange(start, min(start + size, len(theta0)))) for start in range(0, len(theta0), size)
+    ]
     while pending:
         last_round = len(pending) == 1
         stragglers = [batch.iterate(rows, max_iter, 0 if last_round else STRAGGLERS * len(rows)) for rows in pending]
@@ -63,8 +74,18 @@ def solve(residual_fn: ResidualFn, theta0: np.ndarray, weights: np.ndarray, lowe
 class _Batch:
     """Every problem's state (parameters, residuals, Jacobian, objective, damping, iterations done)."""
 
-    def __init__(self, residual_fn: ResidualFn, theta0: np.ndarray, weights: np.ndarray, lower: np.ndarray,
-                 upper: np.ndarray, *, huber: bool, rtol: float, newton: bool) -> None:
+    def __init__(
+        self,
+        residual_fn: ResidualFn,
+        theta0: np.ndarray,
+        weights: np.ndarray,
+        lower: np.ndarray,
+        upper: np.ndarray,
+        *,
+        huber: bool,
+        rtol: float,
+        newton: bool,
+    ) -> None:
         self.residual_fn, self.weights, self.lower, self.upper = residual_fn, weights, lower, upper
         self.huber, self.rtol, self.newton = huber, rtol, newton
         self.theta = np.clip(theta0.astype(float), lower, upper)
@@ -121,7 +142,9 @@ class _Batch:
             better = new_value < self.value[active]
             improved = active[better]
             settled = np.zeros(len(active), dtype=bool)
-            settled[better] = self.value[improved] - new_value[better] <= self.rtol * np.maximum(self.value[improved], 1e-300)
+            settled[better] = self.value[improved] - new_value[better] <= self.rtol * np.maximum(
+                self.value[improved], 1e-300
+            )
             self.theta[improved] = candidate[better]
             self.residuals[improved] = new_residuals[better]
             self.jacobian[improved] = new_jacobian[better]
@@ -131,8 +154,16 @@ class _Batch:
         return active
 
 
-def newton_starts(residuals: np.ndarray, jacobian: np.ndarray, weights: np.ndarray, theta: np.ndarray,
-                  lower: np.ndarray, upper: np.ndarray, *, huber: bool) -> np.ndarray:
+def newton_starts(
+    residuals: np.ndarray,
+    jacobian: np.ndarray,
+    weights: np.ndarray,
+    theta: np.ndarray,
+    lower: np.ndarray,
+    upper: np.ndarray,
+    *,
+    huber: bool,
+) -> np.ndarray:
     """One Gauss-Newton step per problem from a shared point `theta` [P] (warm starts for refits).
 
     Resampled data sets share the points' positions, so the Jacobian at the full-data optimum is

@@ -113,22 +113,39 @@ def refit_checkpoint_law(law: LawFit, weights: np.ndarray) -> np.ndarray:
     width = int((weights > 0).sum(axis=1).max())
     points = np.argsort(weights <= 0, axis=1, kind="stable")[:, :width]  # drawn points first
     drawn = np.take_along_axis(weights, points, axis=1)
-    refitted, _ = batched.solve(lambda theta, rows: problem.residuals(theta, log_loss[points[rows]], points[rows]),
-                                starts, drawn, problem.lower, problem.upper, huber=True,
-                                max_iter=step1_module.REFIT_ITERATIONS, rtol=1e-12, newton=True)
+    refitted, _ = batched.solve(
+        lambda theta, rows: problem.residuals(theta, log_loss[points[rows]], points[rows]),
+        starts,
+        drawn,
+        problem.lower,
+        problem.upper,
+        huber=True,
+        max_iter=step1_module.REFIT_ITERATIONS,
+        rtol=1e-12,
+        newton=True,
+    )
     return refitted
 
 
-def refit_step2_replicates(points1: Step1Points, points2: Step2Points, fit2: Step2Fit, per_run: np.ndarray,
-                           rng: np.random.Generator) -> np.ndarray:
+def refit_step2_replicates(
+    points1: Step1Points, points2: Step2Points, fit2: Step2Fit, per_run: np.ndarray, rng: np.random.Generator
+) -> np.ndarray:
     """Step 2 refitted on every replicate's runs and resampled checkpoints [B, 4]."""
     problem2 = Step2Problem(points2.loss, points2.acc, fit2.chance)
     weights = checkpoint_weights(points2.run_index, per_run[:, : len(points1.runs)], len(problem2.x), rng)
     return step2_module.refit_step2(problem2, weights, fit2.theta)
 
 
-def bootstrap_task(points1: Step1Points, fit1: Step1Fit, points2: Step2Points | None, fit2: Step2Fit | None,
-                   *, replicates: int, delta: float, seed: int | list[int]) -> BootstrapFits:
+def bootstrap_task(
+    points1: Step1Points,
+    fit1: Step1Fit,
+    points2: Step2Points | None,
+    fit2: Step2Fit | None,
+    *,
+    replicates: int,
+    delta: float,
+    seed: int | list[int],
+) -> BootstrapFits:
     """Refit both steps of one task (the paper's method) on `replicates` resampled data sets."""
     rng = np.random.default_rng(seed)
     per_run = run_weights(points1.sizes, replicates, rng)
@@ -141,21 +158,35 @@ def bootstrap_task(points1: Step1Points, fit1: Step1Fit, points2: Step2Points | 
     return BootstrapFits([(problem1, theta1)], theta2, per_run)
 
 
-def refit_shared_replicates(shared: SharedFit, points: dict[str, Step1Points], per_run: np.ndarray,
-                            seeds: dict[str, list[int]], *, pool: Executor | None = None, parts: int = 1) -> np.ndarray:
+def refit_shared_replicates(
+    shared: SharedFit,
+    points: dict[str, Step1Points],
+    per_run: np.ndarray,
+    seeds: dict[str, list[int]],
+    *,
+    pool: Executor | None = None,
+    parts: int = 1,
+) -> np.ndarray:
     """The shared-exponent law refitted on every replicate, all tasks at once [B, P]: every task's
     runs weighted by the same draws `per_run` [B, R] (the replicate's ladder), each run's step-1
     point from its own resampled last checkpoints (drawn per task from `seeds`). With a `pool`, the
     replicates are split into `parts` shares refitted in its processes (each replicate's refit is
     its own: the same result)."""
-    loss = np.concatenate([tail_means(points[task].tail_loss, len(per_run), np.random.default_rng(seeds[task]))
-                           for task in shared.problem.tasks], axis=1)
+    loss = np.concatenate(
+        [
+            tail_means(points[task].tail_loss, len(per_run), np.random.default_rng(seeds[task]))
+            for task in shared.problem.tasks
+        ],
+        axis=1,
+    )
     weights = np.tile(per_run, (1, len(shared.problem.tasks)))
     # From the full-data optimum alone: on the paper's ladder, adding its other optima and a generic
     # start changed no replicate's 7B prediction by 1e-5 and cost 2.5x; Newton steps as for
     # refit_checkpoint_law (a quarter faster than IRLS there, to the same predictions).
-    shares = [(shared.problem, loss[rows], weights[rows], shared.fit.theta)
-              for rows in np.array_split(np.arange(len(per_run)), parts if pool is not None else 1)]
+    shares = [
+        (shared.problem, loss[rows], weights[rows], shared.fit.theta)
+        for rows in np.array_split(np.arange(len(per_run)), parts if pool is not None else 1)
+    ]
     refits = map(_refit_shared_share, shares) if pool is None else pool.map(_refit_shared_share, shares)
     return np.concatenate(list(refits))
 
@@ -166,9 +197,17 @@ def _refit_shared_share(share: tuple) -> np.ndarray:
     return step1_module.refit_step1(problem, loss, weights, theta, no_others, newton=True)
 
 
-def bootstrap_laws(points1: Step1Points, laws: dict[str, LawFit], checkpoints: CheckpointPoints | None,
-                   shared_theta: np.ndarray | None, points2: Step2Points | None, fit2: Step2Fit | None, *,
-                   per_run: np.ndarray, seed: list[int]) -> BootstrapFits:
+def bootstrap_laws(
+    points1: Step1Points,
+    laws: dict[str, LawFit],
+    checkpoints: CheckpointPoints | None,
+    shared_theta: np.ndarray | None,
+    points2: Step2Points | None,
+    fit2: Step2Fit | None,
+    *,
+    per_run: np.ndarray,
+    seed: list[int],
+) -> BootstrapFits:
     """Refit one task's laws (a method other than the paper's) and step 2 on every replicate.
 
     `per_run` [B, R] (aligned with points1.runs) is the replicate's draw of the ladder, the same for

@@ -69,7 +69,9 @@ def inside_kappa_intervals(rows: pd.DataFrame, kappa: float, level: float) -> pd
     return pd.Series(values, index=rows.index, dtype=float)
 
 
-def leave_one_cut_out(held: pd.DataFrame, level: float, cut_column: str = "fit_sizes") -> tuple[pd.Series, dict[str, float]]:
+def leave_one_cut_out(
+    held: pd.DataFrame, level: float, cut_column: str = "fit_sizes"
+) -> tuple[pd.Series, dict[str, float]]:
     """Per held-out row, inside its kappa interval with kappa estimated from the other cuts' rows;
     and the kappa each cut used. NaN rows when there is a single cut."""
     inside = pd.Series(math.nan, index=held.index, dtype=float)

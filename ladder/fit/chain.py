@@ -37,7 +37,11 @@ class SingleStepFit:
 
     def predict(self, N, D) -> np.ndarray:
         p = self.params
-        loss = p["A"] / np.asarray(N, dtype=float) ** p["alpha"] + p["B"] / np.asarray(D, dtype=float) ** p["beta"] + p["C"]
+        loss = (
+            p["A"] / np.asarray(N, dtype=float) ** p["alpha"]
+            + p["B"] / np.asarray(D, dtype=float) ** p["beta"]
+            + p["C"]
+        )
         return p["a"] * expit(p["k"] * loss) + p["b"]
 
 
@@ -50,8 +54,19 @@ def _model(theta: np.ndarray, log_n: np.ndarray, log_d: np.ndarray) -> tuple[np.
     s = expit(k * loss)
     slope = a * s * (1.0 - s)
     inner = slope * k
-    jacobian = np.stack([s, slope * loss, np.ones_like(s), inner * size_term, -inner * size_term * log_n,
-                         inner * data_term, -inner * data_term * log_d, inner], axis=1)
+    jacobian = np.stack(
+        [
+            s,
+            slope * loss,
+            np.ones_like(s),
+            inner * size_term,
+            -inner * size_term * log_n,
+            inner * data_term,
+            -inner * data_term * log_d,
+            inner,
+        ],
+        axis=1,
+    )
     return a * s + b, jacobian
 
 
@@ -63,12 +78,18 @@ def fit_single_step(N, D, acc, step1: Step1Fit, step2: Step2Fit) -> SingleStepFi
     log_n_ref, log_d_ref = float(np.log(N).mean()), float(np.log(D).mean())
     log_n, log_d = np.log(N) - log_n_ref, np.log(D) - log_d_ref
     # The chained fit, written in this parametrisation: sigmoid argument L - L0 = terms + (E - L0).
-    chain = np.array([
-        step2.a, step2.k, step2.b,
-        math.log(step1.A) - step1.alpha * log_n_ref, step1.alpha,
-        math.log(step1.B) - step1.beta * log_d_ref, step1.beta,
-        step1.E - step2.L0,
-    ])
+    chain = np.array(
+        [
+            step2.a,
+            step2.k,
+            step2.b,
+            math.log(step1.A) - step1.alpha * log_n_ref,
+            step1.alpha,
+            math.log(step1.B) - step1.beta * log_d_ref,
+            step1.beta,
+            step1.E - step2.L0,
+        ]
+    )
     lower = np.array([-1.0, 0.0, 0.0, -30.0, 0.0, -30.0, 0.0, -50.0])
     upper = np.array([0.0, 1e3, 1.0, 10.0, 4.0, 10.0, 4.0, 50.0])
     starts = [chain]
@@ -79,16 +100,30 @@ def fit_single_step(N, D, acc, step1: Step1Fit, step2: Step2Fit) -> SingleStepFi
     best = None
     for start in starts:
         inside = np.clip(start, lower + 1e-9, upper - 1e-9)
-        result = least_squares(lambda t: _model(t, log_n, log_d)[0] - acc, inside, bounds=(lower, upper),
-                               jac=lambda t: _model(t, log_n, log_d)[1], method="trf", x_scale="jac", max_nfev=5000)
+        result = least_squares(
+            lambda t: _model(t, log_n, log_d)[0] - acc,
+            inside,
+            bounds=(lower, upper),
+            jac=lambda t: _model(t, log_n, log_d)[1],
+            method="trf",
+            x_scale="jac",
+            max_nfev=5000,
+        )
         if np.isfinite(result.cost) and (best is None or result.cost < best.cost):
             best = result
     if best is None:
         return None
     a, k, b, size_log, alpha, data_log, beta, c = best.x
     params = {
-        "a": a, "k": k, "b": b, "A": math.exp(size_log + alpha * log_n_ref), "alpha": alpha,
-        "B": math.exp(data_log + beta * log_d_ref), "beta": beta, "C": c,
+        "a": a,
+        "k": k,
+        "b": b,
+        "A": math.exp(size_log + alpha * log_n_ref),
+        "alpha": alpha,
+        "B": math.exp(data_log + beta * log_d_ref),
+        "beta": beta,
+        "C": c,
     }
-    return SingleStepFit({name: float(value) for name, value in params.items()}, float(2 * best.cost), len(acc),
-                         bool(best.status > 0))
+    return SingleStepFit(
+        {name: float(value) for name, value in params.items()}, float(2 * best.cost), len(acc), bool(best.status > 0)
+    )

@@ -37,8 +37,21 @@ from ladder.fit.pipeline import FitOptions, LadderFit, fit_table
 
 MULTIPLIER_RANGE = (1e-3, 1e3)
 MULTIPLIER_STEPS = 1201  # log-spaced: neighbours 1.2% apart
-COMPARISON_COLUMNS = ("task", "target", "pred_a", "pred_b", "diff", "diff_lo", "diff_hi", "p_a_beats_b",
-                      "multiplier", "multiplier_lo", "multiplier_hi", "replicates", "paired")
+COMPARISON_COLUMNS = (
+    "task",
+    "target",
+    "pred_a",
+    "pred_b",
+    "diff",
+    "diff_lo",
+    "diff_hi",
+    "p_a_beats_b",
+    "multiplier",
+    "multiplier_lo",
+    "multiplier_hi",
+    "replicates",
+    "paired",
+)
 
 
 @dataclass
@@ -57,7 +70,9 @@ class Comparison:
     """per (task, target), the replicates' differences A - B (points), for plots"""
 
 
-def split_recipes(table: pd.DataFrame, column: str = "recipe", order: list[str] | None = None) -> tuple[tuple[str, str], pd.DataFrame, pd.DataFrame]:
+def split_recipes(
+    table: pd.DataFrame, column: str = "recipe", order: list[str] | None = None
+) -> tuple[tuple[str, str], pd.DataFrame, pd.DataFrame]:
     """One table with a recipe column -> ((name A, name B), table A, table B)."""
     if column not in table:
         raise LadderError(f"the table has no {column!r} column: give two tables, or --recipe-column")
@@ -71,8 +86,10 @@ def split_recipes(table: pd.DataFrame, column: str = "recipe", order: list[str] 
             raise LadderError(f"--recipes: give two of {', '.join(names)}")
         names = list(order)
     if len(names) != 2:
-        raise LadderError(f"column {column!r} holds {len(names)} recipes ({', '.join(names)}); compare takes two "
-                          "(choose them with --recipes A,B)")
+        raise LadderError(
+            f"column {column!r} holds {len(names)} recipes ({', '.join(names)}); compare takes two "
+            "(choose them with --recipes A,B)"
+        )
     parts = [table[values.astype(str) == name].drop(columns=[column]) for name in names]
     return (names[0], names[1]), parts[0], parts[1]
 
@@ -80,11 +97,17 @@ def split_recipes(table: pd.DataFrame, column: str = "recipe", order: list[str] 
 def _paired(fit_a: LadderFit, fit_b: LadderFit, task: str) -> bool:
     """Whether replicate i of both fits resampled the same rungs: the same runs' N and D, in order."""
     a, b = fit_a.tasks[task].points1, fit_b.tasks[task].points1
-    return (a.sizes == b.sizes and len(a.N) == len(b.N) and np.allclose(a.N, b.N, rtol=0.01)
-            and np.allclose(a.D, b.D, rtol=0.01))
+    return (
+        a.sizes == b.sizes
+        and len(a.N) == len(b.N)
+        and np.allclose(a.N, b.N, rtol=0.01)
+        and np.allclose(a.D, b.D, rtol=0.01)
+    )
 
 
-def _accuracy_along_compute(fit: LadderFit, task: str, N: float, D: float, scale: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _accuracy_along_compute(
+    fit: LadderFit, task: str, N: float, D: float, scale: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """Accuracy at (sqrt(m) N, sqrt(m) D) for every m in `scale`: full fit [M], replicates [B, M]."""
     task_fit = fit.tasks[task]
     root = np.sqrt(scale)
@@ -138,12 +161,25 @@ def decision_accuracy(fit_a: LadderFit, fit_b: LadderFit) -> pd.DataFrame:
     for size in order[:-1]:
         tasks = [task for task in signs[size] if task in largest]
         agree = [signs[size][task] == largest[task] for task in tasks]
-        rows.append({"size": size, "N": n_of[size], "tasks": len(tasks), "agreement": float(np.mean(agree)) if agree else math.nan})
+        rows.append(
+            {
+                "size": size,
+                "N": n_of[size],
+                "tasks": len(tasks),
+                "agreement": float(np.mean(agree)) if agree else math.nan,
+            }
+        )
     return pd.DataFrame(rows, columns=columns)
 
 
-def compare(table_a: pd.DataFrame, table_b: pd.DataFrame, targets: list[Target], options: FitOptions | None = None,
-            names: tuple[str, str] = ("A", "B"), **overrides) -> Comparison:
+def compare(
+    table_a: pd.DataFrame,
+    table_b: pd.DataFrame,
+    targets: list[Target],
+    options: FitOptions | None = None,
+    names: tuple[str, str] = ("A", "B"),
+    **overrides,
+) -> Comparison:
     """Fit both recipes' ladders and compare their predictions at every target (module docstring)."""
     options = options or FitOptions()
     if overrides:
@@ -178,15 +214,30 @@ def compare(table_a: pd.DataFrame, table_b: pd.DataFrame, targets: list[Target],
             low, high = _quantile_range(multipliers, options.level)
             diff_lo, diff_hi = interval(diff, options.level)
             replicates[(task, target.name)] = finite
-            rows.append({
-                "task": task, "target": target.name, "pred_a": 100 * pred_a, "pred_b": 100 * pred_b,
-                "diff": 100 * (pred_a - pred_b), "diff_lo": diff_lo, "diff_hi": diff_hi,
-                "p_a_beats_b": float(np.mean(finite > 0) + 0.5 * np.mean(finite == 0)) if len(finite) else math.nan,
-                "multiplier": multiplier, "multiplier_lo": low, "multiplier_hi": high,
-                "replicates": len(finite), "paired": _paired(fit_a, fit_b, task),
-            })
-    return Comparison(names, (fit_a, fit_b), pd.DataFrame(rows, columns=list(COMPARISON_COLUMNS)),
-                      decision_accuracy(fit_a, fit_b), replicates)
+            rows.append(
+                {
+                    "task": task,
+                    "target": target.name,
+                    "pred_a": 100 * pred_a,
+                    "pred_b": 100 * pred_b,
+                    "diff": 100 * (pred_a - pred_b),
+                    "diff_lo": diff_lo,
+                    "diff_hi": diff_hi,
+                    "p_a_beats_b": float(np.mean(finite > 0) + 0.5 * np.mean(finite == 0)) if len(finite) else math.nan,
+                    "multiplier": multiplier,
+                    "multiplier_lo": low,
+                    "multiplier_hi": high,
+                    "replicates": len(finite),
+                    "paired": _paired(fit_a, fit_b, task),
+                }
+            )
+    return Comparison(
+        names,
+        (fit_a, fit_b),
+        pd.DataFrame(rows, columns=list(COMPARISON_COLUMNS)),
+        decision_accuracy(fit_a, fit_b),
+        replicates,
+    )
 
 
 def _quantile_range(values: np.ndarray, level: float) -> tuple[float, float]:

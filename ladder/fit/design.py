@@ -66,7 +66,11 @@ class TaskLaw:
 
     def loss(self, N, D) -> np.ndarray:
         p = self.step1
-        return p["A"] / np.asarray(N, dtype=float) ** p["alpha"] + p["B"] / np.asarray(D, dtype=float) ** p["beta"] + p["E"]
+        return (
+            p["A"] / np.asarray(N, dtype=float) ** p["alpha"]
+            + p["B"] / np.asarray(D, dtype=float) ** p["beta"]
+            + p["E"]
+        )
 
     def acc(self, loss) -> np.ndarray:
         return sigmoid(loss, *(self.step2[name] for name in STEP2_PARAMS))
@@ -193,21 +197,25 @@ def laws_from_params(params: pd.DataFrame, source: str = "params.csv") -> dict[s
         except (TypeError, ValueError):
             raise LadderError(f"{source}: task {row.task!r} has a non-numeric parameter") from None
         if not all(math.isfinite(values[name]) for name in STEP1_PARAMS):
-            raise LadderError(f"{source}: task {row.task!r} has no five-parameter step-1 law (fit it with "
-                              "`ladder fit --method paper`)")
+            raise LadderError(
+                f"{source}: task {row.task!r} has no five-parameter step-1 law (fit it with "
+                "`ladder fit --method paper`)"
+            )
         if not all(math.isfinite(values[name]) for name in STEP2_PARAMS):
             raise LadderError(f"{source}: task {row.task!r} has no accuracy law (step 2); design scores accuracy")
         if min(values["A"], values["B"], values["E"]) <= 0:
             raise LadderError(f"{source}: task {row.task!r}: A, B and E must be > 0")
-        laws[str(row.task)] = TaskLaw(str(row.task), {n: values[n] for n in STEP1_PARAMS},
-                                      {n: values[n] for n in STEP2_PARAMS}, values["chance"])
+        laws[str(row.task)] = TaskLaw(
+            str(row.task), {n: values[n] for n in STEP1_PARAMS}, {n: values[n] for n in STEP2_PARAMS}, values["chance"]
+        )
     if not laws:
         raise LadderError(f"{source}: no tasks")
     return laws
 
 
-def noise_from_variance(variance: pd.DataFrame, params: pd.DataFrame, options: DesignOptions,
-                        source: str = "variance.csv") -> dict[str, Noise]:
+def noise_from_variance(
+    variance: pd.DataFrame, params: pd.DataFrame, options: DesignOptions, source: str = "variance.csv"
+) -> dict[str, Noise]:
     """Noise per task from a fit's `variance.csv` (checkpoint noise: `checkpoint_noise`)
     and `params.csv` (the scatter around the law left over after checkpoint noise is taken as the
     size-level deviation; seed noise cannot be told apart from it there and is counted in it)."""
@@ -228,7 +236,8 @@ def noise_from_variance(variance: pd.DataFrame, params: pd.DataFrame, options: D
         points = int(row.step1_points)
         scatter1 = float(row.step1_rmse_log) ** 2 * points / max(points - len(STEP1_PARAMS), 1)
         noises[str(row.task)] = Noise(
-            loss_ckpt=loss_ckpt, acc_ckpt=acc_ckpt,
+            loss_ckpt=loss_ckpt,
+            acc_ckpt=acc_ckpt,
             loss_size=math.sqrt(max(0.0, scatter1 - loss_ckpt**2 / options.last_n)),
             acc_size=math.sqrt(max(0.0, float(row.step2_rmse) ** 2 - acc_ckpt**2 / options.window)),
         )
@@ -250,7 +259,9 @@ def _rerun_pairs(table: pd.DataFrame) -> list[tuple[str, str]]:
     """(original, rerun) run names: a rerun and the non-rerun ladder run of the same N and final D."""
     if "rerun" not in table:
         return []
-    ends = table[table["role"] == "ladder"].groupby("run").agg(N=("N", "first"), D=("D", "max"), rerun=("rerun", "first"))
+    ends = (
+        table[table["role"] == "ladder"].groupby("run").agg(N=("N", "first"), D=("D", "max"), rerun=("rerun", "first"))
+    )
     pairs = []
     for run, end in ends[ends["rerun"]].iterrows():
         same = ends[~ends["rerun"] & (ends["N"] == end["N"]) & (np.abs(ends["D"] / end["D"] - 1.0) < 0.01)]
@@ -266,7 +277,9 @@ def laws_and_noise_from_table(table: pd.DataFrame, fit_options=None) -> tuple[di
     two explain (a method-of-moments estimate from few sizes: rough)."""
     from ladder.fit.pipeline import FitOptions, fit_table
 
-    options = replace(fit_options or FitOptions(), bootstrap=0, method="paper")  # the prior law is the paper's five parameters
+    options = replace(
+        fit_options or FitOptions(), bootstrap=0, method="paper"
+    )  # the prior law is the paper's five parameters
     fit = fit_table(table, options)
     pairs = _rerun_pairs(table)
     variance = fit.variance[fit.variance["role"] == "ladder"]
@@ -279,7 +292,9 @@ def laws_and_noise_from_table(table: pd.DataFrame, fit_options=None) -> tuple[di
         loss_run = acc_run = 0.0
         if pairs:
             task_rows = table[table["task"] == task]
-            ends = step1_points(task_rows[task_rows["run"].isin([run for pair in pairs for run in pair])], options.last_n)
+            ends = step1_points(
+                task_rows[task_rows["run"].isin([run for pair in pairs for run in pair])], options.last_n
+            )
             where = {run: i for i, run in enumerate(ends.runs)}
             loss_diff = np.array([math.log(ends.loss[where[a]] / ends.loss[where[b]]) for a, b in pairs])
             acc_diff = np.array([ends.acc[where[a]] - ends.acc[where[b]] for a, b in pairs])
@@ -319,8 +334,10 @@ def make_grid(sizes: list[Size], multipliers: list[float]) -> Grid:
     from ladder.rungs import chinchilla_tokens, make_rung
 
     tokens = tuple(
-        tuple(float(make_rung(size.label, m).tokens) if size.preset else float(chinchilla_tokens(int(size.N), m))
-              for m in multipliers)
+        tuple(
+            float(make_rung(size.label, m).tokens) if size.preset else float(chinchilla_tokens(int(size.N), m))
+            for m in multipliers
+        )
         for size in sizes
     )
     return Grid(tuple(sizes), tuple(multipliers), tokens)
@@ -333,8 +350,14 @@ def _subsets(values: list, least: int, exhaustive: bool) -> list[tuple]:
     return [tuple(values[i:j]) for i in range(len(values)) for j in range(i + least, len(values) + 1)]
 
 
-def candidate_grids(sizes: list[Size], multipliers: list[float], *, min_sizes: int = 3,
-                    min_multipliers: int = 2, exhaustive: bool = False) -> list[Grid]:
+def candidate_grids(
+    sizes: list[Size],
+    multipliers: list[float],
+    *,
+    min_sizes: int = 3,
+    min_multipliers: int = 2,
+    exhaustive: bool = False,
+) -> list[Grid]:
     """Every run of >= `min_sizes` consecutive sizes (by N) x every run of >= `min_multipliers`
     consecutive multipliers; every subset of each when `exhaustive` (sizes skipped in between)."""
     sizes = sorted(sizes, key=lambda size: size.N)
@@ -346,9 +369,14 @@ def candidate_grids(sizes: list[Size], multipliers: list[float], *, min_sizes: i
     if len(set(multipliers)) != len(multipliers) or not all(0 < m < math.inf for m in multipliers):
         raise LadderError("--multipliers: distinct numbers > 0 only")
     if len(multipliers) < min_multipliers:
-        raise LadderError(f"--multipliers: {len(multipliers)} candidate(s), fewer than --min-multipliers {min_multipliers}")
-    return [make_grid(list(s), list(m)) for s in _subsets(sizes, min_sizes, exhaustive)
-            for m in _subsets(multipliers, min_multipliers, exhaustive)]
+        raise LadderError(
+            f"--multipliers: {len(multipliers)} candidate(s), fewer than --min-multipliers {min_multipliers}"
+        )
+    return [
+        make_grid(list(s), list(m))
+        for s in _subsets(sizes, min_sizes, exhaustive)
+        for m in _subsets(multipliers, min_multipliers, exhaustive)
+    ]
 
 
 # ---------------------------------------------------------------- simulation
@@ -370,8 +398,9 @@ class Draws:
     """[S, T] the targets' accuracy"""
 
 
-def draw(law: TaskLaw, noise: Noise, grid: Grid, targets: list[Target], sims: int, checkpoints: int,
-         rng: np.random.Generator) -> Draws:
+def draw(
+    law: TaskLaw, noise: Noise, grid: Grid, targets: list[Target], sims: int, checkpoints: int, rng: np.random.Generator
+) -> Draws:
     """`sims` ladders of `grid` and the targets' truths (the model in the module docstring)."""
     runs = grid.runs
     size_index = np.array([grid.sizes.index(size) for size, _, _ in runs])
@@ -385,7 +414,9 @@ def draw(law: TaskLaw, noise: Noise, grid: Grid, targets: list[Target], sims: in
     run_w = rng.normal(0.0, noise.loss_run, (sims, len(runs)))
     run_z = rng.normal(0.0, noise.acc_run, (sims, len(runs)))
     shift = size_u[:, size_index] + run_w
-    loss = law.loss(N[:, None], D)[None] * np.exp(shift[:, :, None] + rng.normal(0.0, noise.loss_ckpt, (sims, len(runs), checkpoints)))
+    loss = law.loss(N[:, None], D)[None] * np.exp(
+        shift[:, :, None] + rng.normal(0.0, noise.loss_ckpt, (sims, len(runs), checkpoints))
+    )
     offset = size_v[:, size_index] + run_z
     acc = np.clip(law.acc(loss) + offset[:, :, None] + rng.normal(0.0, noise.acc_ckpt, loss.shape), 0.0, 1.0)
     target_loss = law.loss(np.array([t.N for t in targets]), np.array([t.D for t in targets]))[None] * np.exp(target_u)
@@ -402,8 +433,9 @@ def run_positions(union: Grid, grid: Grid) -> np.ndarray:
         raise LadderError(f"grid {grid.label}: run {missing} is not among the simulated runs") from None
 
 
-def fit_draws(law: TaskLaw, union: Grid, draws: Draws, grids: list[Grid], targets: list[Target],
-              options: DesignOptions) -> tuple[np.ndarray, np.ndarray]:
+def fit_draws(
+    law: TaskLaw, union: Grid, draws: Draws, grids: list[Grid], targets: list[Target], options: DesignOptions
+) -> tuple[np.ndarray, np.ndarray]:
     """Fit every grid on every simulated ladder as the pipeline would, and predict the targets:
     (loss, acc), each [G, S, T].
 
@@ -417,17 +449,28 @@ def fit_draws(law: TaskLaw, union: Grid, draws: Draws, grids: list[Grid], target
     D_final = draws.D[:, -1]
     points1 = draws.loss[:, :, -last_n:].mean(axis=2)
     problem1 = Step1Problem(N, D_final, law.loss(N, D_final), options.delta)
-    truth = np.array([math.log(law.step1["A"]) - law.step1["alpha"] * problem1.log_n_ref, law.step1["alpha"],
-                      math.log(law.step1["B"]) - law.step1["beta"] * problem1.log_d_ref, law.step1["beta"],
-                      math.log(law.step1["E"])])
+    truth = np.array(
+        [
+            math.log(law.step1["A"]) - law.step1["alpha"] * problem1.log_n_ref,
+            law.step1["alpha"],
+            math.log(law.step1["B"]) - law.step1["beta"] * problem1.log_d_ref,
+            law.step1["beta"],
+            math.log(law.step1["E"]),
+        ]
+    )
     theta0 = np.clip(truth, problem1.lower, problem1.upper)
     starts = problem1.starts()
     positions = [run_positions(union, grid) for grid in grids]
     mask = np.zeros((len(grids), n_runs))
     for g, where in enumerate(positions):
         mask[g, where] = 1.0
-    theta1 = step1_module.refit_step1(problem1, np.tile(points1, (len(grids), 1)), np.repeat(mask, sims, axis=0),
-                                      theta0, starts[len(starts) // 2][None, :])
+    theta1 = step1_module.refit_step1(
+        problem1,
+        np.tile(points1, (len(grids), 1)),
+        np.repeat(mask, sims, axis=0),
+        theta0,
+        starts[len(starts) // 2][None, :],
+    )
     pred_loss = np.stack([step1_module.predict_theta(problem1, theta1, t.N, t.D) for t in targets], axis=1)
     pred_loss = pred_loss.reshape(len(grids), sims, len(targets))
 
@@ -440,9 +483,16 @@ def fit_draws(law: TaskLaw, union: Grid, draws: Draws, grids: list[Grid], target
         y = np.concatenate([smoothed_acc[:, where].reshape(sims, -1), np.ones((sims, 1))], axis=1)
         problem2 = Step2Problem(x[:, :-1].max(axis=0), y[0, :-1], law.chance)
         theta2_0 = np.clip([law.step2[name] for name in STEP2_PARAMS], problem2.lower, problem2.upper)
-        theta2, _ = batched.solve(lambda t, rows, x=x, y=y: sigmoid_residuals(t, x[rows], y[rows]), np.tile(theta2_0, (sims, 1)),
-                                  np.ones_like(x), problem2.lower, problem2.upper, huber=False,
-                                  max_iter=STEP2_ITERATIONS, rtol=1e-8)
+        theta2, _ = batched.solve(
+            lambda t, rows, x=x, y=y: sigmoid_residuals(t, x[rows], y[rows]),
+            np.tile(theta2_0, (sims, 1)),
+            np.ones_like(x),
+            problem2.lower,
+            problem2.upper,
+            huber=False,
+            max_iter=STEP2_ITERATIONS,
+            rtol=1e-8,
+        )
         a, k, L0, b = (theta2[:, i : i + 1] for i in range(4))
         pred_acc[g] = sigmoid(pred_loss[g], a, k, L0, b)
     return pred_loss, pred_acc
@@ -480,12 +530,15 @@ def union_grid(grids: list[Grid]) -> Grid:
     return make_grid(sizes, sorted({m for grid in grids for m in grid.multipliers}))
 
 
-def score_task(law: TaskLaw, noise: Noise, grids: list[Grid], targets: list[Target], options: DesignOptions) -> list[dict]:
+def score_task(
+    law: TaskLaw, noise: Noise, grids: list[Grid], targets: list[Target], options: DesignOptions
+) -> list[dict]:
     """Rows of `DesignResult.tasks` for one task and every grid."""
     union = union_grid(grids)
     noise = noise if options.law_error else noise.without_law_error()
-    draws = draw(law, noise, union, targets, options.sims, options.checkpoints,
-                 np.random.default_rng(_seed(options, law.task)))
+    draws = draw(
+        law, noise, union, targets, options.sims, options.checkpoints, np.random.default_rng(_seed(options, law.task))
+    )
     pred_loss, pred_acc = fit_draws(law, union, draws, grids, targets, options)
     error = 100.0 * (pred_acc - draws.truth_acc[None])
     loss_error = 100.0 * (pred_loss / draws.truth_loss[None] - 1.0)
@@ -495,13 +548,19 @@ def score_task(law: TaskLaw, noise: Noise, grids: list[Grid], targets: list[Targ
         for t, target in enumerate(targets):
             finite = error[g, :, t][np.isfinite(error[g, :, t])]
             low, high = np.quantile(finite, [tail, 1.0 - tail])
-            rows.append({
-                "grid": grid.label, "task": law.task, "target": target.name,
-                "abs_err": float(np.mean(np.abs(finite))), "p90_abs_err": float(np.quantile(np.abs(finite), 0.9)),
-                "bias": float(np.mean(finite)), "width": float(high - low),
-                "loss_abs_rel_err": float(np.nanmean(np.abs(loss_error[g, :, t]))),
-                "failed_fits": int(error.shape[1] - len(finite)),
-            })
+            rows.append(
+                {
+                    "grid": grid.label,
+                    "task": law.task,
+                    "target": target.name,
+                    "abs_err": float(np.mean(np.abs(finite))),
+                    "p90_abs_err": float(np.quantile(np.abs(finite), 0.9)),
+                    "bias": float(np.mean(finite)),
+                    "width": float(high - low),
+                    "loss_abs_rel_err": float(np.nanmean(np.abs(loss_error[g, :, t]))),
+                    "failed_fits": int(error.shape[1] - len(finite)),
+                }
+            )
     return rows
 
 
@@ -514,9 +573,17 @@ def pareto_front(flops: np.ndarray, error: np.ndarray) -> np.ndarray:
     return front
 
 
-def design(laws: dict[str, TaskLaw], noises: dict[str, Noise], candidates: list[Grid], targets: list[Target], *,
-           options: DesignOptions | None = None, budget_flops: float | None = None, tolerance: float = 0.1,
-           progress=None) -> DesignResult:
+def design(
+    laws: dict[str, TaskLaw],
+    noises: dict[str, Noise],
+    candidates: list[Grid],
+    targets: list[Target],
+    *,
+    options: DesignOptions | None = None,
+    budget_flops: float | None = None,
+    tolerance: float = 0.1,
+    progress=None,
+) -> DesignResult:
     """Score every candidate grid; choose the lowest expected error within the budget, or without
     a budget the cheapest grid whose expected error is within `tolerance` (a share) of the lowest."""
     options = options or DesignOptions()
@@ -536,13 +603,15 @@ def design(laws: dict[str, TaskLaw], noises: dict[str, Noise], candidates: list[
     tasks = pd.DataFrame(task_rows)
     per_grid = tasks.groupby("grid", sort=False)[["abs_err", "p90_abs_err", "width"]].mean()
     target_flops = sum(t.flops for t in targets)
-    grids = pd.DataFrame({
-        "grid": [g.label for g in candidates],
-        "sizes": [",".join(s.label for s in g.sizes) for g in candidates],
-        "multipliers": [",".join(f"{m:g}" for m in g.multipliers) for g in candidates],
-        "runs": [len(g.runs) for g in candidates],
-        "flops": [g.flops for g in candidates],
-    })
+    grids = pd.DataFrame(
+        {
+            "grid": [g.label for g in candidates],
+            "sizes": [",".join(s.label for s in g.sizes) for g in candidates],
+            "multipliers": [",".join(f"{m:g}" for m in g.multipliers) for g in candidates],
+            "runs": [len(g.runs) for g in candidates],
+            "flops": [g.flops for g in candidates],
+        }
+    )
     grids["share"] = grids["flops"] / target_flops
     grids["expected_abs_err"] = per_grid["abs_err"].to_numpy()
     grids["p90_abs_err"] = per_grid["p90_abs_err"].to_numpy()
@@ -566,8 +635,14 @@ def design(laws: dict[str, TaskLaw], noises: dict[str, Noise], candidates: list[
 # ---------------------------------------------------------------- the whole pipeline on simulated tables
 
 
-def simulated_table(laws: dict[str, TaskLaw], noises: dict[str, Noise], grid: Grid, targets: list[Target],
-                    checkpoints: int, rng: np.random.Generator) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
+def simulated_table(
+    laws: dict[str, TaskLaw],
+    noises: dict[str, Noise],
+    grid: Grid,
+    targets: list[Target],
+    checkpoints: int,
+    rng: np.random.Generator,
+) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
     """One simulated results table of `grid` (every task), and per task the targets' true accuracy [T]."""
     frames, truths = [], {}
     steps = np.arange(1, checkpoints + 1)
@@ -575,24 +650,52 @@ def simulated_table(laws: dict[str, TaskLaw], noises: dict[str, Noise], grid: Gr
         draws = draw(law, noises[task], grid, targets, 1, checkpoints, rng)
         truths[task] = draws.truth_acc[0]
         for r, (size, multiplier, _) in enumerate(grid.runs):
-            frames.append(pd.DataFrame({
-                "run": f"{size.label}-{multiplier:g}xC", "role": "ladder", "N": int(size.N), "D": draws.D[r],
-                "step": steps, "task": task, "loss": draws.loss[0, r], "acc": draws.acc[0, r], "size": size.label,
-                "multiplier": multiplier, "chance": law.chance,
-            }))
+            frames.append(
+                pd.DataFrame(
+                    {
+                        "run": f"{size.label}-{multiplier:g}xC",
+                        "role": "ladder",
+                        "N": int(size.N),
+                        "D": draws.D[r],
+                        "step": steps,
+                        "task": task,
+                        "loss": draws.loss[0, r],
+                        "acc": draws.acc[0, r],
+                        "size": size.label,
+                        "multiplier": multiplier,
+                        "chance": law.chance,
+                    }
+                )
+            )
     return pd.concat(frames, ignore_index=True), truths
 
 
-def interval_coverage(laws: dict[str, TaskLaw], noises: dict[str, Noise], grid: Grid, targets: list[Target],
-                      options: DesignOptions, *, sims: int = 10, bootstrap: int = 200, progress=None) -> pd.DataFrame:
+def interval_coverage(
+    laws: dict[str, TaskLaw],
+    noises: dict[str, Noise],
+    grid: Grid,
+    targets: list[Target],
+    options: DesignOptions,
+    *,
+    sims: int = 10,
+    bootstrap: int = 200,
+    progress=None,
+) -> pd.DataFrame:
     """How often `ladder fit`'s bootstrap intervals hold the simulated truth: per task and target,
     over `sims` simulated tables fitted by the pipeline itself. Columns: task, target, sims,
     coverage (share), median_width (points), mean_abs_err (points)."""
     from ladder.fit.pipeline import FitOptions, fit_table
 
-    fit_options = FitOptions(bootstrap=bootstrap, level=options.level, last_n=options.last_n,
-                             skip_fraction=options.skip_fraction, window=options.window, delta=options.delta,
-                             seed=options.seed, method="paper")  # the simulated law is the paper's
+    fit_options = FitOptions(
+        bootstrap=bootstrap,
+        level=options.level,
+        last_n=options.last_n,
+        skip_fraction=options.skip_fraction,
+        window=options.window,
+        delta=options.delta,
+        seed=options.seed,
+        method="paper",
+    )  # the simulated law is the paper's
     rng = np.random.default_rng([options.seed, sims, bootstrap])
     noises = noises if options.law_error else {task: noise.without_law_error() for task, noise in noises.items()}
     rows = []
@@ -605,12 +708,26 @@ def interval_coverage(laws: dict[str, TaskLaw], noises: dict[str, Noise], grid: 
             predictions = fit.predict(target.N, target.D, target.name)
             for row in predictions.itertuples(index=False):
                 truth = truths[row.task][t]
-                rows.append({"task": row.task, "target": target.name, "inside": row.pred_acc_lo <= truth <= row.pred_acc_hi,
-                             "width": 100 * (row.pred_acc_hi - row.pred_acc_lo), "abs_err": 100 * abs(row.pred_acc - truth)})
+                rows.append(
+                    {
+                        "task": row.task,
+                        "target": target.name,
+                        "inside": row.pred_acc_lo <= truth <= row.pred_acc_hi,
+                        "width": 100 * (row.pred_acc_hi - row.pred_acc_lo),
+                        "abs_err": 100 * abs(row.pred_acc - truth),
+                    }
+                )
     frame = pd.DataFrame(rows)
-    return frame.groupby(["task", "target"], sort=False).agg(
-        sims=("inside", "size"), coverage=("inside", "mean"), median_width=("width", "median"),
-        mean_abs_err=("abs_err", "mean")).reset_index()
+    return (
+        frame.groupby(["task", "target"], sort=False)
+        .agg(
+            sims=("inside", "size"),
+            coverage=("inside", "mean"),
+            median_width=("width", "median"),
+            mean_abs_err=("abs_err", "mean"),
+        )
+        .reset_index()
+    )
 
 
 def sizes_of(labels: list[str]) -> list[Size]:

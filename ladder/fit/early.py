@@ -23,12 +23,13 @@ from ladder.fit.step2 import Step2Fit
 EARLY_SHARE = 0.1  # share of the target's budget whose checkpoints the offset uses
 
 
-def early_offset(history: np.ndarray, budget: float, step2: Step2Fit, skip_fraction: float,
-                 window: int) -> tuple[float, int]:
+def early_offset(
+    history: np.ndarray, budget: float, step2: Step2Fit, skip_fraction: float, window: int
+) -> tuple[float, int]:
     """(offset, points used) from a target's checkpoints `history` rows (D, loss, acc) in step order;
     (NaN, 0) when none lies within EARLY_SHARE of `budget`."""
     early = history[(history[:, 0] <= EARLY_SHARE * budget) & np.isfinite(history[:, 2])]
-    early = early[math.ceil(skip_fraction * len(early)):]
+    early = early[math.ceil(skip_fraction * len(early)) :]
     if len(early) == 0:
         return math.nan, 0
     loss, acc = trailing_mean(early[:, 1], window), trailing_mean(early[:, 2], window)

@@ -94,8 +94,11 @@ def _floor_bounds(loss: np.ndarray) -> tuple[float, float]:
 
 def _at_bound(theta: np.ndarray, lower: np.ndarray, upper: np.ndarray, names: list[str]) -> list[str]:
     span = upper - lower
-    return [names[i] for i in range(len(theta))
-            if min(theta[i] - lower[i], upper[i] - theta[i]) <= BOUND_TOLERANCE * max(span[i], 1.0)]
+    return [
+        names[i]
+        for i in range(len(theta))
+        if min(theta[i] - lower[i], upper[i] - theta[i]) <= BOUND_TOLERANCE * max(span[i], 1.0)
+    ]
 
 
 def _summary(problem, theta: np.ndarray, points: np.ndarray | slice = slice(None)) -> tuple[float, float, int]:
@@ -124,8 +127,9 @@ class TiedProblem:
         self.lower = np.array([term[0], EXPONENT_BOUNDS[0], term[0], floor[0]])
         self.upper = np.array([term[1], EXPONENT_BOUNDS[1], term[1], floor[1]])
 
-    def residuals(self, theta: np.ndarray, log_loss: np.ndarray,
-                  points: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def residuals(
+        self, theta: np.ndarray, log_loss: np.ndarray, points: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Residuals [B, M] in units of delta and Jacobian [B, 4, M]; `points` [B, K]: each problem's
         own subset of the points (log_loss then [B, K])."""
         log_n, log_d = (self.log_n, self.log_d) if points is None else (self.log_n[points], self.log_d[points])
@@ -141,24 +145,46 @@ class TiedProblem:
     def starts(self) -> np.ndarray:
         grid = []
         for alpha in EXPONENT_GRID:
-            a, b, e = _projected([np.exp(-alpha * self.log_n), np.exp(-alpha * self.log_d), np.ones_like(self.loss)],
-                                 self.loss, self.lower[[0, 2, 3]], self.upper[[0, 2, 3]])
+            a, b, e = _projected(
+                [np.exp(-alpha * self.log_n), np.exp(-alpha * self.log_d), np.ones_like(self.loss)],
+                self.loss,
+                self.lower[[0, 2, 3]],
+                self.upper[[0, 2, 3]],
+            )
             grid.append((a, alpha, b, e))
         return np.clip(np.array(grid), self.lower, self.upper)
 
     def predict(self, theta: np.ndarray, N, D) -> np.ndarray:
         n, d, shape = _flat(N, D)
         a, alpha, b, e = (theta[:, i : i + 1] for i in range(4))
-        value = np.exp(a - alpha * (np.log(n) - self.log_n_ref)) + np.exp(b - alpha * (np.log(d) - self.log_d_ref)) + np.exp(e)
+        value = (
+            np.exp(a - alpha * (np.log(n) - self.log_n_ref))
+            + np.exp(b - alpha * (np.log(d) - self.log_d_ref))
+            + np.exp(e)
+        )
         return value.reshape(len(theta), *shape)
 
     def to_fit(self, theta: np.ndarray, converged: bool, n_starts: int) -> LawFit:
         a, alpha, b, e = (float(v) for v in theta)
-        params = {"A": math.exp(a + alpha * self.log_n_ref), "alpha": alpha, "B": math.exp(b + alpha * self.log_d_ref),
-                  "E": math.exp(e)}
+        params = {
+            "A": math.exp(a + alpha * self.log_n_ref),
+            "alpha": alpha,
+            "B": math.exp(b + alpha * self.log_d_ref),
+            "E": math.exp(e),
+        }
         objective, rmse, count = _summary(self, theta)
-        return LawFit("ic-tied", params, objective, rmse, count, n_starts, converged,
-                      _at_bound(theta, self.lower, self.upper, list(self.names)), theta.copy(), self)
+        return LawFit(
+            "ic-tied",
+            params,
+            objective,
+            rmse,
+            count,
+            n_starts,
+            converged,
+            _at_bound(theta, self.lower, self.upper, list(self.names)),
+            theta.copy(),
+            self,
+        )
 
 
 @dataclass
@@ -180,8 +206,9 @@ class ComputeProblem:
         self.lower = np.array([term[0], EXPONENT_BOUNDS[0], floor[0]])
         self.upper = np.array([term[1], EXPONENT_BOUNDS[1], floor[1]])
 
-    def residuals(self, theta: np.ndarray, log_loss: np.ndarray,
-                  points: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def residuals(
+        self, theta: np.ndarray, log_loss: np.ndarray, points: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Residuals [B, M] in units of delta and Jacobian [B, 3, M]; `points` as for TiedProblem."""
         log_c = self.log_c if points is None else self.log_c[points]
         a, gamma, e = (theta[:, i : i + 1] for i in range(3))
@@ -195,8 +222,12 @@ class ComputeProblem:
     def starts(self) -> np.ndarray:
         grid = []
         for gamma in EXPONENT_GRID:
-            a, e = _projected([np.exp(-gamma * self.log_c), np.ones_like(self.loss)], self.loss,
-                              self.lower[[0, 2]], self.upper[[0, 2]])
+            a, e = _projected(
+                [np.exp(-gamma * self.log_c), np.ones_like(self.loss)],
+                self.loss,
+                self.lower[[0, 2]],
+                self.upper[[0, 2]],
+            )
             grid.append((a, gamma, e))
         return np.clip(np.array(grid), self.lower, self.upper)
 
@@ -210,8 +241,18 @@ class ComputeProblem:
         a, gamma, e = (float(v) for v in theta)
         params = {"A": math.exp(a + gamma * self.log_c_ref), "gamma": gamma, "E": math.exp(e)}
         objective, rmse, count = _summary(self, theta)
-        return LawFit("ic-compute", params, objective, rmse, count, n_starts, converged,
-                      _at_bound(theta, self.lower, self.upper, list(self.names)), theta.copy(), self)
+        return LawFit(
+            "ic-compute",
+            params,
+            objective,
+            rmse,
+            count,
+            n_starts,
+            converged,
+            _at_bound(theta, self.lower, self.upper, list(self.names)),
+            theta.copy(),
+            self,
+        )
 
 
 @dataclass
@@ -265,9 +306,14 @@ class SharedProblem:
             for task in range(len(self.tasks)):
                 mine = self.task_index == task
                 first = 2 + 3 * task
-                row += list(_projected([np.exp(-alpha * self.log_n[mine]), np.exp(-beta * self.log_d[mine]),
-                                        np.ones(int(mine.sum()))], self.loss[mine],
-                                       self.lower[first : first + 3], self.upper[first : first + 3]))
+                row += list(
+                    _projected(
+                        [np.exp(-alpha * self.log_n[mine]), np.exp(-beta * self.log_d[mine]), np.ones(int(mine.sum()))],
+                        self.loss[mine],
+                        self.lower[first : first + 3],
+                        self.upper[first : first + 3],
+                    )
+                )
             grid.append(row)
         return np.clip(np.array(grid), self.lower, self.upper)
 
@@ -275,32 +321,68 @@ class SharedProblem:
         n, d, shape = _flat(N, D)
         alpha, beta = theta[:, 0:1], theta[:, 1:2]
         a, b, e = (theta[:, 2 + 3 * task + i : 3 + 3 * task + i] for i in range(3))
-        value = (np.exp(a - alpha * (np.log(n) - self.log_n_ref)) + np.exp(b - beta * (np.log(d) - self.log_d_ref))
-                 + np.exp(e))
+        value = (
+            np.exp(a - alpha * (np.log(n) - self.log_n_ref))
+            + np.exp(b - beta * (np.log(d) - self.log_d_ref))
+            + np.exp(e)
+        )
         return value.reshape(len(theta), *shape)
 
     def to_fit(self, theta: np.ndarray, converged: bool, n_starts: int) -> LawFit:
         params = {"alpha": float(theta[0]), "beta": float(theta[1])}
         for task in range(len(self.tasks)):
-            params.update({f"{name}[{self.tasks[task]}]": value for name, value in self.task_params(theta, task).items()
-                           if name in ("A", "B", "E")})
+            params.update(
+                {
+                    f"{name}[{self.tasks[task]}]": value
+                    for name, value in self.task_params(theta, task).items()
+                    if name in ("A", "B", "E")
+                }
+            )
         objective, rmse, count = _summary(self, theta)
-        return LawFit("shared", params, objective, rmse, count, n_starts, converged,
-                      _at_bound(theta, self.lower, self.upper, self.names), theta.copy(), self)
+        return LawFit(
+            "shared",
+            params,
+            objective,
+            rmse,
+            count,
+            n_starts,
+            converged,
+            _at_bound(theta, self.lower, self.upper, self.names),
+            theta.copy(),
+            self,
+        )
 
     def task_params(self, theta: np.ndarray, task: int) -> dict[str, float]:
         alpha, beta = float(theta[0]), float(theta[1])
         a, b, e = (float(v) for v in theta[2 + 3 * task : 5 + 3 * task])
-        return {"A": math.exp(a + alpha * self.log_n_ref), "alpha": alpha, "B": math.exp(b + beta * self.log_d_ref),
-                "beta": beta, "E": math.exp(e)}
+        return {
+            "A": math.exp(a + alpha * self.log_n_ref),
+            "alpha": alpha,
+            "B": math.exp(b + beta * self.log_d_ref),
+            "beta": beta,
+            "E": math.exp(e),
+        }
 
     def task_fit(self, fit: LawFit, task: int) -> LawFit:
         """One task's view of the joint fit: its law, its share of the objective, its bounds."""
         objective, rmse, count = _summary(self, fit.theta, self.task_index == task)
         suffix = f"[{self.tasks[task]}]"
-        at_bound = [name.removesuffix(suffix) for name in fit.at_bound if name in ("alpha", "beta") or name.endswith(suffix)]
-        return LawFit("shared", self.task_params(fit.theta, task), objective, rmse, count, fit.n_starts, fit.converged,
-                      at_bound, fit.theta, SharedTask(self, task), fit.alternatives)
+        at_bound = [
+            name.removesuffix(suffix) for name in fit.at_bound if name in ("alpha", "beta") or name.endswith(suffix)
+        ]
+        return LawFit(
+            "shared",
+            self.task_params(fit.theta, task),
+            objective,
+            rmse,
+            count,
+            fit.n_starts,
+            fit.converged,
+            at_bound,
+            fit.theta,
+            SharedTask(self, task),
+            fit.alternatives,
+        )
 
 
 @dataclass

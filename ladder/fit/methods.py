@@ -28,8 +28,13 @@ from ladder.fit.step1 import check_points, fit_problem
 
 METHODS = ("ensemble", "paper", "ic-tied", "ic-compute", "shared")
 DEFAULT_METHOD = "ensemble"
-LAWS = {"paper": ("paper",), "ic-tied": ("ic-tied",), "ic-compute": ("ic-compute",), "shared": ("shared",),
-        "ensemble": ("ic-tied", "ic-compute", "shared")}
+LAWS = {
+    "paper": ("paper",),
+    "ic-tied": ("ic-tied",),
+    "ic-compute": ("ic-compute",),
+    "shared": ("shared",),
+    "ensemble": ("ic-tied", "ic-compute", "shared"),
+}
 CHECKPOINT_LAWS = {"ic-tied": TiedProblem, "ic-compute": ComputeProblem}
 
 
@@ -114,13 +119,19 @@ def shared_problem(points: dict[str, Step1Points], delta: float, method: str) ->
             raise LadderError(
                 f"--method {method}: the shared-exponent fit needs every task on the same ladder runs, but task "
                 f"{task!r} and task {tasks[0]!r} differ in {', '.join(missing) or 'run order'}; select tasks with "
-                "--tasks or use --method paper")
+                "--tasks or use --method paper"
+            )
     own = 3 + (2 if len(tasks) == 1 else 1)  # each task's A, B, E and its part of the shared exponents
     for task in tasks:
         check_points(first.N, first.D, points[task].loss, f"task {task!r} (shared)", own)
-    return SharedProblem(np.tile(first.N, len(tasks)), np.tile(first.D, len(tasks)),
-                         np.concatenate([points[task].loss for task in tasks]),
-                         np.repeat(np.arange(len(tasks)), len(first.runs)), tasks, delta)
+    return SharedProblem(
+        np.tile(first.N, len(tasks)),
+        np.tile(first.D, len(tasks)),
+        np.concatenate([points[task].loss for task in tasks]),
+        np.repeat(np.arange(len(tasks)), len(first.runs)),
+        tasks,
+        delta,
+    )
 
 
 def fit_shared(points: dict[str, Step1Points], delta: float, method: str) -> SharedFit:

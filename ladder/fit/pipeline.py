@@ -24,15 +24,28 @@ import pandas as pd
 from ladder.errors import LadderError
 from ladder.fit import methods
 from ladder.fit.bootstrap import (
-    BootstrapFits, bootstrap_laws, bootstrap_task, interval, refit_shared_replicates, run_weights,
+    BootstrapFits,
+    bootstrap_laws,
+    bootstrap_task,
+    interval,
+    refit_shared_replicates,
+    run_weights,
 )
 from ladder.fit.calibration import DEFAULT_KAPPA, extrapolation, kappa_interval
 from ladder.fit.chain import SingleStepFit, fit_single_step
 from ladder.fit.early import early_offset
 from ladder.fit.laws import LawFit
 from ladder.fit.points import (
-    CheckpointPoints, Step1Points, Step2Points, TargetPoint, chance_level, checkpoint_points, size_labels, step1_points,
-    step2_points, target_points,
+    CheckpointPoints,
+    Step1Points,
+    Step2Points,
+    TargetPoint,
+    chance_level,
+    checkpoint_points,
+    size_labels,
+    step1_points,
+    step2_points,
+    target_points,
 )
 from ladder.fit.step1 import Step1Fit, fit_step1
 from ladder.fit.step2 import Step2Fit, fit_step2
@@ -41,9 +54,29 @@ from ladder.progress import progress
 from ladder.results import validate_table
 
 PREDICTION_COLUMNS = (
-    "task", "target", "N", "D", "pred_loss", "pred_loss_lo", "pred_loss_hi", "actual_loss", "loss_rel_err",
-    "pred_acc", "pred_acc_lo", "pred_acc_hi", "acc_sd", "extrapolation", "pred_acc_lo_kappa", "pred_acc_hi_kappa",
-    "actual_acc", "abs_err", "rel_err", "step2_acc", "step2_abs_err", "single_step_acc", "single_step_abs_err",
+    "task",
+    "target",
+    "N",
+    "D",
+    "pred_loss",
+    "pred_loss_lo",
+    "pred_loss_hi",
+    "actual_loss",
+    "loss_rel_err",
+    "pred_acc",
+    "pred_acc_lo",
+    "pred_acc_hi",
+    "acc_sd",
+    "extrapolation",
+    "pred_acc_lo_kappa",
+    "pred_acc_hi_kappa",
+    "actual_acc",
+    "abs_err",
+    "rel_err",
+    "step2_acc",
+    "step2_abs_err",
+    "single_step_acc",
+    "single_step_abs_err",
 )
 EARLY_COLUMNS = ("early_points", "early_offset", "early_acc", "early_abs_err")  # with --early-target
 PARALLEL_MIN_BOOTSTRAP = 200  # fewer replicates: starting processes costs more than it saves
@@ -162,7 +195,9 @@ class LadderFit:
     """one row per task: parameters, diagnostics, flags"""
 
     def __post_init__(self) -> None:
-        rows = [self._prediction(fit, target) for fit in self.tasks.values() for target in self.targets.get(fit.task, [])]
+        rows = [
+            self._prediction(fit, target) for fit in self.tasks.values() for target in self.targets.get(fit.task, [])
+        ]
         self.predictions = pd.DataFrame(rows, columns=self.columns)
         self.params = pd.DataFrame([_param_row(fit) for fit in self.tasks.values()])
 
@@ -178,7 +213,9 @@ class LadderFit:
         for fit in self.tasks.values():
             # A run of that name in the table (one in progress) lends its checkpoints to --early-target.
             history = next((t.history for t in self.targets.get(fit.task, []) if t.run == name), None)
-            target = TargetPoint(name, N, D, nan, nan) if history is None else TargetPoint(name, N, D, nan, nan, history)
+            target = (
+                TargetPoint(name, N, D, nan, nan) if history is None else TargetPoint(name, N, D, nan, nan, history)
+            )
             rows.append(self._prediction(fit, target))
         return pd.DataFrame(rows, columns=self.columns)
 
@@ -190,29 +227,47 @@ class LadderFit:
     def _prediction(self, fit: TaskFit, target: TargetPoint) -> dict:
         pred_loss = float(fit.step1.predict(target.N, target.D))
         row = {column: math.nan for column in self.columns}
-        row.update(task=fit.task, target=target.run, N=target.N, D=target.D, pred_loss=pred_loss,
-                   actual_loss=target.actual_loss, loss_rel_err=100 * (pred_loss - target.actual_loss) / target.actual_loss,
-                   actual_acc=target.actual_acc)
+        row.update(
+            task=fit.task,
+            target=target.run,
+            N=target.N,
+            D=target.D,
+            pred_loss=pred_loss,
+            actual_loss=target.actual_loss,
+            loss_rel_err=100 * (pred_loss - target.actual_loss) / target.actual_loss,
+            actual_acc=target.actual_acc,
+        )
         boot_loss, boot_acc = fit.boot.predict(target.N, target.D) if fit.boot is not None else (None, None)
         if boot_loss is not None:
             row["pred_loss_lo"], row["pred_loss_hi"] = interval(boot_loss, self.options.level)
         if fit.step2 is not None:
             pred_acc = float(fit.step2.predict(pred_loss))
-            row.update(pred_acc=pred_acc, abs_err=100 * (pred_acc - target.actual_acc),
-                       rel_err=100 * (pred_acc - target.actual_acc) / target.actual_acc)
-            row["extrapolation"] = extrapolation(target.N, target.D, float(fit.points1.N.max()), float(fit.points1.D.max()))
+            row.update(
+                pred_acc=pred_acc,
+                abs_err=100 * (pred_acc - target.actual_acc),
+                rel_err=100 * (pred_acc - target.actual_acc) / target.actual_acc,
+            )
+            row["extrapolation"] = extrapolation(
+                target.N, target.D, float(fit.points1.N.max()), float(fit.points1.D.max())
+            )
             if boot_acc is not None:
                 row["pred_acc_lo"], row["pred_acc_hi"] = interval(boot_acc, self.options.level)
                 finite = boot_acc[np.isfinite(boot_acc)]
                 if len(finite) > 1:
                     row["acc_sd"] = float(np.std(finite, ddof=1))
                     row["pred_acc_lo_kappa"], row["pred_acc_hi_kappa"] = kappa_interval(
-                        pred_acc, row["acc_sd"], row["extrapolation"], self.options.kappa, self.options.level)
+                        pred_acc, row["acc_sd"], row["extrapolation"], self.options.kappa, self.options.level
+                    )
             if self.options.early_target:
-                offset, count = early_offset(target.history, target.D, fit.step2, self.options.skip_fraction,
-                                             self.options.window)
-                row.update(early_points=count, early_offset=offset, early_acc=pred_acc + offset,
-                           early_abs_err=100 * (pred_acc + offset - target.actual_acc))
+                offset, count = early_offset(
+                    target.history, target.D, fit.step2, self.options.skip_fraction, self.options.window
+                )
+                row.update(
+                    early_points=count,
+                    early_offset=offset,
+                    early_acc=pred_acc + offset,
+                    early_abs_err=100 * (pred_acc + offset - target.actual_acc),
+                )
             if math.isfinite(target.actual_loss):
                 row["step2_acc"] = float(fit.step2.predict(target.actual_loss))
                 row["step2_abs_err"] = 100 * (row["step2_acc"] - target.actual_acc)
@@ -223,16 +278,26 @@ class LadderFit:
 
 
 def _param_row(fit: TaskFit) -> dict:
-    row = {"task": fit.task, "chance": fit.chance, **{name: math.nan for name in ("A", "alpha", "B", "beta", "E")},
-           **fit.step1.as_dict()}
+    row = {
+        "task": fit.task,
+        "chance": fit.chance,
+        **{name: math.nan for name in ("A", "alpha", "B", "beta", "E")},
+        **fit.step1.as_dict(),
+    }
     row.update({name: math.nan for name in ("a", "k", "L0", "b")})
     if fit.step2 is not None:
         row.update(fit.step2.as_dict())
     row.update(
-        step1_points=fit.step1.n_points, step1_objective=fit.step1.objective, step1_rmse_log=fit.step1.rmse_log,
-        step1_starts=fit.step1.n_starts, step1_converged=fit.step1.converged, step1_at_bound=" ".join(fit.step1.at_bound),
-        step2_points=fit.step2.n_points if fit.step2 else 0, step2_sse=fit.step2.sse if fit.step2 else math.nan,
-        step2_rmse=fit.step2.rmse if fit.step2 else math.nan, step2_starts=fit.step2.n_starts if fit.step2 else 0,
+        step1_points=fit.step1.n_points,
+        step1_objective=fit.step1.objective,
+        step1_rmse_log=fit.step1.rmse_log,
+        step1_starts=fit.step1.n_starts,
+        step1_converged=fit.step1.converged,
+        step1_at_bound=" ".join(fit.step1.at_bound),
+        step2_points=fit.step2.n_points if fit.step2 else 0,
+        step2_sse=fit.step2.sse if fit.step2 else math.nan,
+        step2_rmse=fit.step2.rmse if fit.step2 else math.nan,
+        step2_starts=fit.step2.n_starts if fit.step2 else 0,
         step2_converged=fit.step2.converged if fit.step2 else math.nan,
         step2_at_bound=" ".join(fit.step2.at_bound) if fit.step2 else "",
         single_step_sse=fit.single.sse if fit.single else math.nan,
@@ -290,8 +355,14 @@ class JointInputs:
     """the shared law's bootstrap replicates [B, P]"""
 
 
-def fit_task(task: str, ladder: pd.DataFrame, chance: float, options: FitOptions, seed: list[int],
-             joint: JointInputs | None = None) -> TaskFit:
+def fit_task(
+    task: str,
+    ladder: pd.DataFrame,
+    chance: float,
+    options: FitOptions,
+    seed: list[int],
+    joint: JointInputs | None = None,
+) -> TaskFit:
     """Both steps, the baseline and the bootstrap for one task's ladder rows."""
     what = f"task {task!r}"
     points1 = step1_points(ladder, options.last_n)
@@ -329,17 +400,24 @@ def fit_task(task: str, ladder: pd.DataFrame, chance: float, options: FitOptions
                 paper_step1 = fit_step1(points1.N, points1.D, points1.loss, delta=options.delta, what=what)
             fit.single = fit_single_step(points1.N, points1.D, points1.acc, paper_step1, fit.step2)
     if options.bootstrap > 0 and options.method == "paper":
-        fit.boot = bootstrap_task(points1, fit.step1, fit.points2, fit.step2, replicates=options.bootstrap,
-                                  delta=options.delta, seed=seed)
+        fit.boot = bootstrap_task(
+            points1, fit.step1, fit.points2, fit.step2, replicates=options.bootstrap, delta=options.delta, seed=seed
+        )
     elif options.bootstrap > 0:
         per_run = joint.run_draws[:, [joint.runs.index(run) for run in points1.runs]]
-        fit.boot = bootstrap_laws(points1, fit.step1.laws, checkpoints, joint.shared_theta, fit.points2, fit.step2,
-                                  per_run=per_run, seed=seed)
+        fit.boot = bootstrap_laws(
+            points1, fit.step1.laws, checkpoints, joint.shared_theta, fit.points2, fit.step2, per_run=per_run, seed=seed
+        )
     return fit
 
 
-def _joint_inputs(ladder: pd.DataFrame, rows_of: dict[str, pd.DataFrame], seeds: dict[str, list[int]],
-                  options: FitOptions, pool: Executor | None) -> tuple[JointInputs, dict[str, LawFit]]:
+def _joint_inputs(
+    ladder: pd.DataFrame,
+    rows_of: dict[str, pd.DataFrame],
+    seeds: dict[str, list[int]],
+    options: FitOptions,
+    pool: Executor | None,
+) -> tuple[JointInputs, dict[str, LawFit]]:
     """The ladder's bootstrap draws (one per run and replicate, shared by every task) and, for a
     method with the shared law, its joint fit and replicates (shared among the `pool`'s workers);
     with each task's view of the fit."""
@@ -357,8 +435,9 @@ def _joint_inputs(ladder: pd.DataFrame, rows_of: dict[str, pd.DataFrame], seeds:
         if draws is not None:
             per_run = draws[:, [runs.index(run) for run in next(iter(points.values())).runs]]
             tails = {task: [*seed, 1] for task, seed in seeds.items()}  # a stream apart from the task's own draws
-            joint.shared_theta = refit_shared_replicates(shared, points, per_run, tails, pool=pool,
-                                                         parts=options.workers)
+            joint.shared_theta = refit_shared_replicates(
+                shared, points, per_run, tails, pool=pool, parts=options.workers
+            )
     return joint, views
 
 
@@ -411,8 +490,9 @@ def fit_table(table: pd.DataFrame, options: FitOptions | None = None, **override
         jobs = []
         for task in tasks:
             task_joint = None if joint is None else replace(joint[0], shared=joint[1].get(task))
-            jobs.append((task, rows_of[task], chance_level(table, task, options.chance), options, seeds[task],
-                         task_joint))
+            jobs.append(
+                (task, rows_of[task], chance_level(table, task, options.chance), options, seeds[task], task_joint)
+            )
         fits = dict(zip(tasks, _run_jobs(jobs, pool)))
     targets = {}
     for task in tasks:
@@ -420,5 +500,4 @@ def fit_table(table: pd.DataFrame, options: FitOptions | None = None, **override
         targets[task] = target_points(target_rows, options.last_n) if not target_rows.empty else []
     used = table[table["task"].isin(tasks) & (table.index.isin(ladder.index) | (table["role"] == "target"))]
     runs = ladder.groupby("run").agg(N=("N", "first"), D=("D", "max")).sort_values(["N", "D"]).index.tolist()
-    return LadderFit(options, fits, targets, runs,
-                     checkpoint_variance(used, options.variance_window))
+    return LadderFit(options, fits, targets, runs, checkpoint_variance(used, options.variance_window))

@@ -155,15 +155,16 @@ def trailing_mean(values: np.ndarray, window: int) -> np.ndarray:
     return (sums[..., ends] - sums[..., starts]) / (ends - starts)
 
 
-def step2_points(ladder_rows: pd.DataFrame, runs: list[str], skip_fraction: float = 0.1,
-                 window: int = 5) -> Step2Points:
+def step2_points(
+    ladder_rows: pd.DataFrame, runs: list[str], skip_fraction: float = 0.1, window: int = 5
+) -> Step2Points:
     """Intermediate checkpoints of each run (in `runs` order): drop the first part, smooth."""
     losses, accs, index = [], [], []
     by_run = dict(tuple(ladder_rows.sort_values("step").groupby("run")))
     for position, run in enumerate(runs):
         rows = by_run[run]
         rows = rows[np.isfinite(rows["acc"].to_numpy(dtype=float))]
-        rows = rows.iloc[math.ceil(skip_fraction * len(rows)):]
+        rows = rows.iloc[math.ceil(skip_fraction * len(rows)) :]
         if rows.empty:
             continue
         smoothed_loss = trailing_mean(rows["loss"].to_numpy(), window)
@@ -181,7 +182,7 @@ def checkpoint_points(ladder_rows: pd.DataFrame, runs: list[str], skip_fraction:
     by_run = dict(tuple(ladder_rows.sort_values("step").groupby("run")))
     for position, run in enumerate(runs):
         rows = by_run[run]
-        rows = rows.iloc[math.ceil(skip_fraction * len(rows)):]
+        rows = rows.iloc[math.ceil(skip_fraction * len(rows)) :]
         n.append(rows["N"].to_numpy(dtype=float))
         d.append(rows["D"].to_numpy(dtype=float))
         loss.append(rows["loss"].to_numpy(dtype=float))
@@ -195,9 +196,21 @@ def target_points(target_rows: pd.DataFrame, last_n: int = 5) -> list[TargetPoin
     for run, rows in _rows_by_run(target_rows):
         tail = rows.tail(last_n)
         acc = tail["acc"].to_numpy(dtype=float) if "acc" in tail else np.array([math.nan])
-        history = np.column_stack([rows["D"].to_numpy(dtype=float), rows["loss"].to_numpy(dtype=float),
-                                   rows["acc"].to_numpy(dtype=float) if "acc" in rows else np.full(len(rows), math.nan)])
-        points.append(TargetPoint(run, float(rows["N"].iloc[0]), float(tail["D"].iloc[-1]),
-                                  float(tail["loss"].mean()), float(acc.mean()) if np.isfinite(acc).all() else math.nan,
-                                  history))
+        history = np.column_stack(
+            [
+                rows["D"].to_numpy(dtype=float),
+                rows["loss"].to_numpy(dtype=float),
+                rows["acc"].to_numpy(dtype=float) if "acc" in rows else np.full(len(rows), math.nan),
+            ]
+        )
+        points.append(
+            TargetPoint(
+                run,
+                float(rows["N"].iloc[0]),
+                float(tail["D"].iloc[-1]),
+                float(tail["loss"].mean()),
+                float(acc.mean()) if np.isfinite(acc).all() else math.nan,
+                history,
+            )
+        )
     return points

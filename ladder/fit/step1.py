@@ -99,7 +99,9 @@ class Step1Problem:
         self.log_d_ref = float(np.log(self.D).mean())
         scale = float(np.log(self.loss.mean()))
         term = (math.log(1e-6) + scale, math.log(100.0) + scale)
-        self.lower = np.array([term[0], EXPONENT_BOUNDS[0], term[0], EXPONENT_BOUNDS[0], math.log(1e-6 * self.loss.min())])
+        self.lower = np.array(
+            [term[0], EXPONENT_BOUNDS[0], term[0], EXPONENT_BOUNDS[0], math.log(1e-6 * self.loss.min())]
+        )
         self.upper = np.array([term[1], EXPONENT_BOUNDS[1], term[1], EXPONENT_BOUNDS[1], math.log(self.loss.max())])
 
     def residuals(self, theta: np.ndarray, log_loss: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -118,7 +120,9 @@ class Step1Problem:
         mean, least = self.loss.mean(), self.loss.min()
         grid = [
             (math.log(t1 * mean), alpha, math.log(t2 * mean), beta, math.log(e * least))
-            for alpha, beta, t1, t2, e in itertools.product(EXPONENT_STARTS, EXPONENT_STARTS, TERM_STARTS, TERM_STARTS, E_STARTS)
+            for alpha, beta, t1, t2, e in itertools.product(
+                EXPONENT_STARTS, EXPONENT_STARTS, TERM_STARTS, TERM_STARTS, E_STARTS
+            )
         ]
         return np.clip(np.array(grid), self.lower, self.upper)
 
@@ -131,14 +135,24 @@ class Step1Problem:
         value = float(batched.objective(residual, np.ones_like(residual), huber=True)[0]) * self.delta**2
         span = self.upper - self.lower
         at_bound = [
-            PARAMS[i] for i in range(N_PARAMS)
+            PARAMS[i]
+            for i in range(N_PARAMS)
             if min(theta[i] - self.lower[i], self.upper[i] - theta[i]) <= BOUND_TOLERANCE * max(span[i], 1.0)
         ]
         a, alpha, b, beta, e = (float(v) for v in theta)
         return Step1Fit(
-            A=math.exp(a + alpha * self.log_n_ref), alpha=alpha, B=math.exp(b + beta * self.log_d_ref), beta=beta,
-            E=math.exp(e), objective=value, rmse_log=float(np.sqrt(np.mean((residual * self.delta) ** 2))),
-            n_points=len(self.loss), n_starts=n_starts, converged=converged, at_bound=at_bound, theta=theta.copy(),
+            A=math.exp(a + alpha * self.log_n_ref),
+            alpha=alpha,
+            B=math.exp(b + beta * self.log_d_ref),
+            beta=beta,
+            E=math.exp(e),
+            objective=value,
+            rmse_log=float(np.sqrt(np.mean((residual * self.delta) ** 2))),
+            n_points=len(self.loss),
+            n_starts=n_starts,
+            converged=converged,
+            at_bound=at_bound,
+            theta=theta.copy(),
         )
 
 
@@ -188,16 +202,28 @@ def fit_problem(problem, what: str):
     # Every start of the grid is run at once by the vectorised solver; L-BFGS-B then polishes the
     # best distinct end points (running it from all starts costs ~25x more and ends in the same place).
     starts = problem.starts()
-    ends, values = batched.solve(lambda t, rows: problem.residuals(t, log_loss), starts,
-                                 np.ones((len(starts), len(problem.loss))), problem.lower, problem.upper, huber=True)
+    ends, values = batched.solve(
+        lambda t, rows: problem.residuals(t, log_loss),
+        starts,
+        np.ones((len(starts), len(problem.loss))),
+        problem.lower,
+        problem.upper,
+        huber=True,
+    )
     order = np.argsort(np.where(np.isfinite(values), values, np.inf))
     alternatives = _distinct(ends[order[np.isfinite(values[order])]], ALTERNATIVES + 1)
     polish_from = [ends[i] for i in order[:POLISHED]] + [starts[order[0]]]
     bounds = list(zip(problem.lower, problem.upper))
     best = None
     for start in polish_from:
-        result = minimize(value_and_gradient, start, jac=True, method="L-BFGS-B", bounds=bounds,
-                          options={"maxiter": 2000, "ftol": 1e-13, "gtol": 1e-9})
+        result = minimize(
+            value_and_gradient,
+            start,
+            jac=True,
+            method="L-BFGS-B",
+            bounds=bounds,
+            options={"maxiter": 2000, "ftol": 1e-13, "gtol": 1e-9},
+        )
         if np.isfinite(result.fun) and (best is None or _rank(result) < _rank(best)):
             best = result
     if best is None:
@@ -219,8 +245,9 @@ def _distinct(thetas: np.ndarray, count: int) -> np.ndarray:
     return np.array(kept).reshape(-1, thetas.shape[1])
 
 
-def refit_step1(problem, loss: np.ndarray, weights: np.ndarray, theta: np.ndarray, others: np.ndarray, *,
-                newton: bool = False) -> np.ndarray:
+def refit_step1(
+    problem, loss: np.ndarray, weights: np.ndarray, theta: np.ndarray, others: np.ndarray, *, newton: bool = False
+) -> np.ndarray:
     """Refit many resampled data sets of any step-1 problem at once; returns the best theta per set [B, P].
 
     loss [B, M] (or [1, M]: every data set has the same values and differs by its weights),
@@ -243,15 +270,30 @@ def refit_step1(problem, loss: np.ndarray, weights: np.ndarray, theta: np.ndarra
     # Every start runs briefly; only the best per data set is then run to convergence (Huber's
     # reweighting converges linearly, and stopping early would bias the intervals).
     rows_log_loss = log_loss if shared else np.repeat(log_loss, n_starts, axis=0)
-    fitted, value = batched.solve(lambda t, rows: problem.residuals(t, rows_of(rows_log_loss, rows)),
-                                  theta0.reshape(-1, n_params), np.repeat(weights, n_starts, axis=0),
-                                  problem.lower, problem.upper, huber=True, max_iter=SCREEN_ITERATIONS, rtol=1e-8,
-                                  newton=newton)
+    fitted, value = batched.solve(
+        lambda t, rows: problem.residuals(t, rows_of(rows_log_loss, rows)),
+        theta0.reshape(-1, n_params),
+        np.repeat(weights, n_starts, axis=0),
+        problem.lower,
+        problem.upper,
+        huber=True,
+        max_iter=SCREEN_ITERATIONS,
+        rtol=1e-8,
+        newton=newton,
+    )
     best = np.argmin(value.reshape(n_sets, n_starts), axis=1)
     chosen = fitted.reshape(n_sets, n_starts, n_params)[np.arange(n_sets), best]
-    refitted, _ = batched.solve(lambda t, rows: problem.residuals(t, rows_of(log_loss, rows)), chosen, weights,
-                                problem.lower, problem.upper, huber=True, max_iter=REFIT_ITERATIONS, rtol=1e-12,
-                                newton=newton)
+    refitted, _ = batched.solve(
+        lambda t, rows: problem.residuals(t, rows_of(log_loss, rows)),
+        chosen,
+        weights,
+        problem.lower,
+        problem.upper,
+        huber=True,
+        max_iter=REFIT_ITERATIONS,
+        rtol=1e-12,
+        newton=newton,
+    )
     return refitted
 
 

@@ -117,7 +117,8 @@ class Step2Problem:
         grid += [
             (amplitude, steep / middle, centre * middle, ceiling)
             for amplitude, steep, centre, ceiling in itertools.product(
-                (self.chance - 1.0, 0.5 * (self.chance - 1.0)), (1.0, 3.0, 10.0, 30.0), (0.5, 1.0, 1.5), (1.0, 0.8))
+                (self.chance - 1.0, 0.5 * (self.chance - 1.0)), (1.0, 3.0, 10.0, 30.0), (0.5, 1.0, 1.5), (1.0, 0.8)
+            )
         ]
         return np.clip(np.array(grid), self.lower, self.upper)
 
@@ -135,17 +136,31 @@ def fit_step2(loss, acc, chance: float, *, what: str = "step 2") -> Step2Fit:
     problem = Step2Problem(loss, acc, chance)
     check_points(np.asarray(loss), np.asarray(acc), what)
     starts = problem.starts()
-    ends, values = batched.solve(lambda t, rows: problem.residuals(t), starts, np.ones((len(starts), len(problem.x))),
-                                 problem.lower, problem.upper, huber=False)
+    ends, values = batched.solve(
+        lambda t, rows: problem.residuals(t),
+        starts,
+        np.ones((len(starts), len(problem.x))),
+        problem.lower,
+        problem.upper,
+        huber=False,
+    )
     order = np.argsort(np.where(np.isfinite(values), values, np.inf))
     best = None
     for start in [starts[0]] + [ends[i] for i in order[:POLISHED]]:
         # least_squares needs a start strictly inside the bounds.
         inside = np.clip(start, problem.lower + 1e-9, problem.upper - 1e-9)
-        result = least_squares(lambda t: problem.residuals(t[None, :])[0][0], inside,
-                               jac=lambda t: problem.residuals(t[None, :])[1][0].T,
-                               bounds=(problem.lower, problem.upper), method="trf", x_scale="jac",
-                               ftol=1e-12, xtol=1e-12, gtol=1e-12, max_nfev=20000)
+        result = least_squares(
+            lambda t: problem.residuals(t[None, :])[0][0],
+            inside,
+            jac=lambda t: problem.residuals(t[None, :])[1][0].T,
+            bounds=(problem.lower, problem.upper),
+            method="trf",
+            x_scale="jac",
+            ftol=1e-12,
+            xtol=1e-12,
+            gtol=1e-12,
+            max_nfev=20000,
+        )
         if np.isfinite(result.cost) and (best is None or result.cost < best.cost):
             best = result
     if best is None:
@@ -154,13 +169,22 @@ def fit_step2(loss, acc, chance: float, *, what: str = "step 2") -> Step2Fit:
     residual = problem.residuals(theta[None, :])[0][0]
     span = problem.upper - problem.lower
     at_bound = [
-        PARAMS[i] for i in range(N_PARAMS)
+        PARAMS[i]
+        for i in range(N_PARAMS)
         if min(theta[i] - problem.lower[i], problem.upper[i] - theta[i]) <= BOUND_TOLERANCE * max(span[i], 1.0)
     ]
     return Step2Fit(
-        a=float(theta[0]), k=float(theta[1]), L0=float(theta[2]), b=float(theta[3]), chance=chance,
-        sse=float(residual @ residual), rmse=float(np.sqrt(np.mean(residual[:-1] ** 2))), n_points=len(problem.x) - 1,
-        n_starts=len(starts), converged=bool(best.status > 0), at_bound=at_bound,
+        a=float(theta[0]),
+        k=float(theta[1]),
+        L0=float(theta[2]),
+        b=float(theta[3]),
+        chance=chance,
+        sse=float(residual @ residual),
+        rmse=float(np.sqrt(np.mean(residual[:-1] ** 2))),
+        n_points=len(problem.x) - 1,
+        n_starts=len(starts),
+        converged=bool(best.status > 0),
+        at_bound=at_bound,
     )
 
 
@@ -171,8 +195,23 @@ def refit_step2(problem: Step2Problem, weights: np.ndarray, theta: np.ndarray) -
     returns the refitted parameters [B, 4].
     """
     residual, jacobian = problem.residuals(theta[None, :])
-    starts = batched.newton_starts(np.repeat(residual, len(weights), axis=0), jacobian[0], weights, theta,
-                                   problem.lower, problem.upper, huber=False)
-    refitted, _ = batched.solve(lambda t, rows: problem.residuals(t), starts, weights, problem.lower, problem.upper,
-                                huber=False, max_iter=REFIT_ITERATIONS, rtol=1e-6)
+    starts = batched.newton_starts(
+        np.repeat(residual, len(weights), axis=0),
+        jacobian[0],
+        weights,
+        theta,
+        problem.lower,
+        problem.upper,
+        huber=False,
+    )
+    refitted, _ = batched.solve(
+        lambda t, rows: problem.residuals(t),
+        starts,
+        weights,
+        problem.lower,
+        problem.upper,
+        huber=False,
+        max_iter=REFIT_ITERATIONS,
+        rtol=1e-6,
+    )
     return refitted

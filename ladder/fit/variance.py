@@ -11,8 +11,18 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-VARIANCE_COLUMNS = ("task", "run", "role", "checkpoints", "loss_sd", "loss_rel_sd", "loss_step_change",
-                    "acc_sd", "acc_rel_sd", "acc_step_change")
+VARIANCE_COLUMNS = (
+    "task",
+    "run",
+    "role",
+    "checkpoints",
+    "loss_sd",
+    "loss_rel_sd",
+    "loss_step_change",
+    "acc_sd",
+    "acc_rel_sd",
+    "acc_step_change",
+)
 
 
 def _spread(values: np.ndarray) -> tuple[float, float, float]:

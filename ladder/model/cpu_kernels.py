@@ -17,7 +17,7 @@ pass over memory. These functions compute the same values and gradients in fewer
 Each function's docstring gives its equations. `use_cpu_kernels` decides where they run: on
 CUDA and under torch.compile the composed torch ops (`F.rms_norm`, complex RoPE, `F.silu`)
 are fused by the kernels or by inductor instead, and the Decoder takes those.
-tests/test_model.py checks the functions against autograd, values and gradients.
+tests/model/test_model_decoder.py checks the functions against autograd, values and gradients.
 """
 
 from __future__ import annotations

@@ -22,22 +22,33 @@ def nominal_level_note(rows: pd.DataFrame, level: float) -> str:
     and the kappa these errors give with its leave-one-cut-out coverage."""
     held = rows[rows["held_out"]]
     lines = []
-    for column, what in (("in_acc_interval", "accuracies (bootstrap)"), ("in_acc_interval_kappa", "accuracies (kappa)"),
-                         ("in_loss_interval", "losses (bootstrap)")):
+    for column, what in (
+        ("in_acc_interval", "accuracies (bootstrap)"),
+        ("in_acc_interval_kappa", "accuracies (kappa)"),
+        ("in_loss_interval", "losses (bootstrap)"),
+    ):
         covered = held[column].dropna()
         if not covered.empty:
-            lines.append(f"{covered.mean():.0%} of {len(covered)} held-out {what} fell inside their "
-                         f"{100 * level:g}% intervals")
+            lines.append(
+                f"{covered.mean():.0%} of {len(covered)} held-out {what} fell inside their {100 * level:g}% intervals"
+            )
     check = kappa_check(rows, level)
     if lines and pd.notna(check["kappa"]):
         loco = check["loco_in_acc_interval_kappa"]
-        lines.append(f"kappa from these errors: {check['kappa']:.2f} points per unit of extrapolation (--kappa); "
-                     + (f"leave-one-cut-out, {loco:.0%} of {check['loco_predictions']} held-out accuracies fell inside "
-                        f"their {100 * level:g}% kappa intervals" if pd.notna(loco) else "one cut: no leave-one-cut-out check"))
+        lines.append(
+            f"kappa from these errors: {check['kappa']:.2f} points per unit of extrapolation (--kappa); "
+            + (
+                f"leave-one-cut-out, {loco:.0%} of {check['loco_predictions']} held-out accuracies fell inside "
+                f"their {100 * level:g}% kappa intervals"
+                if pd.notna(loco)
+                else "one cut: no leave-one-cut-out check"
+            )
+        )
     if not lines:
         return "no intervals (--bootstrap 0): errors only"
-    lines.append("(the predictions of one fit share its errors: read these as rough checks, not as counts of "
-                 "independent trials)")
+    lines.append(
+        "(the predictions of one fit share its errors: read these as rough checks, not as counts of independent trials)"
+    )
     return "\n".join(lines)
 
 
@@ -66,8 +77,7 @@ def format_backtest(rows: pd.DataFrame, level: float) -> str:
         nominal_level_note(rows, level),
     ]
     if len(targets):
-        parts.append(f"the table's targets ({', '.join(map(str, targets))}) were predicted by every cut too: "
-                     "see --out")
+        parts.append(f"the table's targets ({', '.join(map(str, targets))}) were predicted by every cut too: see --out")
     return "\n".join(parts)
 
 
@@ -79,9 +89,11 @@ def format_comparison(rows: pd.DataFrame, level: float) -> str:
             frame[column] = frame[column].map(lambda share: "" if pd.isna(share) else f"{share:.0%}")
         elif column != "held-out":
             frame[column] = frame[column].map(lambda value: "" if pd.isna(value) else f"{value:.2f}")
-    return "\n".join([
-        f"== held-out ladder runs by step-1 method (errors in accuracy points; inside the {100 * level:g}% bootstrap "
-        "and kappa intervals; kappa from each method's own errors and its leave-one-cut-out coverage; targets: "
-        "the table's targets predicted from the largest cut)",
-        frame.to_string(),
-    ])
+    return "\n".join(
+        [
+            f"== held-out ladder runs by step-1 method (errors in accuracy points; inside the {100 * level:g}% bootstrap "
+            "and kappa intervals; kappa from each method's own errors and its leave-one-cut-out coverage; targets: "
+            "the table's targets predicted from the largest cut)",
+            frame.to_string(),
+        ]
+    )

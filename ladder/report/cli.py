@@ -36,47 +36,77 @@ def _add_selection(parser: argparse.ArgumentParser, methods: tuple[str, ...] | N
     from ladder.fit.methods import DEFAULT_METHOD, METHODS
 
     group = parser.add_argument_group("selection and fitting")
-    group.add_argument("--method", choices=methods or METHODS, default=DEFAULT_METHOD,
-                       help=f"step-1 method (default {DEFAULT_METHOD}; paper: the paper's fit, for reproduction)")
-    group.add_argument("--kappa", type=float, default=DEFAULT_KAPPA,
-                       help=f"accuracy points of error per unit of extrapolation for the kappa intervals (default "
-                            f"{DEFAULT_KAPPA:g}, measured by `ladder backtest` on the paper's ladder)")
-    group.add_argument("--early-target", action="store_true",
-                       help="also predict each target shifted by the offset of its own checkpoints with D <= 10%% "
-                            "of its budget (extra columns, beside the plain prediction)")
+    group.add_argument(
+        "--method",
+        choices=methods or METHODS,
+        default=DEFAULT_METHOD,
+        help=f"step-1 method (default {DEFAULT_METHOD}; paper: the paper's fit, for reproduction)",
+    )
+    group.add_argument(
+        "--kappa",
+        type=float,
+        default=DEFAULT_KAPPA,
+        help=f"accuracy points of error per unit of extrapolation for the kappa intervals (default "
+        f"{DEFAULT_KAPPA:g}, measured by `ladder backtest` on the paper's ladder)",
+    )
+    group.add_argument(
+        "--early-target",
+        action="store_true",
+        help="also predict each target shifted by the offset of its own checkpoints with D <= 10%% "
+        "of its budget (extra columns, beside the plain prediction)",
+    )
     group.add_argument("--sizes", type=_names, help="ladder sizes to use, e.g. 190M,370M,760M,1B (default: all)")
     group.add_argument("--multipliers", type=_numbers, help="token multipliers to use, e.g. 1,2,5,10 (default: all)")
     group.add_argument("--tasks", type=_names, help="tasks to fit (default: every task in the table)")
     group.add_argument("--reruns", action="store_true", help="also use runs marked as reruns")
-    group.add_argument("--chance", type=float, help="chance accuracy of tasks that have no `chance` column and are "
-                                                    "not the paper's (default 0.25)")
+    group.add_argument(
+        "--chance",
+        type=float,
+        help="chance accuracy of tasks that have no `chance` column and are not the paper's (default 0.25)",
+    )
     group.add_argument("--bootstrap", type=int, default=1000, help="bootstrap replicates for intervals (0: none)")
     group.add_argument("--level", type=float, default=0.9, help="interval coverage (default 0.9)")
     group.add_argument("--seed", type=int, default=0, help="bootstrap seed")
     group.add_argument("--last-n", type=int, default=5, help="checkpoints averaged per run for step 1 (default 5)")
-    group.add_argument("--skip", type=float, default=0.1, help="share of each run's first checkpoints left out of step 2")
+    group.add_argument(
+        "--skip", type=float, default=0.1, help="share of each run's first checkpoints left out of step 2"
+    )
     group.add_argument("--window", type=int, default=5, help="step 2 trailing moving-average window (default 5)")
     group.add_argument("--delta", type=float, default=1e-3, help="step 1 Huber threshold on log residuals")
-    group.add_argument("--workers", type=int, help="processes sharing the bootstrap's refits (default: one per "
-                                                   "CPU core available)")
+    group.add_argument(
+        "--workers", type=int, help="processes sharing the bootstrap's refits (default: one per CPU core available)"
+    )
 
 
 def _options(args: argparse.Namespace):
     from ladder.fit.pipeline import FitOptions
 
     return FitOptions(
-        sizes=args.sizes, multipliers=args.multipliers, tasks=args.tasks, include_reruns=args.reruns,
-        chance=args.chance, last_n=args.last_n, skip_fraction=args.skip, window=args.window, delta=args.delta,
-        bootstrap=args.bootstrap, level=args.level, seed=args.seed, method=args.method, kappa=args.kappa,
-        early_target=args.early_target, **({} if args.workers is None else {"workers": args.workers}),
+        sizes=args.sizes,
+        multipliers=args.multipliers,
+        tasks=args.tasks,
+        include_reruns=args.reruns,
+        chance=args.chance,
+        last_n=args.last_n,
+        skip_fraction=args.skip,
+        window=args.window,
+        delta=args.delta,
+        bootstrap=args.bootstrap,
+        level=args.level,
+        seed=args.seed,
+        method=args.method,
+        kappa=args.kappa,
+        early_target=args.early_target,
+        **({} if args.workers is None else {"workers": args.workers}),
     )
 
 
 def fit_main(argv: list[str]) -> int:
     parser = ArgumentParser(prog="ladder fit", description="Two-stage fit of a results table; predicts its targets.")
     parser.add_argument("table", help="results table (.csv or .parquet)")
-    parser.add_argument("--out", required=True, help="output folder: predictions.csv, params.csv, variance.csv, "
-                                                     "report.md, PNG plots")
+    parser.add_argument(
+        "--out", required=True, help="output folder: predictions.csv, params.csv, variance.csv, report.md, PNG plots"
+    )
     parser.add_argument("--overwrite", action="store_true", help="replace results already in --out")
     parser.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     _add_selection(parser)
@@ -134,10 +164,17 @@ def _write_csv_out(frame, out: str | None) -> None:
 
 
 def predict_main(argv: list[str]) -> int:
-    parser = ArgumentParser(prog="ladder predict", description="Fit a results table and predict targets not trained yet.")
+    parser = ArgumentParser(
+        prog="ladder predict", description="Fit a results table and predict targets not trained yet."
+    )
     parser.add_argument("table", help="results table (.csv or .parquet)")
-    parser.add_argument("--target", action="append", required=True, metavar="NAME:N:D",
-                        help="a model to predict (repeatable), e.g. 7B-4T:6887575552:3945065873408")
+    parser.add_argument(
+        "--target",
+        action="append",
+        required=True,
+        metavar="NAME:N:D",
+        help="a model to predict (repeatable), e.g. 7B-4T:6887575552:3945065873408",
+    )
     parser.add_argument("--out", help="also write the predictions to this CSV file")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     _add_selection(parser)
@@ -156,8 +193,11 @@ def predict_main(argv: list[str]) -> int:
     smallest = table.loc[table["run"].isin(fit.ladder_runs), "N"].min()
     for name, n, _ in targets:
         if n < smallest:
-            print(f"ladder predict: warning: target {name} (N={n:.3g}) is smaller than the ladder's smallest run "
-                  f"(N={smallest:.3g}): its prediction extrapolates below the fitted data", file=sys.stderr)
+            print(
+                f"ladder predict: warning: target {name} (N={n:.3g}) is smaller than the ladder's smallest run "
+                f"(N={smallest:.3g}): its prediction extrapolates below the fitted data",
+                file=sys.stderr,
+            )
     predictions = pd.concat([fit.predict(n, d, name) for name, n, d in targets], ignore_index=True)
     print(format_predictions(predictions))
     _write_csv_out(predictions, args.out)
@@ -165,12 +205,18 @@ def predict_main(argv: list[str]) -> int:
 
 
 def backtest_main(argv: list[str]) -> int:
-    parser = ArgumentParser(prog="ladder backtest",
-                            description="Fit the smaller sizes of a ladder, predict its larger ones: how well the "
-                                        "method extrapolates on this ladder and how often its intervals hold.")
+    parser = ArgumentParser(
+        prog="ladder backtest",
+        description="Fit the smaller sizes of a ladder, predict its larger ones: how well the "
+        "method extrapolates on this ladder and how often its intervals hold.",
+    )
     parser.add_argument("table", help="results table (.csv or .parquet)")
-    parser.add_argument("--min-sizes", type=int, default=3,
-                        help="fewest sizes a backtest fit uses (default 3); every larger count is a cut")
+    parser.add_argument(
+        "--min-sizes",
+        type=int,
+        default=3,
+        help="fewest sizes a backtest fit uses (default 3); every larger count is a cut",
+    )
     parser.add_argument("--out", help="also write every prediction to this CSV file")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     from ladder.fit.methods import METHODS

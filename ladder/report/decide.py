@@ -110,9 +110,15 @@ def grid_yaml(name: str, grid, targets, gpu: str, mfu: float, note: str) -> str:
     when a preset has their N (within 1%); the others are named in a comment."""
     from ladder.sizes import PRESETS, get_shape, paper_params
 
-    lines = [f"# Chosen by `ladder design`: {note}", "defaults:", "  - grid_schema", "", f"name: {name}",
-             f"sizes: [{', '.join(size.label for size in grid.sizes)}]",
-             f"multipliers: [{', '.join(f'{m:g}' for m in grid.multipliers)}]"]
+    lines = [
+        f"# Chosen by `ladder design`: {note}",
+        "defaults:",
+        "  - grid_schema",
+        "",
+        f"name: {name}",
+        f"sizes: [{', '.join(size.label for size in grid.sizes)}]",
+        f"multipliers: [{', '.join(f'{m:g}' for m in grid.multipliers)}]",
+    ]
     entries, skipped = [], []
     for target in targets:
         preset = next((p for p in PRESETS if abs(paper_params(get_shape(p)) / target.N - 1) < 0.01), None)
@@ -133,17 +139,35 @@ def plot_design(result, path: Path) -> None:
     figure = _figure(7.0, 4.5)
     axis = figure.add_subplot()
     inside = grids["within_budget"]
-    axis.scatter(100 * grids.loc[inside, "share"], grids.loc[inside, "expected_abs_err"], s=14, color="tab:blue",
-                 alpha=0.6, label="candidate grid")
+    axis.scatter(
+        100 * grids.loc[inside, "share"],
+        grids.loc[inside, "expected_abs_err"],
+        s=14,
+        color="tab:blue",
+        alpha=0.6,
+        label="candidate grid",
+    )
     if (~inside).any():
-        axis.scatter(100 * grids.loc[~inside, "share"], grids.loc[~inside, "expected_abs_err"], s=14, color="0.7",
-                     label="over budget")
+        axis.scatter(
+            100 * grids.loc[~inside, "share"],
+            grids.loc[~inside, "expected_abs_err"],
+            s=14,
+            color="0.7",
+            label="over budget",
+        )
     front = grids[grids["pareto"]].sort_values("flops")
     axis.plot(100 * front["share"], front["expected_abs_err"], "-o", color="tab:orange", ms=4, label="Pareto front")
     chosen = grids[grids["chosen"]]
     for row in chosen.itertuples():
-        axis.scatter([100 * row.share], [row.expected_abs_err], s=120, facecolors="none", edgecolors="red", lw=2,
-                     label=f"chosen: {row.grid}")
+        axis.scatter(
+            [100 * row.share],
+            [row.expected_abs_err],
+            s=120,
+            facecolors="none",
+            edgecolors="red",
+            lw=2,
+            label=f"chosen: {row.grid}",
+        )
     axis.set_xscale("log")
     axis.set_xlabel("ladder compute, % of the targets' (6ND)")
     axis.set_ylabel("expected |error| at the target (points)")
@@ -156,13 +180,17 @@ def format_design(result, top: int = 12) -> str:
     grids = result.grids
     front = grids[grids["pareto"] & grids["within_budget"]].sort_values("flops")
     shown = front.assign(
-        share=lambda f: f["share"].map(lambda v: f"{100 * v:.2f}%"), flops=lambda f: f["flops"].map("{:.3g}".format),
+        share=lambda f: f["share"].map(lambda v: f"{100 * v:.2f}%"),
+        flops=lambda f: f["flops"].map("{:.3g}".format),
         expected_abs_err=lambda f: f["expected_abs_err"].map("{:.2f}".format),
-        p90_abs_err=lambda f: f["p90_abs_err"].map("{:.2f}".format), width=lambda f: f["width"].map("{:.2f}".format),
+        p90_abs_err=lambda f: f["p90_abs_err"].map("{:.2f}".format),
+        width=lambda f: f["width"].map("{:.2f}".format),
         chosen=lambda f: f["chosen"].map({True: "<-", False: ""}),
     )[["sizes", "multipliers", "runs", "flops", "share", "expected_abs_err", "p90_abs_err", "width", "chosen"]]
-    heading = (f"== Pareto front: compute vs expected |error| at the target(s), accuracy points, mean over tasks "
-               f"({len(grids)} grids scored, {result.options.sims} simulated ladders each)")
+    heading = (
+        f"== Pareto front: compute vs expected |error| at the target(s), accuracy points, mean over tasks "
+        f"({len(grids)} grids scored, {result.options.sims} simulated ladders each)"
+    )
     lines = [heading, shown.head(top).to_string(index=False)]
     if result.chosen is None:
         lines.append("no grid fits the budget")
@@ -172,39 +200,60 @@ def format_design(result, top: int = 12) -> str:
 
 
 def design_main(argv: list[str]) -> int:
-    parser = ArgumentParser(prog="ladder design",
-                     description="Choose the ladder grid worth its compute: simulate ladders from a prior law and a "
-                                 "noise model, fit each, score every candidate grid by its expected error at the target.")
+    parser = ArgumentParser(
+        prog="ladder design",
+        description="Choose the ladder grid worth its compute: simulate ladders from a prior law and a "
+        "noise model, fit each, score every candidate grid by its expected error at the target.",
+    )
     prior = parser.add_argument_group("prior law and noise (one of)")
     prior.add_argument("--table", help="results table to fit for the prior law and measure the noise of")
     prior.add_argument("--params", help="params.csv of an earlier `ladder fit` (with --variance)")
     prior.add_argument("--variance", help="variance.csv of the same fit")
-    prior.add_argument("--prior-sizes", type=lambda t: [p.strip() for p in t.split(",") if p.strip()],
-                       help="with --table: the sizes fitted for the prior (default: all)")
-    prior.add_argument("--tasks", type=lambda t: [p.strip() for p in t.split(",") if p.strip()],
-                       help="tasks to design for (default: all)")
+    prior.add_argument(
+        "--prior-sizes",
+        type=lambda t: [p.strip() for p in t.split(",") if p.strip()],
+        help="with --table: the sizes fitted for the prior (default: all)",
+    )
+    prior.add_argument(
+        "--tasks",
+        type=lambda t: [p.strip() for p in t.split(",") if p.strip()],
+        help="tasks to design for (default: all)",
+    )
     parser.add_argument("--target", action="append", required=True, metavar="NAME:N:D", help="a model to predict")
     parser.add_argument("--sizes", required=True, help="candidate sizes: presets (190M,370M,...) or LABEL=N")
-    parser.add_argument("--multipliers", required=True, type=_numbers, help="candidate token multipliers, e.g. 0.5,1,2,5,10")
+    parser.add_argument(
+        "--multipliers", required=True, type=_numbers, help="candidate token multipliers, e.g. 0.5,1,2,5,10"
+    )
     parser.add_argument("--min-sizes", type=int, default=3, help="fewest sizes in a grid (default 3)")
     parser.add_argument("--min-multipliers", type=int, default=2, help="fewest multipliers in a grid (default 2)")
-    parser.add_argument("--exhaustive", action="store_true",
-                        help="every subset of the sizes and of the multipliers (default: consecutive runs of each)")
+    parser.add_argument(
+        "--exhaustive",
+        action="store_true",
+        help="every subset of the sizes and of the multipliers (default: consecutive runs of each)",
+    )
     budget = parser.add_argument_group("budget (at most one; none: the cheapest grid within --tolerance of the best)")
     budget.add_argument("--budget-flops", type=float, help="ladder compute (6ND summed)")
     budget.add_argument("--budget-gpu-hours", type=float, help="GPU-hours at --mfu on --gpu")
     budget.add_argument("--budget-share", type=float, help="share of the targets' compute, e.g. 0.02")
     budget.add_argument("--gpu", default="H100", help="GPU of the GPU-hours and of the written grid (default H100)")
     budget.add_argument("--mfu", type=float, default=0.4, help="model FLOPs utilisation (default 0.4)")
-    budget.add_argument("--tolerance", type=float, default=0.1, help="without a budget: error within this share "
-                                                                     "of the best (default 0.1)")
+    budget.add_argument(
+        "--tolerance",
+        type=float,
+        default=0.1,
+        help="without a budget: error within this share of the best (default 0.1)",
+    )
     sim = parser.add_argument_group("simulation")
     sim.add_argument("--sims", type=int, default=32, help="simulated ladders per grid (default 32)")
     sim.add_argument("--checkpoints", type=int, default=40, help="evaluations per simulated run (default 40)")
     sim.add_argument("--no-law-error", action="store_true", help="simulate checkpoint and seed noise only")
-    sim.add_argument("--coverage", type=int, default=0,
-                     help="also fit this many simulated tables of the chosen grid with the whole pipeline: how often "
-                          "its bootstrap intervals hold the truth (default 0: skip)")
+    sim.add_argument(
+        "--coverage",
+        type=int,
+        default=0,
+        help="also fit this many simulated tables of the chosen grid with the whole pipeline: how often "
+        "its bootstrap intervals hold the truth (default 0: skip)",
+    )
     sim.add_argument("--coverage-bootstrap", type=int, default=200, help="bootstrap replicates of those fits")
     sim.add_argument("--seed", type=int, default=0)
     sim.add_argument("--level", type=float, default=0.9)
@@ -218,8 +267,9 @@ def design_main(argv: list[str]) -> int:
 
     targets = _targets(args.target)
     sizes = design_module.sizes_of([p.strip() for p in args.sizes.split(",") if p.strip()])
-    options = design_module.DesignOptions(sims=args.sims, checkpoints=args.checkpoints, seed=args.seed,
-                                          level=args.level, law_error=not args.no_law_error)
+    options = design_module.DesignOptions(
+        sims=args.sims, checkpoints=args.checkpoints, seed=args.seed, level=args.level, law_error=not args.no_law_error
+    )
     options.check()
     if args.coverage < 0 or args.coverage_bootstrap < 20:
         raise LadderError("--coverage must be >= 0 and --coverage-bootstrap >= 20")
@@ -237,8 +287,13 @@ def design_main(argv: list[str]) -> int:
         if not_presets:
             raise LadderError(f"--name writes a grid of size presets; {', '.join(not_presets)} is not one")
     out_dir = _check_out_dir(args.out, args.overwrite, DESIGN_FILES)
-    candidates = design_module.candidate_grids(sizes, args.multipliers, min_sizes=args.min_sizes,
-                                               min_multipliers=args.min_multipliers, exhaustive=args.exhaustive)
+    candidates = design_module.candidate_grids(
+        sizes,
+        args.multipliers,
+        min_sizes=args.min_sizes,
+        min_multipliers=args.min_multipliers,
+        exhaustive=args.exhaustive,
+    )
 
     started = time.perf_counter()
     if args.table is not None:
@@ -246,8 +301,15 @@ def design_main(argv: list[str]) -> int:
         from ladder.results import read_table
 
         laws, noises = design_module.laws_and_noise_from_table(
-            read_table(args.table), FitOptions(sizes=args.prior_sizes, tasks=args.tasks, last_n=options.last_n,
-                                               skip_fraction=options.skip_fraction, window=options.window))
+            read_table(args.table),
+            FitOptions(
+                sizes=args.prior_sizes,
+                tasks=args.tasks,
+                last_n=options.last_n,
+                skip_fraction=options.skip_fraction,
+                window=options.window,
+            ),
+        )
     else:
         params, variance = _read_csv(args.params), _read_csv(args.variance)
         if args.tasks is not None:
@@ -262,15 +324,32 @@ def design_main(argv: list[str]) -> int:
     def progress(task: str) -> None:
         print(f"design: {task} scored ({time.perf_counter() - started:.0f} s)", file=sys.stderr, flush=True)
 
-    result = design_module.design(laws, noises, candidates, targets, options=options, budget_flops=budget,
-                                  tolerance=args.tolerance, progress=progress)
+    result = design_module.design(
+        laws,
+        noises,
+        candidates,
+        targets,
+        options=options,
+        budget_flops=budget,
+        tolerance=args.tolerance,
+        progress=progress,
+    )
     coverage = None
     if args.coverage and result.chosen is not None:
-        coverage = design_module.interval_coverage(laws, noises, result.chosen, targets, options,
-                                                   sims=args.coverage, bootstrap=args.coverage_bootstrap,
-                                                   progress=lambda done: print(
-                                                       f"design: coverage, simulated table {done + 1}/{args.coverage} "
-                                                       f"({time.perf_counter() - started:.0f} s)", file=sys.stderr, flush=True))
+        coverage = design_module.interval_coverage(
+            laws,
+            noises,
+            result.chosen,
+            targets,
+            options,
+            sims=args.coverage,
+            bootstrap=args.coverage_bootstrap,
+            progress=lambda done: print(
+                f"design: coverage, simulated table {done + 1}/{args.coverage} ({time.perf_counter() - started:.0f} s)",
+                file=sys.stderr,
+                flush=True,
+            ),
+        )
     writers: dict[str, Callable[[Path], None]] = {
         "design.csv": lambda path: result.grids.to_csv(path, index=False),
         "design_tasks.csv": lambda path: result.tasks.to_csv(path, index=False),
@@ -282,18 +361,24 @@ def design_main(argv: list[str]) -> int:
     written = _write_outputs(out_dir, writers, DESIGN_FILES)
     print(format_design(result))
     if coverage is not None:
-        print(f"bootstrap intervals of the chosen grid ({args.coverage} simulated tables): "
-              f"{coverage['coverage'].mean():.0%} held the truth (level {options.level:g}); "
-              f"median width {coverage['median_width'].median():.2f} points")
+        print(
+            f"bootstrap intervals of the chosen grid ({args.coverage} simulated tables): "
+            f"{coverage['coverage'].mean():.0%} held the truth (level {options.level:g}); "
+            f"median width {coverage['median_width'].median():.2f} points"
+        )
     print(f"wrote {', '.join(path.name for path in written)} to {out_dir} ({time.perf_counter() - started:.0f} s)")
     if yaml_path is not None and result.chosen is not None:
         from ladder.atomic import atomic_path
 
         row = result.grids[result.grids["chosen"]].iloc[0]
-        note = (f"expected |error| {row.expected_abs_err:.2f} points at {', '.join(t.name for t in targets)}, "
-                f"{100 * row.share:.2f}% of their compute")
+        note = (
+            f"expected |error| {row.expected_abs_err:.2f} points at {', '.join(t.name for t in targets)}, "
+            f"{100 * row.share:.2f}% of their compute"
+        )
         with atomic_path(yaml_path) as temporary:
-            temporary.write_text(grid_yaml(args.name, result.chosen, targets, args.gpu, args.mfu, note), encoding="utf-8")
+            temporary.write_text(
+                grid_yaml(args.name, result.chosen, targets, args.gpu, args.mfu, note), encoding="utf-8"
+            )
         print(f"wrote {yaml_path}: `ladder plan ladder={args.name}` sizes it")
     return 0
 
@@ -327,24 +412,35 @@ def _times(value: float) -> str:
 def format_comparison(comparison) -> str:
     a, b = comparison.names
     rows = comparison.rows
-    table = pd.DataFrame({
-        "task": rows["task"], "target": rows["target"],
-        f"{a}": rows["pred_a"].map("{:.2f}".format), f"{b}": rows["pred_b"].map("{:.2f}".format),
-        f"{a}-{b}": rows["diff"].map("{:+.2f}".format),
-        "interval": [_range(lo, hi) for lo, hi in zip(rows["diff_lo"], rows["diff_hi"])],
-        f"P({a}>{b})": rows["p_a_beats_b"].map("{:.2f}".format),
-        "compute x": rows["multiplier"].map(_times),
-        "interval ": [f"[{_times(lo)}, {_times(hi)}]" for lo, hi in zip(rows["multiplier_lo"], rows["multiplier_hi"])],
-        "paired": rows["paired"].map({True: "yes", False: "no"}),
-    })
+    table = pd.DataFrame(
+        {
+            "task": rows["task"],
+            "target": rows["target"],
+            f"{a}": rows["pred_a"].map("{:.2f}".format),
+            f"{b}": rows["pred_b"].map("{:.2f}".format),
+            f"{a}-{b}": rows["diff"].map("{:+.2f}".format),
+            "interval": [_range(lo, hi) for lo, hi in zip(rows["diff_lo"], rows["diff_hi"])],
+            f"P({a}>{b})": rows["p_a_beats_b"].map("{:.2f}".format),
+            "compute x": rows["multiplier"].map(_times),
+            "interval ": [
+                f"[{_times(lo)}, {_times(hi)}]" for lo, hi in zip(rows["multiplier_lo"], rows["multiplier_hi"])
+            ],
+            "paired": rows["paired"].map({True: "yes", False: "no"}),
+        }
+    )
     level = comparison.fits[0].options.level
-    heading = (f"== {a} vs {b} at the target (accuracy points; {100 * level:g}% bootstrap intervals; compute x: how "
-               f"much more compute {b} needs to match {a}'s predicted accuracy)")
+    heading = (
+        f"== {a} vs {b} at the target (accuracy points; {100 * level:g}% bootstrap intervals; compute x: how "
+        f"much more compute {b} needs to match {a}'s predicted accuracy)"
+    )
     lines = [heading, table.to_string(index=False)]
     if not comparison.decisions.empty:
         decisions = comparison.decisions.assign(agreement=lambda f: f["agreement"].map("{:.0%}".format))
-        lines += ["", "== decision accuracy: ranking at each size vs at the largest common size, share of tasks",
-                  decisions[["size", "tasks", "agreement"]].to_string(index=False)]
+        lines += [
+            "",
+            "== decision accuracy: ranking at each size vs at the largest common size, share of tasks",
+            decisions[["size", "tasks", "agreement"]].to_string(index=False),
+        ]
     return "\n".join(lines)
 
 
@@ -361,8 +457,15 @@ def plot_comparison(comparison, path: Path) -> None:
     axis.axvline(0.0, color="0.5", lw=1)
     axis.set_yticks(list(y), [f"{task} @ {target}" for task, target in zip(rows["task"], rows["target"])])
     for i, p in enumerate(rows["p_a_beats_b"]):
-        axis.annotate(f"P={p:.2f}", (1.0, i), xycoords=("axes fraction", "data"), xytext=(4, 0),
-                      textcoords="offset points", va="center", fontsize=8)
+        axis.annotate(
+            f"P={p:.2f}",
+            (1.0, i),
+            xycoords=("axes fraction", "data"),
+            xytext=(4, 0),
+            textcoords="offset points",
+            va="center",
+            fontsize=8,
+        )
     axis.invert_yaxis()
     axis.set_xlabel(f"predicted accuracy {a} - {b} at the target (points)")
     axis.set_title(f"ladder compare: {a} vs {b}")
@@ -370,10 +473,14 @@ def plot_comparison(comparison, path: Path) -> None:
 
 
 def compare_main(argv: list[str]) -> int:
-    parser = ArgumentParser(prog="ladder compare",
-                     description="Does recipe A beat recipe B at the target, and by how much compute? Fits both "
-                                 "ladders; per task the predicted difference, P(A beats B) and the compute multiplier.")
-    parser.add_argument("tables", nargs="+", metavar="TABLE", help="two results tables (A, B), or one with a recipe column")
+    parser = ArgumentParser(
+        prog="ladder compare",
+        description="Does recipe A beat recipe B at the target, and by how much compute? Fits both "
+        "ladders; per task the predicted difference, P(A beats B) and the compute multiplier.",
+    )
+    parser.add_argument(
+        "tables", nargs="+", metavar="TABLE", help="two results tables (A, B), or one with a recipe column"
+    )
     parser.add_argument("--target", action="append", required=True, metavar="NAME:N:D", help="a model to predict")
     parser.add_argument("--recipe-column", default="recipe", help="with one table: the column naming the recipe")
     parser.add_argument("--recipes", help="with one table: the two recipes, A first (default: in table order)")

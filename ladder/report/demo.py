@@ -47,14 +47,22 @@ def demo_markdown(fit: LadderFit, rise: pd.DataFrame, timings: dict[str, float],
     return "\n".join(lines) + "\n#" + fit_report.replace("\n## ", "\n### ")
 
 
-def write_demo_report(fit: LadderFit, out_dir: str | os.PathLike, *, curves: pd.DataFrame, rise: pd.DataFrame,
-                      timings: dict[str, float], cfg) -> list[Path]:
+def write_demo_report(
+    fit: LadderFit,
+    out_dir: str | os.PathLike,
+    *,
+    curves: pd.DataFrame,
+    rise: pd.DataFrame,
+    timings: dict[str, float],
+    cfg,
+) -> list[Path]:
     """Draw loss_curves.png (training loss against tokens, one line per run of `curves`) and write
     the demo's report.md into `out_dir`, beside the fit's outputs. Returns the files written."""
 
     def write(staging: Path) -> None:
-        plot_loss_curves(curves, staging / LOSS_CURVES, x="tokens", y="loss", by="run",
-                         title="training loss (nats/byte)")
+        plot_loss_curves(
+            curves, staging / LOSS_CURVES, x="tokens", y="loss", by="run", title="training loss (nats/byte)"
+        )
         (staging / REPORT_FILE).write_text(demo_markdown(fit, rise, timings, cfg), encoding="utf-8")
 
     return folder.write_folder(out_dir, write)

@@ -56,9 +56,14 @@ def fit_markdown(fit: LadderFit, images: list[Path] | None = None) -> str:
     if len(flagged):
         lines += ["## Flags", ""] + [f"- {row.task}: {row.flags}" for row in flagged.itertuples()] + [""]
     summary = variance_summary(fit.variance)
-    lines += ["## Checkpoint-to-checkpoint variance", "",
-              f"Median over ladder runs of the spread over each run's last {options.variance_window} checkpoints.", "",
-              markdown_table(summary) if not summary.empty else "(none)", ""]
+    lines += [
+        "## Checkpoint-to-checkpoint variance",
+        "",
+        f"Median over ladder runs of the spread over each run's last {options.variance_window} checkpoints.",
+        "",
+        markdown_table(summary) if not summary.empty else "(none)",
+        "",
+    ]
     if images:
         lines += ["## Plots", ""] + [f"![{image.stem}]({image.name})" for image in images] + [""]
     return "\n".join(lines)
@@ -70,8 +75,9 @@ def check_out_dir(out_dir: str | os.PathLike, overwrite: bool) -> Path:
     return folder.check_out_dir(out_dir, OUTPUT_FILES, overwrite)
 
 
-def write_fit_report(fit: LadderFit, out_dir: str | os.PathLike, *, overwrite: bool = False,
-                     plots: bool = True) -> list[Path]:
+def write_fit_report(
+    fit: LadderFit, out_dir: str | os.PathLike, *, overwrite: bool = False, plots: bool = True
+) -> list[Path]:
     """Write predictions.csv, params.csv, variance.csv, report.md and the plots (PNG) into `out_dir`,
     all at once (`folder.write_folder`); a plot of earlier results that this fit does not draw is
     removed. Returns the files written."""

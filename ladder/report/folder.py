@@ -11,8 +11,8 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Callable, Iterable
 
 from ladder.atomic import check_writable_destination, terminate_as_interrupt
 from ladder.errors import LadderError
@@ -30,8 +30,9 @@ def check_out_dir(out_dir: str | os.PathLike, names: Iterable[str], overwrite: b
     return out_dir
 
 
-def write_folder(out_dir: str | os.PathLike, write: Callable[[Path], object], *,
-                 replaces: Iterable[str] = ()) -> list[Path]:
+def write_folder(
+    out_dir: str | os.PathLike, write: Callable[[Path], object], *, replaces: Iterable[str] = ()
+) -> list[Path]:
     """Have `write(folder)` write the files into a temporary folder, then move them into `out_dir`.
 
     Of the files named in `replaces`, those `write` did not write this time are removed from

@@ -63,8 +63,16 @@ def _save(figure: Figure, path: str | os.PathLike) -> Path:
     return path
 
 
-def plot_loss_curves(df: pd.DataFrame, path: str | os.PathLike, x: str = "tokens", y: str = "loss",
-                     by: str = "run", *, title: str | None = None, logx: bool = True) -> Path:
+def plot_loss_curves(
+    df: pd.DataFrame,
+    path: str | os.PathLike,
+    x: str = "tokens",
+    y: str = "loss",
+    by: str = "run",
+    *,
+    title: str | None = None,
+    logx: bool = True,
+) -> Path:
     """One line per `by` group of `y` against `x` (e.g. training loss vs tokens per run)."""
     for column in (x, y, by):
         if column not in df:
@@ -103,11 +111,26 @@ def plot_step1(fit: LadderFit, path: str | os.PathLike) -> Path:
         for target in targets:
             color = "crimson"
             axis.plot(d_grid, task_fit.step1.predict(target.N, d_grid), color=color, lw=1, ls=":")
-            axis.scatter([target.D], [task_fit.step1.predict(target.N, target.D)], color=color, marker="o",
-                         facecolors="none", s=40, label=f"{target.run} predicted", zorder=4)
+            axis.scatter(
+                [target.D],
+                [task_fit.step1.predict(target.N, target.D)],
+                color=color,
+                marker="o",
+                facecolors="none",
+                s=40,
+                label=f"{target.run} predicted",
+                zorder=4,
+            )
             if math.isfinite(target.actual_loss):
-                axis.scatter([target.D], [target.actual_loss], color=color, marker="x", s=40,
-                             label=f"{target.run} actual", zorder=4)
+                axis.scatter(
+                    [target.D],
+                    [target.actual_loss],
+                    color=color,
+                    marker="x",
+                    s=40,
+                    label=f"{target.run} actual",
+                    zorder=4,
+                )
         _log_x(axis)
         _label_task_panel(axis, task_fit.task, "tokens D", "task loss (bpb)")
     return _save(figure, path)
@@ -124,10 +147,18 @@ def plot_step2(fit: LadderFit, path: str | os.PathLike) -> Path:
         unique_sizes = list(dict.fromkeys(sizes))
         for position, size in enumerate(unique_sizes):
             chosen = size_of_point == size
-            axis.scatter(points.loss[chosen], points.acc[chosen], s=4, alpha=0.5, label=size,
-                         color=COLORS(position / max(len(unique_sizes), 1)))
+            axis.scatter(
+                points.loss[chosen],
+                points.acc[chosen],
+                s=4,
+                alpha=0.5,
+                label=size,
+                color=COLORS(position / max(len(unique_sizes), 1)),
+            )
         targets = fit.targets.get(task_fit.task, [])
-        losses = [points.loss.min(), points.loss.max()] + [t.actual_loss for t in targets if math.isfinite(t.actual_loss)]
+        losses = [points.loss.min(), points.loss.max()] + [
+            t.actual_loss for t in targets if math.isfinite(t.actual_loss)
+        ]
         losses += [float(task_fit.step1.predict(t.N, t.D)) for t in targets]
         low, high = min(losses), max(losses)
         grid = np.linspace(low - 0.2 * (high - low), high + 0.05 * (high - low), 200)
@@ -135,11 +166,26 @@ def plot_step2(fit: LadderFit, path: str | os.PathLike) -> Path:
         axis.axhline(task_fit.chance, color="grey", lw=0.8, ls=":")
         for target in targets:
             pred_loss = float(task_fit.step1.predict(target.N, target.D))
-            axis.scatter([pred_loss], [task_fit.step2.predict(pred_loss)], color="crimson", marker="o",
-                         facecolors="none", s=40, label=f"{target.run} predicted", zorder=4)
+            axis.scatter(
+                [pred_loss],
+                [task_fit.step2.predict(pred_loss)],
+                color="crimson",
+                marker="o",
+                facecolors="none",
+                s=40,
+                label=f"{target.run} predicted",
+                zorder=4,
+            )
             if math.isfinite(target.actual_acc):
-                axis.scatter([target.actual_loss], [target.actual_acc], color="crimson", marker="x", s=40,
-                             label=f"{target.run} actual", zorder=4)
+                axis.scatter(
+                    [target.actual_loss],
+                    [target.actual_acc],
+                    color="crimson",
+                    marker="x",
+                    s=40,
+                    label=f"{target.run} actual",
+                    zorder=4,
+                )
         _label_task_panel(axis, task_fit.task, "task loss (bpb)", "accuracy")
     return _save(figure, path)
 
@@ -153,11 +199,20 @@ def plot_pred_vs_actual(fit: LadderFit, path: str | os.PathLike) -> Path:
     for position, (target, group) in enumerate(rows.groupby("target")):
         errors = np.vstack([group["pred_acc"] - group["pred_acc_lo"], group["pred_acc_hi"] - group["pred_acc"]])
         errors = np.where(np.isfinite(errors), np.maximum(errors, 0), 0)
-        axis.errorbar(group["actual_acc"], group["pred_acc"], yerr=errors, fmt=markers[position % len(markers)],
-                      ms=5, capsize=2, lw=0.8, label=str(target))
+        axis.errorbar(
+            group["actual_acc"],
+            group["pred_acc"],
+            yerr=errors,
+            fmt=markers[position % len(markers)],
+            ms=5,
+            capsize=2,
+            lw=0.8,
+            label=str(target),
+        )
         for _, row in group.iterrows():
-            axis.annotate(row["task"], (row["actual_acc"], row["pred_acc"]), fontsize=6, xytext=(3, 3),
-                          textcoords="offset points")
+            axis.annotate(
+                row["task"], (row["actual_acc"], row["pred_acc"]), fontsize=6, xytext=(3, 3), textcoords="offset points"
+            )
     values = pd.concat([rows["actual_acc"], rows["pred_acc"]]) if len(rows) else pd.Series([0.0, 1.0])
     low, high = float(values.min()) - 0.05, float(values.max()) + 0.05
     axis.plot([low, high], [low, high], color="grey", lw=0.8, ls="--")

@@ -19,32 +19,38 @@ def _number(value, digits: int = 4) -> str:
     if isinstance(value, (float, np.floating)):
         if not math.isfinite(value):
             return ""
-        return f"{value:.{digits}g}" if abs(value) >= 1e4 or (value != 0 and abs(value) < 1e-3) else f"{value:.{digits}f}"
+        return (
+            f"{value:.{digits}g}" if abs(value) >= 1e4 or (value != 0 and abs(value) < 1e-3) else f"{value:.{digits}f}"
+        )
     return str(value)
 
 
 def _interval(lows: pd.Series, highs: pd.Series, scale: float, digits: int) -> list[str]:
-    return [f"[{scale * lo:.{digits}f}, {scale * hi:.{digits}f}]" if math.isfinite(lo) and math.isfinite(hi) else ""
-            for lo, hi in zip(lows, highs)]
+    return [
+        f"[{scale * lo:.{digits}f}, {scale * hi:.{digits}f}]" if math.isfinite(lo) and math.isfinite(hi) else ""
+        for lo, hi in zip(lows, highs)
+    ]
 
 
 def predictions_table(predictions: pd.DataFrame) -> pd.DataFrame:
     """The predictions as people read them (printed by `ladder fit` / `predict`, and in report.md):
     task loss in bits per byte with its interval, accuracies and errors in percentage points."""
     signed = lambda v: f"{v:+.2f}" if math.isfinite(v) else ""  # noqa: E731
-    table = pd.DataFrame({
-        "task": predictions["task"],
-        "target": predictions["target"],
-        "pred loss": predictions["pred_loss"].map(lambda v: _number(v, 4)),
-        "loss interval": _interval(predictions["pred_loss_lo"], predictions["pred_loss_hi"], 1.0, 3),
-        "actual loss": predictions["actual_loss"].map(lambda v: _number(v, 4)),
-        "pred acc %": predictions["pred_acc"].map(lambda v: _number(100 * v, 2)),
-        "acc interval %": _interval(predictions["pred_acc_lo_kappa"], predictions["pred_acc_hi_kappa"], 100.0, 1),
-        "bootstrap interval %": _interval(predictions["pred_acc_lo"], predictions["pred_acc_hi"], 100.0, 1),
-        "actual acc %": predictions["actual_acc"].map(lambda v: _number(100 * v, 2)),
-        "abs err": predictions["abs_err"].map(signed),
-        "single-step err": predictions["single_step_abs_err"].map(signed),
-    })
+    table = pd.DataFrame(
+        {
+            "task": predictions["task"],
+            "target": predictions["target"],
+            "pred loss": predictions["pred_loss"].map(lambda v: _number(v, 4)),
+            "loss interval": _interval(predictions["pred_loss_lo"], predictions["pred_loss_hi"], 1.0, 3),
+            "actual loss": predictions["actual_loss"].map(lambda v: _number(v, 4)),
+            "pred acc %": predictions["pred_acc"].map(lambda v: _number(100 * v, 2)),
+            "acc interval %": _interval(predictions["pred_acc_lo_kappa"], predictions["pred_acc_hi_kappa"], 100.0, 1),
+            "bootstrap interval %": _interval(predictions["pred_acc_lo"], predictions["pred_acc_hi"], 100.0, 1),
+            "actual acc %": predictions["actual_acc"].map(lambda v: _number(100 * v, 2)),
+            "abs err": predictions["abs_err"].map(signed),
+            "single-step err": predictions["single_step_abs_err"].map(signed),
+        }
+    )
     if "early_acc" in predictions:  # --early-target: beside the plain prediction, never instead of it
         table["early-target acc %"] = predictions["early_acc"].map(lambda v: _number(100 * v, 2))
         table["early-target err"] = predictions["early_abs_err"].map(signed)

@@ -24,8 +24,9 @@ import argparse
 import math
 import re
 import sys
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import pandas as pd
 
@@ -79,8 +80,10 @@ def order_columns(table: pd.DataFrame) -> pd.DataFrame:
 def table_from_rows(rows: list[dict[str, Any]], source: str) -> pd.DataFrame:
     """Rows -> a validated table; a repeated run x step x task keeps its last row."""
     if not rows:
-        raise LadderError(f"{source}: no evaluation rows (runs write them when trained with tasks, e.g. "
-                          "tasks=cpu or tasks.names=[...]; score a checkpoint later with `ladder eval RUN_DIR tasks=cpu -o`)")
+        raise LadderError(
+            f"{source}: no evaluation rows (runs write them when trained with tasks, e.g. "
+            "tasks=cpu or tasks.names=[...]; score a checkpoint later with `ladder eval RUN_DIR tasks=cpu -o`)"
+        )
     table = pd.DataFrame(rows)
     missing = [column for column in KEY_COLUMNS if column not in table.columns]
     if missing:
@@ -145,7 +148,9 @@ def rung_facts_from_wandb_config(config: dict[str, Any]) -> dict[str, Any]:
     return {"role": config.get("role", "ladder"), "N": rung.n_params, "size": rung.size, "multiplier": multiplier}
 
 
-def rows_from_wandb_history(name: str, config: dict[str, Any], history: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+def rows_from_wandb_history(
+    name: str, config: dict[str, Any], history: Iterable[dict[str, Any]]
+) -> list[dict[str, Any]]:
     """One wandb run's full history -> results-table rows (one per logged step x task)."""
     facts = rung_facts_from_wandb_config(config)
     rows = []
@@ -179,7 +184,9 @@ def collect_wandb(path: str) -> pd.DataFrame:
     try:
         runs = list(wandb.Api().runs(path))
     except Exception as error:  # wandb raises its own types for auth, network and missing projects
-        raise LadderError(f"wandb project {path}: {str(error).splitlines()[0] if str(error) else type(error).__name__}") from None
+        raise LadderError(
+            f"wandb project {path}: {str(error).splitlines()[0] if str(error) else type(error).__name__}"
+        ) from None
     rows: list[dict[str, Any]] = []
     skipped: list[str] = []
     resized: list[str] = []
@@ -195,8 +202,11 @@ def collect_wandb(path: str) -> pd.DataFrame:
     if skipped:
         print(f"ladder collect: skipped wandb runs: {'; '.join(skipped)}", file=sys.stderr)
     if resized:
-        print(f"ladder collect: wandb runs without `{RUNG_RECORD_KEY}` (logged by an older ladder), N sized again "
-              f"from their config: {', '.join(resized)}", file=sys.stderr)
+        print(
+            f"ladder collect: wandb runs without `{RUNG_RECORD_KEY}` (logged by an older ladder), N sized again "
+            f"from their config: {', '.join(resized)}",
+            file=sys.stderr,
+        )
     return table_from_rows(rows, source=f"wandb project {path}")
 
 
@@ -206,7 +216,9 @@ def collect_main(argv: list[str]) -> int:
     )
     parser.add_argument("roots", nargs="*", type=Path, help="sweep roots or run directories")
     parser.add_argument("-o", "--output", required=True, type=Path, help="table to write (.csv or .parquet)")
-    parser.add_argument("--wandb", metavar="ENTITY/PROJECT", action="append", default=[], help="also read this wandb project")
+    parser.add_argument(
+        "--wandb", metavar="ENTITY/PROJECT", action="append", default=[], help="also read this wandb project"
+    )
     parser.add_argument("--overwrite", action="store_true", help="replace an existing table")
     args = parser.parse_args(argv)
     if not args.roots and not args.wandb:
@@ -222,5 +234,7 @@ def collect_main(argv: list[str]) -> int:
     table = tables[0] if len(tables) == 1 else validate_table(order_columns(pd.concat(tables, ignore_index=True)))
     write_table(table, args.output, overwrite=args.overwrite)
     runs = table["run"].nunique()
-    print(f"{args.output}: {len(table)} rows, {runs} runs, {table['task'].nunique()} tasks, {table['step'].nunique()} steps")
+    print(
+        f"{args.output}: {len(table)} rows, {runs} runs, {table['task'].nunique()} tasks, {table['step'].nunique()} steps"
+    )
     return 0

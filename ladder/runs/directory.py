@@ -23,8 +23,9 @@ import logging
 import os
 import socket
 import time
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any
 
 import yaml
 
@@ -48,12 +49,37 @@ TORN_TAIL_BYTES = 1 << 20  # an evaluation row is far shorter: a torn one ends w
 
 # Keys that may change between sessions of one run without changing what it computes.
 RESUMABLE_CHANGES = (
-    "train.max_steps", "train.log_interval", "train.eval_interval", "train.evals", "train.checkpoint_interval",
-    "train.compile", "train.micro_batch_size", "train.threads", "train.val_tokens", "train.spike_factor", "train.gpu",
-    "train.checkpoint_minutes", "train.timeout_min", "train.startup_timeout_min", "train.lock",
-    "train.parallel", "train.fsdp_shard_size", "train.activation_checkpointing", "train.compile_backend",
-    "train.gpu_memory_gb", "train.keep_checkpoints", "train.async_checkpoint",
-    "tasks.", "wandb.", "device", "run_dir", "run_name", "extra.", "ladder.", "rung", "data.prepared_root",
+    "train.max_steps",
+    "train.log_interval",
+    "train.eval_interval",
+    "train.evals",
+    "train.checkpoint_interval",
+    "train.compile",
+    "train.micro_batch_size",
+    "train.threads",
+    "train.val_tokens",
+    "train.spike_factor",
+    "train.gpu",
+    "train.checkpoint_minutes",
+    "train.timeout_min",
+    "train.startup_timeout_min",
+    "train.lock",
+    "train.parallel",
+    "train.fsdp_shard_size",
+    "train.activation_checkpointing",
+    "train.compile_backend",
+    "train.gpu_memory_gb",
+    "train.keep_checkpoints",
+    "train.async_checkpoint",
+    "tasks.",
+    "wandb.",
+    "device",
+    "run_dir",
+    "run_name",
+    "extra.",
+    "ladder.",
+    "rung",
+    "data.prepared_root",
 )
 
 
@@ -229,7 +255,9 @@ class RunDir:
             except LockHeld as error:
                 holder = read_json(self.path / RUNNING) or {}
                 who = f"process {holder.get('pid')} on {holder.get('host')}" if holder else "another process"
-                raise RunBusy(f"{self.path} is being trained by {who}; wait for it or stop it first ({error})") from None
+                raise RunBusy(
+                    f"{self.path} is being trained by {who}; wait for it or stop it first ({error})"
+                ) from None
             held.callback(lambda: made_lock and not self.has_config() and (self.path / LOCK).unlink(missing_ok=True))
             record = {"host": socket.gethostname(), "pid": os.getpid(), "started": time.time()}
             write_text_atomic(self.path / RUNNING, json.dumps(record) + "\n")
@@ -255,8 +283,10 @@ def checkpoints(checkpoint_dir: Path) -> list[Path]:
     """The whole step checkpoints of a checkpoint/ folder, oldest first."""
     if not checkpoint_dir.is_dir():
         return []
-    return sorted((p for p in checkpoint_dir.iterdir() if p.name.startswith(STEP_PREFIX) and is_checkpoint(p)),
-                  key=lambda p: p.name)
+    return sorted(
+        (p for p in checkpoint_dir.iterdir() if p.name.startswith(STEP_PREFIX) and is_checkpoint(p)),
+        key=lambda p: p.name,
+    )
 
 
 def latest_checkpoint(checkpoint_dir: Path) -> Path | None:
@@ -273,7 +303,9 @@ def find_checkpoint(path: str | os.PathLike) -> Path:
     for folder in (path / CHECKPOINT_DIR, path):
         sharded = latest_checkpoint(folder)
         exported = folder / EXPORT
-        if exported.is_file() and (sharded is None or exported.stat().st_mtime >= (sharded / CHECKPOINT_MARKERS[0]).stat().st_mtime):
+        if exported.is_file() and (
+            sharded is None or exported.stat().st_mtime >= (sharded / CHECKPOINT_MARKERS[0]).stat().st_mtime
+        ):
             return exported
         if sharded is not None:
             return sharded

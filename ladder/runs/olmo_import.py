@@ -83,24 +83,49 @@ def _task_metrics(frame: pd.DataFrame, source: Path) -> dict[str, tuple[np.ndarr
     return metrics
 
 
-def _tidy(frame: pd.DataFrame, source: Path, *, run: str, role: str, size: str, multiplier: float | None,
-          rerun: bool, steps: np.ndarray, tokens: np.ndarray, flops: np.ndarray | None) -> pd.DataFrame:
+def _tidy(
+    frame: pd.DataFrame,
+    source: Path,
+    *,
+    run: str,
+    role: str,
+    size: str,
+    multiplier: float | None,
+    rerun: bool,
+    steps: np.ndarray,
+    tokens: np.ndarray,
+    flops: np.ndarray | None,
+) -> pd.DataFrame:
     parts = []
     for task, (bpb, acc) in _task_metrics(frame, source).items():
-        parts.append(pd.DataFrame({
-            "run": run, "role": role, "N": PAPER_N[size], "D": tokens, "step": steps,
-            "task": task, "loss": bpb, "acc": acc, "size": size,
-            "multiplier": np.nan if multiplier is None else multiplier,
-            "flops": np.nan if flops is None else flops, "rerun": rerun,
-        }))
+        parts.append(
+            pd.DataFrame(
+                {
+                    "run": run,
+                    "role": role,
+                    "N": PAPER_N[size],
+                    "D": tokens,
+                    "step": steps,
+                    "task": task,
+                    "loss": bpb,
+                    "acc": acc,
+                    "size": size,
+                    "multiplier": np.nan if multiplier is None else multiplier,
+                    "flops": np.nan if flops is None else flops,
+                    "rerun": rerun,
+                }
+            )
+        )
     table = pd.concat(parts, ignore_index=True)
     # Exports contain checkpoints whose evaluation was not logged (no result) and step-0
     # evaluations (D = 0, outside any power law in D): both are left out.
     table = table[np.isfinite(table["loss"]) & (table["D"] > 0)]
     bad_steps = ~np.isfinite(table["step"].to_numpy(dtype=float))
     if bad_steps.any():
-        raise LadderError(f"{source}: an evaluated checkpoint has no step (empty or non-numeric _step, "
-                          f"row {int(table.index[bad_steps][0]) % len(frame) + 2})")
+        raise LadderError(
+            f"{source}: an evaluated checkpoint has no step (empty or non-numeric _step, "
+            f"row {int(table.index[bad_steps][0]) % len(frame) + 2})"
+        )
     return table.astype({"step": np.int64})
 
 
@@ -123,9 +148,18 @@ def _ladder_run(path: Path, match: re.Match) -> pd.DataFrame:
     rerun = match["rerun"] is not None
     run = f"{size}-{multiplier:g}xC" + ("-rerun" if rerun else "")
     flops = _column(frame, "throughput/total_training_Gflops", path) * 1e9
-    return _tidy(frame, path, run=run, role="ladder", size=size, multiplier=multiplier, rerun=rerun,
-                 steps=_column(frame, "_step", path), tokens=_column(frame, "throughput/total_tokens", path),
-                 flops=flops)
+    return _tidy(
+        frame,
+        path,
+        run=run,
+        role="ladder",
+        size=size,
+        multiplier=multiplier,
+        rerun=rerun,
+        steps=_column(frame, "_step", path),
+        tokens=_column(frame, "throughput/total_tokens", path),
+        flops=flops,
+    )
 
 
 def _target_run(path: Path, target: TargetFile) -> pd.DataFrame:
@@ -138,8 +172,18 @@ def _target_run(path: Path, target: TargetFile) -> pd.DataFrame:
         # The 13B export has no throughput columns: D = step x batch tokens.
         steps = _column(frame, "_step", path)
         tokens = steps * batch
-    return _tidy(frame, path, run=target.run, role="target", size=target.size, multiplier=None, rerun=False,
-                 steps=steps, tokens=tokens, flops=None)
+    return _tidy(
+        frame,
+        path,
+        run=target.run,
+        role="target",
+        size=target.size,
+        multiplier=None,
+        rerun=False,
+        steps=steps,
+        tokens=tokens,
+        flops=None,
+    )
 
 
 def import_olmo(directory: str | os.PathLike) -> pd.DataFrame:
@@ -172,6 +216,8 @@ def import_olmo_main(argv: list[str]) -> int:
     table = import_olmo(args.directory)
     path = write_table(table, args.output, overwrite=args.overwrite)
     runs = table.groupby("role")["run"].nunique()
-    print(f"wrote {len(table)} rows to {path}: {runs.get('ladder', 0)} ladder runs, {runs.get('target', 0)} targets, "
-          f"tasks {', '.join(dict.fromkeys(table['task']))}")
+    print(
+        f"wrote {len(table)} rows to {path}: {runs.get('ladder', 0)} ladder runs, {runs.get('target', 0)} targets, "
+        f"tasks {', '.join(dict.fromkeys(table['task']))}"
+    )
     return 0

@@ -68,7 +68,7 @@ def sweep_rungs(root: Path) -> list[str]:
         return []
     rungs = (read_sweep_file(root) or {}).get("rungs")
     if not isinstance(rungs, list) or not all(isinstance(name, str) and name for name in rungs):
-        raise LadderError(f"{root / SWEEP_FILE}: not a sweep file (expected {{\"rungs\": [names...]}}); was it edited?")
+        raise LadderError(f'{root / SWEEP_FILE}: not a sweep file (expected {{"rungs": [names...]}}); was it edited?')
     return list(rungs)
 
 

@@ -16,9 +16,10 @@ requeue (`checkpoint` below makes the job requeueable on timeout too), and write
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
@@ -67,8 +68,9 @@ class RungJob:
 def detached_cluster(launcher: str) -> str:
     """'local' or 'slurm' for a `hydra/launcher=` choice; a LadderError for any other."""
     if launcher not in CLUSTERS:
-        raise LadderError(f"--detach submits through submitit: add hydra/launcher=local or hydra/launcher=slurm "
-                          f"(got {launcher})")
+        raise LadderError(
+            f"--detach submits through submitit: add hydra/launcher=local or hydra/launcher=slurm (got {launcher})"
+        )
     return CLUSTERS[launcher]
 
 
@@ -76,14 +78,27 @@ def launcher_config(config_overrides: list[str], hydra_overrides: list[str], roo
     """The resolved `hydra.launcher` of the sweep (its submitit folder under `root`)."""
     register_configs()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base=HYDRA_VERSION):
-        cfg = compose(config_name="config", return_hydra_config=True, overrides=[
-            *config_overrides, *hydra_overrides, f"hydra.sweep.dir={root}", "hydra.job.name=sweep",
-        ])
+        cfg = compose(
+            config_name="config",
+            return_hydra_config=True,
+            overrides=[
+                *config_overrides,
+                *hydra_overrides,
+                f"hydra.sweep.dir={root}",
+                "hydra.job.name=sweep",
+            ],
+        )
     return cfg.hydra.launcher
 
 
-def submit_detached(config_overrides: list[str], hydra_overrides: list[str], root: Path, names: list[str],
-                    launcher: str, task: Callable[[DictConfig], Any]) -> str:
+def submit_detached(
+    config_overrides: list[str],
+    hydra_overrides: list[str],
+    root: Path,
+    names: list[str],
+    launcher: str,
+    task: Callable[[DictConfig], Any],
+) -> str:
     """Submit every rung of `names` neither DONE nor queued, each job running `task` on its rung's
     config; a summary for the user."""
     cluster = detached_cluster(launcher)
@@ -102,7 +117,11 @@ def submit_detached(config_overrides: list[str], hydra_overrides: list[str], roo
             record_job(root, name, str(job.job_id), cluster, str(settings.submitit_folder))
             lines.append(f"  {name}: job {job.job_id}")
     summary = f"sweep {root}: submitted {len(todo)} rung{'s' * (len(todo) != 1)}"
-    others = [f"{len(done)} done"] * bool(done) + [f"{len(queued & set(names))} already queued"] * bool(queued & set(names))
+    others = [f"{len(done)} done"] * bool(done) + [f"{len(queued & set(names))} already queued"] * bool(
+        queued & set(names)
+    )
     if others:
         summary += f" ({', '.join(others)})"
-    return "\n".join([summary, *lines, f"follow them with `ladder status {root}`; the same command submits what is missing"])
+    return "\n".join(
+        [summary, *lines, f"follow them with `ladder status {root}`; the same command submits what is missing"]
+    )

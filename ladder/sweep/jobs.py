@@ -43,7 +43,10 @@ def _sacct_states(job_ids: list[str]) -> dict[str, str]:
     try:
         listing = subprocess.run(
             ["sacct", "-X", "-n", "-P", "-o", "JobID,State", "-j", ",".join(job_ids)],
-            capture_output=True, text=True, timeout=SACCT_TIMEOUT_S, check=False,
+            capture_output=True,
+            text=True,
+            timeout=SACCT_TIMEOUT_S,
+            check=False,
         ).stdout
     except subprocess.TimeoutExpired:
         return {}

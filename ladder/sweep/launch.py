@@ -31,9 +31,10 @@ import signal
 import sys
 import threading
 import traceback
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
@@ -97,7 +98,13 @@ def export_distributed_env() -> None:
     if submitit.JobEnvironment().num_tasks > 1:
         # Each task sees all the node's GPUs; the trainer picks cuda:LOCAL_RANK.
         dist = submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
-        log.info("torch.distributed: rank %d of %d, master %s:%d", dist.rank, dist.world_size, dist.master_addr, dist.master_port)
+        log.info(
+            "torch.distributed: rank %d of %d, master %s:%d",
+            dist.rank,
+            dist.world_size,
+            dist.master_addr,
+            dist.master_port,
+        )
 
 
 class PreemptionRelay:
@@ -268,8 +275,11 @@ def summarize(root: Path, names: list[str], max_steps: int | None) -> tuple[str,
         if state.status in ("running", "partial"):
             state.status = "stopped"  # the launcher has returned: no job of this sweep still runs
     failed = [state for state in states if state.status == "failed"]
-    short = [state for state in states if state.status in ("stopped", "pending")
-             and (max_steps is None or (state.step or 0) < max_steps)]
+    short = [
+        state
+        for state in states
+        if state.status in ("stopped", "pending") and (max_steps is None or (state.step or 0) < max_steps)
+    ]
     lines = [f"sweep {root}: " + ", ".join(f"{count} {status}" for status, count in _counts(states).items())]
     for state in states:
         if state.status != "done":
@@ -356,12 +366,16 @@ def sweep_main(argv: list[str]) -> int:
         return 0
     detach = "--detach" in argv
     argv = [arg for arg in argv if arg != "--detach"]
-    config_overrides = [a for a in argv if "=" in a and not a.startswith("-") and not a.lstrip("+~").startswith("hydra")]
+    config_overrides = [
+        a for a in argv if "=" in a and not a.startswith("-") and not a.lstrip("+~").startswith("hydra")
+    ]
     if any(a.split("=", 1)[0].lstrip("+~") == "rung" for a in config_overrides):
         raise LadderError("`ladder sweep` sets rung itself; choose rungs with ladder.only=[...]")
     if any(a.lstrip("+~").startswith("hydra.sweep.") for a in argv):
-        raise LadderError("`ladder sweep` sets hydra.sweep.dir itself (to each rung's run directory): "
-                          "move the sweep with ladder.sweep_root=<path>")
+        raise LadderError(
+            "`ladder sweep` sets hydra.sweep.dir itself (to each rung's run directory): "
+            "move the sweep with ladder.sweep_root=<path>"
+        )
     check_sweep_root(config_overrides)
     check_hydra_choices(argv)
     cfg = compose_config(config_overrides)
@@ -371,7 +385,9 @@ def sweep_main(argv: list[str]) -> int:
     launcher = next((a.split("=", 1)[1] for a in argv if a.lstrip("+~").startswith("hydra/launcher=")), "basic")
     showing_config = any(arg.split("=", 1)[0] in HYDRA_FLAGS for arg in argv)
     if "slurm" in launcher and not showing_config and shutil.which("srun") is None:
-        raise LadderError(f"hydra/launcher={launcher} needs SLURM (no srun on PATH): run it on the cluster's login node")
+        raise LadderError(
+            f"hydra/launcher={launcher} needs SLURM (no srun on PATH): run it on the cluster's login node"
+        )
     root = Path(cfg.ladder.sweep_root).resolve()
     names = [rung.name for rung in rungs]
     if detach and not showing_config:
@@ -394,8 +410,11 @@ def sweep_main(argv: list[str]) -> int:
     if not showing_config:
         check_rungs(cfg, [rung for rung in rungs if rung.name in pending], root)
         if not cfg.tasks.names:  # the fit needs eval rows: say so now, not when `collect` finds none
-            say("ladder sweep: warning: no tasks (tasks.names is empty): the rungs will write no eval rows for "
-                "`ladder collect` and `ladder fit`; add tasks=cpu, tasks=olmes or tasks.names=[...]", error=True)
+            say(
+                "ladder sweep: warning: no tasks (tasks.names is empty): the rungs will write no eval rows for "
+                "`ladder collect` and `ladder fit`; add tasks=cpu, tasks=olmes or tasks.names=[...]",
+                error=True,
+            )
         root.mkdir(parents=True, exist_ok=True)
         write_sweep_file(root, cfg.ladder.name, sweep_file_rungs(root, cfg, names))
     if "local" in launcher:

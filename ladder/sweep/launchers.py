@@ -13,7 +13,8 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from omegaconf import OmegaConf
 
@@ -61,7 +62,9 @@ def submitit_executor(launcher_cfg: Any, cluster: str):
     import submitit
     from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
 
-    params = OmegaConf.to_container(launcher_cfg, resolve=True) if OmegaConf.is_config(launcher_cfg) else dict(launcher_cfg)
+    params = (
+        OmegaConf.to_container(launcher_cfg, resolve=True) if OmegaConf.is_config(launcher_cfg) else dict(launcher_cfg)
+    )
     params.pop("_target_", None)
     folder = params.pop("submitit_folder")
     max_num_timeout = params.pop("max_num_timeout", None)

@@ -32,8 +32,14 @@ PAPER_SHARE_PERCENT = 1.06  # the paper's ladder cost as a share of its 7B-4T an
 # ladder.tasks.load_task. Tokens are estimated at CHARACTERS_PER_TOKEN (English text, a BPE of
 # ~100k tokens). Tasks not listed here (corpus tasks, files) are not counted in the estimate.
 OLMES_TASK_SIZES: dict[str, tuple[int, int]] = {
-    "mmlu": (14042, 2322), "hellaswag": (10042, 2555), "arc_challenge": (1172, 1026), "arc_easy": (2376, 927),
-    "piqa": (1838, 835), "csqa": (1221, 613), "socialiqa": (1954, 917), "openbookqa": (500, 554),
+    "mmlu": (14042, 2322),
+    "hellaswag": (10042, 2555),
+    "arc_challenge": (1172, 1026),
+    "arc_easy": (2376, 927),
+    "piqa": (1838, 835),
+    "csqa": (1221, 613),
+    "socialiqa": (1954, 917),
+    "openbookqa": (500, 554),
 }
 CHARACTERS_PER_TOKEN = 4.0
 
@@ -100,9 +106,7 @@ def peak_flops_of(cfg: DictConfig) -> float:
     gpu = str(cfg.ladder.gpu)
     peak = peak_flops(gpu)
     if peak is None:
-        raise LadderError(
-            f"no peak FLOP/s known for GPU {gpu!r} ({', '.join(PEAK_BF16_FLOPS)}); set ladder.peak_flops"
-        )
+        raise LadderError(f"no peak FLOP/s known for GPU {gpu!r} ({', '.join(PEAK_BF16_FLOPS)}); set ladder.peak_flops")
     return peak
 
 
@@ -132,11 +136,18 @@ def rung_memory_plan(cfg: DictConfig, rung: Rung, world_size: int | None = None)
     if rung.batch_sequences % world:
         raise LadderError(f"rung {rung.name}: global batch {rung.batch_sequences} is not divisible by {world} GPUs")
     return choose_plan(
-        rung.shape, parallel=cfg.train.parallel, world_size=world, per_rank=rung.batch_sequences // world,
-        micro_batch=cfg.train.micro_batch_size, checkpointing=cfg.train.activation_checkpointing,
-        precision="fp32" if cfg.train.precision == "fp32" else "bf16", optimizer=cfg.optim.name,
-        gpu_memory_gb=cfg.train.gpu_memory_gb, shard_size=cfg.train.fsdp_shard_size,
-        what=f"rung {rung.name} on {world} GPU{'s' * (world > 1)}", compiled_loss=cfg.train.compile is not False,
+        rung.shape,
+        parallel=cfg.train.parallel,
+        world_size=world,
+        per_rank=rung.batch_sequences // world,
+        micro_batch=cfg.train.micro_batch_size,
+        checkpointing=cfg.train.activation_checkpointing,
+        precision="fp32" if cfg.train.precision == "fp32" else "bf16",
+        optimizer=cfg.optim.name,
+        gpu_memory_gb=cfg.train.gpu_memory_gb,
+        shard_size=cfg.train.fsdp_shard_size,
+        what=f"rung {rung.name} on {world} GPU{'s' * (world > 1)}",
+        compiled_loss=cfg.train.compile is not False,
     )
 
 
@@ -177,8 +188,16 @@ def make_plan(cfg: DictConfig) -> Plan:
                 memory_error=memory_error,
             )
         )
-    return Plan(grid=cfg.ladder.name, gpu=str(cfg.ladder.gpu), peak_flops=peak, mfu=cfg.ladder.mfu,
-                eval_mfu=cfg.ladder.eval_mfu, rows=rows, gpus=cfg.ladder.gpus, gpu_memory_gb=cfg.train.gpu_memory_gb)
+    return Plan(
+        grid=cfg.ladder.name,
+        gpu=str(cfg.ladder.gpu),
+        peak_flops=peak,
+        mfu=cfg.ladder.mfu,
+        eval_mfu=cfg.ladder.eval_mfu,
+        rows=rows,
+        gpus=cfg.ladder.gpus,
+        gpu_memory_gb=cfg.train.gpu_memory_gb,
+    )
 
 
 def kaplan_loss(non_embedding_n: int) -> float:
@@ -211,8 +230,23 @@ def format_table(header: list[str], rows: list[list[str]]) -> str:
 
 def format_plan(plan: Plan) -> str:
     header = [
-        "rung", "role", "N", "total", "non-emb", "D", "batch", "steps", "peak LR", "warmup",
-        "FLOPs 6ND", "FLOPs +attn", f"{plan.gpu}-h", "eval", "parallel", "micro", "GB/GPU",
+        "rung",
+        "role",
+        "N",
+        "total",
+        "non-emb",
+        "D",
+        "batch",
+        "steps",
+        "peak LR",
+        "warmup",
+        "FLOPs 6ND",
+        "FLOPs +attn",
+        f"{plan.gpu}-h",
+        "eval",
+        "parallel",
+        "micro",
+        "GB/GPU",
     ]
     rows = [
         [
@@ -230,9 +264,16 @@ def format_plan(plan: Plan) -> str:
             f"{row.flops_attention:.3g}",
             hours(row.gpu_hours),
             f"{row.eval_gpu_hours / row.gpu_hours:.1%}",
-            *((row.memory.parallel + (f"+{row.memory.checkpointing} AC" if row.memory.checkpointing != "none" else ""),
-               f"{row.memory.micro_batch}x{row.memory.seq_len}", f"{row.memory.total / GB:.1f}")
-              if row.memory is not None else ("-", "-", "no fit")),
+            *(
+                (
+                    row.memory.parallel
+                    + (f"+{row.memory.checkpointing} AC" if row.memory.checkpointing != "none" else ""),
+                    f"{row.memory.micro_batch}x{row.memory.seq_len}",
+                    f"{row.memory.total / GB:.1f}",
+                )
+                if row.memory is not None
+                else ("-", "-", "no fit")
+            ),
         ]
         for row in plan.rows
     ]
@@ -266,7 +307,9 @@ def format_plan(plan: Plan) -> str:
     for row in plan.rows:
         if row.rung.size not in seen:
             seen.add(row.rung.size)
-            guide_rows.append([row.rung.size, human(row.non_embedding_params), f"{kaplan_loss(row.non_embedding_params):.3f}"])
+            guide_rows.append(
+                [row.rung.size, human(row.non_embedding_params), f"{kaplan_loss(row.non_embedding_params):.3f}"]
+            )
     lines += [
         "",
         "Kaplan et al. (2020) converged-loss guide L(N) = (8.8e13 / N)^0.076 nats/token "

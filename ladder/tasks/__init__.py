@@ -17,8 +17,9 @@ Task names (`load_tasks`):
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from ladder.errors import LadderError
 from ladder.tasks.corpus import CORPUS_TASKS, DEFAULT_QUESTIONS, corpus_task
@@ -30,8 +31,17 @@ from ladder.tasks.task import Question, Task
 OLMES_NAMES = ("mmlu", "basic_skills", *REQUEST_TASKS)
 PAPER_TASKS = ("mmlu", "hellaswag", "arc_challenge", "arc_easy", "piqa", "csqa", "socialiqa", "openbookqa")
 
-__all__ = ["Question", "Task", "TaskScore", "check_task_spec", "evaluate", "load_task", "load_tasks", "known_task_names",
-           "PAPER_TASKS"]
+__all__ = [
+    "Question",
+    "Task",
+    "TaskScore",
+    "check_task_spec",
+    "evaluate",
+    "load_task",
+    "load_tasks",
+    "known_task_names",
+    "PAPER_TASKS",
+]
 
 
 def known_task_names() -> list[str]:

@@ -4,8 +4,9 @@
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextvars import ContextVar
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from typing import Any
 
 
 def longest_first_batches(lengths: Sequence[int], budget: int, sizes: Sequence[int] | None = None) -> list[list[int]]:

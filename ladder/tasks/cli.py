@@ -46,8 +46,10 @@ def check_overrides(overrides: list[str]) -> None:
         raise LadderError(f"expected key=value overrides after the checkpoint, got {bad[0]!r}")
     unused = [o for o in overrides if o.split("=", 1)[0].lstrip("+~").split(".")[0].split("/")[0] not in EVAL_KEYS]
     if unused:
-        raise LadderError(f"ladder eval takes tasks.*, tasks=<list> and device overrides, not {unused[0]!r} "
-                          "(the model, data and training are the checkpoint's)")
+        raise LadderError(
+            f"ladder eval takes tasks.*, tasks=<list> and device overrides, not {unused[0]!r} "
+            "(the model, data and training are the checkpoint's)"
+        )
 
 
 def eval_config(run_cfg: DictConfig, overrides: list[str]) -> DictConfig:
@@ -72,9 +74,9 @@ def eval_config(run_cfg: DictConfig, overrides: list[str]) -> DictConfig:
 def score_checkpoint(checkpoint: str, overrides: list[str]) -> list[EvalRow]:
     """Results-table rows (one per task) for the checkpoint under `checkpoint`."""
     from ladder.data import load_tokenizer, prepare_corpus
+    from ladder.runs.directory import find_checkpoint, run_dir_of_checkpoint
     from ladder.sizes import flops_per_token
     from ladder.tasks import evaluate, load_tasks
-    from ladder.runs.directory import find_checkpoint, run_dir_of_checkpoint
     from ladder.train.checkpoint import checkpoint_position, load_model
 
     check_overrides(overrides)
@@ -113,7 +115,9 @@ def score_checkpoint(checkpoint: str, overrides: list[str]) -> list[EvalRow]:
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="ladder eval", description=__doc__.split("\n\n")[1])
     parser.add_argument("checkpoint", help="checkpoint .pt file or run directory")
-    parser.add_argument("overrides", nargs="*", help="tasks.names=[arc_easy,...], tasks=cpu, tasks.max_questions=N, device=cuda")
+    parser.add_argument(
+        "overrides", nargs="*", help="tasks.names=[arc_easy,...], tasks=cpu, tasks.max_questions=N, device=cuda"
+    )
     parser.add_argument("-o", "--output", help="write the rows as a results table (.csv or .parquet)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --output")
     from ladder.hydra_app import split_show_config

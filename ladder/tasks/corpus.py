@@ -21,7 +21,7 @@ import bisect
 import random
 import re
 from collections import defaultdict
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 from ladder.errors import LadderError
 from ladder.tasks.task import Question, Task, check_question

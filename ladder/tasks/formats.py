@@ -12,8 +12,9 @@ from __future__ import annotations
 import csv
 import io
 import re
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from ladder.errors import LadderError
 from ladder.jsonl import json_objects
@@ -80,8 +81,12 @@ def load_arc(path: str | Path, name: str | None = None) -> Task:
             texts = [choice["text"] for choice in record["question"]["choices"]]
             gold = labels.index(record["answerKey"])
         except (KeyError, TypeError, ValueError):
-            raise LadderError(f"{where}: not an ARC question (id, question.stem, question.choices, answerKey)") from None
-        question = Question(f"Question: {stem}\nAnswer:", tuple(" " + t for t in texts), gold, str(record.get("id", number)))
+            raise LadderError(
+                f"{where}: not an ARC question (id, question.stem, question.choices, answerKey)"
+            ) from None
+        question = Question(
+            f"Question: {stem}\nAnswer:", tuple(" " + t for t in texts), gold, str(record.get("id", number))
+        )
         check_question(question, where)
         questions.append(question)
     return _finish(name or path.stem.lower().replace("-", "_"), path, questions)
@@ -127,7 +132,10 @@ def load_piqa(path: str | Path, name: str | None = None) -> Task:
             raise LadderError(f"{where}: no label for this line in {labels_path.name}")
         try:
             question = Question(
-                f"Question: {record['goal']}\nAnswer:", (" " + record["sol1"], " " + record["sol2"]), int(labels[index]), str(index)
+                f"Question: {record['goal']}\nAnswer:",
+                (" " + record["sol1"], " " + record["sol2"]),
+                int(labels[index]),
+                str(index),
             )
         except (KeyError, TypeError, ValueError):
             raise LadderError(f"{where}: not a PIQA item (goal, sol1, sol2) or a bad label") from None

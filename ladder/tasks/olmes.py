@@ -48,29 +48,69 @@ REQUEST_TASKS: dict[str, tuple[str, str, str]] = {
 # paper's (see ../shared/data/olmo-ladder/README.md), for bpb and accuracy alike.
 MMLU_CATEGORIES: dict[str, tuple[str, ...]] = {
     "stem": (
-        "abstract_algebra", "astronomy", "college_biology", "college_chemistry",
-        "college_computer_science", "college_mathematics", "college_physics", "computer_security",
-        "conceptual_physics", "electrical_engineering", "elementary_mathematics",
-        "high_school_biology", "high_school_chemistry", "high_school_computer_science",
-        "high_school_mathematics", "high_school_physics", "high_school_statistics",
+        "abstract_algebra",
+        "astronomy",
+        "college_biology",
+        "college_chemistry",
+        "college_computer_science",
+        "college_mathematics",
+        "college_physics",
+        "computer_security",
+        "conceptual_physics",
+        "electrical_engineering",
+        "elementary_mathematics",
+        "high_school_biology",
+        "high_school_chemistry",
+        "high_school_computer_science",
+        "high_school_mathematics",
+        "high_school_physics",
+        "high_school_statistics",
         "machine_learning",
     ),
     "humanities": (
-        "formal_logic", "high_school_european_history", "high_school_us_history",
-        "high_school_world_history", "international_law", "jurisprudence", "logical_fallacies",
-        "moral_disputes", "moral_scenarios", "philosophy", "prehistory", "professional_law",
+        "formal_logic",
+        "high_school_european_history",
+        "high_school_us_history",
+        "high_school_world_history",
+        "international_law",
+        "jurisprudence",
+        "logical_fallacies",
+        "moral_disputes",
+        "moral_scenarios",
+        "philosophy",
+        "prehistory",
+        "professional_law",
         "world_religions",
     ),
     "social_sciences": (
-        "econometrics", "high_school_geography", "high_school_government_and_politics",
-        "high_school_macroeconomics", "high_school_microeconomics", "high_school_psychology",
-        "human_sexuality", "professional_psychology", "public_relations", "security_studies",
-        "sociology", "us_foreign_policy",
+        "econometrics",
+        "high_school_geography",
+        "high_school_government_and_politics",
+        "high_school_macroeconomics",
+        "high_school_microeconomics",
+        "high_school_psychology",
+        "human_sexuality",
+        "professional_psychology",
+        "public_relations",
+        "security_studies",
+        "sociology",
+        "us_foreign_policy",
     ),
     "other": (
-        "anatomy", "business_ethics", "clinical_knowledge", "college_medicine", "global_facts",
-        "human_aging", "management", "marketing", "medical_genetics", "miscellaneous",
-        "nutrition", "professional_accounting", "professional_medicine", "virology",
+        "anatomy",
+        "business_ethics",
+        "clinical_knowledge",
+        "college_medicine",
+        "global_facts",
+        "human_aging",
+        "management",
+        "marketing",
+        "medical_genetics",
+        "miscellaneous",
+        "nutrition",
+        "professional_accounting",
+        "professional_medicine",
+        "virology",
     ),
 }
 MMLU_WEIGHTS = {"stem": 0.215, "humanities": 0.335, "social_sciences": 0.219, "other": 0.231}
@@ -149,7 +189,9 @@ def load_olmes_task(name: str) -> Task:
             for part in parts
             for q in part.questions
         ]
-        return Task(name="basic_skills", questions=questions, primary_metric="acc", source="; ".join(p.source for p in parts))
+        return Task(
+            name="basic_skills", questions=questions, primary_metric="acc", source="; ".join(p.source for p in parts)
+        )
     folder, variant, metric = REQUEST_TASKS[name]
     directory = package_root() / "oe_eval_tasks" / folder / variant
     for filename in ("requests.jsonl.gz", "requests.jsonl"):

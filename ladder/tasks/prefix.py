@@ -6,7 +6,7 @@ tokens and answers of a few, this removes most of the work (about 3x on ARC with
 
 The model does the work (`Decoder.forward_context` and `Decoder.forward_continuation`, see
 `ladder.model.context_cache` for the layout); this module packs questions into those batches and
-sums the log-probabilities of each choice's tokens. `tests/tasks/test_prefix.py` checks that it
+sums the log-probabilities of each choice's tokens. `tests/tasks/test_tasks_prefix.py` checks that it
 gives the log-probabilities of a full forward.
 
 Truncation: the context is cut once per question, to leave room for its longest answer, so when
@@ -18,7 +18,7 @@ result is the same.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch

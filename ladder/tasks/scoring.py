@@ -20,8 +20,9 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
-from typing import Any, Protocol, Sequence
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -117,7 +118,9 @@ def check_request(context: Sequence[int], continuation: Sequence[int], seq_len: 
     if not context:
         raise LadderError("a task context tokenizes to nothing; the first answer token would have no prediction")
     if len(continuation) > seq_len:
-        raise LadderError(f"an answer of {len(continuation)} tokens is longer than the model's context ({seq_len} tokens)")
+        raise LadderError(
+            f"an answer of {len(continuation)} tokens is longer than the model's context ({seq_len} tokens)"
+        )
     if not continuation:
         raise LadderError("a task answer tokenizes to nothing")
 
@@ -195,8 +198,9 @@ def evaluate(
         if not task.questions:
             raise LadderError(f"task {task.name} has no questions")
     seq_len = model_seq_len(model, seq_len)
-    per_question = score_questions(model, tokenizer, tasks, device=device, batch_size=batch_size,
-                                   seq_len=seq_len, progress=progress)
+    per_question = score_questions(
+        model, tokenizer, tasks, device=device, batch_size=batch_size, seq_len=seq_len, progress=progress
+    )
     return summarize(tasks, per_question, seq_len)
 
 
@@ -276,15 +280,20 @@ def score_questions(
 
     return [
         [
-            None if kind == "skip"
-            else question_metrics(q, shared_logliks[where] if kind == "shared" else pair_logliks[where], task.primary_metric)
+            None
+            if kind == "skip"
+            else question_metrics(
+                q, shared_logliks[where] if kind == "shared" else pair_logliks[where], task.primary_metric
+            )
             for q, (kind, where) in zip(task.questions, task_layout)
         ]
         for task, task_layout in zip(tasks, layout)
     ]
 
 
-def summarize(tasks: Sequence[Task], per_question: Sequence[Sequence[QuestionMetrics]], seq_len: int) -> dict[str, TaskScore]:
+def summarize(
+    tasks: Sequence[Task], per_question: Sequence[Sequence[QuestionMetrics]], seq_len: int
+) -> dict[str, TaskScore]:
     """name -> TaskScore from `score_questions`'s output (questions that could not be scored are
     left out, with a warning; a task none of whose questions could be scored is an error)."""
     scores: dict[str, TaskScore] = {}
@@ -292,9 +301,16 @@ def summarize(tasks: Sequence[Task], per_question: Sequence[Sequence[QuestionMet
         kept = [(q, m) for q, m in zip(task.questions, metrics) if m is not None]
         too_long = len(task.questions) - len(kept)
         if not kept:
-            raise LadderError(f"task {task.name}: every question has an answer longer than the model's context ({seq_len} tokens)")
+            raise LadderError(
+                f"task {task.name}: every question has an answer longer than the model's context ({seq_len} tokens)"
+            )
         if too_long:
-            log.warning("task %s: %d of %d questions skipped (an answer longer than the model's %d tokens)",
-                        task.name, too_long, len(task.questions), seq_len)
+            log.warning(
+                "task %s: %d of %d questions skipped (an answer longer than the model's %d tokens)",
+                task.name,
+                too_long,
+                len(task.questions),
+                seq_len,
+            )
         scores[task.name] = aggregate(replace(task, questions=[q for q, _ in kept]), [m for _, m in kept])
     return scores

@@ -63,7 +63,7 @@ class Task:
             return float("nan")
         return sum(1.0 / len(q.choices) for q in self.questions) / len(self.questions)
 
-    def subsample(self, max_questions: int | None, seed: int = 0) -> "Task":
+    def subsample(self, max_questions: int | None, seed: int = 0) -> Task:
         """At most `max_questions` questions, drawn without replacement with a fixed seed (order kept)."""
         if max_questions is None or max_questions >= len(self.questions):
             return self
@@ -98,4 +98,3 @@ def answer_text(continuation: str) -> str:
     OLMES continuations always start with a space, which the paper's code drops).
     """
     return continuation[1:] if continuation.startswith(" ") else continuation
-

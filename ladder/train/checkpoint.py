@@ -44,7 +44,14 @@ from omegaconf import DictConfig, OmegaConf
 from ladder.atomic import atomic_path, write_text_atomic
 from ladder.errors import LadderError
 from ladder.model import Decoder, decoder_from_config
-from ladder.runs.directory import CHECKPOINT_MARKERS, EXPORT, TEMPORARY_PREFIX, checkpoints, find_checkpoint, is_checkpoint
+from ladder.runs.directory import (
+    CHECKPOINT_MARKERS,
+    EXPORT,
+    TEMPORARY_PREFIX,
+    checkpoints,
+    find_checkpoint,
+    is_checkpoint,
+)
 from ladder.sizes import ModelShape
 
 DCP_METADATA, TRAINER_STATE = CHECKPOINT_MARKERS  # the file names ladder.runs.directory checks for
@@ -82,8 +89,9 @@ class CheckpointWriter:
         if self.asynchronous:
             if self.distributed and self._group is None:
                 self._group = dist.new_group(backend="gloo")
-            future = dcp.async_save(tensors, checkpoint_id=temporary, process_group=self._group,
-                                    no_dist=not self.distributed)
+            future = dcp.async_save(
+                tensors, checkpoint_id=temporary, process_group=self._group, no_dist=not self.distributed
+            )
             self._pending = (future, temporary, final)
             self._prune_after = prune
             return final
@@ -138,8 +146,15 @@ def python_rng_state() -> list:
     return [version, list(internal), gauss]
 
 
-def load_into(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, *, rank: int,
-              device: torch.device, distributed: bool) -> dict[str, Any]:
+def load_into(
+    path: Path,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    *,
+    rank: int,
+    device: torch.device,
+    distributed: bool,
+) -> dict[str, Any]:
     """Restore model, optimizer and RNG from checkpoint `path` (every rank calls it); returns the trainer state."""
     from torch.distributed.checkpoint.state_dict import set_state_dict
 
@@ -148,7 +163,9 @@ def load_into(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimiz
     saved = set(_metadata(path).state_dict_metadata)
     own = rng_tensors(rank, device)
     fallback = rng_tensors(0, torch.device("cpu"))
-    rng = {key: value for key, value in own.items() if key in saved} or {k: v for k, v in fallback.items() if k in saved}
+    rng = {key: value for key, value in own.items() if key in saved} or {
+        k: v for k, v in fallback.items() if k in saved
+    }
     dcp.load({**state, **rng}, checkpoint_id=path, no_dist=not distributed)
     set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optimizer"])
     for key, value in rng.items():
@@ -241,8 +258,14 @@ def export_checkpoint(path: str | os.PathLike, out: Path | None = None) -> Path:
     model, cfg = load_model(found)
     step, tokens = checkpoint_position(found)
     target = out or (found.parent / EXPORT if found.is_dir() else found.with_name(EXPORT))
-    save_checkpoint(target, {
-        "model": model.state_dict(), "config": OmegaConf.to_container(cfg, resolve=True),
-        "shape": shape_to_dict(model.shape), "step": step, "tokens": tokens,
-    })
+    save_checkpoint(
+        target,
+        {
+            "model": model.state_dict(),
+            "config": OmegaConf.to_container(cfg, resolve=True),
+            "shape": shape_to_dict(model.shape),
+            "step": step,
+            "tokens": tokens,
+        },
+    )
     return target

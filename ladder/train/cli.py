@@ -27,8 +27,11 @@ def main(argv: list[str]) -> int:
     if outcome.signal is not None:
         # A script tells an interrupted run from a finished one by the exit code, as for any command.
         if is_rank_zero():
-            print(f"ladder train: stopped by {signal.Signals(outcome.signal).name} after checkpointing; "
-                  "the same command resumes", file=sys.stderr)
+            print(
+                f"ladder train: stopped by {signal.Signals(outcome.signal).name} after checkpointing; "
+                "the same command resumes",
+                file=sys.stderr,
+            )
         return 128 + outcome.signal
     return 0
 

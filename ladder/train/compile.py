@@ -9,12 +9,12 @@ the blocks have one code path and same-shaped inputs, so compile time does not g
 The loss is compiled apart, on the logits: the upcast to fp32, log-sum-exp and (optional) z-loss
 fuse into one pass instead of materialising [tokens, vocab] fp32 copies. A step of fixed shapes
 compiles once: no graph break inside a block, no recompilation per micro-batch
-(tests/train/test_compile.py counts both).
+(tests/train/test_train_parallel.py counts both).
 """
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F

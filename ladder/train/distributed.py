@@ -23,9 +23,9 @@ import logging
 import os
 import sys
 import traceback
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Callable, Iterator
 
 import torch
 import torch.distributed as dist
@@ -113,7 +113,9 @@ def setup(device_name: str, startup_timeout_min: float = 30.0) -> DistContext:
     context = DistContext(rank=rank, local_rank=local_rank, world_size=world_size, device=device)
     if world_size > 1 and not dist.is_initialized():
         dist.init_process_group(
-            backend="nccl" if device.type == "cuda" else "gloo", rank=rank, world_size=world_size,
+            backend="nccl" if device.type == "cuda" else "gloo",
+            rank=rank,
+            world_size=world_size,
             timeout=timedelta(minutes=startup_timeout_min),
         )
         # One group for the life of the process: a sweep under torchrun trains rung after rung in
@@ -148,8 +150,12 @@ def failure_record(context: DistContext, step: int, error: BaseException) -> dic
     """What FAILED says: the step, the error (prefixed with the rank when there are several) and
     the traceback."""
     where = f"rank {context.rank}: " if context.distributed else ""
-    return {"step": step, "rank": context.rank, "error": f"{where}{type(error).__name__}: {error}",
-            "traceback": traceback.format_exc()}
+    return {
+        "step": step,
+        "rank": context.rank,
+        "error": f"{where}{type(error).__name__}: {error}",
+        "traceback": traceback.format_exc(),
+    }
 
 
 @contextlib.contextmanager

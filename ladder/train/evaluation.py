@@ -17,8 +17,9 @@ checkpoint scores the full set (`tasks.max_questions`, all by default), as `ladd
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import Callable, ContextManager
 
 import torch
 import torch.nn.functional as F
@@ -42,7 +43,7 @@ def validation_bpb(
     max_tokens: int,
     bytes_per_token: float,
     device: torch.device,
-    autocast: Callable[[], ContextManager],
+    autocast: Callable[[], AbstractContextManager],
     ctx: DistContext,
     shard: bool = True,
 ) -> float:
@@ -95,8 +96,15 @@ class TaskEvaluator:
         return sum(len(task.questions) for task in (self.full if final else self.in_loop))
 
     def __call__(
-        self, model: torch.nn.Module, *, step: int, tokens: int, row_fields: dict, final: bool,
-        autocast: Callable[[], ContextManager], stop: Callable[[], bool],
+        self,
+        model: torch.nn.Module,
+        *,
+        step: int,
+        tokens: int,
+        row_fields: dict,
+        final: bool,
+        autocast: Callable[[], AbstractContextManager],
+        stop: Callable[[], bool],
     ) -> dict[str, float] | None:
         """Score every task not yet scored at `step` (a resumed run does not duplicate rows): the
         wandb metrics on rank 0 ({} on the others), or None when `stop()` became true on any rank
@@ -107,8 +115,9 @@ class TaskEvaluator:
         from ladder.tasks.scoring import model_seq_len, score_questions, summarize
 
         ctx = self.ctx
-        done = ctx.gather({row["task"] for row in read_eval_rows(self.run_dir) if row.get("step") == step}
-                          if ctx.is_main else None)[0]
+        done = ctx.gather(
+            {row["task"] for row in read_eval_rows(self.run_dir) if row.get("step") == step} if ctx.is_main else None
+        )[0]
         tasks = [task for task in (self.full if final else self.in_loop) if task.name not in done]
         if not tasks:
             return {}
@@ -118,8 +127,9 @@ class TaskEvaluator:
         stopped, mine = False, None
         try:
             with autocast(), stop_when(stop):
-                mine = score_questions(model, self.tokenizer, shards, device=ctx.device,
-                                       batch_size=self.batch_size, seq_len=seq_len)
+                mine = score_questions(
+                    model, self.tokenizer, shards, device=ctx.device, batch_size=self.batch_size, seq_len=seq_len
+                )
         except ScoringStopped:
             stopped = True
         if ctx.any(stopped):
@@ -134,13 +144,13 @@ class TaskEvaluator:
         if not ctx.is_main:
             return {}
         rows = [
-            EvalRow(step=step, D=float(tokens), task=name, loss=score.loss, acc=score.acc, extra=score.extra(), **row_fields)
+            EvalRow(
+                step=step, D=float(tokens), task=name, loss=score.loss, acc=score.acc, extra=score.extra(), **row_fields
+            )
             for name, score in scores.items()
         ]
         append_eval_rows(self.run_dir, rows)
         # `<task>/<metric>` keys: what `ladder collect --wandb` reads back from a wandb history.
         return {
-            f"{name}/{metric}": getattr(score, metric)
-            for name, score in scores.items()
-            for metric in WANDB_METRICS
+            f"{name}/{metric}": getattr(score, metric) for name, score in scores.items() for metric in WANDB_METRICS
         }

@@ -23,9 +23,10 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -95,8 +96,14 @@ def check_run(cfg: DictConfig, rung: Rung | None = None) -> Rung:
         # The vocabulary, hence N and the batch, are known before the corpus: check the batch split.
         if cfg.model.vocab_size is not None and cfg.data.tokenizer == "byte" and cfg.model.vocab_size < BYTE_VOCAB:
             raise LadderError(f"model.vocab_size={cfg.model.vocab_size} is smaller than the tokenizer's {BYTE_VOCAB}")
-        sized = rung if cfg.model.vocab_size is not None else rung.for_vocab(padded_vocab(BYTE_VOCAB, cfg.model.vocab_multiple))
-        _batch_split(sized, int(os.environ.get("WORLD_SIZE", "1")), cfg.train.micro_batch_size, torch.device(cfg.device))
+        sized = (
+            rung
+            if cfg.model.vocab_size is not None
+            else rung.for_vocab(padded_vocab(BYTE_VOCAB, cfg.model.vocab_multiple))
+        )
+        _batch_split(
+            sized, int(os.environ.get("WORLD_SIZE", "1")), cfg.train.micro_batch_size, torch.device(cfg.device)
+        )
     if cfg.tasks.names:
         from ladder.tasks import check_task_spec  # only runs that evaluate tasks need the task loaders
 
@@ -168,8 +175,12 @@ def _torch_threads(threads: int | None, device: torch.device) -> Iterator[None]:
             return
         threads, busy = safe_threads(previous)
         if busy:
-            log.warning("the CPU is busy (%s): training with %d thread(s) instead of %d; set train.threads "
-                        "to choose", busy, threads, previous)
+            log.warning(
+                "the CPU is busy (%s): training with %d thread(s) instead of %d; set train.threads to choose",
+                busy,
+                threads,
+                previous,
+            )
     torch.set_num_threads(threads)
     try:
         yield
@@ -232,15 +243,23 @@ def training_precision(cfg: DictConfig, device: torch.device) -> str:
     if precision == "auto":
         precision = "bf16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
     if precision == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
-        raise LadderError(f"train.precision=bf16: {torch.cuda.get_device_name(device)} has no bf16 (use train.precision=fp32)")
+        raise LadderError(
+            f"train.precision=bf16: {torch.cuda.get_device_name(device)} has no bf16 (use train.precision=fp32)"
+        )
     return precision
 
 
 class _Trainer:
     """One training session of one run (a fresh start or a resume)."""
 
-    def __init__(self, cfg: DictConfig, rung: Rung, run_dir: RunDir, ctx: distributed.DistContext,
-                 stop_requested: threading.Event):
+    def __init__(
+        self,
+        cfg: DictConfig,
+        rung: Rung,
+        run_dir: RunDir,
+        ctx: distributed.DistContext,
+        stop_requested: threading.Event,
+    ):
         self.cfg, self.run_dir, self.ctx, self.stop_requested = cfg, run_dir, ctx, stop_requested
         self.device = ctx.device
         self.started = time.perf_counter()
@@ -256,14 +275,18 @@ class _Trainer:
         vocab = self.corpus.tokenizer.vocab_size
         if cfg.model.vocab_size is not None and cfg.model.vocab_size < vocab:
             raise LadderError(f"model.vocab_size={cfg.model.vocab_size} is smaller than the tokenizer's {vocab}")
-        self.rung = rung if cfg.model.vocab_size is not None else rung.for_vocab(padded_vocab(vocab, cfg.model.vocab_multiple))
+        self.rung = (
+            rung if cfg.model.vocab_size is not None else rung.for_vocab(padded_vocab(vocab, cfg.model.vocab_multiple))
+        )
         rung = self.rung
         self.flops_per_token = flops_per_token(rung.shape)  # (6N, 6N + attention)
 
         per_rank, micro = _batch_split(rung, ctx.world_size, cfg.train.micro_batch_size, self.device)
         self.n_micro = per_rank // micro
         self.micro = micro
-        self.loader = TokenLoader(self.corpus.train_path, rung.seq_len, rung.batch_sequences, cfg.seed, ctx.rank, ctx.world_size)
+        self.loader = TokenLoader(
+            self.corpus.train_path, rung.seq_len, rung.batch_sequences, cfg.seed, ctx.rank, ctx.world_size
+        )
         self.batches: Prefetcher | None = None
 
         self.precision = training_precision(cfg, self.device)
@@ -276,7 +299,9 @@ class _Trainer:
         self.parallel = parallel.build_model(cfg, rung.shape, ctx, self.memory_plan, self.precision)
         self.model = self.parallel.model
         if ctx.is_main and self.device.type == "cuda":  # the plan counts GPU memory; a CPU run has none to plan
-            log.info("%s: %s (memory plan per GPU: %s)", rung.name, self.parallel.parallel, self.memory_plan.breakdown())
+            log.info(
+                "%s: %s (memory plan per GPU: %s)", rung.name, self.parallel.parallel, self.memory_plan.breakdown()
+            )
         self.optimizer = build_optimizer(cfg.optim, self.model, rung.peak_lr, self.device)
         self.schedule = Schedule(rung.peak_lr, rung.warmup_steps, rung.steps, cfg.optim.final_lr_ratio)
         self.stability = StabilityMonitor(spike_factor=cfg.train.spike_factor)
@@ -284,21 +309,29 @@ class _Trainer:
         self.elapsed_before = 0.0  # wall seconds of earlier sessions of this run
         self.last_loss: float | None = None
         # --- hook: the loss (ladder.train.compile) ---
-        self.loss_fn = compiled_loss(cfg.train.z_loss, cfg.train.compile_backend, parallel.compile_enabled(cfg, self.device))
+        self.loss_fn = compiled_loss(
+            cfg.train.z_loss, cfg.train.compile_backend, parallel.compile_enabled(cfg, self.device)
+        )
         self.pending: list[torch.Tensor] = []  # [loss, grad norm] of the steps since the last host sync
         self.clipped_since_log = 0
         self.checkpoints = ckpt.CheckpointWriter(
-            run_dir.checkpoint_dir, rank=ctx.rank, distributed=ctx.distributed, keep=cfg.train.keep_checkpoints,
+            run_dir.checkpoint_dir,
+            rank=ctx.rank,
+            distributed=ctx.distributed,
+            keep=cfg.train.keep_checkpoints,
             asynchronous=cfg.train.async_checkpoint,
         )
 
-        self.throughput = Throughput(self.flops_per_token[1], device_peak_flops(self.device, cfg.train.gpu), ctx.world_size)
+        self.throughput = Throughput(
+            self.flops_per_token[1], device_peak_flops(self.device, cfg.train.gpu), ctx.world_size
+        )
         # Every rank evaluates its share; under FSDP every rank runs every forward pass instead
         # (the blocks' all-gathers must match), so nothing is shared out.
         self.shard_evaluation = self.parallel.parallel != "fsdp"
         self.tasks = (
             TaskEvaluator(cfg.tasks, self.corpus, run_dir.path, ctx, shard=self.shard_evaluation)
-            if cfg.tasks.names else None
+            if cfg.tasks.names
+            else None
         )
         self.last_checkpoint = time.monotonic()
         self.pending_record: dict[str, Any] | None = None  # a step's record whose evaluation a stop interrupted
@@ -317,8 +350,12 @@ class _Trainer:
     def trainer_state(self) -> dict[str, Any]:
         """Everything but the tensors: plain data (the checkpoint's trainer.json)."""
         return {
-            "schedule": {"peak_lr": self.schedule.peak_lr, "warmup_steps": self.schedule.warmup_steps,
-                         "total_steps": self.schedule.total_steps, "final_ratio": self.schedule.final_ratio},
+            "schedule": {
+                "peak_lr": self.schedule.peak_lr,
+                "warmup_steps": self.schedule.warmup_steps,
+                "total_steps": self.schedule.total_steps,
+                "final_ratio": self.schedule.final_ratio,
+            },
             "step": self.step,
             "tokens": self.step * self.rung.batch_tokens,
             "data": {"seed": self.cfg.seed, "next_step": self.step},  # the loader is a function of (seed, step)
@@ -338,14 +375,17 @@ class _Trainer:
     def save(self, path: Path | None = None) -> Path:
         """Checkpoint (every rank writes its shards) at this step, or to `path` (a diagnostic one);
         returns the checkpoint, whole on return unless asynchronous."""
-        tensors = ckpt.model_and_optimizer_state(self.model, self.optimizer) | ckpt.rng_tensors(self.ctx.rank, self.device)
+        tensors = ckpt.model_and_optimizer_state(self.model, self.optimizer) | ckpt.rng_tensors(
+            self.ctx.rank, self.device
+        )
         final = path or self.run_dir.step_checkpoint(self.step)
         self.last_checkpoint = time.monotonic()
         return self.checkpoints.save(final, self.trainer_state(), tensors, prune=path is None)
 
     def resume(self, path: Path) -> None:
-        state = ckpt.load_into(path, self.model, self.optimizer, rank=self.ctx.rank, device=self.device,
-                               distributed=self.ctx.distributed)
+        state = ckpt.load_into(
+            path, self.model, self.optimizer, rank=self.ctx.rank, device=self.device, distributed=self.ctx.distributed
+        )
         self.stability.load_state_dict(state["stability"])
         self.step = int(state["step"])
         self.elapsed_before = float(state["elapsed"])
@@ -353,8 +393,15 @@ class _Trainer:
         self.pending_record = state.get("pending_record")
         if self.ctx.is_main:
             self.run_dir.truncate_metrics(self.step)
-        log.info("resumed %s at step %d of %d from %s (written by %d processes, %s)", self.run_dir.path, self.step,
-                 self.rung.steps, path.name, state["world_size"], state["parallel"])
+        log.info(
+            "resumed %s at step %d of %d from %s (written by %d processes, %s)",
+            self.run_dir.path,
+            self.step,
+            self.rung.steps,
+            path.name,
+            state["world_size"],
+            state["parallel"],
+        )
 
     # -- the run ----------------------------------------------------------------------------
 
@@ -432,7 +479,9 @@ class _Trainer:
                 final = self.step + 1 == rung.steps
                 # The step a run stops at (train.max_steps) is evaluated too: a smoke run has eval rows.
                 evaluate = final or self.step + 1 == last_step or (self.step + 1) % eval_interval == 0
-                log_now = final or evaluate or (self.step + 1) % cfg.train.log_interval == 0 or self.step + 1 == last_step
+                log_now = (
+                    final or evaluate or (self.step + 1) % cfg.train.log_interval == 0 or self.step + 1 == last_step
+                )
                 checkpoint = final or self.step + 1 == last_step or (self.step + 1) % cfg.train.checkpoint_interval == 0
                 lr = self.train_step(sync=log_now or checkpoint or self.syncs_at(self.step + 1))
                 self.step += 1
@@ -442,7 +491,9 @@ class _Trainer:
                 bar.update(1)
                 if log_now:
                     grad_norm = self.stability.grad_norms[-1]
-                    record = self.metrics_record(self.last_loss, grad_norm, lr, self.clipped_since_log / steps_since_log)
+                    record = self.metrics_record(
+                        self.last_loss, grad_norm, lr, self.clipped_since_log / steps_since_log
+                    )
                     self.log_record(record, evaluate)
                     self.clipped_since_log, steps_since_log = 0, 0
                 if checkpoint:
@@ -454,8 +505,13 @@ class _Trainer:
         if self.pending_record is not None:  # a stop interrupted the last evaluation: not done yet
             return self.outcome("stopped")
         if self.step < rung.steps:
-            log.info("stopped at train.max_steps=%d (step %d of %d): rerun with a larger train.max_steps, "
-                     "or without it, to train on from the checkpoint", cfg.train.max_steps, self.step, rung.steps)
+            log.info(
+                "stopped at train.max_steps=%d (step %d of %d): rerun with a larger train.max_steps, "
+                "or without it, to train on from the checkpoint",
+                cfg.train.max_steps,
+                self.step,
+                rung.steps,
+            )
             return self.outcome("stopped")
         return self.finish()
 
@@ -508,7 +564,9 @@ class _Trainer:
             self.last_loss = loss
             self.clipped_since_log += int(0 < self.cfg.optim.grad_clip < grad_norm)
             if self.stability.record(step, loss, grad_norm) and self.ctx.is_main:
-                log.warning("loss spike at step %d: %.4f > %.1f x recent median", step, loss, self.cfg.train.spike_factor)
+                log.warning(
+                    "loss spike at step %d: %.4f > %.1f x recent median", step, loss, self.cfg.train.spike_factor
+                )
 
     def nonfinite(self, step: int, loss: float, grad_norm: float) -> None:
         """Save the state that produced the NaN/inf and stop with a clear error. With
@@ -528,9 +586,17 @@ class _Trainer:
         speed = self.throughput.report()
         tokens = self.step * self.rung.batch_tokens
         return {
-            "step": self.step, "tokens": tokens, "loss": loss, "lr": lr, "grad_norm": grad_norm,
-            "clip": clip_fraction, "tokens_per_s": speed["tokens_per_s"], "flops_per_s": speed["flops_per_s"],
-            "mfu": speed["mfu"], "mem": memory_mb(self.device), "flops": self.flops_per_token[0] * tokens,
+            "step": self.step,
+            "tokens": tokens,
+            "loss": loss,
+            "lr": lr,
+            "grad_norm": grad_norm,
+            "clip": clip_fraction,
+            "tokens_per_s": speed["tokens_per_s"],
+            "flops_per_s": speed["flops_per_s"],
+            "mfu": speed["mfu"],
+            "mem": memory_mb(self.device),
+            "flops": self.flops_per_token[0] * tokens,
         }
 
     def log_record(self, record: dict[str, Any], evaluate: bool) -> None:
@@ -557,18 +623,33 @@ class _Trainer:
         with torch.compiler.set_stance("force_eager"), self.whole_root():
             record: dict[str, Any] = {
                 "val_bpb": validation_bpb(
-                    self.model, self.corpus.val_path, seq_len=self.rung.seq_len, batch_size=self.micro,
-                    max_tokens=self.cfg.train.val_tokens, bytes_per_token=self.corpus.val_bytes_per_token,
-                    device=self.device, autocast=self.autocast, ctx=self.ctx, shard=self.shard_evaluation,
+                    self.model,
+                    self.corpus.val_path,
+                    seq_len=self.rung.seq_len,
+                    batch_size=self.micro,
+                    max_tokens=self.cfg.train.val_tokens,
+                    bytes_per_token=self.corpus.val_bytes_per_token,
+                    device=self.device,
+                    autocast=self.autocast,
+                    ctx=self.ctx,
+                    shard=self.shard_evaluation,
                 )
             }
             if self.tasks is not None:
                 tokens = self.step * self.rung.batch_tokens
                 scores = self.tasks(
-                    self.model, step=self.step, tokens=tokens, final=self.step == self.rung.steps,
-                    autocast=self.autocast, stop=self.stop_requested.is_set, row_fields={
-                        "run": self.rung.name, "role": self.rung.role, "N": self.rung.n_params,
-                        "size": self.rung.size, "multiplier": self.rung.multiplier,
+                    self.model,
+                    step=self.step,
+                    tokens=tokens,
+                    final=self.step == self.rung.steps,
+                    autocast=self.autocast,
+                    stop=self.stop_requested.is_set,
+                    row_fields={
+                        "run": self.rung.name,
+                        "role": self.rung.role,
+                        "N": self.rung.n_params,
+                        "size": self.rung.size,
+                        "multiplier": self.rung.multiplier,
                         "flops": self.flops_per_token[0] * tokens,
                     },
                 )
@@ -597,13 +678,21 @@ class _Trainer:
     def finish(self) -> RunOutcome:
         suggested = self.stability.suggested_clip()
         done = {
-            "step": self.step, "tokens": self.step * self.rung.batch_tokens, "loss": self.last_loss,
+            "step": self.step,
+            "tokens": self.step * self.rung.batch_tokens,
+            "loss": self.last_loss,
             "wall_seconds": self.elapsed_before + time.perf_counter() - self.started,
-            "suggested_clip": suggested, "loss_spikes": self.stability.spikes,
+            "suggested_clip": suggested,
+            "loss_spikes": self.stability.spikes,
         }
         if self.ctx.is_main:
             self.run_dir.write_done(done)
-            log.info("done: %d steps, %d tokens, loss %.4f; grad-norm p90 (suggested clip) %s",
-                     self.step, done["tokens"], self.last_loss, f"{suggested:.3g}" if suggested else "n/a")
+            log.info(
+                "done: %d steps, %d tokens, loss %.4f; grad-norm p90 (suggested clip) %s",
+                self.step,
+                done["tokens"],
+                self.last_loss,
+                f"{suggested:.3g}" if suggested else "n/a",
+            )
         self.ctx.barrier()
         return self.outcome("done")

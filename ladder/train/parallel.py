@@ -48,16 +48,29 @@ def resolve_plan(
     checkpointing = train.activation_checkpointing
     if device_type == "cuda":
         return choose_plan(
-            shape, parallel=train.parallel, world_size=world_size, per_rank=per_rank, micro_batch=micro_batch,
-            checkpointing=checkpointing, precision=precision, optimizer=cfg.optim.name,
-            gpu_memory_gb=train.gpu_memory_gb, shard_size=train.fsdp_shard_size,
+            shape,
+            parallel=train.parallel,
+            world_size=world_size,
+            per_rank=per_rank,
+            micro_batch=micro_batch,
+            checkpointing=checkpointing,
+            precision=precision,
+            optimizer=cfg.optim.name,
+            gpu_memory_gb=train.gpu_memory_gb,
+            shard_size=train.fsdp_shard_size,
             what=f"the {shape.name} rung on {world_size} GPU{'s' * (world_size > 1)}",
             compiled_loss=cfg.train.compile is not False,
         )
     parallel = "ddp" if train.parallel == "auto" else train.parallel
     return memory_plan(
-        shape, parallel=parallel, world_size=world_size, micro_batch=micro_batch, checkpointing=checkpointing,
-        precision=precision, optimizer=cfg.optim.name, shard_size=train.fsdp_shard_size,
+        shape,
+        parallel=parallel,
+        world_size=world_size,
+        micro_batch=micro_batch,
+        checkpointing=checkpointing,
+        precision=precision,
+        optimizer=cfg.optim.name,
+        shard_size=train.fsdp_shard_size,
         kernels="composed" if precision == "bf16" else "cpu",
     )
 
@@ -126,7 +139,9 @@ def apply_activation_checkpointing(model: Decoder, mode: str) -> None:
     every = 1 if mode == "full" else 2
     for index, block in enumerate(model.blocks):
         if index % every == every - 1 or mode == "full":
-            model.blocks[index] = checkpoint_wrapper(block, checkpoint_impl=CheckpointImpl.NO_REENTRANT, preserve_rng_state=False)
+            model.blocks[index] = checkpoint_wrapper(
+                block, checkpoint_impl=CheckpointImpl.NO_REENTRANT, preserve_rng_state=False
+            )
 
 
 def device_mesh(ctx: DistContext, shard_size: int | None):
@@ -148,10 +163,13 @@ def shard(model: Decoder, ctx: DistContext, precision: str, shard_size: int | No
     if not torch.distributed.is_initialized():
         raise LadderError("train.parallel=fsdp needs a process group (run under torchrun, even with one process)")
     mesh = device_mesh(ctx, shard_size)
-    policy = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32) if precision == "bf16" else MixedPrecisionPolicy()
+    policy = (
+        MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
+        if precision == "bf16"
+        else MixedPrecisionPolicy()
+    )
     last = len(model.blocks) - 1
     for index, block in enumerate(model.blocks):
         # The last block's parameters are needed at once by backward: keeping them saves an all-gather.
         fully_shard(block, mesh=mesh, mp_policy=policy, reshard_after_forward=index < last)
     fully_shard(model, mesh=mesh, mp_policy=policy)
-

@@ -26,9 +26,8 @@ class StabilityMonitor:
     def record(self, step: int, loss: float, grad_norm: float) -> bool:
         """Record one step; True if its loss is a spike."""
         self.grad_norms.append(grad_norm)
-        spike = (
-            len(self.recent_losses) >= MIN_SPIKE_HISTORY
-            and loss > self.spike_factor * statistics.median(self.recent_losses)
+        spike = len(self.recent_losses) >= MIN_SPIKE_HISTORY and loss > self.spike_factor * statistics.median(
+            self.recent_losses
         )
         if spike:
             self.spikes.append(step)
@@ -43,7 +42,11 @@ class StabilityMonitor:
         return ordered[min(len(ordered) - 1, math.ceil(0.9 * len(ordered)) - 1)]
 
     def state_dict(self) -> dict:
-        return {"grad_norms": list(self.grad_norms), "recent_losses": list(self.recent_losses), "spikes": list(self.spikes)}
+        return {
+            "grad_norms": list(self.grad_norms),
+            "recent_losses": list(self.recent_losses),
+            "spikes": list(self.spikes),
+        }
 
     def load_state_dict(self, state: dict) -> None:
         self.grad_norms = list(state["grad_norms"])

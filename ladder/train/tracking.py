@@ -33,8 +33,15 @@ def wandb_run_id(run_dir: Path, name: str) -> str:
 class Tracker:
     """Logs metric records to wandb, or does nothing when wandb is disabled."""
 
-    def __init__(self, cfg: DictConfig, run_dir: Path, name: str, config: dict[str, Any],
-                 group: str | None = None, tags: tuple[str, ...] = ()):
+    def __init__(
+        self,
+        cfg: DictConfig,
+        run_dir: Path,
+        name: str,
+        config: dict[str, Any],
+        group: str | None = None,
+        tags: tuple[str, ...] = (),
+    ):
         # The config wins; an unset wandb.mode takes $WANDB_MODE (checked here), else offline.
         mode = cfg.wandb.mode or os.environ.get("WANDB_MODE") or "offline"
         if mode not in WANDB_MODES:
@@ -46,9 +53,17 @@ class Tracker:
 
         try:
             self.run = wandb.init(
-                project=cfg.wandb.project, entity=cfg.wandb.entity, name=name, id=wandb_run_id(run_dir, name),
-                resume="allow", mode=mode, dir=str(run_dir), config=config, reinit="create_new",
-                group=group, tags=list(tags) or None,
+                project=cfg.wandb.project,
+                entity=cfg.wandb.entity,
+                name=name,
+                id=wandb_run_id(run_dir, name),
+                resume="allow",
+                mode=mode,
+                dir=str(run_dir),
+                config=config,
+                reinit="create_new",
+                group=group,
+                tags=list(tags) or None,
             )
         except Exception as error:  # wandb's own types: no login, no network, a bad entity or project
             reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__

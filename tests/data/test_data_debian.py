@@ -35,7 +35,11 @@ def test_dictd_numbers():
 
 
 def test_gcide_entries(tmp_path):
-    entries = ["00-database-info\n   about\n", 'Apple \\Ap"ple\\, n.\n   A fruit.\n', 'Zebra \\Ze"bra\\, n.\n   A horse.\n']
+    entries = [
+        "00-database-info\n   about\n",
+        'Apple \\Ap"ple\\, n.\n   A fruit.\n',
+        'Zebra \\Ze"bra\\, n.\n   A horse.\n',
+    ]
     data = "".join(entries).encode()
     with gzip.open(tmp_path / "gcide.dict.dz", "wb") as handle:
         handle.write(data)
@@ -65,13 +69,18 @@ def test_wordnet_synsets(tmp_path):
 
 
 def test_which_files_of_a_package_are_read():
-    paths = [Path(p) for p in (
-        "/usr/share/doc/python3.11/html/_sources/library/json.rst.txt",
-        "/usr/share/doc/python3.11/html/library/json.html",
-        "/usr/share/wordnet/data.noun", "/usr/share/wordnet/index.noun",
-        "/usr/share/dictd/gcide.dict.dz", "/usr/share/dictd/gcide.index",
-        "/usr/share/doc/foo/README.txt",
-    )]
+    paths = [
+        Path(p)
+        for p in (
+            "/usr/share/doc/python3.11/html/_sources/library/json.rst.txt",
+            "/usr/share/doc/python3.11/html/library/json.html",
+            "/usr/share/wordnet/data.noun",
+            "/usr/share/wordnet/index.noun",
+            "/usr/share/dictd/gcide.dict.dz",
+            "/usr/share/dictd/gcide.index",
+            "/usr/share/doc/foo/README.txt",
+        )
+    ]
     assert [(f.path.name, f.kind) for f in package_text_files("python3.11-doc", paths)] == [("json.rst.txt", "page")]
     assert [(f.path.name, f.kind) for f in package_text_files("wordnet-base", paths)] == [("data.noun", "wordnet")]
     assert [(f.path.name, f.kind) for f in package_text_files("dict-gcide", paths)] == [("gcide.dict.dz", "gcide")]

@@ -44,7 +44,8 @@ def test_ranks_and_micro_batches_split_the_global_batch(token_file):
     whole = TokenLoader(token_file, 16, 8, seed=3).batch(5)[0]
     parts = [
         TokenLoader(token_file, 16, 8, seed=3, rank=r, world_size=2).batch(5, micro=m, n_micro=2)[0]
-        for r in range(2) for m in range(2)
+        for r in range(2)
+        for m in range(2)
     ]
     assert all(p.shape == (2, 16) for p in parts)
     assert torch.equal(torch.cat(parts), whole)

@@ -11,6 +11,8 @@ from fit_synthetic import FIVE_SIZES, OLMO_DIR, STEP1, five_size_table, loss_law
 from ladder.errors import LadderError
 from ladder.fit.backtest import backtest, coverage_by_task, summarize
 
+pytestmark = pytest.mark.slow  # trains models, spawns processes or refits the paper data
+
 
 @pytest.fixture(scope="module")
 def exact_table() -> pd.DataFrame:
@@ -22,7 +24,9 @@ def test_every_cut_predicts_every_larger_run_and_the_targets(exact_table):
     cuts = rows.groupby("fit_sizes", sort=False)
     assert list(cuts.groups) == ["s1,s2,s3", "s1,s2,s3,s4"]
     first = rows[(rows["fit_sizes"] == "s1,s2,s3") & (rows["task"] == "alpha")]
-    assert sorted(first.loc[first["held_out"], "target"]) == sorted(f"{s}-{m}xC" for s in ("s4", "s5") for m in (1, 2, 5, 10))
+    assert sorted(first.loc[first["held_out"], "target"]) == sorted(
+        f"{s}-{m}xC" for s in ("s4", "s5") for m in (1, 2, 5, 10)
+    )
     assert first.loc[~first["held_out"], "target"].tolist() == ["big"]
     assert len(rows[rows["fit_sizes"] == "s1,s2,s3,s4"]) == 2 * (4 + 1)
     # On the law exactly, the held-out runs' actual losses are the law's and the fits extrapolate to them.
@@ -51,17 +55,26 @@ def test_without_bootstrap_there_are_errors_and_no_coverage(exact_table):
     assert rows["in_acc_interval"].isna().all() and rows["abs_err"].notna().all()
 
 
-@pytest.mark.parametrize("min_sizes, message", [(5, "the selected ladder has 5"), (1, "--min-sizes must be a whole number >= 2"),
-                                                (2.5, "--min-sizes must be a whole number")])
+@pytest.mark.parametrize(
+    "min_sizes, message",
+    [
+        (5, "the selected ladder has 5"),
+        (1, "--min-sizes must be a whole number >= 2"),
+        (2.5, "--min-sizes must be a whole number"),
+    ],
+)
 def test_too_few_sizes_to_hold_out_is_refused(exact_table, min_sizes, message):
     with pytest.raises(LadderError, match=message):
         backtest(exact_table, min_sizes=min_sizes, bootstrap=0)
 
 
-@pytest.mark.parametrize("change, message", [
-    (lambda t: t.assign(N=t["N"].where(t["size"] != "s5", FIVE_SIZES["s4"])), "sizes 's4', 's5' share N = 3e+08"),
-    (lambda t: t.assign(size=t["size"].where(t["size"] != "s5", "s4")), "size 's4' has runs of 2 different N"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda t: t.assign(N=t["N"].where(t["size"] != "s5", FIVE_SIZES["s4"])), "sizes 's4', 's5' share N = 3e+08"),
+        (lambda t: t.assign(size=t["size"].where(t["size"] != "s5", "s4")), "size 's4' has runs of 2 different N"),
+    ],
+)
 def test_cuts_must_be_cuts_in_n(exact_table, change, message):
     with pytest.raises(LadderError, match=re.escape(message)):
         backtest(change(exact_table), bootstrap=0)

@@ -21,6 +21,8 @@ from ladder.fit.step1 import fit_problem
 from ladder.report.backtest import format_comparison
 from ladder.results import write_table
 
+pytestmark = pytest.mark.slow  # trains models, spawns processes or refits the paper data
+
 # One exponent for N and D and for every task: the tied and shared laws hold exactly.
 TIED = {"A": 300.0, "alpha": 0.3, "B": 900.0, "beta": 0.3, "E": 1.5}
 TIED_2 = {"A": 120.0, "alpha": 0.3, "B": 1500.0, "beta": 0.3, "E": 0.9}
@@ -34,11 +36,14 @@ def _grid(sizes=(2e7, 5e7, 1.2e8, 3e8)):
     return n, d.ravel() * 20 * n
 
 
-@pytest.mark.parametrize("problem,truth", [
-    (TiedProblem, {"A": 400.0, "alpha": 0.3, "B": 900.0, "E": 1.7}),
-    (TiedProblem, {"A": 2.0, "alpha": 0.15, "B": 4000.0, "E": 0.3}),
-    (ComputeProblem, {"A": 300.0, "gamma": 0.15, "E": 1.2}),
-])
+@pytest.mark.parametrize(
+    "problem,truth",
+    [
+        (TiedProblem, {"A": 400.0, "alpha": 0.3, "B": 900.0, "E": 1.7}),
+        (TiedProblem, {"A": 2.0, "alpha": 0.15, "B": 4000.0, "E": 0.3}),
+        (ComputeProblem, {"A": 300.0, "gamma": 0.15, "E": 1.2}),
+    ],
+)
 def test_each_law_recovers_its_known_parameters(problem, truth):
     def law(n, d):
         if problem is TiedProblem:
@@ -70,8 +75,10 @@ def test_shared_law_recovers_every_tasks_parameters_and_the_common_exponents():
 def test_ensemble_recovers_a_known_law():
     """Two tasks on one tied law each (alpha = beta, shared by both): the tied and shared laws
     recover it exactly, the compute-only law approximates it, and the ensemble is their geometric mean."""
-    tables = [make_table(step1=law, checkpoints=12, tasks=(task,), targets={"big": BIG}) for law, task in
-              ((TIED, "alpha"), (TIED_2, "beta"))]
+    tables = [
+        make_table(step1=law, checkpoints=12, tasks=(task,), targets={"big": BIG})
+        for law, task in ((TIED, "alpha"), (TIED_2, "beta"))
+    ]
     fit = fit_table(pd.concat(tables, ignore_index=True), bootstrap=0, last_n=1)
     for task, law in (("alpha", TIED), ("beta", TIED_2)):
         step1 = fit.tasks[task].step1
@@ -84,7 +91,9 @@ def test_ensemble_recovers_a_known_law():
         row = fit.predictions.set_index("task").loc[task]
         assert row["pred_loss"] == pytest.approx(math.exp(np.mean(np.log(parts))), rel=1e-12)
         assert row["pred_loss"] == pytest.approx(truth, rel=0.02)
-        assert row["pred_acc"] == pytest.approx(float(fit.tasks[task].step2.predict(row["pred_loss"])))  # step 2 as ever
+        assert row["pred_acc"] == pytest.approx(
+            float(fit.tasks[task].step2.predict(row["pred_loss"]))
+        )  # step 2 as ever
 
 
 @pytest.fixture(scope="module")
@@ -96,7 +105,6 @@ def two_tasks() -> pd.DataFrame:
 def bootstrapped(two_tasks):
     """The default method with a (small) bootstrap and kappa intervals, fitted once for the tests below."""
     return fit_table(two_tasks, bootstrap=REPLICATES, seed=2, kappa=2.0)
-
 
 
 def test_the_bootstrap_draws_runs_jointly_across_tasks(two_tasks, bootstrapped):
@@ -123,7 +131,8 @@ def test_replicate_weights_multiply_the_huber_terms():
         repeat = np.repeat(np.arange(len(loss)), weights[replicate].astype(int))
         duplicated = fit_problem(TiedProblem(n[repeat], d[repeat], loss[repeat]), "test")
         assert float(fit.problem.predict(refitted[replicate : replicate + 1], 1e10, 1e12)[0]) == pytest.approx(
-            float(duplicated.predict(1e10, 1e12)), rel=1e-5)
+            float(duplicated.predict(1e10, 1e12)), rel=1e-5
+        )
 
 
 def test_checkpoint_weights_resample_within_runs_times_the_run_draws():
@@ -163,8 +172,19 @@ def _early_table(shift: float) -> pd.DataFrame:
     n, budget = BIG
     d = np.linspace(budget / 100, budget, 100)
     loss = 406.4 / n**0.34 + 410.7 / d**0.28 + 1.69  # fit_synthetic.STEP1
-    rows = pd.DataFrame({"run": "big", "role": "target", "N": int(n), "D": d, "step": np.arange(1, 101), "task": "synth",
-                         "loss": loss, "acc": sigmoid_law(STEP2, loss) + shift, "size": "big"})
+    rows = pd.DataFrame(
+        {
+            "run": "big",
+            "role": "target",
+            "N": int(n),
+            "D": d,
+            "step": np.arange(1, 101),
+            "task": "synth",
+            "loss": loss,
+            "acc": sigmoid_law(STEP2, loss) + shift,
+            "size": "big",
+        }
+    )
     return pd.concat([table, rows], ignore_index=True)
 
 
@@ -194,7 +214,9 @@ def test_kappa_interval_half_width():
     low, high = kappa_interval(0.6, 0.01, 2.0, kappa=1.5, level=0.9)
     half = 1.6448536 * math.sqrt(0.01**2 + 0.03**2)
     assert (low, high) == pytest.approx((0.6 - half, 0.6 + half), abs=1e-6)
-    assert kappa_interval(0.6, 0.01, 2.0, kappa=0.0, level=0.9) == pytest.approx((0.6 - 0.016449, 0.6 + 0.016449), abs=1e-5)
+    assert kappa_interval(0.6, 0.01, 2.0, kappa=0.0, level=0.9) == pytest.approx(
+        (0.6 - 0.016449, 0.6 + 0.016449), abs=1e-5
+    )
     assert kappa_interval(0.99, 0.05, 0.0, kappa=1.0, level=0.9)[1] == 1.0
 
 
@@ -216,25 +238,43 @@ def test_kappa_is_estimated_from_excess_squared_errors_and_holds_leave_one_cut_o
     assert estimate_kappa(errors, sd, distance) == pytest.approx(0.8, rel=0.05)
     assert math.isnan(estimate_kappa(errors, sd, np.zeros(count)))
     pred = np.full(count, 0.5)
-    rows = pd.DataFrame({"fit_sizes": np.where(np.arange(count) % 2, "a,b", "a,b,c"), "abs_err": errors,
-                         "acc_sd": sd / 100, "extrapolation": distance, "pred_acc": pred, "actual_acc": pred - errors / 100})
+    rows = pd.DataFrame(
+        {
+            "fit_sizes": np.where(np.arange(count) % 2, "a,b", "a,b,c"),
+            "abs_err": errors,
+            "acc_sd": sd / 100,
+            "extrapolation": distance,
+            "pred_acc": pred,
+            "actual_acc": pred - errors / 100,
+        }
+    )
     inside, kappas = leave_one_cut_out(rows, 0.9)
     assert set(kappas) == {"a,b", "a,b,c"} and inside.mean() == pytest.approx(0.9, abs=0.02)
 
 
 def test_backtest_compares_every_method(tmp_path, capsys):
-    table = make_table(sizes={"s1": 2e7, "s2": 5e7, "s3": 1.2e8, "s4": 3e8, "s5": 7e8}, checkpoints=6,
-                       tasks=("alpha", "beta"), loss_noise=0.003, acc_noise=0.005, targets={"big": BIG})
+    table = make_table(
+        sizes={"s1": 2e7, "s2": 5e7, "s3": 1.2e8, "s4": 3e8, "s5": 7e8},
+        checkpoints=6,
+        tasks=("alpha", "beta"),
+        loss_noise=0.003,
+        acc_noise=0.005,
+        targets={"big": BIG},
+    )
     rows = compare_methods(table, min_sizes=3, bootstrap=3)
     assert list(dict.fromkeys(rows["method"])) == list(METHODS)
     frame = comparison(rows, 0.9)
     assert frame.index.tolist() == list(METHODS) and (frame["held-out"] == 24).all()
     assert frame["targets_mean_abs_err"].notna().all()
     assert frame.loc["paper", "mean_abs_err"] == pytest.approx(
-        rows[(rows["method"] == "paper") & rows["held_out"]]["abs_err"].abs().mean())
+        rows[(rows["method"] == "paper") & rows["held_out"]]["abs_err"].abs().mean()
+    )
     assert all(method in format_comparison(rows, 0.9) for method in METHODS)
     path = write_table(table, tmp_path / "t.csv")
-    assert main(["backtest", str(path), "--method", "all", "--bootstrap", "0", "--tasks", "alpha", "--min-sizes", "4"]) == 0
+    assert (
+        main(["backtest", str(path), "--method", "all", "--bootstrap", "0", "--tasks", "alpha", "--min-sizes", "4"])
+        == 0
+    )
     printed = capsys.readouterr().out
     assert "by step-1 method" in printed and all(method in printed for method in METHODS)
 
@@ -246,7 +286,9 @@ def test_the_default_method_beats_the_paper_on_the_paper_ladder():
     table = import_olmo(OLMO_DIR)
     errors = {}
     for method in ("paper", "ensemble"):
-        fit = fit_table(table, sizes=["190M", "370M", "760M", "1B"], multipliers=[1, 2, 5, 10], bootstrap=0, method=method)
+        fit = fit_table(
+            table, sizes=["190M", "370M", "760M", "1B"], multipliers=[1, 2, 5, 10], bootstrap=0, method=method
+        )
         errors[method] = fit.predictions["abs_err"].abs().mean()
     assert errors["paper"] == pytest.approx(3.82, abs=0.01)
     assert errors["ensemble"] <= 2.16 and errors["ensemble"] < errors["paper"] - 1.5

@@ -8,12 +8,18 @@ from fit_synthetic import OLMO_DIR
 from ladder.fit.pipeline import fit_table
 from ladder.runs.olmo_import import import_olmo
 
-pytestmark = pytest.mark.skipif(not OLMO_DIR.is_dir(), reason=f"paper data not found at {OLMO_DIR}")
+pytestmark = [pytest.mark.skipif(not OLMO_DIR.is_dir(), reason=f"paper data not found at {OLMO_DIR}"), pytest.mark.slow]
 
 # Bhagia et al. 2024, 7B-4T chained prediction minus actual, accuracy points.
 PAPER_ERRORS = {
-    "mmlu": -0.63, "hellaswag": 1.17, "arc_challenge": -10.45, "arc_easy": -7.97,
-    "piqa": -0.83, "csqa": 3.07, "socialiqa": -1.19, "openbookqa": -5.23,
+    "mmlu": -0.63,
+    "hellaswag": 1.17,
+    "arc_challenge": -10.45,
+    "arc_easy": -7.97,
+    "piqa": -0.83,
+    "csqa": 3.07,
+    "socialiqa": -1.19,
+    "openbookqa": -5.23,
 }
 
 
@@ -34,8 +40,9 @@ def test_import_keeps_sizes_multipliers_reruns_and_the_7b(paper_table):
 
 
 def test_paper_grid_reproduces_the_7b_errors(paper_table):
-    fit = fit_table(paper_table, sizes=["190M", "370M", "760M", "1B"], multipliers=[1, 2, 5, 10], bootstrap=0,
-                    method="paper")
+    fit = fit_table(
+        paper_table, sizes=["190M", "370M", "760M", "1B"], multipliers=[1, 2, 5, 10], bootstrap=0, method="paper"
+    )
     assert len(fit.ladder_runs) == 16
     errors = fit.predictions.set_index("task")["abs_err"]
     for task, paper in PAPER_ERRORS.items():

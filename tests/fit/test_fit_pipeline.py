@@ -34,7 +34,10 @@ def test_bootstrap_runs_when_step_1_has_a_single_optimum():
     sizes = {"s1": 2e7, "s2": 5e7, "s3": 1e8, "s4": 2e8}
     table = make_table(step1=law, sizes=sizes, loss_noise=0.005, checkpoints=10, targets={"big": (1e9, 4e10)})
     last = table.groupby("run").tail(1)
-    assert fit_step1(last.N.to_numpy(float), last.D.to_numpy(float), last.loss.to_numpy(float)).alternatives.shape == (0, 5)
+    assert fit_step1(last.N.to_numpy(float), last.D.to_numpy(float), last.loss.to_numpy(float)).alternatives.shape == (
+        0,
+        5,
+    )
     row = fit_table(table, bootstrap=30, method="paper").predictions.iloc[0]
     assert row["pred_loss_lo"] < row["pred_loss"] < row["pred_loss_hi"]
 
@@ -67,6 +70,7 @@ def test_near_chance_noisy_accuracies_are_flagged_not_fatal():
     assert np.isfinite(fit.params[["a", "k", "L0", "b"]].to_numpy(dtype=float)).all()
 
 
+@pytest.mark.slow
 def test_demo_shaped_ladder_with_noisy_near_chance_tasks():
     fit = fit_table(demo_shaped_table(), bootstrap=100)
     assert fit.tasks["corpus_cloze"].chance == 0.5
@@ -74,9 +78,16 @@ def test_demo_shaped_ladder_with_noisy_near_chance_tasks():
     assert fit.predictions[["pred_loss", "pred_acc", "pred_acc_lo", "pred_acc_hi"]].notna().all().all()
 
 
+@pytest.mark.slow
 def test_parallel_workers_give_the_same_fit():
-    table = make_table(tasks=("alpha", "beta"), targets={"big": BIG}, loss_noise=0.002, acc_noise=0.005,
-                       multipliers=(1, 2, 5), checkpoints=6)
+    table = make_table(
+        tasks=("alpha", "beta"),
+        targets={"big": BIG},
+        loss_noise=0.002,
+        acc_noise=0.005,
+        multipliers=(1, 2, 5),
+        checkpoints=6,
+    )
     one = fit_table(table, bootstrap=200, workers=1)
     two = fit_table(table, bootstrap=200, workers=2)
     pd.testing.assert_frame_equal(one.predictions, two.predictions)
@@ -90,6 +101,7 @@ def test_a_repeated_row_index_does_not_change_the_fit():
     pd.testing.assert_frame_equal(got, expected)
 
 
+@pytest.mark.slow
 def test_a_tasks_intervals_do_not_depend_on_the_other_tasks_selected():
     """With the paper's method (the shared-exponent law of the default couples the tasks by design)."""
     table = make_table(tasks=("alpha", "beta"), targets={"big": BIG}, checkpoints=8, loss_noise=0.01, acc_noise=0.01)

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from fit_synthetic import loss_law, make_table, sigmoid_law
 
 from ladder.errors import LadderError
 from ladder.fit.points import step1_points, step2_points, trailing_mean
 from ladder.fit.step1 import Step1Problem, fit_step1, predict_theta, refit_step1
 from ladder.fit.step2 import fit_step2
-
-from fit_synthetic import loss_law, make_table, sigmoid_law
 
 # Three very different scales: the paper's (1e8-1e9 parameters), a CPU ladder (1e4-1e5) and a
 # ladder whose data term dominates. One grid of starts must find each global optimum.
@@ -35,7 +34,9 @@ def test_step1_recovers_known_parameters(truth, sizes):
         assert getattr(fit, name) == pytest.approx(value, rel=2e-3), name
     assert fit.converged and fit.objective < 1e-10 and not fit.at_bound
     # Extrapolation 100x in compute matches the law.
-    assert fit.predict(sizes[-1] * 10, sizes[-1] * 2000) == pytest.approx(loss_law(truth, sizes[-1] * 10, sizes[-1] * 2000), rel=1e-4)
+    assert fit.predict(sizes[-1] * 10, sizes[-1] * 2000) == pytest.approx(
+        loss_law(truth, sizes[-1] * 10, sizes[-1] * 2000), rel=1e-4
+    )
 
 
 def test_step1_batched_refit_matches_lbfgsb():
@@ -58,11 +59,14 @@ def test_step1_rejects_underdetermined_points():
         fit_step1([1e6] * 6, np.geomspace(1e8, 1e10, 6), np.linspace(3, 2, 6))
 
 
-@pytest.mark.parametrize("truth,chance", [
-    ({"a": -0.7, "k": 5.0, "L0": 1.0, "b": 0.95}, 0.25),
-    ({"a": -0.45, "k": 12.0, "L0": 0.6, "b": 1.0}, 0.5),
-    ({"a": -0.8, "k": 2.0, "L0": 3.0, "b": 1.0}, 0.2),
-])
+@pytest.mark.parametrize(
+    "truth,chance",
+    [
+        ({"a": -0.7, "k": 5.0, "L0": 1.0, "b": 0.95}, 0.25),
+        ({"a": -0.45, "k": 12.0, "L0": 0.6, "b": 1.0}, 0.5),
+        ({"a": -0.8, "k": 2.0, "L0": 3.0, "b": 1.0}, 0.2),
+    ],
+)
 def test_step2_recovers_known_parameters(truth, chance):
     loss = np.linspace(0.3 * truth["L0"], 2.5 * truth["L0"], 300)
     rng = np.random.default_rng(0)
@@ -98,6 +102,7 @@ def test_points_follow_the_paper_preparation():
     assert trailing_mean(np.array([1.0, 2.0, 3.0, 4.0]), 2).tolist() == [1.0, 1.5, 2.5, 3.5]
 
 
+@pytest.mark.slow
 def test_bootstrap_refits_reach_the_full_multistart_optimum():
     truth, sizes = CASES[1]
     n, d = _grid(sizes)
@@ -124,7 +129,8 @@ def test_newton_starts_give_every_replicate_a_start_when_the_step_is_singular():
     jacobian = np.full((2, 5), 1e100)
     weights = np.ones((7, 5))
     theta = np.array([1.0, 2.0])
-    starts = batched.newton_starts(np.ones((1, 5)), jacobian, weights, theta, np.full(2, -10.0), np.full(2, 10.0),
-                                   huber=False)
+    starts = batched.newton_starts(
+        np.ones((1, 5)), jacobian, weights, theta, np.full(2, -10.0), np.full(2, 10.0), huber=False
+    )
     assert starts.shape == (7, 2)
     assert np.array_equal(starts, np.tile(theta, (7, 1)))

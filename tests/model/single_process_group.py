@@ -4,7 +4,7 @@ gather them in forward."""
 from __future__ import annotations
 
 import contextlib
-from typing import Iterator
+from collections.abc import Iterator
 
 import pytest
 import torch.distributed as dist

@@ -18,7 +18,9 @@ def test_with_intervals(table):
     rows = backtest(table, min_sizes=3, bootstrap=20, tasks=["alpha"])
     text = format_backtest(rows, 0.9)
     lines = text.splitlines()
-    assert lines[0].startswith("== held-out ladder runs, by the sizes fitted (inside the 90% bootstrap and kappa intervals")
+    assert lines[0].startswith(
+        "== held-out ladder runs, by the sizes fitted (inside the 90% bootstrap and kappa intervals"
+    )
     held = rows[rows["held_out"]]
     share = held["in_acc_interval"].mean()
     overall = next(line for line in lines if line.startswith("all held-out runs"))

@@ -20,13 +20,15 @@ def table_path(tmp_path):
     return write_table(table, tmp_path / "table.csv")
 
 
+@pytest.mark.slow
 def test_fit_command_writes_outputs_and_refuses_to_overwrite(table_path, tmp_path, capsys):
     out = tmp_path / "fit"
     assert main(["fit", str(table_path), "--out", str(out), "--bootstrap", "20", "--tasks", "beta"]) == 0
     printed = capsys.readouterr().out
     assert "big" in printed and "beta" in printed
-    assert printed.strip().endswith(f"wrote params.csv, pred_vs_actual.png, predictions.csv, report.md, step1.png, "
-                                    f"step2.png, variance.csv to {out}")
+    assert printed.strip().endswith(
+        f"wrote params.csv, pred_vs_actual.png, predictions.csv, report.md, step1.png, step2.png, variance.csv to {out}"
+    )
     predictions = pd.read_csv(out / "predictions.csv")
     assert predictions["task"].tolist() == ["beta"]
     assert main(["fit", str(table_path), "--out", str(out), "--bootstrap", "0"]) == 2
@@ -47,8 +49,23 @@ def test_plots_alone_count_as_results(table_path, tmp_path, capsys):
 def test_step1_only_table(tmp_path, capsys):
     table = make_table(step2=None, targets={"big": BIG}).drop(columns=["acc"])
     path = write_table(table, tmp_path / "loss_only.parquet")
-    assert main(["fit", str(path), "--out", str(tmp_path / "out"), "--bootstrap", "20", "--last-n", "1",
-                 "--method", "paper"]) == 0
+    assert (
+        main(
+            [
+                "fit",
+                str(path),
+                "--out",
+                str(tmp_path / "out"),
+                "--bootstrap",
+                "20",
+                "--last-n",
+                "1",
+                "--method",
+                "paper",
+            ]
+        )
+        == 0
+    )
     predictions = pd.read_csv(tmp_path / "out" / "predictions.csv")
     assert predictions["pred_loss"].iloc[0] == pytest.approx(float(loss_law(STEP1, *BIG)), rel=2e-3)
     assert predictions[["pred_acc", "pred_acc_lo", "pred_acc_hi", "actual_acc"]].isna().all().all()
@@ -57,10 +74,26 @@ def test_step1_only_table(tmp_path, capsys):
     assert not (tmp_path / "out" / "step2.png").exists()
 
 
+@pytest.mark.slow
 def test_predict_command(table_path, tmp_path, capsys):
     out = tmp_path / "pred.csv"
-    assert main(["predict", str(table_path), "--target", f"huge:{4e9:g}:{4e9 * 400:g}", "--bootstrap", "20",
-                 "--last-n", "1", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "predict",
+                str(table_path),
+                "--target",
+                f"huge:{4e9:g}:{4e9 * 400:g}",
+                "--bootstrap",
+                "20",
+                "--last-n",
+                "1",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     printed = capsys.readouterr().out
     assert "huge" in printed
     predictions = pd.read_csv(out)
@@ -79,7 +112,9 @@ def test_backtest_command(tmp_path, capsys):
     out = tmp_path / "backtest.csv"
     assert main(["backtest", str(table), "--bootstrap", "20", "--tasks", "alpha", "--out", str(out)]) == 0
     printed = capsys.readouterr().out
-    assert "all held-out runs" in printed and "held-out accuracies (bootstrap) fell inside their 90% intervals" in printed
+    assert (
+        "all held-out runs" in printed and "held-out accuracies (bootstrap) fell inside their 90% intervals" in printed
+    )
     assert printed.strip().endswith(f"wrote {out}")
     written = pd.read_csv(out)
     assert len(written) == 2 * 4 + 4 + 2 and written["held_out"].sum() == 12
@@ -107,15 +142,18 @@ def _bad_table(tmp_path, change) -> str:
     return str(path)
 
 
-@pytest.mark.parametrize("change,message", [
-    (lambda t: t.drop(columns=["loss"]), "missing required column(s) loss"),
-    (lambda t: t.assign(loss=t["loss"].where(t.index != 3, np.nan)), "'loss' has a missing"),
-    (lambda t: t.assign(loss=t["loss"].where(t.index != 3, np.inf)), "'loss' has an infinite"),
-    (lambda t: t.assign(N=t["N"].where(t.index != 3, 0)), "'N' must be > 0"),
-    (lambda t: t.assign(D=t["D"].where(t.index != 3, -5.0)), "'D' must be > 0"),
-    (lambda t: t[t["run"].isin(["s1-1xC", "s2-1xC", "s3-1xC", "s4-1xC", "big"])], "fewer than its 5 parameters"),
-    (lambda t: t[t["size"].isin(["s1", "big"])], "at least 2 model sizes"),
-])
+@pytest.mark.parametrize(
+    "change,message",
+    [
+        (lambda t: t.drop(columns=["loss"]), "missing required column(s) loss"),
+        (lambda t: t.assign(loss=t["loss"].where(t.index != 3, np.nan)), "'loss' has a missing"),
+        (lambda t: t.assign(loss=t["loss"].where(t.index != 3, np.inf)), "'loss' has an infinite"),
+        (lambda t: t.assign(N=t["N"].where(t.index != 3, 0)), "'N' must be > 0"),
+        (lambda t: t.assign(D=t["D"].where(t.index != 3, -5.0)), "'D' must be > 0"),
+        (lambda t: t[t["run"].isin(["s1-1xC", "s2-1xC", "s3-1xC", "s4-1xC", "big"])], "fewer than its 5 parameters"),
+        (lambda t: t[t["size"].isin(["s1", "big"])], "at least 2 model sizes"),
+    ],
+)
 def test_bad_tables_fail_with_one_line_and_write_nothing(tmp_path, capsys, change, message):
     out = tmp_path / "out"
     assert main(["fit", _bad_table(tmp_path, change), "--out", str(out), "--bootstrap", "0"]) == 2
@@ -124,15 +162,18 @@ def test_bad_tables_fail_with_one_line_and_write_nothing(tmp_path, capsys, chang
     assert not out.exists() and not list(tmp_path.glob(".out*"))
 
 
-@pytest.mark.parametrize("option,message", [
-    (["--tasks", "synth,nope"], "--tasks: nope not in the table"),
-    (["--sizes", "s1,s9"], "--sizes: s9 not in the table"),
-    (["--multipliers", "1,3"], "--multipliers: 3.0 not in the table"),
-    (["--level", "1.5"], "--level must lie in (0, 1)"),
-    (["--bootstrap", "many"], "invalid int value"),
-    (["--bootstrap", "10", "--seed", "-1"], "--seed must be >= 0, got -1"),
-    (["--window", "0"], "--last-n and --window must be >= 1, got 5 and 0"),
-])
+@pytest.mark.parametrize(
+    "option,message",
+    [
+        (["--tasks", "synth,nope"], "--tasks: nope not in the table"),
+        (["--sizes", "s1,s9"], "--sizes: s9 not in the table"),
+        (["--multipliers", "1,3"], "--multipliers: 3.0 not in the table"),
+        (["--level", "1.5"], "--level must lie in (0, 1)"),
+        (["--bootstrap", "many"], "invalid int value"),
+        (["--bootstrap", "10", "--seed", "-1"], "--seed must be >= 0, got -1"),
+        (["--window", "0"], "--last-n and --window must be >= 1, got 5 and 0"),
+    ],
+)
 def test_bad_options_fail_with_one_line(tmp_path, capsys, option, message):
     assert main(["fit", _bad_table(tmp_path, lambda t: t), "--out", str(tmp_path / "out"), *option]) == 2
     error = capsys.readouterr().err
@@ -145,6 +186,7 @@ def test_a_missing_table_fails_with_one_line(tmp_path, capsys):
     assert "no such results table" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_commands_never_import_torch_and_predict_backtest_not_matplotlib(table_path, tmp_path):
     """fit, predict and backtest each in a fresh process: which heavy packages did it load?"""
     runs = {
@@ -154,8 +196,10 @@ def test_commands_never_import_torch_and_predict_backtest_not_matplotlib(table_p
     }
     loaded = {}
     for name, argv in runs.items():
-        code = (f"import sys, ladder.cli; assert ladder.cli.main({argv!r}) == 0; "
-                "print('LOADED', *sorted({m.split('.')[0] for m in sys.modules} & {'torch', 'matplotlib'}))")
+        code = (
+            f"import sys, ladder.cli; assert ladder.cli.main({argv!r}) == 0; "
+            "print('LOADED', *sorted({m.split('.')[0] for m in sys.modules} & {'torch', 'matplotlib'}))"
+        )
         result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
         assert result.returncode == 0, result.stderr
         loaded[name] = result.stdout.rsplit("LOADED", 1)[1].split()

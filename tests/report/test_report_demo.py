@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pandas as pd
+import pytest
 from fit_synthetic import demo_shaped_table
 from omegaconf import OmegaConf
 
@@ -11,13 +12,19 @@ from ladder.fit.pipeline import fit_table
 from ladder.report.demo import format_accuracy_rise, write_demo_report
 from ladder.report.fit import fit_markdown, write_fit_report
 
-CFG = OmegaConf.create({
-    "ladder": {"sizes": ["femto", "pico", "nano"], "multipliers": [1, 2, 4],
-               "targets": [{"name": "target", "size": "micro"}]},
-    "tasks": {"names": ["copycolors", "corpus_cloze"], "max_questions": None},
-})
+CFG = OmegaConf.create(
+    {
+        "ladder": {
+            "sizes": ["femto", "pico", "nano"],
+            "multipliers": [1, 2, 4],
+            "targets": [{"name": "target", "size": "micro"}],
+        },
+        "tasks": {"names": ["copycolors", "corpus_cloze"], "max_questions": None},
+    }
+)
 
 
+@pytest.mark.slow
 def test_the_demo_report_embeds_the_fits_one_level_down(tmp_path):
     table = demo_shaped_table()
     fit = fit_table(table, bootstrap=0)

@@ -19,13 +19,23 @@ def fit():
 def test_the_folder_holds_the_fits_tables_report_and_plots(fit, tmp_path):
     out = tmp_path / "out"
     written = write_fit_report(fit, out)
-    assert [path.name for path in written] == ["params.csv", "pred_vs_actual.png", "predictions.csv", "report.md",
-                                               "step1.png", "step2.png", "variance.csv"]
+    assert [path.name for path in written] == [
+        "params.csv",
+        "pred_vs_actual.png",
+        "predictions.csv",
+        "report.md",
+        "step1.png",
+        "step2.png",
+        "variance.csv",
+    ]
     pd.testing.assert_frame_equal(pd.read_csv(out / "predictions.csv"), fit.predictions, check_dtype=False)
-    assert pd.read_csv(out / "params.csv")["shared.alpha"].tolist() == pytest.approx(fit.params["shared.alpha"].tolist())
+    assert pd.read_csv(out / "params.csv")["shared.alpha"].tolist() == pytest.approx(
+        fit.params["shared.alpha"].tolist()
+    )
     assert len(pd.read_csv(out / "variance.csv")) == len(fit.variance)
-    assert (out / "report.md").read_text(encoding="utf-8") == fit_markdown(fit, [out / "step1.png", out / "step2.png",
-                                                                                  out / "pred_vs_actual.png"])
+    assert (out / "report.md").read_text(encoding="utf-8") == fit_markdown(
+        fit, [out / "step1.png", out / "step2.png", out / "pred_vs_actual.png"]
+    )
     assert all(path.read_bytes().startswith(b"\x89PNG") for path in written if path.suffix == ".png")
     assert not list(tmp_path.glob(".out.tmp-*"))
 
@@ -39,6 +49,7 @@ def test_report_md_shows_predictions_parameters_and_plots(fit):
     assert "## Parameters" in text and "## Checkpoint-to-checkpoint variance" in text
 
 
+@pytest.mark.slow
 def test_flagged_tasks_are_listed_and_near_chance_plots_are_drawn(tmp_path):
     fit = fit_table(demo_shaped_table(), bootstrap=20)
     text = fit_markdown(fit)

@@ -12,6 +12,7 @@ def _write(names):
     def write(folder):
         for name in names:
             (folder / name).write_text(f"new {name}")
+
     return write
 
 

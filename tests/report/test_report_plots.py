@@ -14,16 +14,20 @@ from ladder.report.plots import fit_plots, plot_fit, plot_loss_curves
 
 
 def test_writing_plots_leaves_the_callers_matplotlib_backend_alone(tmp_path):
-    code = ("import matplotlib; matplotlib.use('svg'); import pandas as pd, ladder.report.plots as plots; "
-            f"plots.plot_loss_curves(pd.DataFrame({{'tokens': [1, 2], 'loss': [3, 2], 'run': 'a'}}), "
-            f"r'{tmp_path / 'curves.png'}'); assert matplotlib.get_backend() == 'svg', matplotlib.get_backend()")
+    code = (
+        "import matplotlib; matplotlib.use('svg'); import pandas as pd, ladder.report.plots as plots; "
+        f"plots.plot_loss_curves(pd.DataFrame({{'tokens': [1, 2], 'loss': [3, 2], 'run': 'a'}}), "
+        f"r'{tmp_path / 'curves.png'}'); assert matplotlib.get_backend() == 'svg', matplotlib.get_backend()"
+    )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "curves.png").read_bytes().startswith(b"\x89PNG")
 
 
 def test_plot_loss_curves_draws_one_line_per_run(tmp_path):
-    metrics = pd.DataFrame({"run": ["a"] * 3 + ["b"] * 3, "tokens": [1e3, 1e4, 1e5] * 2, "loss": [3, 2, 1.5, 2.8, 1.9, 1.4]})
+    metrics = pd.DataFrame(
+        {"run": ["a"] * 3 + ["b"] * 3, "tokens": [1e3, 1e4, 1e5] * 2, "loss": [3, 2, 1.5, 2.8, 1.9, 1.4]}
+    )
     path = plot_loss_curves(metrics, tmp_path / "loss.png", x="tokens", y="loss", by="run", title="training")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     with pytest.raises(ValueError, match="no column 'step'"):
@@ -31,7 +35,9 @@ def test_plot_loss_curves_draws_one_line_per_run(tmp_path):
 
 
 def test_a_fit_draws_the_plots_it_has_data_for(tmp_path):
-    loss_only = fit_table(make_table(step2=None, targets={"big": BIG}, checkpoints=6).drop(columns=["acc"]), bootstrap=0)
+    loss_only = fit_table(
+        make_table(step2=None, targets={"big": BIG}, checkpoints=6).drop(columns=["acc"]), bootstrap=0
+    )
     assert fit_plots(loss_only) == ["step1.png"]
     untrained_target = fit_table(make_table(checkpoints=6), bootstrap=0)  # no targets: nothing to compare
     assert fit_plots(untrained_target) == ["step1.png", "step2.png"]

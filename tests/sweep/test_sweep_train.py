@@ -26,15 +26,29 @@ from ladder.cli import main
 from ladder.results import read_table
 from ladder.runs.directory import RunDir
 
+pytestmark = pytest.mark.slow  # trains models, spawns processes or refits the paper data
+
 # Steps = ceil(multiplier x 20 N / 128 tokens per step).
 STEPS = {
-    "femto-0.0005xC": 1, "femto-0.001xC": 2, "femto-0.002xC": 4,
-    "pico-0.0005xC": 2, "pico-0.001xC": 4, "pico-0.002xC": 8,
-    "nano-0.0005xC": 4, "nano-0.001xC": 7, "nano-0.002xC": 13,
+    "femto-0.0005xC": 1,
+    "femto-0.001xC": 2,
+    "femto-0.002xC": 4,
+    "pico-0.0005xC": 2,
+    "pico-0.001xC": 4,
+    "pico-0.002xC": 8,
+    "nano-0.0005xC": 4,
+    "nano-0.001xC": 7,
+    "nano-0.002xC": 13,
 }
 GRID_2X2 = ["femto-0.001xC", "femto-0.002xC", "pico-0.001xC", "pico-0.002xC"]
 BASIC_GRID = [  # the order of the sweep: ladder rungs by size, then the target
-    "femto-0.0005xC", "femto-0.001xC", "pico-0.0005xC", "pico-0.001xC", "nano-0.0005xC", "nano-0.001xC", "nano-0.002xC",
+    "femto-0.0005xC",
+    "femto-0.001xC",
+    "pico-0.0005xC",
+    "pico-0.001xC",
+    "nano-0.0005xC",
+    "nano-0.001xC",
+    "nano-0.002xC",
 ]
 TARGET = "nano-0.002xC"
 BROKEN = "femto-0.0005xC"
@@ -43,18 +57,30 @@ BROKEN = "femto-0.0005xC"
 def grid_overrides(root: Path, data: Path, multipliers: str = "[0.001,0.002]") -> list[str]:
     """The cpu grid at tiny budgets: femto, pico x `multipliers`, without its target."""
     return [
-        "ladder=cpu", "ladder.train_targets=false", f"ladder.multipliers={multipliers}",
-        f"ladder.sweep_root={root}", f"data.prepared_root={data}", "wandb.mode=disabled",
-        "tasks.names=[corpus_next_word]", "tasks.max_questions=8",
-        "train.batch_size=2", "model.seq_len=64", "train.val_tokens=512", "train.threads=1",
-        "train.log_interval=1", "train.eval_interval=2", "train.checkpoint_interval=1",
+        "ladder=cpu",
+        "ladder.train_targets=false",
+        f"ladder.multipliers={multipliers}",
+        f"ladder.sweep_root={root}",
+        f"data.prepared_root={data}",
+        "wandb.mode=disabled",
+        "tasks.names=[corpus_next_word]",
+        "tasks.max_questions=8",
+        "train.batch_size=2",
+        "model.seq_len=64",
+        "train.val_tokens=512",
+        "train.threads=1",
+        "train.log_interval=1",
+        "train.eval_interval=2",
+        "train.checkpoint_interval=1",
     ]
 
 
 def basic_overrides(root: Path, data: Path) -> list[str]:
     """femto, pico, nano x 2 budgets and the target nano-0.002xC, evaluated at every step."""
     return grid_overrides(root, data, multipliers="[0.0005,0.001]") + [
-        "ladder.sizes=[femto,pico,nano]", "ladder.train_targets=true", "train.eval_interval=1",
+        "ladder.sizes=[femto,pico,nano]",
+        "ladder.train_targets=true",
+        "train.eval_interval=1",
         f"ladder.targets=[{{name: {TARGET}, size: nano, multiplier: 0.002}}]",
     ]
 
@@ -178,11 +204,17 @@ def test_killed_rung_resumes(tmp_path, data_dir):
     """SIGKILL a sweep mid-rung; the next sweep resumes that rung from its last checkpoint."""
     root = tmp_path / "runs"
     # Long enough (194 steps) that a fast machine cannot finish it between two polls.
-    overrides = grid_overrides(root, data_dir, multipliers="[0.05]") + ["ladder.sizes=[pico]", "train.eval_interval=1000"]
+    overrides = grid_overrides(root, data_dir, multipliers="[0.05]") + [
+        "ladder.sizes=[pico]",
+        "train.eval_interval=1000",
+    ]
     run_dir = root / "pico-0.05xC"
     process = subprocess.Popen(
         [sys.executable, "-m", "ladder.cli", "sweep", *overrides],
-        env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        env=env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
     )
     try:
         deadline = time.monotonic() + 90
@@ -205,7 +237,9 @@ def test_killed_rung_resumes(tmp_path, data_dir):
     assert "resumed" in log_text
 
 
-def test_submitit_local_launcher_runs_rungs_in_subprocesses_each_on_its_own_gpu(tmp_path, data_dir, capsys, monkeypatch):
+def test_submitit_local_launcher_runs_rungs_in_subprocesses_each_on_its_own_gpu(
+    tmp_path, data_dir, capsys, monkeypatch
+):
     """Four rungs, one subprocess each; with three visible GPUs (a fake CUDA_VISIBLE_DEVICES: the
     rungs train on the CPU) rung i sees GPU i mod 3, and nothing else."""
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,5,7")
@@ -230,7 +264,10 @@ def sweep_then_sigterm(overrides: list[str], run_dir: Path) -> tuple[int, str]:
     logged two steps; its exit code and output."""
     process = subprocess.Popen(
         [sys.executable, "-m", "ladder.cli", "sweep", *overrides],
-        env=env(), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+        env=env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
     )
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline and process.poll() is None:
@@ -247,7 +284,9 @@ def test_sigterm_checkpoints_the_rung_and_stops_the_sweep(tmp_path, data_dir):
     """SIGTERM (SLURM's preemption, a Ctrl-C'd tmux): the rung checkpoints, later rungs do not start."""
     root = tmp_path / "runs"
     overrides = grid_overrides(root, data_dir, multipliers="[0.05,0.001]") + [
-        "ladder.sizes=[pico]", "train.eval_interval=1000", "train.checkpoint_interval=1000",
+        "ladder.sizes=[pico]",
+        "train.eval_interval=1000",
+        "train.checkpoint_interval=1000",
     ]
     run_dir = root / "pico-0.05xC"  # 194 steps: still training when the signal lands, even on a fast machine
     code, out = sweep_then_sigterm(overrides, run_dir)
@@ -263,7 +302,10 @@ def test_sigterm_to_a_local_sweep_reaches_its_rungs(tmp_path, data_dir):
     them checkpoint and stop (the sweep passes the signal on), and the sweep then exits 1."""
     root = tmp_path / "runs"
     overrides = grid_overrides(root, data_dir, multipliers="[0.05]") + [
-        "ladder.sizes=[pico]", "train.eval_interval=1000", "train.checkpoint_interval=1000", "hydra/launcher=local",
+        "ladder.sizes=[pico]",
+        "train.eval_interval=1000",
+        "train.checkpoint_interval=1000",
+        "hydra/launcher=local",
     ]
     run_dir = root / "pico-0.05xC"
     code, out = sweep_then_sigterm(overrides, run_dir)  # to the launcher alone, as `kill <pid>` does
@@ -278,7 +320,10 @@ def test_submitit_local_two_tasks_per_rung_train_with_ddp(tmp_path, data_dir):
     WORLD_SIZE, LOCAL_RANK, MASTER_ADDR/PORT and the trainer runs DDP (gloo on CPU)."""
     root = tmp_path / "runs"
     overrides = grid_overrides(root, data_dir, multipliers="[0.002]") + [
-        "ladder.sizes=[femto]", "train.eval_interval=100", "hydra/launcher=local", "hydra.launcher.tasks_per_node=2",
+        "ladder.sizes=[femto]",
+        "train.eval_interval=100",
+        "hydra/launcher=local",
+        "hydra.launcher.tasks_per_node=2",
     ]
     assert main(["sweep", *overrides]) == 0
     assert json.loads((root / "femto-0.002xC" / "DONE").read_text())["step"] == STEPS["femto-0.002xC"]

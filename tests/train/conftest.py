@@ -53,8 +53,12 @@ def reference(tmp_path_factory, prepared_root):
 
     run_dir = tmp_path_factory.mktemp("reference") / "femto-ref"
     cfg = compose_config(
-        [f"run_dir={run_dir}", f"data.prepared_root={prepared_root}", "wandb.mode=disabled",
-         *femto_overrides(REFERENCE_STEPS)]
+        [
+            f"run_dir={run_dir}",
+            f"data.prepared_root={prepared_root}",
+            "wandb.mode=disabled",
+            *femto_overrides(REFERENCE_STEPS),
+        ]
     )
     outcome = run_training(cfg)
     assert outcome.status == "done" and outcome.step == REFERENCE_STEPS

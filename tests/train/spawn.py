@@ -15,8 +15,15 @@ def free_port() -> int:
 
 
 def _worker(rank: int, world_size: int, port: int, cfg_yaml: str, report: str | None) -> None:
-    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world_size),
-                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WANDB_MODE="disabled", OMP_NUM_THREADS="1")
+    os.environ.update(
+        RANK=str(rank),
+        LOCAL_RANK=str(rank),
+        WORLD_SIZE=str(world_size),
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+        WANDB_MODE="disabled",
+        OMP_NUM_THREADS="1",
+    )
     import torch
     from omegaconf import OmegaConf
     from torch._dynamo.utils import counters
@@ -28,14 +35,24 @@ def _worker(rank: int, world_size: int, port: int, cfg_yaml: str, report: str | 
     outcome = run_training(OmegaConf.create(cfg_yaml))
     if report is not None and rank == 0:
         with open(report, "w") as out:
-            json.dump({"status": outcome.status, "step": outcome.step,
-                       "counters": {key: dict(value) for key, value in counters.items()}}, out)
+            json.dump(
+                {
+                    "status": outcome.status,
+                    "step": outcome.step,
+                    "counters": {key: dict(value) for key, value in counters.items()},
+                },
+                out,
+            )
 
 
 def train_in_processes(cfg, world_size: int, report=None) -> dict | None:
     """run_training(cfg) on `world_size` processes; rank 0's outcome and torch._dynamo counters."""
     from omegaconf import OmegaConf
 
-    mp.spawn(_worker, args=(world_size, free_port(), OmegaConf.to_yaml(cfg, resolve=True),
-                            None if report is None else str(report)), nprocs=world_size, join=True)
+    mp.spawn(
+        _worker,
+        args=(world_size, free_port(), OmegaConf.to_yaml(cfg, resolve=True), None if report is None else str(report)),
+        nprocs=world_size,
+        join=True,
+    )
     return json.loads(open(report).read()) if report is not None else None

@@ -58,11 +58,26 @@ def distributed_eval(out: str, prepared_root: str) -> None:
     model = decoder_from_config(get_shape("femto", vocab_size=256), cfg.model)
     run_dir = os.path.dirname(out)
     evaluator = TaskEvaluator(cfg.tasks, corpus, __import__("pathlib").Path(run_dir), ctx)
-    scores = evaluator(model, step=1, tokens=1, final=True, autocast=contextlib.nullcontext, stop=lambda: False,
-                       row_fields={"run": "x", "role": "ladder", "N": 1, "size": "femto", "multiplier": 1.0, "flops": 1.0})
-    bpb = validation_bpb(model, corpus.val_path, seq_len=256, batch_size=3, max_tokens=256 * 7,
-                         bytes_per_token=corpus.val_bytes_per_token, device=ctx.device,
-                         autocast=contextlib.nullcontext, ctx=ctx)
+    scores = evaluator(
+        model,
+        step=1,
+        tokens=1,
+        final=True,
+        autocast=contextlib.nullcontext,
+        stop=lambda: False,
+        row_fields={"run": "x", "role": "ladder", "N": 1, "size": "femto", "multiplier": 1.0, "flops": 1.0},
+    )
+    bpb = validation_bpb(
+        model,
+        corpus.val_path,
+        seq_len=256,
+        batch_size=3,
+        max_tokens=256 * 7,
+        bytes_per_token=corpus.val_bytes_per_token,
+        device=ctx.device,
+        autocast=contextlib.nullcontext,
+        ctx=ctx,
+    )
     if ctx.is_main:
         with open(out, "w") as handle:
             json.dump({"scores": scores, "val_bpb": bpb}, handle)

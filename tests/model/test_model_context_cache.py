@@ -7,6 +7,7 @@ import copy
 
 import pytest
 import torch
+from single_process_group import single_process_group
 from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import checkpoint_wrapper
 from torch.distributed.fsdp import fully_shard
 
@@ -14,7 +15,6 @@ from ladder.data import load_tokenizer
 from ladder.model import Decoder
 from ladder.sizes import get_shape
 from ladder.tasks.prefix import shared_context_logprobs
-from single_process_group import single_process_group
 
 CONTEXTS = [[5, 6, 7, 8, 9, 10, 11], [20, 21], [30, 31, 32, 33]]
 # (context row, continuation tokens): several per context, of different lengths, one empty.
@@ -27,7 +27,7 @@ def cached_forward(model: Decoder) -> list[torch.Tensor]:
     width = max(map(len, CONTEXTS))
     idx = torch.zeros(len(CONTEXTS), width, dtype=torch.long)
     for row, context in enumerate(CONTEXTS):
-        idx[row, width - len(context):] = torch.tensor(context)
+        idx[row, width - len(context) :] = torch.tensor(context)
     next_logits, cache = model.forward_context(idx, torch.tensor([len(c) for c in CONTEXTS]))
     tail_width = max(len(tokens) for _, tokens in CONTINUATIONS)
     tail = torch.zeros(len(CONTINUATIONS), tail_width, dtype=torch.long)
@@ -93,6 +93,7 @@ def test_cached_forward_goes_through_wrapped_blocks():
         torch.testing.assert_close(got, want, rtol=0, atol=0)
 
 
+@pytest.mark.slow
 def test_cached_forward_compiles_per_block_without_graph_breaks():
     """Blocks compiled one by one (aot_eager, fullgraph: a graph break would raise) take the real
     RoPE form, which agrees with the complex one to float rounding."""

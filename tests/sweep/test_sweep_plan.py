@@ -9,9 +9,9 @@ import pytest
 from ladder.cli import main
 from ladder.errors import LadderError
 from ladder.hydra_app import compose_config
+from ladder.rungs import grid_rungs, rungs_to_train
 from ladder.sweep.launch import sweep_file_rungs
 from ladder.sweep.plan import kaplan_loss, make_plan
-from ladder.rungs import grid_rungs, rungs_to_train
 
 
 def test_paper_plan_pins_n_steps_and_compute_share():
@@ -19,7 +19,10 @@ def test_paper_plan_pins_n_steps_and_compute_share():
     rows = {row.rung.name: row for row in plan.rows}
     assert len(rows) == 18
     assert [rows[f"{size}-1xC"].rung.n_params for size in ("190M", "370M", "760M", "1B")] == [
-        190_354_176, 371_262_464, 758_220_288, 1_279_395_840,
+        190_354_176,
+        371_262_464,
+        758_220_288,
+        1_279_395_840,
     ]
     assert rows["190M-1xC"].rung.batch_sequences == 128 and rows["190M-1xC"].rung.steps == 7_262
     assert rows["1B-10xC"].rung.steps == 162_684
@@ -35,9 +38,16 @@ def test_plan_counts_in_loop_evaluation_within_a_tenth_of_the_smallest_rungs():
     """tasks=olmes: the in-loop subset keeps every 190M rung's evaluation under 10% of its
     GPU-hours (at the assumed 10% evaluation MFU); scoring all 33,145 questions every time would not."""
     capped = {row.rung.name: row for row in make_plan(compose_config(["ladder=paper", "tasks=olmes"])).rows}
-    full = {row.rung.name: row for row in make_plan(compose_config(["ladder=paper", "tasks=olmes", "tasks.in_loop_questions=null"])).rows}
+    full = {
+        row.rung.name: row
+        for row in make_plan(compose_config(["ladder=paper", "tasks=olmes", "tasks.in_loop_questions=null"])).rows
+    }
     for name in ("190M-1xC", "190M-10xC"):
-        assert capped[name].eval_gpu_hours / capped[name].gpu_hours < 0.10 < full[name].eval_gpu_hours / full[name].gpu_hours
+        assert (
+            capped[name].eval_gpu_hours / capped[name].gpu_hours
+            < 0.10
+            < full[name].eval_gpu_hours / full[name].gpu_hours
+        )
     assert capped["1B-10xC"].eval_gpu_hours < capped["190M-10xC"].gpu_hours
 
 
@@ -135,7 +145,10 @@ def test_sweep_file_keeps_every_rung_of_the_grid(tmp_path):
     "overrides, message",
     [
         (["ladder.bogus=3"], "bad config: ladder.bogus: Key 'bogus' not in 'GridConfig'"),
-        (["train.log_interval=abc"], "bad config: train.log_interval: Value 'abc' of type 'str' could not be converted"),
+        (
+            ["train.log_interval=abc"],
+            "bad config: train.log_interval: Value 'abc' of type 'str' could not be converted",
+        ),
         (["+ladder.targets=[{size: nano, multiplier: 1}]"], r"bad config: ladder.targets\[0\].name has no value"),
         (["optim.lr=-1"], r"bad config: optim.lr=-1.0 \(must be > 0 and finite\)"),
         (["train.checkpoint_interval=0"], r"train.checkpoint_interval=0 \(must be >= 1\)"),

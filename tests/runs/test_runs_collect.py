@@ -29,8 +29,17 @@ def write_run(root: Path, name: str, n: int, role: str = "ladder", steps=(10, 20
             run_dir,
             [
                 EvalRow(
-                    run=name, role=role, N=n, D=step * 2048.0, step=step, task=task, loss=2.0 - step / 100 - i / 10,
-                    acc=0.3 + step / 1000, size=size, multiplier=multiplier, flops=6.0 * n * step * 2048,
+                    run=name,
+                    role=role,
+                    N=n,
+                    D=step * 2048.0,
+                    step=step,
+                    task=task,
+                    loss=2.0 - step / 100 - i / 10,
+                    acc=0.3 + step / 1000,
+                    size=size,
+                    multiplier=multiplier,
+                    flops=6.0 * n * step * 2048,
                     extra={"chance": 0.25 if task == "arc_easy" else 0.5, "acc_raw": 0.3},
                 )
                 for i, task in enumerate(tasks)
@@ -110,8 +119,17 @@ def test_wandb_history_rows_from_logged_rung_record():
     config = {"rung": "190M-1xC", "rung_record": make_rung("190M", 1.0).to_record(), "model": {"preset": "7B"}}
     history = [
         {"_step": 100, "step": 100, "tokens": 5.2e7, "train/loss": 4.0},  # a training record: no rows
-        {"_step": 200, "step": 200, "tokens": 1.05e8, "hellaswag/loss": 1.1, "hellaswag/acc": 0.31,
-         "eval/hellaswag/acc_raw": 0.29, "mmlu/loss": 1.6, "mmlu/acc": None, "val_bpb": 1.2},
+        {
+            "_step": 200,
+            "step": 200,
+            "tokens": 1.05e8,
+            "hellaswag/loss": 1.1,
+            "hellaswag/acc": 0.31,
+            "eval/hellaswag/acc_raw": 0.29,
+            "mmlu/loss": 1.6,
+            "mmlu/acc": None,
+            "val_bpb": 1.2,
+        },
     ]
     rows = rows_from_wandb_history("190M-1xC", config, history)
     table = pd.DataFrame(rows).set_index("task")
@@ -121,11 +139,26 @@ def test_wandb_history_rows_from_logged_rung_record():
 
 
 def test_wandb_history_sizes_the_rung_from_the_ladder_config():
-    config = {"model": {"preset": "femto", "vocab_size": None, "seq_len": None}, "train": {"tokens": None},
-              "multiplier": 2.0, "role": "ladder"}
+    config = {
+        "model": {"preset": "femto", "vocab_size": None, "seq_len": None},
+        "train": {"tokens": None},
+        "multiplier": 2.0,
+        "role": "ladder",
+    }
     rows = rows_from_wandb_history("femto-2xC", config, [{"_step": 5, "tokens": 10240, "eval/piqa/loss": 2.5}])
-    assert rows == [{"run": "femto-2xC", "role": "ladder", "N": 12_432, "size": "femto", "multiplier": 2.0,
-                     "D": 10240.0, "step": 5, "task": "piqa", "loss": 2.5}]
+    assert rows == [
+        {
+            "run": "femto-2xC",
+            "role": "ladder",
+            "N": 12_432,
+            "size": "femto",
+            "multiplier": 2.0,
+            "D": 10240.0,
+            "step": 5,
+            "task": "piqa",
+            "loss": 2.5,
+        }
+    ]
     with pytest.raises(LadderError, match="not a ladder run"):
         rows_from_wandb_history("x", {"lr": 1}, [])
 
@@ -133,7 +166,9 @@ def test_wandb_history_sizes_the_rung_from_the_ladder_config():
 def test_wandb_rung_uses_the_logged_tokenizer_vocabulary():
     config = {"model": {"preset": "femto", "vocab_size": None}, "data": {"tokenizer": "bpe:1024"}, "multiplier": 1.0}
     (row,) = rows_from_wandb_history("femto-1xC", config, [{"_step": 1, "tokens": 2048, "eval/piqa/loss": 2.0}])
-    byte = rows_from_wandb_history("femto-1xC", {**config, "data": {"tokenizer": "byte"}}, [{"_step": 1, "tokens": 2048, "piqa/loss": 2.0}])
+    byte = rows_from_wandb_history(
+        "femto-1xC", {**config, "data": {"tokenizer": "byte"}}, [{"_step": 1, "tokens": 2048, "piqa/loss": 2.0}]
+    )
     assert byte[0]["N"] == 12_432 and row["N"] == 12_432 + (1024 - 256) * 16  # output layer grows with the vocabulary
 
 

@@ -70,9 +70,18 @@ def test_micro_batch_by_size_follows_olmo_core():
 
 def test_a_rung_that_cannot_fit_is_refused_in_one_line_saying_what_fits():
     shape = get_shape("3B")
-    options = dict(world_size=8, per_rank=8, micro_batch=None, checkpointing="none", precision="bf16",
-                   optimizer="adamw", gpu_memory_gb=80)
-    with pytest.raises(LadderError, match=r"needs .* GB with train.parallel=ddp .*; it fits in .* train.parallel=fsdp") as refused:
+    options = dict(
+        world_size=8,
+        per_rank=8,
+        micro_batch=None,
+        checkpointing="none",
+        precision="bf16",
+        optimizer="adamw",
+        gpu_memory_gb=80,
+    )
+    with pytest.raises(
+        LadderError, match=r"needs .* GB with train.parallel=ddp .*; it fits in .* train.parallel=fsdp"
+    ) as refused:
         choose_plan(shape, parallel="ddp", **options)
     assert "\n" not in str(refused.value)
     assert choose_plan(shape, parallel="auto", **options).parallel == "fsdp"  # auto shards what DDP cannot hold

@@ -32,7 +32,9 @@ def bpe_corpus(tmp_path_factory):
     folder.mkdir()
     for i in range(20):
         (folder / f"{i}.txt").write_text(f"{i}: {TEXT * (i % 5 + 1)}\n")
-    cfg = DataConfig(name="b", sources=[str(folder)], tokenizer="bpe:300", prepared_root=str(root / "p"), val_fraction=0.1)
+    cfg = DataConfig(
+        name="b", sources=[str(folder)], tokenizer="bpe:300", prepared_root=str(root / "p"), val_fraction=0.1
+    )
     return prepare_corpus(cfg)
 
 
@@ -52,7 +54,9 @@ def test_bpe_trained_saved_and_used(bpe_corpus):
 def test_tokenizer_json_path_is_copied(bpe_corpus, tmp_path):
     (tmp_path / "a.txt").write_text(TEXT * 3)
     path = str(bpe_corpus.root / "tokenizer.json")
-    cfg = DataConfig(name="j", sources=[str(tmp_path / "a.txt")], tokenizer=path, prepared_root=str(tmp_path / "p"), val_fraction=0)
+    cfg = DataConfig(
+        name="j", sources=[str(tmp_path / "a.txt")], tokenizer=path, prepared_root=str(tmp_path / "p"), val_fraction=0
+    )
     corpus = prepare_corpus(cfg)
     assert (corpus.root / "tokenizer.json").read_bytes() == (bpe_corpus.root / "tokenizer.json").read_bytes()
     assert corpus.tokens("train").tolist() == corpus.tokenizer.encode(TEXT * 3 + "\n") + [0]

@@ -12,6 +12,8 @@ from fit_synthetic import OLMO_DIR, STEP1, STEP2, loss_law, make_table, sigmoid_
 from ladder.fit.compare import compare, decision_accuracy, split_recipes
 from ladder.fit.design import Target
 
+pytestmark = pytest.mark.slow  # trains models, spawns processes or refits the paper data
+
 TARGET = Target("big", 2e9, 2e9 * 20 * 5)
 # Through the anchor (L = 0, Acc = 1) that step 2 adds, so that the fitted family holds the truth.
 ANCHORED = {**STEP2, "a": -0.75, "b": 1.0}
@@ -49,20 +51,34 @@ def test_known_offset_inside_the_90_percent_intervals():
     inside_diff, inside_multiplier, p_values = [], [], []
     for draw in range(draws):
         table_a = make_table(step2=ANCHORED, loss_noise=0.004, acc_noise=0.006, checkpoints=12, seed=2 * draw)
-        table_b = make_table(step2=ANCHORED, step1=_recipe_b(factor), loss_noise=0.004, acc_noise=0.006, checkpoints=12, seed=2 * draw + 1)
+        table_b = make_table(
+            step2=ANCHORED,
+            step1=_recipe_b(factor),
+            loss_noise=0.004,
+            acc_noise=0.006,
+            checkpoints=12,
+            seed=2 * draw + 1,
+        )
         row = compare(table_a, table_b, [TARGET], bootstrap=100, seed=draw, method="paper").rows.iloc[0]
         inside_diff.append(row["diff_lo"] <= _truth(factor) <= row["diff_hi"])
         inside_multiplier.append(row["multiplier_lo"] <= factor <= row["multiplier_hi"])
         p_values.append(row["p_a_beats_b"])
-    print(f"\n{draws} draws: difference inside {np.mean(inside_diff):.0%}, multiplier inside "
-          f"{np.mean(inside_multiplier):.0%}, median P(A beats B) {np.median(p_values):.2f}")
+    print(
+        f"\n{draws} draws: difference inside {np.mean(inside_diff):.0%}, multiplier inside "
+        f"{np.mean(inside_multiplier):.0%}, median P(A beats B) {np.median(p_values):.2f}"
+    )
     assert np.mean(inside_diff) >= 0.7 and np.mean(inside_multiplier) >= 0.7
     assert np.median(p_values) > 0.5  # A is the better recipe
 
 
 def test_one_table_with_a_recipe_column_and_decision_accuracy():
-    table = pd.concat([make_table(step2=ANCHORED, seed=0).assign(recipe="good"),
-                       make_table(step2=ANCHORED, step1=_recipe_b(3.0), seed=1).assign(recipe="bad")], ignore_index=True)
+    table = pd.concat(
+        [
+            make_table(step2=ANCHORED, seed=0).assign(recipe="good"),
+            make_table(step2=ANCHORED, step1=_recipe_b(3.0), seed=1).assign(recipe="bad"),
+        ],
+        ignore_index=True,
+    )
     names, table_a, table_b = split_recipes(table)
     assert names == ("good", "bad") and "recipe" not in table_a
     comparison = compare(table_a, table_b, [TARGET], bootstrap=40, names=names)
@@ -82,8 +98,10 @@ def test_paper_reruns_against_originals_are_no_different():
     table = import_olmo(OLMO_DIR)
     ladder = table[(table["role"] == "ladder") & table["multiplier"].isin([1, 2, 5, 10])]
     originals = ladder[~ladder["rerun"]]
-    reruns = pd.concat([ladder[ladder["multiplier"] != 1].loc[lambda t: ~t["rerun"]],
-                        ladder[ladder["rerun"]].assign(rerun=False)], ignore_index=True)
+    reruns = pd.concat(
+        [ladder[ladder["multiplier"] != 1].loc[lambda t: ~t["rerun"]], ladder[ladder["rerun"]].assign(rerun=False)],
+        ignore_index=True,
+    )
     seven = Target("7B-4T", 6887575552, 3945065873408)
     rows = compare(originals, reruns, [seven], bootstrap=100, tasks=["mmlu", "hellaswag", "arc_easy", "piqa"]).rows
     assert rows["paired"].all()
@@ -102,20 +120,35 @@ def _cli(capsys, *argv: str) -> tuple[int, str, str]:
 def test_compare_cli_writes_its_outputs(tmp_path, capsys):
     make_table(step2=ANCHORED, seed=0).to_csv(tmp_path / "a.csv", index=False)
     make_table(step2=ANCHORED, step1=_recipe_b(2.0), seed=1).to_csv(tmp_path / "b.csv", index=False)
-    code, out, err = _cli(capsys, "compare", str(tmp_path / "a.csv"), str(tmp_path / "b.csv"), "--target",
-                          "big:2e9:2e11", "--bootstrap", "40", "--names", "new,old", "--out", str(tmp_path / "out"))
+    code, out, err = _cli(
+        capsys,
+        "compare",
+        str(tmp_path / "a.csv"),
+        str(tmp_path / "b.csv"),
+        "--target",
+        "big:2e9:2e11",
+        "--bootstrap",
+        "40",
+        "--names",
+        "new,old",
+        "--out",
+        str(tmp_path / "out"),
+    )
     assert code == 0, err
     assert "P(new>old)" in out and "decision accuracy" in out
     assert {p.name for p in (tmp_path / "out").iterdir()} == {"compare.csv", "decisions.csv", "compare.png"}
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["a.csv", "b.csv", "c.csv"], "give two tables"),
-    (["a.csv"], "no 'recipe' column"),
-    (["a.csv", "b.csv", "--bootstrap", "0"], "--bootstrap must be >= 20"),
-    (["a.csv", "b.csv", "--names", "x"], "--names"),
-    (["a.csv", "missing.csv"], "no such results table"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["a.csv", "b.csv", "c.csv"], "give two tables"),
+        (["a.csv"], "no 'recipe' column"),
+        (["a.csv", "b.csv", "--bootstrap", "0"], "--bootstrap must be >= 20"),
+        (["a.csv", "b.csv", "--names", "x"], "--names"),
+        (["a.csv", "missing.csv"], "no such results table"),
+    ],
+)
 def test_compare_bad_input_one_line_exit_2_nothing_written(tmp_path, capsys, argv, message):
     make_table(step2=ANCHORED, seed=0).to_csv(tmp_path / "a.csv", index=False)
     make_table(step2=ANCHORED, seed=1).to_csv(tmp_path / "b.csv", index=False)

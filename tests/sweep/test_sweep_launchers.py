@@ -17,7 +17,10 @@ def hydra_config(capsys, *args: str) -> dict:
 
 def test_slurm_launcher_config(tmp_path, capsys):
     hydra = hydra_config(
-        capsys, "hydra/launcher=slurm", "hydra.launcher.partition=gpu", "hydra.launcher.timeout_min=720",
+        capsys,
+        "hydra/launcher=slurm",
+        "hydra.launcher.partition=gpu",
+        "hydra.launcher.timeout_min=720",
         f"ladder.sweep_root={tmp_path}",
     )
     launcher = hydra["launcher"]
@@ -32,6 +35,7 @@ def test_slurm_launcher_config(tmp_path, capsys):
     assert not list(tmp_path.iterdir())  # showing the config launches nothing
 
 
+@pytest.mark.slow
 def test_plugin_and_local_launchers_compose(capsys):
     assert hydra_config(capsys, "hydra/launcher=submitit_slurm")["launcher"]["_target_"].endswith("SlurmLauncher")
     local = hydra_config(capsys, "hydra/launcher=local")["launcher"]
@@ -43,9 +47,8 @@ def render_sbatch(tmp_path, monkeypatch, *overrides: str) -> str:
     """The sbatch script submitit writes for conf/hydra/launcher/slurm.yaml (and `overrides`),
     through the executor `--detach` uses. SLURM is not installed here: a stand-in `srun` on PATH
     lets submitit build its executor; no job is submitted."""
-    from submitit.slurm.slurm import _make_sbatch_string
-
     from hydra import compose, initialize_config_dir
+    from submitit.slurm.slurm import _make_sbatch_string
 
     from ladder.config import register_configs
     from ladder.hydra_app import CONF_DIR, HYDRA_VERSION
@@ -58,11 +61,18 @@ def render_sbatch(tmp_path, monkeypatch, *overrides: str) -> str:
     monkeypatch.setenv("PATH", f"{fake_bin}:{os.environ['PATH']}")
     register_configs()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base=HYDRA_VERSION):
-        overrides = ["hydra/launcher=slurm", "hydra.launcher.partition=gpu", f"hydra.sweep.dir={tmp_path}",
-                     "hydra.job.name=sweep", *overrides]
+        overrides = [
+            "hydra/launcher=slurm",
+            "hydra.launcher.partition=gpu",
+            f"hydra.sweep.dir={tmp_path}",
+            "hydra.job.name=sweep",
+            *overrides,
+        ]
         cfg = compose(config_name="config", overrides=overrides, return_hydra_config=True)
     executor = submitit_executor(cfg.hydra.launcher, "slurm")
-    return _make_sbatch_string(command="python -m submitit.core._submit x", folder=str(tmp_path), **executor._executor.parameters)
+    return _make_sbatch_string(
+        command="python -m submitit.core._submit x", folder=str(tmp_path), **executor._executor.parameters
+    )
 
 
 def test_slurm_launcher_config_renders_an_sbatch_script(tmp_path, monkeypatch):
@@ -70,8 +80,16 @@ def test_slurm_launcher_config_renders_an_sbatch_script(tmp_path, monkeypatch):
     memory, USR2 300 s before the limit (and the job's handler on the same signal)."""
     pytest.importorskip("submitit")
     script = render_sbatch(tmp_path, monkeypatch)
-    for line in ("--partition=gpu", "--gpus-per-node=8", "--ntasks-per-node=8", "--time=1440", "--signal=USR2@300",
-                 "--job-name=ladder", "--requeue", "--mem=0GB"):
+    for line in (
+        "--partition=gpu",
+        "--gpus-per-node=8",
+        "--ntasks-per-node=8",
+        "--time=1440",
+        "--signal=USR2@300",
+        "--job-name=ladder",
+        "--requeue",
+        "--mem=0GB",
+    ):
         assert f"#SBATCH {line}\n" in script
     assert "export OMP_NUM_THREADS=1" in script and "export SUBMITIT_PREEMPT_SIGNAL=USR2" in script
 

@@ -55,8 +55,9 @@ def test_more_sizes_and_tokens_lower_the_expected_error():
     assert result.grids["chosen"].sum() == 1
     # Within a budget, the chosen grid is the best of those that fit it.
     budget = float(by_label["flops"].median())
-    limited = d.design({"synth": LAW}, {"synth": NOISE}, grids, [TARGET], options=d.DesignOptions(sims=32),
-                       budget_flops=budget)
+    limited = d.design(
+        {"synth": LAW}, {"synth": NOISE}, grids, [TARGET], options=d.DesignOptions(sims=32), budget_flops=budget
+    )
     chosen = limited.grids[limited.grids["chosen"]].iloc[0]
     inside = limited.grids[limited.grids["flops"] <= budget]
     assert chosen["flops"] <= budget and chosen["expected_abs_err"] == inside["expected_abs_err"].min()
@@ -67,8 +68,9 @@ def test_law_error_makes_the_target_less_predictable():
     grid = [d.make_grid(SIZES, [1, 2, 5, 10])]
     noise = d.Noise(loss_ckpt=0.003, acc_ckpt=0.004, loss_size=0.01, acc_size=0.01)
     with_error = d.design({"synth": LAW}, {"synth": noise}, grid, [TARGET], options=d.DesignOptions(sims=32))
-    without = d.design({"synth": LAW}, {"synth": noise}, grid, [TARGET],
-                       options=d.DesignOptions(sims=32, law_error=False))
+    without = d.design(
+        {"synth": LAW}, {"synth": noise}, grid, [TARGET], options=d.DesignOptions(sims=32, law_error=False)
+    )
     assert with_error.grids["expected_abs_err"][0] > 2 * without.grids["expected_abs_err"][0]
 
 
@@ -90,10 +92,12 @@ def test_laws_and_noise_from_a_table_and_from_its_params():
     assert noise.loss_ckpt == pytest.approx(noises["synth"].loss_ckpt)
 
 
+@pytest.mark.slow
 def test_interval_coverage_runs_the_pipeline_on_simulated_tables():
     grid = d.make_grid(SIZES, [1, 2, 5])
-    coverage = d.interval_coverage({"synth": LAW}, {"synth": NOISE}, grid, [TARGET],
-                                   d.DesignOptions(checkpoints=20), sims=3, bootstrap=40)
+    coverage = d.interval_coverage(
+        {"synth": LAW}, {"synth": NOISE}, grid, [TARGET], d.DesignOptions(checkpoints=20), sims=3, bootstrap=40
+    )
     row = coverage.iloc[0]
     assert row["sims"] == 3 and 0.0 <= row["coverage"] <= 1.0 and row["median_width"] > 0
 
@@ -137,10 +141,28 @@ def test_design_writes_a_grid_that_plan_takes_as_is(tmp_path, capsys, prior_file
     path = CONF_DIR / "ladder" / f"{name}.yaml"
     n_target = paper_params(get_shape("mini"))
     try:
-        code, _, err = _cli(capsys, "design", "--params", str(params), "--variance", str(variance),
-                              "--target", f"mini-1xC:{n_target}:{20 * n_target}", "--sizes", "femto,pico,nano,micro",
-                              "--multipliers", "1,2,4", "--sims", "8", "--checkpoints", "12",
-                              "--out", str(tmp_path / "out"), "--name", name)
+        code, _, err = _cli(
+            capsys,
+            "design",
+            "--params",
+            str(params),
+            "--variance",
+            str(variance),
+            "--target",
+            f"mini-1xC:{n_target}:{20 * n_target}",
+            "--sizes",
+            "femto,pico,nano,micro",
+            "--multipliers",
+            "1,2,4",
+            "--sims",
+            "8",
+            "--checkpoints",
+            "12",
+            "--out",
+            str(tmp_path / "out"),
+            "--name",
+            name,
+        )
         assert code == 0, err
         assert {"design.csv", "design_tasks.csv", "design.png"} <= {p.name for p in (tmp_path / "out").iterdir()}
         grids = pd.read_csv(tmp_path / "out" / "design.csv")
@@ -155,15 +177,18 @@ def test_design_writes_a_grid_that_plan_takes_as_is(tmp_path, capsys, prior_file
         path.unlink(missing_ok=True)
 
 
-@pytest.mark.parametrize("extra, message", [
-    (["--target", "big:2e9"], "expected NAME:N:D"),
-    (["--sizes", "femto,giant"], "not a preset"),
-    (["--budget-share", "-1"], "--budget-share must be"),
-    (["--budget-flops", "1e20", "--budget-share", "0.1"], "give one budget"),
-    (["--name", "../escape"], "--name"),
-    (["--sims", "2"], "--sims must be"),
-    (["--sizes", "femto,s=2e7,pico", "--name", "ok"], "size presets"),
-])
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--target", "big:2e9"], "expected NAME:N:D"),
+        (["--sizes", "femto,giant"], "not a preset"),
+        (["--budget-share", "-1"], "--budget-share must be"),
+        (["--budget-flops", "1e20", "--budget-share", "0.1"], "give one budget"),
+        (["--name", "../escape"], "--name"),
+        (["--sims", "2"], "--sims must be"),
+        (["--sizes", "femto,s=2e7,pico", "--name", "ok"], "size presets"),
+    ],
+)
 def test_design_bad_input_one_line_exit_2_nothing_written(tmp_path, capsys, prior_files, extra, message):
     params, variance = prior_files
     base = {"--target": "t:1e9:2e10", "--sizes": "femto,pico,nano", "--multipliers": "1,2"}
@@ -191,6 +216,7 @@ def test_design_refuses_a_missing_prior_and_existing_results(tmp_path, capsys, p
     assert not (tmp_path / "a").exists()
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not OLMO_DIR.is_dir(), reason=f"the paper's ladder data is not in {OLMO_DIR}")
 def test_paper_a_3b_rung_is_predicted_to_help_at_7b(tmp_path):
     from ladder.runs.olmo_import import import_olmo
@@ -210,6 +236,8 @@ def test_design_and_compare_import_neither_torch_nor_matplotlib():
     import subprocess
     import sys
 
-    code = ("import sys, ladder.fit.design, ladder.fit.compare, ladder.report.decide; "
-            "assert 'torch' not in sys.modules and 'matplotlib' not in sys.modules, sorted(sys.modules)")
+    code = (
+        "import sys, ladder.fit.design, ladder.fit.compare, ladder.report.decide; "
+        "assert 'torch' not in sys.modules and 'matplotlib' not in sys.modules, sorted(sys.modules)"
+    )
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -5,11 +5,11 @@ import math
 import pytest
 import torch
 
+from ladder.config import OptimConfig
 from ladder.errors import LadderError
 from ladder.model import Decoder, apply_rope, rope_frequencies
 from ladder.sizes import get_shape
 from ladder.train.optim import OPTIMIZERS, Schedule, build_optimizer, param_groups
-from ladder.config import OptimConfig
 
 
 @pytest.fixture(scope="module")

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import pytest
 import torch
+from single_process_group import single_process_group
 from torch.distributed.fsdp import fully_shard
 
 from ladder.model import Decoder
 from ladder.sizes import get_shape
-from single_process_group import single_process_group
 
 
 def meta_built(shape, seed: int, **options) -> Decoder:

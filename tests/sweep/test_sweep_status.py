@@ -42,12 +42,17 @@ def dead_pid() -> int:
 def sweep_root(tmp_path: Path) -> Path:
     root = tmp_path / "runs"
     root.mkdir()
-    (root / "sweep.json").write_text(json.dumps({"grid": "cpu", "rungs": ["femto-1xC", "femto-2xC", "pico-1xC", "pico-2xC", "nano-1xC"]}))
+    (root / "sweep.json").write_text(
+        json.dumps({"grid": "cpu", "rungs": ["femto-1xC", "femto-2xC", "pico-1xC", "pico-2xC", "nano-1xC"]})
+    )
     write_rung(root / "femto-1xC", 100, [{"step": 100, "loss": 2.5, "tokens_per_s": 2048.0}])
     (root / "femto-1xC" / "DONE").write_text(json.dumps({"step": 100, "tokens": 204800, "loss": 2.41, "wall_s": 12.0}))
     # Running: 40 of 200 steps at 1024 tokens/s with 2048-token batches -> 160 x 2 s = 320 s left.
-    write_rung(root / "femto-2xC", 200, [{"step": 30, "loss": 3.0, "tokens_per_s": 900.0},
-                                         {"step": 40, "loss": 2.9, "tokens_per_s": 1024.0}])
+    write_rung(
+        root / "femto-2xC",
+        200,
+        [{"step": 30, "loss": 3.0, "tokens_per_s": 900.0}, {"step": 40, "loss": 2.9, "tokens_per_s": 1024.0}],
+    )
     with open(root / "femto-2xC" / "metrics.jsonl", "a") as stream:
         stream.write('{"step": 50, "lo')  # torn line of a writer killed mid-line
     write_marker(root / "femto-2xC", socket.gethostname(), os.getpid())  # this (live) process trains it
@@ -58,7 +63,9 @@ def sweep_root(tmp_path: Path) -> Path:
 
 
 def test_states_of_every_kind(sweep_root):
-    states = {name: read_state(sweep_root / name) for name in ["femto-1xC", "femto-2xC", "pico-1xC", "pico-2xC", "nano-1xC"]}
+    states = {
+        name: read_state(sweep_root / name) for name in ["femto-1xC", "femto-2xC", "pico-1xC", "pico-2xC", "nano-1xC"]
+    }
     assert states["femto-1xC"].status == "done" and states["femto-1xC"].loss == 2.41
     running = states["femto-2xC"]
     assert (running.status, running.step, running.steps, running.loss) == ("running", 40, 200, 2.9)

@@ -19,14 +19,15 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import femto_overrides, losses
 
 from ladder import cli
 from ladder.errors import LadderError
 from ladder.hydra_app import compose_config
-from ladder.train import run_training
 from ladder.runs.directory import RunDir
+from ladder.train import run_training
 
-from conftest import femto_overrides, losses
+pytestmark = pytest.mark.slow  # trains models, spawns processes or refits the paper data
 
 WORKER = Path(__file__).with_name("torchrun_worker.py")
 
@@ -36,7 +37,15 @@ def env(**extra: str) -> dict[str, str]:
 
 
 def torchrun(*args: str, nproc: int = 2) -> list[str]:
-    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", str(WORKER), *args]
+    return [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc_per_node={nproc}",
+        str(WORKER),
+        *args,
+    ]
 
 
 def train_args(run_dir: Path, prepared_root: Path, *overrides: str) -> list[str]:
@@ -48,8 +57,9 @@ def test_two_process_evaluation_equals_one_process(tmp_path, prepared_root):
     the same scores as one process (fp32) to 1e-6. 37 questions: the shards are unequal."""
     out = tmp_path / "dist" / "scores.json"
     out.parent.mkdir()
-    result = subprocess.run(torchrun(str(prepared_root)), env=env(LADDER_TEST_EVAL=str(out)),
-                            capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        torchrun(str(prepared_root)), env=env(LADDER_TEST_EVAL=str(out)), capture_output=True, text=True, timeout=300
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     distributed = json.loads(out.read_text())
 
@@ -68,14 +78,24 @@ def test_two_process_evaluation_equals_one_process(tmp_path, prepared_root):
     model = decoder_from_config(get_shape("femto", vocab_size=256), cfg.model)
     tasks = load_tasks(list(cfg.tasks.names), corpus=corpus, max_questions=37, seed=cfg.tasks.seed)
     single = evaluate(model, corpus.tokenizer, tasks, batch_size=cfg.tasks.batch_size)
-    assert set(distributed["scores"]) == {f"{t}/{m}" for t in single for m in ("loss", "acc", "acc_raw", "soft", "soft_log")}
+    assert set(distributed["scores"]) == {
+        f"{t}/{m}" for t in single for m in ("loss", "acc", "acc_raw", "soft", "soft_log")
+    }
     for name, score in single.items():
         for metric in ("loss", "acc", "acc_raw", "soft", "soft_log"):
             assert distributed["scores"][f"{name}/{metric}"] == pytest.approx(getattr(score, metric), abs=1e-6)
     one = DistContext(0, 0, 1, torch.device("cpu"))
-    bpb = validation_bpb(model, corpus.val_path, seq_len=256, batch_size=3, max_tokens=256 * 7,
-                         bytes_per_token=corpus.val_bytes_per_token, device=one.device,
-                         autocast=cl.nullcontext, ctx=one)
+    bpb = validation_bpb(
+        model,
+        corpus.val_path,
+        seq_len=256,
+        batch_size=3,
+        max_tokens=256 * 7,
+        bytes_per_token=corpus.val_bytes_per_token,
+        device=one.device,
+        autocast=cl.nullcontext,
+        ctx=one,
+    )
     assert distributed["val_bpb"] == pytest.approx(bpb, abs=1e-6)
     rows = [json.loads(line) for line in (out.parent / "eval.jsonl").read_text().splitlines()]
     assert sorted(row["task"] for row in rows) == sorted(single)  # rank 0 alone wrote them
@@ -87,7 +107,10 @@ def test_an_exception_on_rank_1_ends_the_group_at_once_and_failed_names_it(tmp_p
     started = time.monotonic()
     result = subprocess.run(
         torchrun(*train_args(run_dir, prepared_root, *femto_overrides(60), "train.timeout_min=10")),
-        env=env(LADDER_TEST_FAIL_RANK="1"), capture_output=True, text=True, timeout=300,
+        env=env(LADDER_TEST_FAIL_RANK="1"),
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     elapsed = time.monotonic() - started
     assert result.returncode != 0
@@ -107,13 +130,33 @@ def test_srun_without_torchrun_forms_one_group_from_slurm_variables(tmp_path, pr
     job_id = str(port - 20_000 if port >= 20_000 else port + 20_000)
     tasks = []
     for rank in range(2):
-        slurm = {"SLURM_NTASKS": "2", "SLURM_PROCID": str(rank), "SLURM_LOCALID": str(rank), "SLURM_STEP_ID": "0",
-                 "SLURM_NNODES": "1", "SLURM_JOB_ID": job_id}
-        clean = {k: v for k, v in env(**slurm).items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")}
-        tasks.append(subprocess.Popen(
-            [sys.executable, "-m", "ladder", *train_args(run_dir, prepared_root, *femto_overrides(60), "train.max_steps=10")],
-            env=clean, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        ))
+        slurm = {
+            "SLURM_NTASKS": "2",
+            "SLURM_PROCID": str(rank),
+            "SLURM_LOCALID": str(rank),
+            "SLURM_STEP_ID": "0",
+            "SLURM_NNODES": "1",
+            "SLURM_JOB_ID": job_id,
+        }
+        clean = {
+            k: v
+            for k, v in env(**slurm).items()
+            if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
+        }
+        tasks.append(
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "ladder",
+                    *train_args(run_dir, prepared_root, *femto_overrides(60), "train.max_steps=10"),
+                ],
+                env=clean,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+        )
     outputs = [task.communicate(timeout=300) for task in tasks]
     assert [task.returncode for task in tasks] == [0, 0], outputs[0][1][-2000:] + outputs[1][1][-2000:]
     assert [out.count(f"stopped: {run_dir} at step 10") for out, _ in outputs] == [1, 0]  # rank 0 speaks for both
@@ -136,9 +179,19 @@ def test_srun_on_several_nodes_without_a_rendezvous_is_refused_in_one_line(tmp_p
 def test_sigterm_to_torchrun_checkpoints_within_its_shutdown_window(tmp_path, prepared_root):
     run_dir = tmp_path / "femto"
     process = subprocess.Popen(
-        torchrun(*train_args(run_dir, prepared_root, *femto_overrides(5000), "train.checkpoint_interval=100000",
-                             "train.eval_interval=100000")),
-        env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        torchrun(
+            *train_args(
+                run_dir,
+                prepared_root,
+                *femto_overrides(5000),
+                "train.checkpoint_interval=100000",
+                "train.eval_interval=100000",
+            )
+        ),
+        env=env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         deadline = time.monotonic() + 120
@@ -173,15 +226,23 @@ def test_only_data_prepare_hashes_the_corpus(tmp_path, monkeypatch):
     source.write_text("".join(f"Document {i}: the quick brown fox jumps over the lazy dog.\n\n" for i in range(300)))
     data = [f"data.sources=[{source}]", f"data.prepared_root={tmp_path / 'prepared'}", "data.name=mine"]
     hashes = tmp_path / "hashes.log"
-    prepare = subprocess.run([sys.executable, str(WORKER), "data", "prepare", *data], env=env(LADDER_TEST_HASH_LOG=str(hashes)),
-                             capture_output=True, text=True, timeout=120)
+    prepare = subprocess.run(
+        [sys.executable, str(WORKER), "data", "prepare", *data],
+        env=env(LADDER_TEST_HASH_LOG=str(hashes)),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert prepare.returncode == 0, prepare.stderr[-2000:]
     assert hashes.read_text().split() == ["0"]
 
     hashes.write_text("")
     result = subprocess.run(
         torchrun(*train_args(tmp_path / "run", tmp_path / "prepared", *data, "model=femto", "train.max_steps=2")),
-        env=env(LADDER_TEST_HASH_LOG=str(hashes)), capture_output=True, text=True, timeout=300,
+        env=env(LADDER_TEST_HASH_LOG=str(hashes)),
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert hashes.read_text().split() == []
@@ -234,8 +295,14 @@ def test_a_stop_during_evaluation_is_honoured_and_the_evaluation_redone_on_resum
 
 def test_in_loop_evaluations_score_a_fixed_subset_and_the_final_one_every_question(tmp_path, make_cfg):
     run_dir = tmp_path / "femto"
-    cfg = make_cfg(run_dir, *femto_overrides(4), "tasks=cpu", "tasks.max_questions=30", "tasks.in_loop_questions=7",
-                   "train.eval_interval=2")
+    cfg = make_cfg(
+        run_dir,
+        *femto_overrides(4),
+        "tasks=cpu",
+        "tasks.max_questions=30",
+        "tasks.in_loop_questions=7",
+        "train.eval_interval=2",
+    )
     assert run_training(cfg).status == "done"
     rows = [json.loads(line) for line in (run_dir / "eval.jsonl").read_text().splitlines()]
     assert {(row["step"], row["n_questions"]) for row in rows} == {(2, 7), (4, 30)}
@@ -253,7 +320,9 @@ def test_flock_unsupported_is_named_and_train_lock_file_works(tmp_path, make_cfg
 
     with monkeypatch.context() as patch:
         patch.setattr(fcntl, "flock", no_locks)
-        with pytest.raises(LadderError, match="file locks \\(flock\\) are not supported on the filesystem of .* set train.lock=file"):
+        with pytest.raises(
+            LadderError, match="file locks \\(flock\\) are not supported on the filesystem of .* set train.lock=file"
+        ):
             run_training(make_cfg(run_dir, *femto_overrides(2)))
         assert not (run_dir / "RUNNING").exists()
         assert run_training(make_cfg(run_dir, *femto_overrides(2), "train.lock=file")).status == "done"

@@ -9,18 +9,32 @@ import shutil
 import time
 from pathlib import Path
 
+import pytest
+
 from ladder.cli import main
 from ladder.sweep.jobs import QUEUED, scheduler_states
+
+pytestmark = pytest.mark.slow  # trains models, spawns processes or refits the paper data
 
 BROKEN, LONG = "femto-0.001xC", "femto-0.05xC"
 
 
 def overrides(root: Path, data: Path) -> list[str]:
     return [
-        "ladder=cpu", "ladder.train_targets=false", "ladder.sizes=[femto]", "ladder.multipliers=[0.001,0.05]",
-        f"ladder.sweep_root={root}", f"data.prepared_root={data}", "wandb.mode=disabled", "train.batch_size=2",
-        "model.seq_len=64", "train.val_tokens=512", "train.threads=1", "train.eval_interval=1000",
-        "hydra/launcher=local", "ladder.gpus_per_rung=0",
+        "ladder=cpu",
+        "ladder.train_targets=false",
+        "ladder.sizes=[femto]",
+        "ladder.multipliers=[0.001,0.05]",
+        f"ladder.sweep_root={root}",
+        f"data.prepared_root={data}",
+        "wandb.mode=disabled",
+        "train.batch_size=2",
+        "model.seq_len=64",
+        "train.val_tokens=512",
+        "train.threads=1",
+        "train.eval_interval=1000",
+        "hydra/launcher=local",
+        "ladder.gpus_per_rung=0",
     ]
 
 

@@ -6,11 +6,11 @@ import math
 
 import pytest
 import torch
+from task_models import FixedDistributionModel, OracleModel, UniformModel
 
 from ladder.data import load_tokenizer
 from ladder.errors import LadderError
 from ladder.tasks import Question, Task, evaluate
-from task_models import FixedDistributionModel, OracleModel, UniformModel
 
 BYTE = load_tokenizer("byte")
 
@@ -44,7 +44,9 @@ def test_uniform_model_with_bpe_gives_tokens_times_log2_vocab_over_bytes(tmp_pat
 
     raw = Tokenizer(models.BPE())
     raw.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    trainer = trainers.BpeTrainer(vocab_size=300, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    trainer = trainers.BpeTrainer(
+        vocab_size=300, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False
+    )
     raw.train_from_iterator(["the cat sat on the mat, the dog sat on the log"] * 50, trainer)
     raw.save(str(tmp_path / "tokenizer.json"))
     bpe = load_tokenizer(str(tmp_path / "tokenizer.json"))
@@ -85,8 +87,8 @@ def test_acc_primary_metric_reports_summed_log_prob_accuracy_and_raw_soft():
     questions = [Question("Q:", (" a", " bb"), 0, "1"), Question("Q:", (" aab", " b"), 0, "2")]
     score = evaluate(_hand_model(), BYTE, [_task(questions, primary_metric="acc")])["t"]
     assert score.acc == 0.5 and score.acc_len_norm == 1.0
-    soft_1 = 1 / (1 + 2.0 ** -3)  # ll: -4 ln2 vs -7 ln2
-    soft_2 = 1 / (1 + 2.0 ** 2)  # ll: -7 ln2 vs -5 ln2
+    soft_1 = 1 / (1 + 2.0**-3)  # ll: -4 ln2 vs -7 ln2
+    soft_2 = 1 / (1 + 2.0**2)  # ll: -7 ln2 vs -5 ln2
     assert score.soft == pytest.approx((soft_1 + soft_2) / 2, rel=1e-9)
 
 
@@ -105,7 +107,12 @@ def test_group_weights_give_the_weighted_mean_of_group_means():
 def _quiz() -> list[Question]:
     words = ["apple", "river", "stone", "cloud", "ember", "frost", "maple", "grove"]
     return [
-        Question(f"Question {i}: which word is number {i}?\nAnswer:", tuple(" " + w for w in words[i % 4 : i % 4 + 4]), i % 4, str(i))
+        Question(
+            f"Question {i}: which word is number {i}?\nAnswer:",
+            tuple(" " + w for w in words[i % 4 : i % 4 + 4]),
+            i % 4,
+            str(i),
+        )
         for i in range(12)
     ]
 

@@ -4,16 +4,14 @@ from pathlib import Path
 
 import pytest
 import torch
-
-from ladder.errors import LadderError
 from omegaconf import OmegaConf
 
+from ladder.errors import LadderError
 from ladder.model import Decoder
-from ladder.runs.directory import find_checkpoint
+from ladder.runs.directory import config_differences, find_checkpoint
 from ladder.train import checkpoint as checkpoint_module
 from ladder.train.checkpoint import read_checkpoint
 from ladder.train.metrics import Throughput, device_peak_flops, peak_flops
-from ladder.runs.directory import config_differences
 from ladder.train.stability import StabilityMonitor
 from ladder.train.tracking import Tracker, wandb_run_id
 
@@ -57,12 +55,11 @@ def test_stability_monitor_spikes_and_suggested_clip():
 
 
 def test_checkpoints_are_atomic_pruned_and_export_to_one_file_for_eval(tmp_path):
-    from ladder.sizes import get_shape
+    from ladder.hydra_app import compose_config
     from ladder.runs.directory import latest_checkpoint
+    from ladder.sizes import get_shape
     from ladder.train.checkpoint import CheckpointWriter, export_checkpoint, load_into, load_model
     from ladder.train.optim import build_optimizer
-
-    from ladder.hydra_app import compose_config
 
     cfg = compose_config(["model=femto"])
     torch.manual_seed(0)
@@ -73,12 +70,23 @@ def test_checkpoints_are_atomic_pruned_and_export_to_one_file_for_eval(tmp_path)
     folder = tmp_path / "checkpoint"
     writer = CheckpointWriter(folder, rank=0, distributed=False, keep=2, asynchronous=False)
     (folder / ".tmp-step-00000009").mkdir(parents=True)  # left by a crash: removed by the next save
-    trainer = {"step": 7, "tokens": 7 * 2048, "python_rng": checkpoint_module.python_rng_state(), "world_size": 1, "parallel": "ddp",
-               "config": OmegaConf.to_container(cfg, resolve=True), "shape": checkpoint_module.shape_to_dict(model.shape)}
+    trainer = {
+        "step": 7,
+        "tokens": 7 * 2048,
+        "python_rng": checkpoint_module.python_rng_state(),
+        "world_size": 1,
+        "parallel": "ddp",
+        "config": OmegaConf.to_container(cfg, resolve=True),
+        "shape": checkpoint_module.shape_to_dict(model.shape),
+    }
     for step in (5, 6, 7):
         torch.manual_seed(step)
-        writer.save(folder / f"step-{step:08d}", trainer | {"step": step},
-                    checkpoint_module.model_and_optimizer_state(model, optimizer) | checkpoint_module.rng_tensors(0, torch.device("cpu")))
+        writer.save(
+            folder / f"step-{step:08d}",
+            trainer | {"step": step},
+            checkpoint_module.model_and_optimizer_state(model, optimizer)
+            | checkpoint_module.rng_tensors(0, torch.device("cpu")),
+        )
     assert sorted(p.name for p in folder.iterdir()) == ["step-00000006", "step-00000007"]
     assert latest_checkpoint(folder).name == "step-00000007"
     expected = torch.rand(3)  # the generator after seeding 7, as saved
@@ -86,7 +94,9 @@ def test_checkpoints_are_atomic_pruned_and_export_to_one_file_for_eval(tmp_path)
     fresh = Decoder(get_shape("femto"))
     fresh_optimizer = build_optimizer(cfg.optim, fresh, 1e-3, torch.device("cpu"))
     torch.manual_seed(99)
-    state = load_into(latest_checkpoint(folder), fresh, fresh_optimizer, rank=0, device=torch.device("cpu"), distributed=False)
+    state = load_into(
+        latest_checkpoint(folder), fresh, fresh_optimizer, rank=0, device=torch.device("cpu"), distributed=False
+    )
     assert state["step"] == 7 and torch.equal(torch.rand(3), expected)
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), fresh.state_dict().values()))
     moments = [fresh_optimizer.state[p]["exp_avg"] for p in fresh.parameters()]
@@ -116,10 +126,13 @@ def test_wandb_id_is_stable_per_run_dir(tmp_path):
     assert wandb_run_id(Path("r"), "tiny 1/x").startswith("tiny_1_x-")
 
 
-@pytest.mark.parametrize(("configured", "environment", "active"), [
-    ("disabled", "offline", False),  # the command line wins over the environment
-    (None, "disabled", False),  # an unset mode takes $WANDB_MODE
-])
+@pytest.mark.parametrize(
+    ("configured", "environment", "active"),
+    [
+        ("disabled", "offline", False),  # the command line wins over the environment
+        (None, "disabled", False),  # an unset mode takes $WANDB_MODE
+    ],
+)
 def test_wandb_mode_from_config_then_environment(tmp_path, monkeypatch, configured, environment, active):
     from omegaconf import OmegaConf
 

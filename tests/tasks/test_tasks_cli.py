@@ -25,8 +25,11 @@ def run_dir(tmp_path):
     torch.manual_seed(0)
     model = Decoder(get_shape("femto"))
     state = {
-        "model": model.state_dict(), "shape": shape_to_dict(model.shape),
-        "config": OmegaConf.to_container(cfg, resolve=True), "step": 7, "tokens": 14336,
+        "model": model.state_dict(),
+        "shape": shape_to_dict(model.shape),
+        "config": OmegaConf.to_container(cfg, resolve=True),
+        "step": 7,
+        "tokens": 14336,
     }
     save_checkpoint(run / "checkpoint" / "model.pt", state)  # as `ladder export` writes it
     return run
@@ -35,7 +38,10 @@ def run_dir(tmp_path):
 def test_eval_scores_a_checkpoint_and_writes_a_results_table(run_dir, tmp_path, capsys):
     task_file = tmp_path / "quiz.jsonl"
     task_file.write_text(
-        "".join(json.dumps({"context": f"Question {i}:\nAnswer:", "choices": [" yes", " no"], "gold": i % 2}) + "\n" for i in range(6))
+        "".join(
+            json.dumps({"context": f"Question {i}:\nAnswer:", "choices": [" yes", " no"], "gold": i % 2}) + "\n"
+            for i in range(6)
+        )
     )
     out = tmp_path / "table.csv"
     assert eval_main([str(run_dir), f"tasks.names=[{task_file}]", "-o", str(out)]) == 0
@@ -70,9 +76,13 @@ def test_eval_input_mistakes_are_one_line(run_dir, tmp_path, capsys):
         assert "no CUDA device is available" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize(("output", "message"), [
-    ("taken.csv", "exists; pass --overwrite"), ("table.txt", "results tables are .csv, .tsv (optionally .gz) or .parquet"),
-])
+@pytest.mark.parametrize(
+    ("output", "message"),
+    [
+        ("taken.csv", "exists; pass --overwrite"),
+        ("table.txt", "results tables are .csv, .tsv (optionally .gz) or .parquet"),
+    ],
+)
 def test_eval_output_is_checked_before_scoring(run_dir, tmp_path, capsys, monkeypatch, output, message):
     (tmp_path / "taken.csv").write_text("run\n")
     monkeypatch.setattr("ladder.tasks.cli.score_checkpoint", lambda *args: pytest.fail("scored before the check"))

@@ -11,7 +11,12 @@ from ladder.errors import LadderError
 from ladder.results import EvalRow, validate_table
 from ladder.rungs import make_rung
 from ladder.runs.directory import (
-    CHECKPOINT_MARKERS, RunDir, append_eval_rows, find_checkpoint, read_eval_rows, run_dir_of_checkpoint,
+    CHECKPOINT_MARKERS,
+    RunDir,
+    append_eval_rows,
+    find_checkpoint,
+    read_eval_rows,
+    run_dir_of_checkpoint,
 )
 
 
@@ -24,11 +29,14 @@ def test_the_rung_record_round_trips_through_rung_json(tmp_path):
     assert json.loads((run.path / "rung.json").read_text())["N"] == 12_432
 
 
-@pytest.mark.parametrize(("content", "message"), [
-    ("{not json", "unreadable"),
-    ("[1]", "not a rung record"),
-    ('{"name": "x"}', "'size' missing"),
-])
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("{not json", "unreadable"),
+        ("[1]", "not a rung record"),
+        ('{"name": "x"}', "'size' missing"),
+    ],
+)
 def test_a_bad_rung_json_is_one_line(tmp_path, content, message):
     (tmp_path / "rung.json").write_text(content)
     with pytest.raises(LadderError, match=message):
@@ -60,8 +68,10 @@ def test_markers_and_checkpoint_location(tmp_path):
 
 
 def test_eval_rows_append_and_survive_a_torn_line(tmp_path):
-    rows = [EvalRow("r", "ladder", 10, 100.0, 1, "t", 1.5, acc=0.3, extra={"soft": 0.2}),
-            EvalRow("r", "ladder", 10, 200.0, 2, "t", 1.4)]
+    rows = [
+        EvalRow("r", "ladder", 10, 100.0, 1, "t", 1.5, acc=0.3, extra={"soft": 0.2}),
+        EvalRow("r", "ladder", 10, 200.0, 2, "t", 1.4),
+    ]
     append_eval_rows(tmp_path, rows)
     with open(tmp_path / "eval.jsonl", "a") as handle:
         handle.write('{"run": "r", "ro')  # killed mid-write
@@ -80,11 +90,14 @@ def test_a_torn_last_row_is_cut_before_the_next_append(tmp_path):
     assert (tmp_path / "eval.jsonl").read_text().count("\n") == 2
 
 
-@pytest.mark.parametrize(("content", "message"), [
-    (b'[1, 2]\n{"run": "r"}\n', "eval.jsonl:1: not a JSON object"),
-    (b'42\n', "eval.jsonl:1: not a JSON object"),
-    (b'{"run": "r\xff"}\n', "eval.jsonl: not UTF-8 text"),
-])
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b'[1, 2]\n{"run": "r"}\n', "eval.jsonl:1: not a JSON object"),
+        (b"42\n", "eval.jsonl:1: not a JSON object"),
+        (b'{"run": "r\xff"}\n', "eval.jsonl: not UTF-8 text"),
+    ],
+)
 def test_eval_rows_that_are_not_objects_are_refused(tmp_path, content, message):
     (tmp_path / "eval.jsonl").write_bytes(content)
     with pytest.raises(LadderError, match=message):

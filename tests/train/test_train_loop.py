@@ -8,6 +8,8 @@ import time
 
 import pytest
 import torch
+from conftest import FEMTO_BATCH_TOKENS, femto_overrides, losses
+from conftest import REFERENCE_STEPS as STEPS
 
 from ladder import cli
 from ladder.errors import LadderError
@@ -17,14 +19,14 @@ from ladder.runs.directory import RunDir, read_eval_rows
 from ladder.train import run_training
 from ladder.train.checkpoint import load_model
 
-from conftest import REFERENCE_STEPS as STEPS
-from conftest import FEMTO_BATCH_TOKENS, femto_overrides, losses
+pytestmark = pytest.mark.slow  # trains models, spawns processes or refits the paper data
 
 
 def test_loss_falls_on_tiny_and_the_run_dir_is_complete(tmp_path, make_cfg):
     run_dir = tmp_path / "tiny"
-    cfg = make_cfg(run_dir, "model=tiny", f"train.tokens={40 * 16 * 256}", "train.log_interval=5",
-                   "train.eval_interval=20")
+    cfg = make_cfg(
+        run_dir, "model=tiny", f"train.tokens={40 * 16 * 256}", "train.log_interval=5", "train.eval_interval=20"
+    )
     outcome = run_training(cfg)
     assert (outcome.status, outcome.step, outcome.tokens) == ("done", 40, 40 * 16 * 256)
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
@@ -76,7 +78,9 @@ def test_sigterm_checkpoints_and_the_same_command_resumes_exactly(tmp_path, make
     previous_handler = signal.getsignal(signal.SIGTERM)
 
     def preempt():  # SLURM-style: SIGTERM once the run is under way
-        while not (run_dir / "metrics.jsonl").is_file() or len((run_dir / "metrics.jsonl").read_text().splitlines()) < 5:
+        while (
+            not (run_dir / "metrics.jsonl").is_file() or len((run_dir / "metrics.jsonl").read_text().splitlines()) < 5
+        ):
             time.sleep(0.005)
         os.kill(os.getpid(), signal.SIGTERM)
 
@@ -111,11 +115,26 @@ def test_changed_config_is_not_resumed_silently(tmp_path, make_cfg):
 NO_CUDA = "device=cuda" if not torch.cuda.is_available() else "device=gpu"
 
 
-@pytest.mark.parametrize("override", [
-    "model.preset=42M", "multiplier=-1", "model=42M", "train.tokens=-5", "multiplier=inf",
-    "train.checkpoint_interval=0", "train.log_interval=0", "train.eval_interval=-1", "train.max_steps=0",
-    "train.micro_batch_size=-1", "optim.lr=-1", "optim.name=adamx", "seed=-1", "wandb.mode=sometimes", NO_CUDA,
-])
+@pytest.mark.parametrize(
+    "override",
+    [
+        "model.preset=42M",
+        "multiplier=-1",
+        "model=42M",
+        "train.tokens=-5",
+        "multiplier=inf",
+        "train.checkpoint_interval=0",
+        "train.log_interval=0",
+        "train.eval_interval=-1",
+        "train.max_steps=0",
+        "train.micro_batch_size=-1",
+        "optim.lr=-1",
+        "optim.name=adamx",
+        "seed=-1",
+        "wandb.mode=sometimes",
+        NO_CUDA,
+    ],
+)
 def test_bad_value_is_refused_before_any_work(tmp_path, prepared_root, capsys, override):
     run_dir = tmp_path / "never"
     code = cli.main(["train", override, f"run_dir={run_dir}", f"data.prepared_root={tmp_path / 'data'}"])
@@ -140,8 +159,14 @@ def test_a_finished_run_with_another_config_is_refused_and_left_untouched(tmp_pa
     hydra_config = run_dir / ".hydra" / "config.yaml"
     hydra_config.parent.mkdir()
     hydra_config.write_text("the first run's\n")
-    argv = ["train", *femto_overrides(3), "optim.weight_decay=0.0", f"run_dir={run_dir}",
-            f"data.prepared_root={prepared_root}", "wandb.mode=disabled"]
+    argv = [
+        "train",
+        *femto_overrides(3),
+        "optim.weight_decay=0.0",
+        f"run_dir={run_dir}",
+        f"data.prepared_root={prepared_root}",
+        "wandb.mode=disabled",
+    ]
     assert cli.main(argv) == 2
     assert "another config (optim.weight_decay: 0.1 -> 0.0)" in capsys.readouterr().err
     assert hydra_config.read_text() == "the first run's\n"  # refused before Hydra wrote anything
@@ -151,10 +176,23 @@ def test_a_finished_run_with_another_config_is_refused_and_left_untouched(tmp_pa
 def test_a_fresh_start_drops_rows_of_an_earlier_start_that_died(tmp_path, make_cfg):
     run_dir = tmp_path / "femto"
     run_dir.mkdir()
-    stale = {"run": "femto", "role": "ladder", "N": 1, "D": 2.0, "step": 2, "task": "corpus_next_word",
-             "loss": 9.0, "size": "tiny"}
+    stale = {
+        "run": "femto",
+        "role": "ladder",
+        "N": 1,
+        "D": 2.0,
+        "step": 2,
+        "task": "corpus_next_word",
+        "loss": 9.0,
+        "size": "tiny",
+    }
     (run_dir / "eval.jsonl").write_text(json.dumps(stale) + "\n")  # killed before its first checkpoint
-    overrides = (*femto_overrides(4), "tasks.names=[corpus_next_word]", "tasks.max_questions=4", "train.eval_interval=2")
+    overrides = (
+        *femto_overrides(4),
+        "tasks.names=[corpus_next_word]",
+        "tasks.max_questions=4",
+        "train.eval_interval=2",
+    )
     run_training(make_cfg(run_dir, *overrides))
     rows = read_eval_rows(run_dir)
     assert [row["step"] for row in rows] == [2, 4] and {row["size"] for row in rows} == {"femto"}
@@ -174,7 +212,9 @@ def test_ctrl_c_checkpoints_like_sigterm(tmp_path, make_cfg):
     previous_handler = signal.getsignal(signal.SIGINT)
 
     def interrupt():
-        while not (run_dir / "metrics.jsonl").is_file() or len((run_dir / "metrics.jsonl").read_text().splitlines()) < 3:
+        while (
+            not (run_dir / "metrics.jsonl").is_file() or len((run_dir / "metrics.jsonl").read_text().splitlines()) < 3
+        ):
             time.sleep(0.005)
         assert json.loads((run_dir / "RUNNING").read_text())["pid"] == os.getpid()
         os.kill(os.getpid(), signal.SIGINT)
@@ -212,11 +252,20 @@ def test_task_evaluation_writes_results_rows(tmp_path, make_cfg):
     questions = [{"context": f"The sky number {i} is", "choices": [" blue", " green"], "gold": 0} for i in range(6)]
     task_file.write_text("".join(json.dumps(q) + "\n" for q in questions))
     run_dir = tmp_path / "femto-tasks"
-    cfg = make_cfg(run_dir, *femto_overrides(6), "train.eval_interval=3", f"tasks.names=[{task_file}]",
-                   "tasks.max_questions=4", "run_name=femto-demo")
+    cfg = make_cfg(
+        run_dir,
+        *femto_overrides(6),
+        "train.eval_interval=3",
+        f"tasks.names=[{task_file}]",
+        "tasks.max_questions=4",
+        "run_name=femto-demo",
+    )
     run_training(cfg)
     rows = read_eval_rows(run_dir)
-    assert [(row["step"], row["D"], row["task"]) for row in rows] == [(3, 3 * 2048.0, "colors"), (6, 6 * 2048.0, "colors")]
+    assert [(row["step"], row["D"], row["task"]) for row in rows] == [
+        (3, 3 * 2048.0, "colors"),
+        (6, 6 * 2048.0, "colors"),
+    ]
     assert set(REQUIRED_COLUMNS) <= set(rows[0]) and rows[0]["run"] == "femto-demo" and rows[0]["N"] == 12_432
     assert rows[0]["n_questions"] == 4 and 0 <= rows[1]["acc"] <= 1 and rows[1]["loss"] > 0
 

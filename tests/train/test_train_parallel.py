@@ -1,13 +1,14 @@
 """FSDP2 and DDP on two CPU processes (gloo) against one process; sharded checkpoints resumed at
 another world size; compiled blocks without graph breaks or recompiles (meta-device
-initialisation: tests/model/test_decoder_init.py)."""
+initialisation: tests/model/test_model_decoder_init.py)."""
 
 import json
 
 import pytest
-
 from conftest import REFERENCE_STEPS, femto_overrides, losses
 from spawn import train_in_processes
+
+pytestmark = pytest.mark.slow  # trains models, spawns processes or refits the paper data
 
 STEPS = 5
 
@@ -19,15 +20,22 @@ def records(run_dir) -> dict[int, dict]:
 # bf16: FSDP2 runs forward and backward in bf16 (8 significant bits, relative rounding 2^-9 = 0.2%
 # per operation) against the fp32 reference; over 5 steps the losses agree to a few 1e-3 (measured
 # below 1e-2), the gradient norms to a few percent.
-@pytest.mark.parametrize(("overrides", "loss_tolerance", "norm_tolerance"), [
-    ((), 1e-5, 1e-5),
-    (("train.activation_checkpointing=full",), 1e-5, 1e-5),
-    (("train.fsdp_shard_size=1",), 1e-5, 1e-5),  # hybrid: a (replicate 2, shard 1) mesh
-    (("train.precision=bf16",), 2e-2, 5e-2),
-])
-def test_fsdp_on_two_processes_matches_one_process(tmp_path, make_cfg, reference, overrides, loss_tolerance, norm_tolerance):
+@pytest.mark.parametrize(
+    ("overrides", "loss_tolerance", "norm_tolerance"),
+    [
+        ((), 1e-5, 1e-5),
+        (("train.activation_checkpointing=full",), 1e-5, 1e-5),
+        (("train.fsdp_shard_size=1",), 1e-5, 1e-5),  # hybrid: a (replicate 2, shard 1) mesh
+        (("train.precision=bf16",), 2e-2, 5e-2),
+    ],
+)
+def test_fsdp_on_two_processes_matches_one_process(
+    tmp_path, make_cfg, reference, overrides, loss_tolerance, norm_tolerance
+):
     run_dir = tmp_path / "femto-fsdp"
-    cfg = make_cfg(run_dir, *femto_overrides(REFERENCE_STEPS), f"train.max_steps={STEPS}", "train.parallel=fsdp", *overrides)
+    cfg = make_cfg(
+        run_dir, *femto_overrides(REFERENCE_STEPS), f"train.max_steps={STEPS}", "train.parallel=fsdp", *overrides
+    )
     assert train_in_processes(cfg, 2, tmp_path / "report.json")["step"] == STEPS
     expected, got = records(reference), records(run_dir)
     assert sorted(got) == list(range(1, STEPS + 1))
@@ -57,9 +65,17 @@ def test_sharded_checkpoint_resumes_on_fewer_processes_as_if_uninterrupted(tmp_p
 @pytest.mark.parametrize("parallel", ["ddp", "fsdp"])
 def test_compiled_blocks_have_no_graph_break_and_no_recompile_per_micro_batch(tmp_path, make_cfg, parallel):
     run_dir = tmp_path / f"femto-compiled-{parallel}"
-    cfg = make_cfg(run_dir, *femto_overrides(10), "train.max_steps=3", f"train.parallel={parallel}",
-                   "train.compile=true", "train.compile_backend=aot_eager", "train.micro_batch_size=2",
-                   "train.activation_checkpointing=selective", "train.eval_interval=1000")
+    cfg = make_cfg(
+        run_dir,
+        *femto_overrides(10),
+        "train.max_steps=3",
+        f"train.parallel={parallel}",
+        "train.compile=true",
+        "train.compile_backend=aot_eager",
+        "train.micro_batch_size=2",
+        "train.activation_checkpointing=selective",
+        "train.eval_interval=1000",
+    )
     report = train_in_processes(cfg, 2, tmp_path / "report.json")
     counters = report["counters"]
     assert report["step"] == 3  # 3 steps x 2 micro-batches per rank
