@@ -20,19 +20,9 @@ import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 from ladder.fit.pipeline import DEFAULT_WORKERS, fit_table  # noqa: E402
-from ladder.runs.olmo_import import import_olmo  # noqa: E402
+from ladder.runs.olmo_import import PAPER_7B_ERRORS, import_olmo  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "olmo-ladder"
-PAPER_ERRORS = {
-    "mmlu": -0.63,
-    "hellaswag": 1.17,
-    "arc_challenge": -10.45,
-    "arc_easy": -7.97,
-    "piqa": -0.83,
-    "csqa": 3.07,
-    "socialiqa": -1.19,
-    "openbookqa": -5.23,
-}
 TARGET_13B = ("13B-5T", 13_202_396_160, 5_000_088_518_656)
 
 
@@ -76,7 +66,7 @@ def main() -> None:
         f"load average after: {os.getloadavg()[0]:.2f}"
     )
     errors = fit.predictions.set_index("task")
-    for task, paper in PAPER_ERRORS.items():
+    for task, paper in PAPER_7B_ERRORS.items():
         row = errors.loc[task]
         print(
             f"  {task:<14} 7B error {row['abs_err']:+6.2f} (paper {paper:+6.2f})  "

@@ -8,6 +8,7 @@ directories; `fit/` never imports the report layer; the report layer never impor
 from __future__ import annotations
 
 import ast
+import functools
 from pathlib import Path
 
 import pytest
@@ -20,6 +21,13 @@ def module_name(path: Path) -> str:
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
+@functools.cache
+def import_nodes(path: Path) -> tuple[ast.Import | ast.ImportFrom, ...]:
+    """The file's import statements, anywhere in it: parsed once for every test of the graph."""
+    tree = ast.parse(path.read_text(), filename=str(path))
+    return tuple(node for node in ast.walk(tree) if isinstance(node, (ast.Import, ast.ImportFrom)))
+
+
 def imported_names(path: Path, modules: frozenset[str] = frozenset()) -> set[str]:
     """Every absolute module name the file imports, anywhere in it (relative imports resolved).
 
@@ -29,7 +37,7 @@ def imported_names(path: Path, modules: frozenset[str] = frozenset()) -> set[str
     name = module_name(path)
     package = name if path.name == "__init__.py" else name.rpartition(".")[0]
     names: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+    for node in import_nodes(path):
         if isinstance(node, ast.Import):
             names.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom):

@@ -40,6 +40,18 @@ PAPER_TASK_SPLITS = {
 # MMLU = weighted mean of its four categories (weights: share of test questions), bpb and accuracy alike.
 MMLU_WEIGHTS = {"stem": 0.215, "humanities": 0.335, "social_sciences": 0.219, "other": 0.231}
 PAPER_TASKS = ("mmlu",) + tuple(PAPER_TASK_SPLITS)
+# The paper's 7B-4T chained errors (prediction minus actual, accuracy points) from its four-size
+# ladder, in PAPER_TASKS order: what a fit of this data is compared with (tests, scripts/bench_fit.py).
+PAPER_7B_ERRORS = {
+    "mmlu": -0.63,
+    "hellaswag": 1.17,
+    "arc_challenge": -10.45,
+    "arc_easy": -7.97,
+    "piqa": -0.83,
+    "csqa": 3.07,
+    "socialiqa": -1.19,
+    "openbookqa": -5.23,
+}
 
 LADDER_FILE = re.compile(r"^(?P<size>\d+(?:\.\d+)?[MB])-(?P<mult>\d+(?:\.\d+)?)xC(?P<rerun>-rerun)?\.csv$")
 

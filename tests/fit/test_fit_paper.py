@@ -6,21 +6,9 @@ import pytest
 from fit_synthetic import OLMO_DIR
 
 from ladder.fit.pipeline import fit_table
-from ladder.runs.olmo_import import import_olmo
+from ladder.runs.olmo_import import PAPER_7B_ERRORS, import_olmo
 
 pytestmark = [pytest.mark.skipif(not OLMO_DIR.is_dir(), reason=f"paper data not found at {OLMO_DIR}"), pytest.mark.slow]
-
-# Bhagia et al. 2024, 7B-4T chained prediction minus actual, accuracy points.
-PAPER_ERRORS = {
-    "mmlu": -0.63,
-    "hellaswag": 1.17,
-    "arc_challenge": -10.45,
-    "arc_easy": -7.97,
-    "piqa": -0.83,
-    "csqa": 3.07,
-    "socialiqa": -1.19,
-    "openbookqa": -5.23,
-}
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +24,7 @@ def test_import_keeps_sizes_multipliers_reruns_and_the_7b(paper_table):
     target = paper_table[(paper_table["run"] == "7B-4T") & (paper_table["task"] == "mmlu")].iloc[0]
     assert target["N"] == 6_887_575_552 and target["D"] == 3_945_065_873_408
     assert target["loss"] == pytest.approx(0.7770, abs=1e-4)  # category-weighted MMLU bpb
-    assert list(dict.fromkeys(paper_table["task"])) == list(PAPER_ERRORS)
+    assert list(dict.fromkeys(paper_table["task"])) == list(PAPER_7B_ERRORS)
 
 
 def test_paper_grid_reproduces_the_7b_errors(paper_table):
@@ -45,7 +33,7 @@ def test_paper_grid_reproduces_the_7b_errors(paper_table):
     )
     assert len(fit.ladder_runs) == 16
     errors = fit.predictions.set_index("task")["abs_err"]
-    for task, paper in PAPER_ERRORS.items():
+    for task, paper in PAPER_7B_ERRORS.items():
         assert errors[task] == pytest.approx(paper, abs=0.02), task
     mmlu = fit.predictions.set_index("task").loc["mmlu"]
     assert mmlu["pred_loss"] == pytest.approx(0.7869, abs=1e-3)

@@ -53,6 +53,7 @@ def test_task_without_accuracies_beside_one_with(tmp_path):
     loss_only = make_table(step2=None, tasks=("bpb_only",))
     fit = fit_table(pd.concat([with_acc, loss_only]), bootstrap=0)
     assert fit.tasks["scored"].step2 is not None and fit.tasks["bpb_only"].step2 is None
+    assert fit.tasks["scored"].chance == 0.25  # an unknown task without a chance column or argument
 
 
 def test_unknown_task_uses_chance_column_then_default():
@@ -60,7 +61,7 @@ def test_unknown_task_uses_chance_column_then_default():
     table["chance"] = np.where(table["task"] == "t1", 0.5, np.nan)
     fit = fit_table(table, bootstrap=0, chance=0.1)
     assert fit.tasks["t1"].chance == 0.5 and fit.tasks["t2"].chance == 0.1
-    assert fit_table(make_table(), bootstrap=0).tasks["synth"].chance == 0.25
+    # Without either: 0.25 (test_task_without_accuracies_beside_one_with).
 
 
 def test_near_chance_noisy_accuracies_are_flagged_not_fatal():

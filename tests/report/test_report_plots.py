@@ -2,25 +2,27 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
+import importlib
 
+import matplotlib
 import pandas as pd
 import pytest
 from fit_synthetic import BIG, make_table
 
 from ladder.fit.pipeline import fit_table
+from ladder.report import plots
 from ladder.report.plots import fit_plots, plot_fit, plot_loss_curves
 
 
 def test_writing_plots_leaves_the_callers_matplotlib_backend_alone(tmp_path):
-    code = (
-        "import matplotlib; matplotlib.use('svg'); import pandas as pd, ladder.report.plots as plots; "
-        f"plots.plot_loss_curves(pd.DataFrame({{'tokens': [1, 2], 'loss': [3, 2], 'run': 'a'}}), "
-        f"r'{tmp_path / 'curves.png'}'); assert matplotlib.get_backend() == 'svg', matplotlib.get_backend()"
-    )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    assert result.returncode == 0, result.stderr
+    callers = matplotlib.get_backend()
+    matplotlib.use("svg")
+    try:
+        importlib.reload(plots)  # what a caller's `import ladder.report.plots` runs, after choosing a backend
+        plots.plot_loss_curves(pd.DataFrame({"tokens": [1, 2], "loss": [3, 2], "run": "a"}), tmp_path / "curves.png")
+        assert matplotlib.get_backend() == "svg"
+    finally:
+        matplotlib.use(callers)
     assert (tmp_path / "curves.png").read_bytes().startswith(b"\x89PNG")
 
 

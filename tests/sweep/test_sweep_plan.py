@@ -14,8 +14,14 @@ from ladder.sweep.launch import sweep_file_rungs
 from ladder.sweep.plan import kaplan_loss, make_plan
 
 
-def test_paper_plan_pins_n_steps_and_compute_share():
-    plan = make_plan(compose_config(["ladder=paper"]))
+@pytest.fixture(scope="module")
+def paper():
+    """The paper's grid, composed once (the tests read it)."""
+    return compose_config(["ladder=paper"])
+
+
+def test_paper_plan_pins_n_steps_and_compute_share(paper):
+    plan = make_plan(paper)
     rows = {row.rung.name: row for row in plan.rows}
     assert len(rows) == 18
     assert [rows[f"{size}-1xC"].rung.n_params for size in ("190M", "370M", "760M", "1B")] == [
@@ -104,12 +110,11 @@ def test_bad_grid_is_refused_by_sweep_before_any_job(tmp_path, capsys):
     assert not root.exists()
 
 
-def test_grid_rungs_and_train_selection():
+def test_grid_rungs_and_train_selection(paper):
     cfg = compose_config(["ladder=demo"])
     names = [rung.name for rung in grid_rungs(cfg)]
     assert names[:3] == ["atto-0.5xC", "atto-1xC", "atto-2xC"] and names[-1] == "mini-0.5xC"
     assert len(names) == 10
-    paper = compose_config(["ladder=paper"])
     assert len(rungs_to_train(paper)) == 16  # the paper's targets are not trained by default
     only = compose_config(["ladder=demo", "ladder.only=[mini-0.5xC,femto-2xC]"])
     assert [rung.name for rung in rungs_to_train(only)] == ["mini-0.5xC", "femto-2xC"]

@@ -15,12 +15,12 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 import pytest
+from spawn import wait_for_steps
 
 from ladder.cli import main
 from ladder.results import read_table
@@ -217,12 +217,7 @@ def test_killed_rung_resumes(tmp_path, data_dir):
         start_new_session=True,
     )
     try:
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline and process.poll() is None:
-            if (run_dir / "metrics.jsonl").exists() and len(metrics_steps(run_dir)) >= 3:
-                break
-            time.sleep(0.02)
-        assert process.poll() is None, "the sweep ended before it could be killed"
+        assert wait_for_steps(process, run_dir, 3), "the sweep ended (or had not trained 3 steps) before the kill"
         os.killpg(process.pid, signal.SIGKILL)
         process.wait()
     finally:
@@ -269,12 +264,7 @@ def sweep_then_sigterm(overrides: list[str], run_dir: Path) -> tuple[int, str]:
         stderr=subprocess.DEVNULL,
         text=True,
     )
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline and process.poll() is None:
-        if (run_dir / "metrics.jsonl").exists() and len(metrics_steps(run_dir)) >= 2:
-            break
-        time.sleep(0.02)
-    assert process.poll() is None and len(metrics_steps(run_dir)) >= 2, "the rung was not training within 90 s"
+    assert wait_for_steps(process, run_dir, 2), "the rung was not training within 90 s"
     process.send_signal(signal.SIGTERM)
     out, _ = process.communicate(timeout=90)
     return process.returncode, out

@@ -18,9 +18,10 @@ from ladder.tasks.cli import main as eval_main
 from ladder.train.checkpoint import save_checkpoint, shape_to_dict
 
 
-@pytest.fixture()
-def run_dir(tmp_path):
-    run = tmp_path / "femto-1xC"
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    """A femto run directory holding an exported checkpoint (read only: the tests write elsewhere)."""
+    run = tmp_path_factory.mktemp("runs") / "femto-1xC"
     cfg = compose_config(["model=femto", f"run_dir={run}"])
     torch.manual_seed(0)
     model = Decoder(get_shape("femto"))
@@ -67,8 +68,8 @@ def test_eval_input_mistakes_are_one_line(run_dir, tmp_path, capsys):
     binary.write_bytes(b'{"context": "\xd0\xff\x00"}\n')
     assert ladder_main(["eval", str(run_dir), f"tasks.names=[{binary}]"]) == 2
     assert "binary.jsonl:1: not UTF-8 text" in capsys.readouterr().err
-    (run_dir / "notes.pt").write_text("model: femto\n")  # not a checkpoint
-    assert ladder_main(["eval", str(run_dir / "notes.pt"), "tasks=cpu"]) == 2
+    (tmp_path / "notes.pt").write_text("model: femto\n")  # not a checkpoint
+    assert ladder_main(["eval", str(tmp_path / "notes.pt"), "tasks=cpu"]) == 2
     error = capsys.readouterr().err
     assert "not a readable ladder checkpoint" in error and len(error.strip().splitlines()) == 1
     if not torch.cuda.is_available():

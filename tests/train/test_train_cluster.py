@@ -20,6 +20,8 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import femto_overrides, losses
+from spawn import child_env, free_port, torchrun, wait_for_steps
+from torchrun_worker import femto_for_eval, val_bpb
 
 from ladder import cli
 from ladder.errors import LadderError
@@ -32,20 +34,9 @@ pytestmark = pytest.mark.slow  # trains models, spawns processes or refits the p
 WORKER = Path(__file__).with_name("torchrun_worker.py")
 
 
-def env(**extra: str) -> dict[str, str]:
-    return {**os.environ, "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", **extra}
-
-
-def torchrun(*args: str, nproc: int = 2) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        f"--nproc_per_node={nproc}",
-        str(WORKER),
-        *args,
-    ]
+def worker(*args: str) -> list[str]:
+    """torchrun_worker.py with `args` in two processes under torchrun."""
+    return torchrun(str(WORKER), *args)
 
 
 def train_args(run_dir: Path, prepared_root: Path, *overrides: str) -> list[str]:
@@ -58,24 +49,19 @@ def test_two_process_evaluation_equals_one_process(tmp_path, prepared_root):
     out = tmp_path / "dist" / "scores.json"
     out.parent.mkdir()
     result = subprocess.run(
-        torchrun(str(prepared_root)), env=env(LADDER_TEST_EVAL=str(out)), capture_output=True, text=True, timeout=300
+        worker(str(prepared_root)),
+        env=child_env(LADDER_TEST_EVAL=str(out)),
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     distributed = json.loads(out.read_text())
 
-    import contextlib as cl
-
-    from ladder.data import open_prepared
-    from ladder.model import decoder_from_config
-    from ladder.sizes import get_shape
     from ladder.tasks import evaluate, load_tasks
     from ladder.train.distributed import DistContext
-    from ladder.train.evaluation import validation_bpb
 
-    cfg = compose_config([f"data.prepared_root={prepared_root}", "model=femto", "tasks=cpu", "tasks.max_questions=37"])
-    corpus = open_prepared(cfg.data)
-    torch.manual_seed(0)
-    model = decoder_from_config(get_shape("femto", vocab_size=256), cfg.model)
+    cfg, corpus, model = femto_for_eval(prepared_root)
     tasks = load_tasks(list(cfg.tasks.names), corpus=corpus, max_questions=37, seed=cfg.tasks.seed)
     single = evaluate(model, corpus.tokenizer, tasks, batch_size=cfg.tasks.batch_size)
     assert set(distributed["scores"]) == {
@@ -84,18 +70,7 @@ def test_two_process_evaluation_equals_one_process(tmp_path, prepared_root):
     for name, score in single.items():
         for metric in ("loss", "acc", "acc_raw", "soft", "soft_log"):
             assert distributed["scores"][f"{name}/{metric}"] == pytest.approx(getattr(score, metric), abs=1e-6)
-    one = DistContext(0, 0, 1, torch.device("cpu"))
-    bpb = validation_bpb(
-        model,
-        corpus.val_path,
-        seq_len=256,
-        batch_size=3,
-        max_tokens=256 * 7,
-        bytes_per_token=corpus.val_bytes_per_token,
-        device=one.device,
-        autocast=cl.nullcontext,
-        ctx=one,
-    )
+    bpb = val_bpb(model, corpus, DistContext(0, 0, 1, torch.device("cpu")))
     assert distributed["val_bpb"] == pytest.approx(bpb, abs=1e-6)
     rows = [json.loads(line) for line in (out.parent / "eval.jsonl").read_text().splitlines()]
     assert sorted(row["task"] for row in rows) == sorted(single)  # rank 0 alone wrote them
@@ -106,8 +81,8 @@ def test_an_exception_on_rank_1_ends_the_group_at_once_and_failed_names_it(tmp_p
     run_dir = tmp_path / "femto"
     started = time.monotonic()
     result = subprocess.run(
-        torchrun(*train_args(run_dir, prepared_root, *femto_overrides(60), "train.timeout_min=10")),
-        env=env(LADDER_TEST_FAIL_RANK="1"),
+        worker(*train_args(run_dir, prepared_root, *femto_overrides(60), "train.timeout_min=10")),
+        env=child_env(LADDER_TEST_FAIL_RANK="1"),
         capture_output=True,
         text=True,
         timeout=300,
@@ -124,9 +99,7 @@ def test_an_exception_on_rank_1_ends_the_group_at_once_and_failed_names_it(tmp_p
 def test_srun_without_torchrun_forms_one_group_from_slurm_variables(tmp_path, prepared_root, reference):
     """Two tasks as `srun -n 2 ladder train` starts them: SLURM_PROCID/LOCALID/NTASKS only."""
     run_dir = tmp_path / "femto-srun"
-    with socket.socket() as probe:  # a free port, which the job id must map to (20000 + id % 40000)
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()  # which the job id must map to (20000 + id % 40000)
     job_id = str(port - 20_000 if port >= 20_000 else port + 20_000)
     tasks = []
     for rank in range(2):
@@ -140,7 +113,7 @@ def test_srun_without_torchrun_forms_one_group_from_slurm_variables(tmp_path, pr
         }
         clean = {
             k: v
-            for k, v in env(**slurm).items()
+            for k, v in child_env(**slurm).items()
             if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
         }
         tasks.append(
@@ -179,7 +152,7 @@ def test_srun_on_several_nodes_without_a_rendezvous_is_refused_in_one_line(tmp_p
 def test_sigterm_to_torchrun_checkpoints_within_its_shutdown_window(tmp_path, prepared_root):
     run_dir = tmp_path / "femto"
     process = subprocess.Popen(
-        torchrun(
+        worker(
             *train_args(
                 run_dir,
                 prepared_root,
@@ -188,19 +161,13 @@ def test_sigterm_to_torchrun_checkpoints_within_its_shutdown_window(tmp_path, pr
                 "train.eval_interval=100000",
             )
         ),
-        env=env(),
+        env=child_env(),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
     try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and process.poll() is None:
-            metrics = run_dir / "metrics.jsonl"
-            if metrics.exists() and len(metrics.read_text().splitlines()) >= 3:
-                break
-            time.sleep(0.05)
-        assert process.poll() is None, process.communicate()[1][-3000:]
+        assert wait_for_steps(process, run_dir, 3, timeout=120), process.communicate()[1][-3000:]
         process.send_signal(signal.SIGTERM)  # to the agent, as SLURM and Kubernetes do
         sent = time.monotonic()
         out, err = process.communicate(timeout=60)
@@ -228,7 +195,7 @@ def test_only_data_prepare_hashes_the_corpus(tmp_path, monkeypatch):
     hashes = tmp_path / "hashes.log"
     prepare = subprocess.run(
         [sys.executable, str(WORKER), "data", "prepare", *data],
-        env=env(LADDER_TEST_HASH_LOG=str(hashes)),
+        env=child_env(LADDER_TEST_HASH_LOG=str(hashes)),
         capture_output=True,
         text=True,
         timeout=120,
@@ -238,8 +205,8 @@ def test_only_data_prepare_hashes_the_corpus(tmp_path, monkeypatch):
 
     hashes.write_text("")
     result = subprocess.run(
-        torchrun(*train_args(tmp_path / "run", tmp_path / "prepared", *data, "model=femto", "train.max_steps=2")),
-        env=env(LADDER_TEST_HASH_LOG=str(hashes)),
+        worker(*train_args(tmp_path / "run", tmp_path / "prepared", *data, "model=femto", "train.max_steps=2")),
+        env=child_env(LADDER_TEST_HASH_LOG=str(hashes)),
         capture_output=True,
         text=True,
         timeout=300,

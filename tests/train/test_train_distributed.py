@@ -1,25 +1,18 @@
 """DDP: two CPU processes (gloo, launched by torchrun) train exactly what one process trains."""
 
 import json
-import os
 import subprocess
-import sys
 
 import pytest
 from conftest import REFERENCE_STEPS, femto_overrides, losses
+from spawn import child_env, torchrun
 
 pytestmark = pytest.mark.slow  # trains models, spawns processes or refits the paper data
 
 
 def test_two_gloo_processes_match_one_process_at_the_same_global_batch(tmp_path, prepared_root, reference):
     run_dir = tmp_path / "femto-ddp"
-    env = {**os.environ, "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1"}
-    command = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc_per_node=2",
+    command = torchrun(
         "-m",
         "ladder",
         "train",
@@ -27,8 +20,8 @@ def test_two_gloo_processes_match_one_process_at_the_same_global_batch(tmp_path,
         f"data.prepared_root={prepared_root}",
         "wandb.mode=disabled",
         *femto_overrides(REFERENCE_STEPS),
-    ]
-    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    )
+    result = subprocess.run(command, env=child_env(), capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     config = json.loads((run_dir / "rung.json").read_text())
     assert config["batch_sequences"] == 8  # the same global batch, 4 sequences per process
@@ -44,13 +37,7 @@ def test_two_gloo_processes_match_one_process_at_the_same_global_batch(tmp_path,
 
 def test_a_sweep_under_torchrun_trains_rung_after_rung_in_one_process_group(tmp_path, prepared_root):
     root = tmp_path / "runs"
-    env = {**os.environ, "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1"}
-    command = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc_per_node=2",
+    command = torchrun(
         "-m",
         "ladder",
         "sweep",
@@ -61,8 +48,8 @@ def test_a_sweep_under_torchrun_trains_rung_after_rung_in_one_process_group(tmp_
         "wandb.mode=disabled",
         "train.max_steps=3",
         "train.log_interval=1",
-    ]
-    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    )
+    result = subprocess.run(command, env=child_env(), capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     for rung in ("femto-0.25xC", "pico-0.25xC"):
         assert sorted(losses(root / rung)) == [1, 2, 3]

@@ -39,23 +39,49 @@ def fail_on(rank: int) -> None:
     loop._Trainer.train_step = failing
 
 
-def distributed_eval(out: str, prepared_root: str) -> None:
-    import contextlib
-
+def femto_for_eval(prepared_root):
+    """(config, corpus, model): the femto model (seed 0) that the distributed evaluation scores on
+    37 questions of each CPU task, and its corpus; what one process compares it with."""
     import torch
 
     from ladder.data import open_prepared
     from ladder.hydra_app import compose_config
     from ladder.model import decoder_from_config
     from ladder.sizes import get_shape
-    from ladder.train import distributed
-    from ladder.train.evaluation import TaskEvaluator, validation_bpb
 
     cfg = compose_config([f"data.prepared_root={prepared_root}", "model=femto", "tasks=cpu", "tasks.max_questions=37"])
-    ctx = distributed.setup("cpu")
     corpus = open_prepared(cfg.data)
     torch.manual_seed(0)
-    model = decoder_from_config(get_shape("femto", vocab_size=256), cfg.model)
+    return cfg, corpus, decoder_from_config(get_shape("femto", vocab_size=256), cfg.model)
+
+
+def val_bpb(model, corpus, ctx) -> float:
+    """Validation bits per byte over 7 windows of 256 tokens, in batches of 3 (a shard is unequal)."""
+    import contextlib
+
+    from ladder.train.evaluation import validation_bpb
+
+    return validation_bpb(
+        model,
+        corpus.val_path,
+        seq_len=256,
+        batch_size=3,
+        max_tokens=256 * 7,
+        bytes_per_token=corpus.val_bytes_per_token,
+        device=ctx.device,
+        autocast=contextlib.nullcontext,
+        ctx=ctx,
+    )
+
+
+def distributed_eval(out: str, prepared_root: str) -> None:
+    import contextlib
+
+    from ladder.train import distributed
+    from ladder.train.evaluation import TaskEvaluator
+
+    ctx = distributed.setup("cpu")
+    cfg, corpus, model = femto_for_eval(prepared_root)
     run_dir = os.path.dirname(out)
     evaluator = TaskEvaluator(cfg.tasks, corpus, __import__("pathlib").Path(run_dir), ctx)
     scores = evaluator(
@@ -67,17 +93,7 @@ def distributed_eval(out: str, prepared_root: str) -> None:
         stop=lambda: False,
         row_fields={"run": "x", "role": "ladder", "N": 1, "size": "femto", "multiplier": 1.0, "flops": 1.0},
     )
-    bpb = validation_bpb(
-        model,
-        corpus.val_path,
-        seq_len=256,
-        batch_size=3,
-        max_tokens=256 * 7,
-        bytes_per_token=corpus.val_bytes_per_token,
-        device=ctx.device,
-        autocast=contextlib.nullcontext,
-        ctx=ctx,
-    )
+    bpb = val_bpb(model, corpus, ctx)
     if ctx.is_main:
         with open(out, "w") as handle:
             json.dump({"scores": scores, "val_bpb": bpb}, handle)
