@@ -89,6 +89,21 @@ def env() -> dict[str, str]:
     return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
 
 
+LONG_RUNG = "pico-0.05xC"  # 194 steps: still training when a signal lands, even on a fast machine
+
+
+def pico_sweep(root: Path, data: Path, multipliers: str = "[0.05]", *extra: str) -> list[str]:
+    """The cpu grid's pico rungs at `multipliers` (LONG_RUNG's by default), evaluated rarely."""
+    return grid_overrides(root, data, multipliers) + ["ladder.sizes=[pico]", "train.eval_interval=1000", *extra]
+
+
+def start_sweep(overrides: list[str], **popen) -> subprocess.Popen:
+    """`ladder sweep overrides` in a subprocess (its stderr discarded)."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "ladder.cli", "sweep", *overrides], env=env(), stderr=subprocess.DEVNULL, **popen
+    )
+
+
 def metrics_steps(run_dir: Path) -> list[int]:
     return [json.loads(line)["step"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
 
@@ -203,19 +218,9 @@ def test_a_rung_another_trainer_holds_is_left_alone(tmp_path, data_dir, capsys):
 def test_killed_rung_resumes(tmp_path, data_dir):
     """SIGKILL a sweep mid-rung; the next sweep resumes that rung from its last checkpoint."""
     root = tmp_path / "runs"
-    # Long enough (194 steps) that a fast machine cannot finish it between two polls.
-    overrides = grid_overrides(root, data_dir, multipliers="[0.05]") + [
-        "ladder.sizes=[pico]",
-        "train.eval_interval=1000",
-    ]
-    run_dir = root / "pico-0.05xC"
-    process = subprocess.Popen(
-        [sys.executable, "-m", "ladder.cli", "sweep", *overrides],
-        env=env(),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
+    overrides = pico_sweep(root, data_dir)
+    run_dir = root / LONG_RUNG
+    process = start_sweep(overrides, stdout=subprocess.DEVNULL, start_new_session=True)
     try:
         assert wait_for_steps(process, run_dir, 3), "the sweep ended (or had not trained 3 steps) before the kill"
         os.killpg(process.pid, signal.SIGKILL)
@@ -257,13 +262,7 @@ def test_submitit_local_launcher_runs_rungs_in_subprocesses_each_on_its_own_gpu(
 def sweep_then_sigterm(overrides: list[str], run_dir: Path) -> tuple[int, str]:
     """Run `ladder sweep` in a subprocess, SIGTERM it (that process alone) once `run_dir` has
     logged two steps; its exit code and output."""
-    process = subprocess.Popen(
-        [sys.executable, "-m", "ladder.cli", "sweep", *overrides],
-        env=env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
+    process = start_sweep(overrides, stdout=subprocess.PIPE, text=True)
     assert wait_for_steps(process, run_dir, 2), "the rung was not training within 90 s"
     process.send_signal(signal.SIGTERM)
     out, _ = process.communicate(timeout=90)
@@ -273,12 +272,8 @@ def sweep_then_sigterm(overrides: list[str], run_dir: Path) -> tuple[int, str]:
 def test_sigterm_checkpoints_the_rung_and_stops_the_sweep(tmp_path, data_dir):
     """SIGTERM (SLURM's preemption, a Ctrl-C'd tmux): the rung checkpoints, later rungs do not start."""
     root = tmp_path / "runs"
-    overrides = grid_overrides(root, data_dir, multipliers="[0.05,0.001]") + [
-        "ladder.sizes=[pico]",
-        "train.eval_interval=1000",
-        "train.checkpoint_interval=1000",
-    ]
-    run_dir = root / "pico-0.05xC"  # 194 steps: still training when the signal lands, even on a fast machine
+    overrides = pico_sweep(root, data_dir, "[0.05,0.001]", "train.checkpoint_interval=1000")
+    run_dir = root / LONG_RUNG
     code, out = sweep_then_sigterm(overrides, run_dir)
     assert code == 1, out
     assert "stopped by a signal: the same command resumes the sweep" in out
@@ -291,13 +286,8 @@ def test_sigterm_to_a_local_sweep_reaches_its_rungs(tmp_path, data_dir):
     """Under the local launcher the rungs are subprocesses: `kill <sweep pid>` must still make
     them checkpoint and stop (the sweep passes the signal on), and the sweep then exits 1."""
     root = tmp_path / "runs"
-    overrides = grid_overrides(root, data_dir, multipliers="[0.05]") + [
-        "ladder.sizes=[pico]",
-        "train.eval_interval=1000",
-        "train.checkpoint_interval=1000",
-        "hydra/launcher=local",
-    ]
-    run_dir = root / "pico-0.05xC"
+    overrides = pico_sweep(root, data_dir, "[0.05]", "train.checkpoint_interval=1000", "hydra/launcher=local")
+    run_dir = root / LONG_RUNG
     code, out = sweep_then_sigterm(overrides, run_dir)  # to the launcher alone, as `kill <pid>` does
     assert code == 1, out
     assert "stopped by a signal: the same command resumes the sweep" in out
