@@ -8,7 +8,7 @@ import time
 
 import pytest
 import torch
-from conftest import FEMTO_BATCH_TOKENS, femto_overrides, losses
+from conftest import FEMTO_BATCH_TOKENS, femto_overrides, losses, write_legacy_checkpoint
 from conftest import REFERENCE_STEPS as STEPS
 
 from ladder import cli
@@ -94,41 +94,6 @@ def test_sigterm_checkpoints_and_the_same_command_resumes_exactly(tmp_path, make
     finished = run_training(cfg)
     assert finished.status == "done"
     assert finished.loss == pytest.approx(losses(reference)[STEPS], abs=1e-6)
-
-
-def write_legacy_checkpoint(run_dir, cfg):
-    """Turn the run's newest sharded checkpoint into checkpoint/latest.pt and config.yaml as the
-    trainer wrote them before sharded checkpoints (torch.save of the plain model's and optimizer's
-    state dicts, the generators as random.getstate / torch.get_rng_state; the config without the
-    keys added since), from the real trainer state."""
-    import random
-    import shutil
-
-    from ladder.model import decoder_from_config
-    from ladder.sizes import ModelShape
-    from ladder.train.checkpoint import load_into
-    from ladder.train.optim import build_optimizer
-
-    run = RunDir(run_dir)
-    sharded = run.latest_checkpoint
-    trainer = json.loads((sharded / "trainer.json").read_text())
-    model = decoder_from_config(ModelShape(**trainer["shape"]), cfg.model)
-    optimizer = build_optimizer(cfg.optim, model, 1.0, torch.device("cpu"))
-    load_into(sharded, model, optimizer, rank=0, device=torch.device("cpu"), distributed=False)  # and the generators
-    config = trainer["config"]
-    del config["model"]["vocab_multiple"], config["train"]["z_loss"]
-    same = ("schedule", "step", "tokens", "data", "stability", "elapsed", "last_loss", "shape")
-    legacy = {
-        "model": model.state_dict(),
-        "optimizer": optimizer.state_dict(),
-        "rng": {"python": random.getstate(), "torch": torch.get_rng_state()},
-        "config": config,
-    } | {key: trainer[key] for key in same}
-    shutil.rmtree(run.checkpoint_dir)
-    run.checkpoint_dir.mkdir()
-    torch.save(legacy, run.checkpoint_dir / "latest.pt")
-    run.write_config(config)
-    return run.checkpoint_dir / "latest.pt"
 
 
 def test_a_run_started_before_sharded_checkpoints_resumes_from_its_latest_pt_exactly(tmp_path, make_cfg, reference):
