@@ -15,7 +15,7 @@ from ladder import cli
 from ladder.errors import LadderError
 from ladder.results import REQUIRED_COLUMNS
 from ladder.rungs import make_rung, rung_from_config
-from ladder.runs.directory import RunDir, read_eval_rows
+from ladder.runs.directory import RunDir, find_checkpoint, read_eval_rows
 from ladder.train import run_training
 from ladder.train.checkpoint import load_model
 
@@ -100,6 +100,7 @@ def test_a_run_started_before_sharded_checkpoints_resumes_from_its_latest_pt_exa
     run_dir = tmp_path / "femto"
     run_training(make_cfg(run_dir, *femto_overrides(STEPS), "train.max_steps=23"))
     legacy = write_legacy_checkpoint(run_dir, make_cfg(run_dir, *femto_overrides(STEPS)))
+    assert find_checkpoint(run_dir) == legacy and load_model(run_dir)[1].model.preset == "femto"  # `ladder eval`
     # Its config predates model.vocab_multiple: it resumes with the value it was trained with (1).
     with pytest.raises(LadderError, match=r"another config \(model.vocab_multiple: 1 -> 128\); set those back"):
         run_training(make_cfg(run_dir, *femto_overrides(STEPS)))
