@@ -40,7 +40,7 @@ from ladder.memory import default_micro_batch
 from ladder.progress import progress
 from ladder.ranks import is_rank_zero
 from ladder.rungs import RUNG_RECORD_KEY, Rung, rung_from_config
-from ladder.runs.directory import RunDir, config_differences
+from ladder.runs.directory import ADDED_KEYS, RunDir, config_differences
 from ladder.sizes import BYTE_VOCAB, flops_per_token, padded_vocab
 from ladder.train import checkpoint as ckpt
 from ladder.train import distributed, parallel
@@ -119,7 +119,13 @@ def check_run(cfg: DictConfig, rung: Rung | None = None) -> Rung:
     run_dir.read_done()  # a DONE that is not a record is refused here
     # No config beside a checkpoint (sharded, or an older run's latest.pt): refused.
     if run_dir.has_config() or run_dir.latest_checkpoint is not None or run_dir.legacy_checkpoint is not None:
-        differences = config_differences(run_dir.read_config(), OmegaConf.to_container(cfg, resolve=True))
+        previous = run_dir.read_config()
+        differences = config_differences(previous, OmegaConf.to_container(cfg, resolve=True))
+        if cfg.data.tokenizer == "byte" and cfg.model.vocab_size is None:
+            # Another vocab_multiple that pads the byte vocabulary to the same size changes nothing.
+            old_multiple = previous.get("model", {}).get("vocab_multiple", ADDED_KEYS["model.vocab_multiple"])
+            if padded_vocab(BYTE_VOCAB, old_multiple) == padded_vocab(BYTE_VOCAB, cfg.model.vocab_multiple):
+                differences = [d for d in differences if not d.startswith("model.vocab_multiple:")]
         if differences:
             raise LadderError(
                 f"{path} holds a run with another config ({'; '.join(differences[:3])}); "

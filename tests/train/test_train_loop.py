@@ -101,10 +101,11 @@ def test_a_run_started_before_sharded_checkpoints_resumes_from_its_latest_pt_exa
     run_training(make_cfg(run_dir, *femto_overrides(STEPS), "train.max_steps=23"))
     legacy = write_legacy_checkpoint(run_dir, make_cfg(run_dir, *femto_overrides(STEPS)))
     assert find_checkpoint(run_dir) == legacy and load_model(run_dir)[1].model.preset == "femto"  # `ladder eval`
-    # Its config predates model.vocab_multiple: it resumes with the value it was trained with (1).
-    with pytest.raises(LadderError, match=r"another config \(model.vocab_multiple: 1 -> 128\); set those back"):
-        run_training(make_cfg(run_dir, *femto_overrides(STEPS)))
-    outcome = run_training(make_cfg(run_dir, *femto_overrides(STEPS), "model.vocab_multiple=1"))
+    # Its config predates model.vocab_multiple (as 1): a multiple that pads the byte vocabulary to
+    # another size is refused; today's default (128) keeps 256 and resumes.
+    with pytest.raises(LadderError, match=r"another config \(model.vocab_multiple: 1 -> 384\); set those back"):
+        run_training(make_cfg(run_dir, *femto_overrides(STEPS), "model.vocab_multiple=384"))
+    outcome = run_training(make_cfg(run_dir, *femto_overrides(STEPS)))
     assert (outcome.status, outcome.step) == ("done", STEPS)
     expected, got = losses(reference), losses(run_dir)
     assert sorted(got) == list(range(1, STEPS + 1))  # no step logged twice or lost
