@@ -14,6 +14,12 @@ import math
 import numpy as np
 import pandas as pd
 
+ACC_INTERVALS = {"kappa": ("pred_acc_lo_kappa", "pred_acc_hi_kappa"), "bootstrap": ("pred_acc_lo", "pred_acc_hi")}
+"""the two kinds of accuracy interval of a prediction row, by kind: its (low, high) columns"""
+HEADLINE_INTERVAL = "kappa"
+"""the interval kind shown first (`acc interval %`) and drawn on the point: the one widened by the
+target's extrapolation, whose coverage `ladder backtest` checks out of sample (docs/fit.md)"""
+
 
 def _number(value, digits: int = 4) -> str:
     if isinstance(value, (float, np.floating)):
@@ -44,8 +50,8 @@ def predictions_table(predictions: pd.DataFrame) -> pd.DataFrame:
             "loss interval": _interval(predictions["pred_loss_lo"], predictions["pred_loss_hi"], 1.0, 3),
             "actual loss": predictions["actual_loss"].map(lambda v: _number(v, 4)),
             "pred acc %": predictions["pred_acc"].map(lambda v: _number(100 * v, 2)),
-            "acc interval %": _interval(predictions["pred_acc_lo_kappa"], predictions["pred_acc_hi_kappa"], 100.0, 1),
-            "bootstrap interval %": _interval(predictions["pred_acc_lo"], predictions["pred_acc_hi"], 100.0, 1),
+            "acc interval %": _interval(*(predictions[c] for c in ACC_INTERVALS[HEADLINE_INTERVAL]), 100.0, 1),
+            "bootstrap interval %": _interval(*(predictions[c] for c in ACC_INTERVALS["bootstrap"]), 100.0, 1),
             "actual acc %": predictions["actual_acc"].map(lambda v: _number(100 * v, 2)),
             "abs err": predictions["abs_err"].map(signed),
             "single-step err": predictions["single_step_abs_err"].map(signed),
