@@ -17,6 +17,7 @@ from pathlib import Path
 import pandas as pd
 
 from ladder.fit import methods
+from ladder.fit.calibration import DEFAULT_KAPPA
 from ladder.fit.pipeline import LadderFit
 from ladder.fit.variance import variance_summary
 from ladder.report import folder
@@ -68,15 +69,20 @@ def _interval_lines(options) -> list[str]:
     """Which accuracy interval is the headline, and why."""
     if options.bootstrap == 0:
         return ["Intervals: none (--bootstrap 0)."]
+    kappa = f"kappa = {options.kappa:g} points per unit of d" + (
+        " (the default, measured by `ladder backtest` on the paper's ladder; it measures this ladder's too)"
+        if options.kappa == DEFAULT_KAPPA
+        else ""
+    )
     return [
         f"Accuracy intervals ({options.level:.0%}): the headline is the kappa interval (`acc interval %`; "
         "`pred_acc_lo_kappa`, `pred_acc_hi_kappa` in predictions.csv): the bootstrap's spread widened by how far "
-        f"the target lies beyond the ladder (the `extrapolation` d), kappa = {options.kappa:g} points per unit of d. "
-        "It is the headline because the error grows with d and the bootstrap's spread does not: `ladder backtest` "
-        "measures kappa and the kappa intervals' coverage on held-out runs, out of sample. The bootstrap interval "
-        f"(`bootstrap interval %`; `pred_acc_lo`, `pred_acc_hi`; {options.bootstrap} replicates over runs and "
-        "checkpoints) is shown beside it: it is how much the prediction depends on which runs the ladder had, and "
-        "falls short of its level at a distance (docs/fit.md, \"Intervals that hold at the target\").",
+        f"the target lies beyond the ladder (the `extrapolation` d), {kappa}. It is the headline because the "
+        "error grows with d and the bootstrap's spread does not: `ladder backtest` measures kappa and the kappa "
+        "intervals' coverage on held-out runs, out of sample. The bootstrap interval (`bootstrap interval %`; "
+        f"`pred_acc_lo`, `pred_acc_hi`; {options.bootstrap} replicates over runs and checkpoints) is shown beside "
+        "it: how much the prediction depends on which runs the ladder had; it falls short of its level at a "
+        'distance (docs/fit.md, "Intervals that hold at the target").',
     ]
 
 
@@ -88,8 +94,8 @@ def _parameter_lines(fit: LadderFit) -> list[str]:
     """Per step-1 law, a table of each task's parameters (common ones above it); then step 2's."""
     options = fit.options
     lines = [
-        "Step 1 "
-        + ("(params.csv: `A` ... `E`)" if options.method == "paper" else "law by law (params.csv: `<law>.<name>`)")
+        "Step 1"
+        + (" (params.csv: `A` ... `E`)" if options.method == "paper" else ", law by law (params.csv: `<law>.<name>`)")
         + "; rmse_log: root mean square of the law's log residuals over its points.",
         "",
     ]

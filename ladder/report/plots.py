@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 import os
+import textwrap
 from pathlib import Path
 
 import matplotlib
@@ -170,7 +171,8 @@ def step1_figure(fit: LadderFit) -> Figure:
             )
         _log_x(axis)
         _label_task_panel(axis, task_fit.task, "tokens D", "task loss (bpb)")
-    figure.suptitle(step1_title(fit.options.method), fontsize=9)
+    # About 12 characters of 9-point text to the inch: the title wraps inside a narrow grid.
+    figure.suptitle(textwrap.fill(step1_title(fit.options.method), int(12 * figure.get_figwidth())), fontsize=9)
     return figure
 
 

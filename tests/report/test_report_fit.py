@@ -9,6 +9,7 @@ from fit_synthetic import BIG, demo_shaped_table, make_table
 from ladder.errors import LadderError
 from ladder.fit.pipeline import fit_table
 from ladder.report.fit import check_out_dir, fit_markdown, write_fit_report
+from ladder.report.tables import HEADLINE_NOTE, format_predictions
 
 
 @pytest.fixture(scope="module")
@@ -129,3 +130,10 @@ def test_report_md_of_the_paper_method_shows_its_five_parameters_and_no_interval
     for column in ("A", "alpha", "B", "beta", "E"):
         assert float(row[column]) == pytest.approx(fit.params[column].iloc[0], rel=1e-3)
     assert "Intervals: none (--bootstrap 0)." in text and "headline" not in text
+
+
+def test_the_printed_predictions_name_the_headline_interval_when_there_is_one(fit):
+    lines = format_predictions(fit.predictions).splitlines()
+    assert "acc interval %" in lines[0] and lines[-1] == HEADLINE_NOTE
+    without = fit.predictions.assign(pred_acc_lo_kappa=float("nan"), pred_acc_hi_kappa=float("nan"))
+    assert HEADLINE_NOTE not in format_predictions(without)

@@ -81,7 +81,7 @@ def test_pred_vs_actual_without_bootstrap_draws_no_intervals():
 
 def test_step1_draws_the_ensembles_combined_law_its_checkpoints_and_the_prediction_it_made(ensemble_fit):
     figure = step1_figure(ensemble_fit)
-    assert "geometric mean of ic-tied, ic-compute and shared" in figure.get_suptitle()
+    assert "geometric mean of ic-tied, ic-compute and shared" in " ".join(figure.get_suptitle().split())
     for axis, (task, task_fit) in zip(figure.axes, ensemble_fit.tasks.items()):
         smallest = axis.get_lines()[0]  # the first size's law
         d = smallest.get_xdata()
