@@ -62,9 +62,7 @@ def _label_task_panel(axis: Axes, task: str, x: str, y: str) -> None:
     axis.legend(fontsize=6)
 
 
-def _mark_target(
-    axis: Axes, run: str, predicted: tuple[float, float], actual: tuple[float, float]
-) -> None:
+def _mark_target(axis: Axes, run: str, predicted: tuple[float, float], actual: tuple[float, float]) -> None:
     """A target's predicted point (o) and, where it was trained, its actual one (x)."""
     axis.scatter(
         *([v] for v in predicted),

@@ -119,7 +119,9 @@ def test_report_md_of_the_ensemble_shows_each_laws_parameters_and_names_the_head
     assert "the headline is the kappa interval (`acc interval %`; `pred_acc_lo_kappa`, `pred_acc_hi_kappa`" in text
     (prediction,) = _table_under(text, "## Predictions")
     row = fit.predictions.iloc[0]
-    assert prediction["acc interval %"] == f"[{100 * row['pred_acc_lo_kappa']:.1f}, {100 * row['pred_acc_hi_kappa']:.1f}]"
+    assert (
+        prediction["acc interval %"] == f"[{100 * row['pred_acc_lo_kappa']:.1f}, {100 * row['pred_acc_hi_kappa']:.1f}]"
+    )
 
 
 def test_report_md_of_the_paper_method_shows_its_five_parameters_and_no_intervals_without_bootstrap():
