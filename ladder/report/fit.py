@@ -4,8 +4,10 @@
                                              # report.md, step1.png, step2.png, pred_vs_actual.png
 
 The tables are `LadderFit.predictions`, `.params` and `.variance` as they are (unrounded,
-accuracies as fractions); report.md shows the readable predictions, the parameters, the flags,
-the variance summary and the plots. `fit_markdown(fit, images)` is the report's text, for a
+accuracies as fractions); report.md says what step 1 is under the fit's method (each law, and how
+the ensemble combines them) and which accuracy interval is the headline and why, then shows the
+readable predictions, a table of parameters per law (the shared law's common exponents above its
+per-task terms) and step 2's, the flags, the variance summary and the plots. `fit_markdown(fit, images)` is the report's text, for a
 report that embeds it (the demo's).
 """
 
@@ -18,7 +20,7 @@ import pandas as pd
 
 from ladder.fit import methods
 from ladder.fit.calibration import DEFAULT_KAPPA
-from ladder.fit.pipeline import LadderFit
+from ladder.fit.pipeline import LadderFit, TaskFit
 from ladder.fit.variance import variance_summary
 from ladder.report import folder
 from ladder.report.plots import FIT_PLOTS, plot_fit
@@ -42,9 +44,11 @@ STEP2_COLUMNS = ["task", "chance", "a", "k", "L0", "b", "step2_points", "step2_r
 """the columns of params.csv that report.md shows for step 2"""
 
 
-def _law_parts(task_fit) -> dict:
+def _law_parts(task_fit: TaskFit) -> dict:
     """A task's step-1 laws by name: the paper's fit, or each law of another method."""
-    return getattr(task_fit.step1, "laws", None) or {"paper": task_fit.step1}
+    if isinstance(task_fit.step1, methods.CombinedStep1):
+        return task_fit.step1.laws
+    return {"paper": task_fit.step1}
 
 
 def _step1_lines(fit: LadderFit) -> list[str]:
