@@ -84,4 +84,4 @@ def train_in_processes(cfg, world_size: int, report=None) -> dict | None:
         nprocs=world_size,
         join=True,
     )
-    return json.loads(open(report).read()) if report is not None else None
+    return json.loads(Path(report).read_text()) if report is not None else None
