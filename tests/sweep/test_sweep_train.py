@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from spawn import wait_for_steps
+from child_processes import wait_for_steps
 
 from ladder.cli import main
 from ladder.results import read_table

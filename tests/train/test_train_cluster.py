@@ -19,8 +19,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from child_processes import child_env, torchrun, wait_for_steps
 from conftest import femto_overrides, losses
-from spawn import child_env, free_port, torchrun, wait_for_steps
+from spawn import free_port
 from torchrun_worker import femto_for_eval, val_bpb
 
 from ladder import cli

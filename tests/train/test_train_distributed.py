@@ -4,8 +4,8 @@ import json
 import subprocess
 
 import pytest
+from child_processes import child_env, torchrun
 from conftest import REFERENCE_STEPS, femto_overrides, losses
-from spawn import child_env, torchrun
 
 pytestmark = pytest.mark.slow  # trains models, spawns processes or refits the paper data
 
