@@ -128,6 +128,7 @@ class TiedProblem:
     loss: np.ndarray
     delta: float = 1e-3
     names = ("A", "alpha", "B", "E")
+    point_arrays = ("N", "D", "loss", "log_n", "log_d")  # one value per point (step1.subset)
 
     def __post_init__(self) -> None:
         self.N, self.D, self.loss = (np.asarray(v, dtype=float) for v in (self.N, self.D, self.loss))
@@ -188,6 +189,7 @@ class ComputeProblem:
     loss: np.ndarray
     delta: float = 1e-3
     names = ("A", "gamma", "E")
+    point_arrays = ("N", "D", "loss", "log_c")
 
     def __post_init__(self) -> None:
         self.N, self.D, self.loss = (np.asarray(v, dtype=float) for v in (self.N, self.D, self.loss))
@@ -246,6 +248,7 @@ class SharedProblem:
     """the task (index into `tasks`) of each point"""
     tasks: list[str]
     delta: float = 1e-3
+    point_arrays = ("N", "D", "loss", "task_index", "log_n", "log_d")
 
     def __post_init__(self) -> None:
         self.N, self.D, self.loss = (np.asarray(v, dtype=float) for v in (self.N, self.D, self.loss))
@@ -260,7 +263,6 @@ class SharedProblem:
             upper += [term[1], term[1], floor[1]]
         self.lower, self.upper = np.array(lower), np.array(upper)
         self.names = ["alpha", "beta"] + [f"{name}[{task}]" for task in self.tasks for name in ("A", "B", "E")]
-        self._columns = np.arange(len(self.loss))
 
     def residuals(self, theta: np.ndarray, log_loss: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         alpha, beta = theta[:, 0:1], theta[:, 1:2]
@@ -274,9 +276,10 @@ class SharedProblem:
         jacobian[:, 0, :] = -size_term * self.log_n
         jacobian[:, 1, :] = -data_term * self.log_d
         first = 2 + 3 * self.task_index
-        jacobian[:, first, self._columns] = size_term
-        jacobian[:, first + 1, self._columns] = data_term
-        jacobian[:, first + 2, self._columns] = floor
+        columns = np.arange(len(self.loss))
+        jacobian[:, first, columns] = size_term
+        jacobian[:, first + 1, columns] = data_term
+        jacobian[:, first + 2, columns] = floor
         return residual, jacobian / (predicted * self.delta)[:, None, :]
 
     def starts(self) -> np.ndarray:

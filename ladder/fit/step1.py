@@ -14,6 +14,7 @@ times the mean loss at the reference point; E between 1e-6 times the smallest lo
 
 from __future__ import annotations
 
+import copy
 import itertools
 import math
 from dataclasses import dataclass, field
@@ -90,6 +91,7 @@ class Step1Problem:
     """observed loss of each point"""
     delta: float = 1e-3
     """Huber threshold on log residuals"""
+    point_arrays = ("N", "D", "loss", "log_n", "log_d")  # one value per point (`subset`)
 
     def __post_init__(self) -> None:
         self.N, self.D, self.loss = (np.asarray(v, dtype=float) for v in (self.N, self.D, self.loss))
@@ -300,6 +302,16 @@ def refit_step1(
     best = np.argmin(value.reshape(n_sets, n_starts), axis=1)
     chosen = fitted.reshape(n_sets, n_starts, n_params)[np.arange(n_sets), best]
     return solve(log_loss, chosen, weights, REFIT_ITERATIONS, 1e-12)[0]
+
+
+def subset(problem, points: np.ndarray):
+    """A step-1 problem on some of its points (`points`: indices), in the same parametrisation and
+    bounds, so that its thetas and the whole problem's are interchangeable: every array of its
+    `point_arrays` taken at `points`."""
+    part = copy.copy(problem)
+    for name in problem.point_arrays:
+        setattr(part, name, getattr(problem, name)[points])
+    return part
 
 
 def predict_theta(problem: Step1Problem, theta: np.ndarray, N: float, D: float) -> np.ndarray:
