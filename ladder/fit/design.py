@@ -18,12 +18,11 @@ The prior law and the refits follow one step-1 method (methods.py, the default `
 three laws). Each simulated ladder becomes the pipeline's points (the paper's and the shared law:
 the mean of each run's last `last_n` checkpoints at its final D; the checkpoint laws: every
 checkpoint after the first `skip_fraction`; step 2: those checkpoints smoothed by a trailing mean
-of `window`) and is fitted with the fitter's own kernels, every grid and simulation at once: each
-law by `step1.refit_step1` (from its fit to the union's noise-free points and a generic start; the
-shared law couples the tasks, so its refit is one of every task's ladders together), its
-predictions combined as the method combines them; step 2 by `batched.solve` (from the prior law),
-then chained to the target. Per grid and
-task the scores are the mean absolute error |pred - truth| in accuracy points, its 90th
+of `window`) and is fitted with the fitter's own kernels, every simulation at once: each law by
+`step1.refit_step1` (from its fit to the union's noise-free points, as the bootstrap refits it
+from the full-data fit; the shared law couples the tasks, so its refit is one of every task's
+ladders together), their predictions combined as the method combines them; step 2 by
+`batched.solve` (from the prior law), then chained to the target. Per grid and task the scores are the mean absolute error |pred - truth| in accuracy points, its 90th
 percentile, and the width of the central `level` range of pred - truth: the narrowest interval
 that would hold the truth as often as its level says. Compute is 6 N D summed over the runs.
 `interval_coverage` runs the whole pipeline (bootstrap intervals included) on simulated results
