@@ -197,6 +197,7 @@ def test_design_writes_a_grid_that_plan_takes_as_is(tmp_path, capsys, prior_file
         (["--name", "../escape"], "--name"),
         (["--sims", "2"], "--sims must be"),
         (["--sizes", "femto,s=2e7,pico", "--name", "ok"], "size presets"),
+        (["--method", "paper"], "no step-1 law of --method paper"),  # the prior files are the default method's
     ],
 )
 def test_design_bad_input_one_line_exit_2_nothing_written(tmp_path, capsys, prior_files, extra, message):
