@@ -32,7 +32,7 @@ import numpy as np
 from scipy.optimize import nnls
 
 from ladder.fit import batched
-from ladder.fit.step1 import BOUND_TOLERANCE, EXPONENT_BOUNDS
+from ladder.fit.step1 import EXPONENT_BOUNDS, at_bound
 
 COMPUTE_PER_TOKEN = 6.0  # C = 6 N D training FLOPs
 EXPONENT_GRID = (0.03, 0.06, 0.1, 0.15, 0.22, 0.3, 0.4, 0.55, 0.75, 1.0, 1.4)  # starts of each exponent
@@ -83,6 +83,18 @@ def _flat(N, D) -> tuple[np.ndarray, np.ndarray, tuple]:
     return N.reshape(-1), D.reshape(-1), N.shape
 
 
+def _size_and_data(problem, a, alpha, b, beta, e, N, D) -> np.ndarray:
+    """A / N^alpha + B / D^beta + E [B, *shape of N and D] from conditioned parameters (each [B, 1])
+    about `problem`'s reference point (its log_n_ref and log_d_ref)."""
+    n, d, shape = _flat(N, D)
+    value = (
+        np.exp(a - alpha * (np.log(n) - problem.log_n_ref))
+        + np.exp(b - beta * (np.log(d) - problem.log_d_ref))
+        + np.exp(e)
+    )
+    return value.reshape(len(a), *shape)
+
+
 def _term_bounds(loss: np.ndarray) -> tuple[float, float]:
     scale = math.log(float(np.mean(loss)))
     return math.log(1e-6) + scale, math.log(100.0) + scale
@@ -92,13 +104,11 @@ def _floor_bounds(loss: np.ndarray) -> tuple[float, float]:
     return math.log(1e-6 * float(np.min(loss))), math.log(float(np.max(loss)))
 
 
-def _at_bound(theta: np.ndarray, lower: np.ndarray, upper: np.ndarray, names: list[str]) -> list[str]:
-    span = upper - lower
-    return [
-        names[i]
-        for i in range(len(theta))
-        if min(theta[i] - lower[i], upper[i] - theta[i]) <= BOUND_TOLERANCE * max(span[i], 1.0)
-    ]
+def _law_fit(problem, law: str, params: dict[str, float], theta: np.ndarray, converged: bool, n_starts: int) -> LawFit:
+    """The fit of `problem` at `theta` (its parameters `params` in the law's units), with its diagnostics."""
+    objective, rmse, count = _summary(problem, theta)
+    bounded = at_bound(theta, problem.lower, problem.upper, problem.names)
+    return LawFit(law, params, objective, rmse, count, n_starts, converged, bounded, theta.copy(), problem)
 
 
 def _summary(problem, theta: np.ndarray, points: np.ndarray | slice = slice(None)) -> tuple[float, float, int]:
@@ -118,6 +128,7 @@ class TiedProblem:
     loss: np.ndarray
     delta: float = 1e-3
     names = ("A", "alpha", "B", "E")
+    point_arrays = ("N", "D", "loss", "log_n", "log_d")  # one value per point (step1.subset)
 
     def __post_init__(self) -> None:
         self.N, self.D, self.loss = (np.asarray(v, dtype=float) for v in (self.N, self.D, self.loss))
@@ -155,14 +166,8 @@ class TiedProblem:
         return np.clip(np.array(grid), self.lower, self.upper)
 
     def predict(self, theta: np.ndarray, N, D) -> np.ndarray:
-        n, d, shape = _flat(N, D)
         a, alpha, b, e = (theta[:, i : i + 1] for i in range(4))
-        value = (
-            np.exp(a - alpha * (np.log(n) - self.log_n_ref))
-            + np.exp(b - alpha * (np.log(d) - self.log_d_ref))
-            + np.exp(e)
-        )
-        return value.reshape(len(theta), *shape)
+        return _size_and_data(self, a, alpha, b, alpha, e, N, D)
 
     def to_fit(self, theta: np.ndarray, converged: bool, n_starts: int) -> LawFit:
         a, alpha, b, e = (float(v) for v in theta)
@@ -172,19 +177,7 @@ class TiedProblem:
             "B": math.exp(b + alpha * self.log_d_ref),
             "E": math.exp(e),
         }
-        objective, rmse, count = _summary(self, theta)
-        return LawFit(
-            "ic-tied",
-            params,
-            objective,
-            rmse,
-            count,
-            n_starts,
-            converged,
-            _at_bound(theta, self.lower, self.upper, list(self.names)),
-            theta.copy(),
-            self,
-        )
+        return _law_fit(self, "ic-tied", params, theta, converged, n_starts)
 
 
 @dataclass
@@ -196,6 +189,7 @@ class ComputeProblem:
     loss: np.ndarray
     delta: float = 1e-3
     names = ("A", "gamma", "E")
+    point_arrays = ("N", "D", "loss", "log_c")
 
     def __post_init__(self) -> None:
         self.N, self.D, self.loss = (np.asarray(v, dtype=float) for v in (self.N, self.D, self.loss))
@@ -240,19 +234,7 @@ class ComputeProblem:
     def to_fit(self, theta: np.ndarray, converged: bool, n_starts: int) -> LawFit:
         a, gamma, e = (float(v) for v in theta)
         params = {"A": math.exp(a + gamma * self.log_c_ref), "gamma": gamma, "E": math.exp(e)}
-        objective, rmse, count = _summary(self, theta)
-        return LawFit(
-            "ic-compute",
-            params,
-            objective,
-            rmse,
-            count,
-            n_starts,
-            converged,
-            _at_bound(theta, self.lower, self.upper, list(self.names)),
-            theta.copy(),
-            self,
-        )
+        return _law_fit(self, "ic-compute", params, theta, converged, n_starts)
 
 
 @dataclass
@@ -266,6 +248,7 @@ class SharedProblem:
     """the task (index into `tasks`) of each point"""
     tasks: list[str]
     delta: float = 1e-3
+    point_arrays = ("N", "D", "loss", "task_index", "log_n", "log_d")
 
     def __post_init__(self) -> None:
         self.N, self.D, self.loss = (np.asarray(v, dtype=float) for v in (self.N, self.D, self.loss))
@@ -280,7 +263,6 @@ class SharedProblem:
             upper += [term[1], term[1], floor[1]]
         self.lower, self.upper = np.array(lower), np.array(upper)
         self.names = ["alpha", "beta"] + [f"{name}[{task}]" for task in self.tasks for name in ("A", "B", "E")]
-        self._columns = np.arange(len(self.loss))
 
     def residuals(self, theta: np.ndarray, log_loss: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         alpha, beta = theta[:, 0:1], theta[:, 1:2]
@@ -294,9 +276,10 @@ class SharedProblem:
         jacobian[:, 0, :] = -size_term * self.log_n
         jacobian[:, 1, :] = -data_term * self.log_d
         first = 2 + 3 * self.task_index
-        jacobian[:, first, self._columns] = size_term
-        jacobian[:, first + 1, self._columns] = data_term
-        jacobian[:, first + 2, self._columns] = floor
+        columns = np.arange(len(self.loss))
+        jacobian[:, first, columns] = size_term
+        jacobian[:, first + 1, columns] = data_term
+        jacobian[:, first + 2, columns] = floor
         return residual, jacobian / (predicted * self.delta)[:, None, :]
 
     def starts(self) -> np.ndarray:
@@ -318,15 +301,9 @@ class SharedProblem:
         return np.clip(np.array(grid), self.lower, self.upper)
 
     def predict_task(self, theta: np.ndarray, task: int, N, D) -> np.ndarray:
-        n, d, shape = _flat(N, D)
         alpha, beta = theta[:, 0:1], theta[:, 1:2]
         a, b, e = (theta[:, 2 + 3 * task + i : 3 + 3 * task + i] for i in range(3))
-        value = (
-            np.exp(a - alpha * (np.log(n) - self.log_n_ref))
-            + np.exp(b - beta * (np.log(d) - self.log_d_ref))
-            + np.exp(e)
-        )
-        return value.reshape(len(theta), *shape)
+        return _size_and_data(self, a, alpha, b, beta, e, N, D)
 
     def to_fit(self, theta: np.ndarray, converged: bool, n_starts: int) -> LawFit:
         params = {"alpha": float(theta[0]), "beta": float(theta[1])}
@@ -338,19 +315,7 @@ class SharedProblem:
                     if name in ("A", "B", "E")
                 }
             )
-        objective, rmse, count = _summary(self, theta)
-        return LawFit(
-            "shared",
-            params,
-            objective,
-            rmse,
-            count,
-            n_starts,
-            converged,
-            _at_bound(theta, self.lower, self.upper, self.names),
-            theta.copy(),
-            self,
-        )
+        return _law_fit(self, "shared", params, theta, converged, n_starts)
 
     def task_params(self, theta: np.ndarray, task: int) -> dict[str, float]:
         alpha, beta = float(theta[0]), float(theta[1])

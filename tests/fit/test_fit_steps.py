@@ -40,17 +40,16 @@ def test_step1_recovers_known_parameters(truth, sizes):
 
 
 def _noisy(case: int, seed: int):
-    """CASES[case]'s grid with 1% noise on the loss: n, d, loss, the generator (to draw on from),
-    the multistart fit and its problem."""
+    """A case's grid with 1% noise on its loss: (N, D, loss, the multi-start fit, the problem, the rng drawn from)."""
     truth, sizes = CASES[case]
     n, d = _grid(sizes)
     rng = np.random.default_rng(seed)
     loss = loss_law(truth, n, d) * (1 + 0.01 * rng.standard_normal(len(n)))
-    return n, d, loss, rng, fit_step1(n, d, loss), Step1Problem(n, d, loss)
+    return n, d, loss, fit_step1(n, d, loss), Step1Problem(n, d, loss), rng
 
 
 def test_step1_batched_refit_matches_lbfgsb():
-    n, d, loss, _, fit, problem = _noisy(0, seed=1)
+    n, d, loss, fit, problem, _ = _noisy(0, seed=1)
     theta = refit_step1(problem, loss[None, :], np.ones((1, len(n))), problem.starts()[0], problem.starts()[::40])
     refit = problem.to_fit(theta[0], converged=True, n_starts=1)
     assert refit.objective == pytest.approx(fit.objective, rel=1e-5)
@@ -109,7 +108,7 @@ def test_points_follow_the_paper_preparation():
 
 @pytest.mark.slow
 def test_bootstrap_refits_reach_the_full_multistart_optimum():
-    n, d, loss, rng, fit, problem = _noisy(1, seed=2)
+    n, d, loss, fit, problem, rng = _noisy(1, seed=2)
     weights = rng.multinomial(len(n), np.full(len(n), 1 / len(n)), size=12).astype(float)
     others = np.vstack([fit.alternatives, problem.starts()[len(problem.starts()) // 2]])
     theta = refit_step1(problem, np.tile(loss, (12, 1)), weights, fit.theta, others)
