@@ -23,6 +23,9 @@ STRAGGLERS = 1 / 8  # share of a chunk's problems left still improving, to be po
 
 ResidualFn = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
 """(theta [B, P], rows [B]) -> (residuals [B, M], Jacobian [B, P, M]: one row per parameter)"""
+Products = Callable[[np.ndarray, np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
+"""(Jacobian in the residual function's own form, gradient weights g [B, M], curvature weights
+c [B, M]) -> (J g [B, P], J diag(c) J^T [B, P, P]), for a Jacobian with structure (mostly zeros)"""
 
 
 def objective(residuals: np.ndarray, weights: np.ndarray, huber: bool) -> np.ndarray:
@@ -43,6 +46,7 @@ def solve(
     max_iter: int = 200,
     rtol: float = 1e-10,
     newton: bool = False,
+    products: Products | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Minimise every problem from its start; returns (theta [B, P], objective [B]).
 
@@ -59,9 +63,10 @@ def solve(
     pooled with the other chunks' and solved together, so that their long tail of iterations is
     paid once rather than once per chunk. Every problem takes the same steps as if solved alone.
     Between steps a problem keeps only its objective, gradient and normal matrix (reduced from
-    its residuals and Jacobian while they are in the cache), not the Jacobian itself.
+    its residuals and Jacobian while they are in the cache), not the Jacobian itself. `products`:
+    how to reduce a Jacobian that `residual_fn` returns in a compact form (default: a full one).
     """
-    settings = _Settings(residual_fn, weights, lower, upper, huber, rtol, newton)
+    settings = _Settings(residual_fn, weights, lower, upper, huber, rtol, newton, products)
     size = max(1, CHUNK_ELEMENTS // (weights.shape[1] * theta0.shape[1]))
     batch = _Batch(settings, theta0)
     pending = [
@@ -86,6 +91,7 @@ class _Settings:
     huber: bool
     rtol: float
     newton: bool
+    products: Products | None
 
     def statistics(self, theta: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Objective [B], gradient [B, P] and (IRLS or Newton) normal matrix [B, P, P] of the problems
@@ -94,10 +100,13 @@ class _Settings:
         weights = self.weights[rows]
         value = objective(residuals, weights, self.huber)
         irls = weights * np.minimum(1.0, 1.0 / np.maximum(np.abs(residuals), 1e-300)) if self.huber else weights
+        curvature = weights * (np.abs(residuals) <= 1.0) + NEWTON_FLOOR * irls if self.newton else irls
+        if self.products is not None:
+            return value, *self.products(jacobian, irls * residuals, curvature)
         weighted = jacobian * irls[:, None, :]
         gradient = np.matmul(weighted, residuals[:, :, None])[:, :, 0]
         if self.newton:
-            weighted = jacobian * (weights * (np.abs(residuals) <= 1.0) + NEWTON_FLOOR * irls)[:, None, :]
+            weighted = jacobian * curvature[:, None, :]
         return value, gradient, np.matmul(weighted, jacobian.transpose(0, 2, 1))
 
 

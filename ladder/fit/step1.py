@@ -202,13 +202,15 @@ def fit_problem(problem, what: str):
     # Every start of the grid is run at once by the vectorised solver; L-BFGS-B then polishes the
     # best distinct end points (running it from all starts costs ~25x more and ends in the same place).
     starts = problem.starts()
+    residuals, products = solver_form(problem)
     ends, values = batched.solve(
-        lambda t, rows: problem.residuals(t, log_loss),
+        lambda t, rows: residuals(t, log_loss),
         starts,
         np.ones((len(starts), len(problem.loss))),
         problem.lower,
         problem.upper,
         huber=True,
+        products=products,
     )
     order = np.argsort(np.where(np.isfinite(values), values, np.inf))
     alternatives = _distinct(ends[order[np.isfinite(values[order])]], ALTERNATIVES + 1)
@@ -232,6 +234,14 @@ def fit_problem(problem, what: str):
     others = [a for a in alternatives if np.abs(a - best.x).max() > DISTINCT]
     fit.alternatives = np.array(others).reshape(-1, n_params)[:ALTERNATIVES]  # [0, P] when the optimum is unique
     return fit
+
+
+def solver_form(problem) -> tuple:
+    """The residual function and Jacobian products (batched.solve's `products`) to solve `problem`
+    with: its compact Jacobian where it has one (the shared-exponent law's), else its full one."""
+    if hasattr(problem, "compact_residuals"):
+        return problem.compact_residuals, problem.products
+    return problem.residuals, None
 
 
 def _distinct(thetas: np.ndarray, count: int) -> np.ndarray:
@@ -267,33 +277,31 @@ def refit_step1(
     near = batched.newton_starts(residual, jacobian[0], weights, theta, problem.lower, problem.upper, huber=True)
     n_sets, n_starts = len(weights), 1 + len(others)
     theta0 = np.concatenate([near[:, None, :], np.broadcast_to(others, (n_sets, len(others), n_params))], axis=1)
+    residuals, products = solver_form(problem)
+
+    def solve(starts: np.ndarray, sets_weights: np.ndarray, sets_log_loss: np.ndarray, max_iter: int, rtol: float):
+        return batched.solve(
+            lambda t, rows: residuals(t, rows_of(sets_log_loss, rows)),
+            starts,
+            sets_weights,
+            problem.lower,
+            problem.upper,
+            huber=True,
+            max_iter=max_iter,
+            rtol=rtol,
+            newton=newton,
+            products=products,
+        )
+
     # Every start runs briefly; only the best per data set is then run to convergence (Huber's
     # reweighting converges linearly, and stopping early would bias the intervals).
     rows_log_loss = log_loss if shared else np.repeat(log_loss, n_starts, axis=0)
-    fitted, value = batched.solve(
-        lambda t, rows: problem.residuals(t, rows_of(rows_log_loss, rows)),
-        theta0.reshape(-1, n_params),
-        np.repeat(weights, n_starts, axis=0),
-        problem.lower,
-        problem.upper,
-        huber=True,
-        max_iter=SCREEN_ITERATIONS,
-        rtol=1e-8,
-        newton=newton,
+    fitted, value = solve(
+        theta0.reshape(-1, n_params), np.repeat(weights, n_starts, axis=0), rows_log_loss, SCREEN_ITERATIONS, 1e-8
     )
     best = np.argmin(value.reshape(n_sets, n_starts), axis=1)
     chosen = fitted.reshape(n_sets, n_starts, n_params)[np.arange(n_sets), best]
-    refitted, _ = batched.solve(
-        lambda t, rows: problem.residuals(t, rows_of(log_loss, rows)),
-        chosen,
-        weights,
-        problem.lower,
-        problem.upper,
-        huber=True,
-        max_iter=REFIT_ITERATIONS,
-        rtol=1e-12,
-        newton=newton,
-    )
+    refitted, _ = solve(chosen, weights, log_loss, REFIT_ITERATIONS, 1e-12)
     return refitted
 
 
