@@ -331,7 +331,6 @@ class SharedProblem:
         normal[:, 0:2, 0:2] = pair_sums[:, [0, 1, 5, 6]].sum(axis=2).reshape(n_sets, 2, 2)
         normal[:, self._pair_rows, self._pair_columns] = pair_sums[:, self._pair_index]
         return gradient, normal
-        return residual, jacobian / (predicted * self.delta)[:, None, :]
 
     def starts(self) -> np.ndarray:
         grid = []
