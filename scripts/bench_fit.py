@@ -129,7 +129,9 @@ def main() -> None:
         for label, checkout in checkouts.items():
             run = _child(args, checkout)
             runs[label].append(run)
-            print(f"repeat {repeat + 1} {label}: {run['wall']:.2f} s wall, {run['cpu']:.2f} s CPU (load {run['load']:.2f})")
+            print(
+                f"repeat {repeat + 1} {label}: {run['wall']:.2f} s wall, {run['cpu']:.2f} s CPU (load {run['load']:.2f})"
+            )
     medians = {label: _summary(label, label_runs) for label, label_runs in runs.items()}
     print(f"load average after: {os.getloadavg()[0]:.2f}")
     latest = runs["this"][-1]["tasks"]

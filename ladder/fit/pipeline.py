@@ -502,9 +502,8 @@ def fit_table(
         jobs = []
         for task in tasks:
             task_joint = None if joint is None else replace(joint[0], shared=joint[1].get(task))
-            jobs.append(
-                (task, rows_of[task], chance_level(table, task, options.chance), options, seeds[task], task_joint, baselines)
-            )
+            chance = chance_level(table, task, options.chance)
+            jobs.append((task, rows_of[task], chance, options, seeds[task], task_joint, baselines))
         fits = dict(zip(tasks, _run_jobs(jobs, pool)))
     targets = {}
     for task in tasks:
