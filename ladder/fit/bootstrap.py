@@ -113,8 +113,9 @@ def refit_checkpoint_law(law: LawFit, weights: np.ndarray) -> np.ndarray:
     width = int((weights > 0).sum(axis=1).max())
     points = np.argsort(weights <= 0, axis=1, kind="stable")[:, :width]  # drawn points first
     drawn = np.take_along_axis(weights, points, axis=1)
+    drawn_log_loss = log_loss[points]
     refitted, _ = batched.solve(
-        lambda theta, rows: problem.residuals(theta, log_loss[points[rows]], points[rows]),
+        lambda theta, rows: problem.residuals(theta, drawn_log_loss[rows], points[rows]),
         starts,
         drawn,
         problem.lower,
