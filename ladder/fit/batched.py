@@ -72,8 +72,9 @@ def solve(
     (Nielsen's rule: rho = actual / predicted decrease, an accepted step scales it by
     max(1/3, 1 - (2 rho - 1)^3), each rejection in a row by 2, 4, 8, ...). Where a floor slides to
     its bound the fixed factors alternate between an overshoot and short steps; the gain ratio
-    damps the steps the model over-predicts before they overshoot (a checkpoint law's refits: a
-    third fewer iterations, 10x fewer in the longest).
+    damps the steps the model over-predicts before they overshoot (the ic-compute law's refits on
+    the paper's ladder: 21 steps per replicate on average instead of 31, the 99th percentile 102
+    instead of 270).
     """
     settings = _Settings(residual_fn, weights, lower, upper, huber, rtol, newton, products, gain_damping)
     size = max(1, CHUNK_ELEMENTS // (weights.shape[1] * theta0.shape[1]))
