@@ -159,10 +159,10 @@ def summarize(rows: pd.DataFrame) -> pd.DataFrame:
 
 
 def coverage_by_task(rows: pd.DataFrame) -> pd.DataFrame:
-    """Per task, over every cut: held-out predictions, shares inside the loss and accuracy intervals,
-    median absolute accuracy error (points)."""
+    """Per task, over every cut: held-out predictions, shares inside the loss interval and the
+    accuracy's bootstrap and kappa intervals, median absolute accuracy error (points)."""
     frame = _statistics_by(rows, "task", "task")
-    return frame[["predictions", "in_loss_interval", "in_acc_interval", "median_abs_err"]]
+    return frame[["predictions", "in_loss_interval", "in_acc_interval", "in_acc_interval_kappa", "median_abs_err"]]
 
 
 def kappa_check(rows: pd.DataFrame, level: float) -> dict[str, float]:

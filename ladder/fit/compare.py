@@ -1,7 +1,7 @@
 """Comparing two recipes at the target: is A better than B there, and by how much compute?
 
-Each recipe's ladder is fitted by the pipeline (both steps, bootstrap intervals) with the same
-options and seed. Per task and target:
+Each recipe's ladder is fitted by the pipeline (both steps by the chosen step-1 method, by
+default `ensemble` as in `ladder fit`; bootstrap intervals) with the same options and seed. Per task and target:
 
 - the predicted difference pred_A - pred_B (accuracy points) and its interval: the central
   `level` range of the replicate-by-replicate differences. The two fits draw their replicates
@@ -25,7 +25,7 @@ the runs' final accuracies) agrees with the ranking at the largest common size.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
@@ -181,11 +181,7 @@ def compare(
     **overrides,
 ) -> Comparison:
     """Fit both recipes' ladders and compare their predictions at every target (module docstring)."""
-    options = options or FitOptions()
-    if overrides:
-        from dataclasses import replace
-
-        options = replace(options, **overrides)
+    options = replace(options or FitOptions(), **overrides)
     if options.bootstrap < 20:
         raise LadderError(f"compare needs bootstrap intervals: --bootstrap must be >= 20, got {options.bootstrap}")
     if not targets:

@@ -13,12 +13,16 @@ model size from the law: the part of a real ladder's scatter around its fit that
 checkpoints nor seeds explain (the law's own error). A target is a size of its own: its truth is
 Acc(L(N_t, D_t) exp(u_t)) + v_t, so no grid predicts it better than v_t and u_t allow.
 
-Each simulated ladder becomes the pipeline's points (step 1: the mean of each run's last `last_n`
-checkpoints at its final D; step 2: each run's checkpoints after the first `skip_fraction`,
-smoothed by a trailing mean of `window`) and is fitted with the fitter's own kernels, every
-simulation of a grid at once: step 1 by `step1.refit_step1` (from the prior law and a generic
-start), step 2 by `batched.solve` (from the prior law), then chained to the target. Per grid and
-task the scores are the mean absolute error |pred - truth| in accuracy points, its 90th
+The prior law and the refits follow one step-1 method (methods.py, the default `ensemble` as in
+`ladder fit`): L(N, D) above is the method's prediction (for `ensemble`, the geometric mean of its
+three laws). Each simulated ladder becomes the pipeline's points (the paper's and the shared law:
+the mean of each run's last `last_n` checkpoints at its final D; the checkpoint laws: every
+checkpoint after the first `skip_fraction`; step 2: those checkpoints smoothed by a trailing mean
+of `window`) and is fitted with the fitter's own kernels, every simulation at once: each law by
+`step1.refit_step1` (from its fit to the union's noise-free points, as the bootstrap refits it
+from the full-data fit; the shared law couples the tasks, so its refit is one of every task's
+ladders together), their predictions combined as the method combines them; step 2 by
+`batched.solve` (from the prior law), then chained to the target. Per grid and task the scores are the mean absolute error |pred - truth| in accuracy points, its 90th
 percentile, and the width of the central `level` range of pred - truth: the narrowest interval
 that would hold the truth as often as its level says. Compute is 6 N D summed over the runs.
 `interval_coverage` runs the whole pipeline (bootstrap intervals included) on simulated results
@@ -40,13 +44,14 @@ import numpy as np
 import pandas as pd
 
 from ladder.errors import LadderError
-from ladder.fit import batched
+from ladder.fit import batched, methods
 from ladder.fit import step1 as step1_module
+from ladder.fit.laws import SharedProblem
+from ladder.fit.pipeline import FitOptions, StepOptions, fit_table
 from ladder.fit.points import step1_points, trailing_mean
 from ladder.fit.step1 import Step1Problem
 from ladder.fit.step2 import Step2Problem, sigmoid, sigmoid_residuals
 
-STEP1_PARAMS = ("A", "alpha", "B", "beta", "E")
 STEP2_PARAMS = ("a", "k", "L0", "b")
 STEP2_ITERATIONS = 60  # simulated step-2 refits start at the prior law, as the bootstrap's do
 
@@ -58,19 +63,16 @@ class TaskLaw:
     task: str
     """task name"""
     step1: dict[str, float]
-    """A, alpha, B, beta, E"""
+    """the step-1 method's parameters (`methods.param_names`: A, alpha, B, beta, E for the paper's)"""
     step2: dict[str, float]
     """a, k, L0, b"""
     chance: float
     """the task's chance accuracy"""
+    method: str = "paper"
+    """the step-1 method whose parameters `step1` holds"""
 
     def loss(self, N, D) -> np.ndarray:
-        p = self.step1
-        return (
-            p["A"] / np.asarray(N, dtype=float) ** p["alpha"]
-            + p["B"] / np.asarray(D, dtype=float) ** p["beta"]
-            + p["E"]
-        )
+        return methods.method_loss(self.method, self.step1, N, D)
 
     def acc(self, loss) -> np.ndarray:
         return sigmoid(loss, *(self.step2[name] for name in STEP2_PARAMS))
@@ -143,70 +145,67 @@ class Grid:
 
 
 @dataclass
-class DesignOptions:
-    """How ladders are simulated and fitted (the `ladder design` options)."""
+class DesignOptions(StepOptions):
+    """How ladders are simulated and fitted (the `ladder design` options). Of the fit's options
+    (StepOptions), `level` is the central share of pred - truth whose width is reported and `seed`
+    the simulations' (the same draws for every grid: common random numbers)."""
 
     sims: int = 64
     """simulated ladders per grid"""
     checkpoints: int = 40
     """evaluations per simulated run"""
-    last_n: int = 5
-    """checkpoints averaged into each run's step-1 point"""
-    skip_fraction: float = 0.1
-    """share of each run's first checkpoints left out of step 2"""
-    window: int = 5
-    """trailing moving-average window of step 2"""
-    delta: float = 1e-3
-    """Huber threshold of step 1"""
-    level: float = 0.9
-    """central share of pred - truth whose width is reported"""
-    seed: int = 0
-    """simulation seed (the same draws for every grid: common random numbers)"""
     law_error: bool = True
     """simulate the size-level deviations from the law (False: checkpoint and seed noise only)"""
 
     def check(self) -> None:
+        super().check()
         if self.sims < 8:
             raise LadderError(f"--sims must be >= 8, got {self.sims}")
-        if self.last_n < 1 or self.window < 1:
-            raise LadderError(f"--last-n and --window must be >= 1, got {self.last_n} and {self.window}")
         if self.checkpoints < max(self.last_n, 2) or self.checkpoints > 1000:
             raise LadderError(f"--checkpoints must lie in [max(2, --last-n), 1000], got {self.checkpoints}")
-        if not 0.0 <= self.skip_fraction < 1.0:
-            raise LadderError(f"--skip must lie in [0, 1), got {self.skip_fraction}")
-        if not 0.0 < self.level < 1.0:
-            raise LadderError(f"--level must lie in (0, 1), got {self.level}")
-        if self.seed < 0:
-            raise LadderError(f"--seed must be >= 0, got {self.seed}")
+
+    def fit_options(self, **fields) -> FitOptions:
+        """The options of `ladder fit` that fits these ladders as design does (and `fields`)."""
+        return FitOptions(**{name: getattr(self, name) for name in StepOptions.__dataclass_fields__}, **fields)
 
 
 # ---------------------------------------------------------------- prior laws and noise
 
 
-def laws_from_params(params: pd.DataFrame, source: str = "params.csv") -> dict[str, TaskLaw]:
-    """Per task, the law of a `params.csv` written by `ladder fit`."""
-    needed = ("task", "chance", *STEP1_PARAMS, *STEP2_PARAMS)
+def laws_from_params(
+    params: pd.DataFrame, source: str = "params.csv", method: str = methods.DEFAULT_METHOD
+) -> dict[str, TaskLaw]:
+    """Per task, the law of a `params.csv` written by `ladder fit --method METHOD`."""
+    step1_params = methods.param_names(method)
+    no_law = (
+        f"{source}: no step-1 law of --method {method} (fit it with `ladder fit --method {method}`, or give "
+        "design the --method of that fit)"
+    )
+    needed = ("task", "chance", *STEP2_PARAMS)
     missing = [column for column in needed if column not in params]
     if missing:
         raise LadderError(f"{source}: missing column(s) {', '.join(missing)} (is it a params.csv of `ladder fit`?)")
+    if any(column not in params for column in step1_params):
+        raise LadderError(no_law)
     laws = {}
-    for row in params.itertuples(index=False):
-        values = {name: getattr(row, name) for name in (*STEP1_PARAMS, *STEP2_PARAMS, "chance")}
+    for _, row in params.iterrows():
+        values = {name: row[name] for name in ("chance", *STEP2_PARAMS, *step1_params)}
         try:
             values = {name: float(value) for name, value in values.items()}
         except (TypeError, ValueError):
-            raise LadderError(f"{source}: task {row.task!r} has a non-numeric parameter") from None
-        if not all(math.isfinite(values[name]) for name in STEP1_PARAMS):
-            raise LadderError(
-                f"{source}: task {row.task!r} has no five-parameter step-1 law (fit it with "
-                "`ladder fit --method paper`)"
-            )
+            raise LadderError(f"{source}: task {row['task']!r} has a non-numeric parameter") from None
+        if not all(math.isfinite(values[name]) for name in step1_params):
+            raise LadderError(f"{no_law}: task {row['task']!r} has none")
         if not all(math.isfinite(values[name]) for name in STEP2_PARAMS):
-            raise LadderError(f"{source}: task {row.task!r} has no accuracy law (step 2); design scores accuracy")
-        if min(values["A"], values["B"], values["E"]) <= 0:
-            raise LadderError(f"{source}: task {row.task!r}: A, B and E must be > 0")
-        laws[str(row.task)] = TaskLaw(
-            str(row.task), {n: values[n] for n in STEP1_PARAMS}, {n: values[n] for n in STEP2_PARAMS}, values["chance"]
+            raise LadderError(f"{source}: task {row['task']!r} has no accuracy law (step 2); design scores accuracy")
+        if min(values[name] for name in step1_params if name.split(".")[-1] in ("A", "B", "E")) <= 0:
+            raise LadderError(f"{source}: task {row['task']!r}: A, B and E must be > 0")
+        laws[str(row["task"])] = TaskLaw(
+            str(row["task"]),
+            {n: values[n] for n in step1_params},
+            {n: values[n] for n in STEP2_PARAMS},
+            values["chance"],
+            method,
         )
     if not laws:
         raise LadderError(f"{source}: no tasks")
@@ -228,17 +227,23 @@ def noise_from_variance(
             raise LadderError(f"params: missing column {column!r} (is it a params.csv of `ladder fit`?)")
     ladder = variance[variance["role"] == "ladder"]
     noises = {}
+    # The step-1 residuals' mean square holds the size-level deviation plus each point's checkpoint
+    # noise: a checkpoint law's points are single checkpoints, the others' the mean of last_n.
+    per_point = np.mean(
+        [1.0 if law in methods.CHECKPOINT_LAWS else 1.0 / options.last_n for law in methods.LAWS[options.method]]
+    )
+    n_params = len(methods.param_names(options.method)) / len(methods.LAWS[options.method])
     for row in params.itertuples(index=False):
         rows = ladder[ladder["task"] == row.task]
         if rows.empty:
             raise LadderError(f"{source}: no ladder rows for task {row.task!r}")
         loss_ckpt, acc_ckpt = checkpoint_noise(rows)
         points = int(row.step1_points)
-        scatter1 = float(row.step1_rmse_log) ** 2 * points / max(points - len(STEP1_PARAMS), 1)
+        scatter1 = float(row.step1_rmse_log) ** 2 * points / max(points - n_params, 1)
         noises[str(row.task)] = Noise(
             loss_ckpt=loss_ckpt,
             acc_ckpt=acc_ckpt,
-            loss_size=math.sqrt(max(0.0, scatter1 - loss_ckpt**2 / options.last_n)),
+            loss_size=math.sqrt(max(0.0, scatter1 - loss_ckpt**2 * per_point)),
             acc_size=math.sqrt(max(0.0, float(row.step2_rmse) ** 2 - acc_ckpt**2 / options.window)),
         )
     return noises
@@ -275,11 +280,7 @@ def laws_and_noise_from_table(table: pd.DataFrame, fit_options=None) -> tuple[di
     checkpoint noise from `checkpoint_variance` (`checkpoint_noise`), seed noise from its reruns (when it has any),
     and the size-level deviation from the fit's residuals grouped by size, less what the other
     two explain (a method-of-moments estimate from few sizes: rough)."""
-    from ladder.fit.pipeline import FitOptions, fit_table
-
-    options = replace(
-        fit_options or FitOptions(), bootstrap=0, method="paper"
-    )  # the prior law is the paper's five parameters
+    options = replace(fit_options or FitOptions(), bootstrap=0)
     fit = fit_table(table, options)
     pairs = _rerun_pairs(table)
     variance = fit.variance[fit.variance["role"] == "ladder"]
@@ -287,7 +288,7 @@ def laws_and_noise_from_table(table: pd.DataFrame, fit_options=None) -> tuple[di
     for task, task_fit in fit.tasks.items():
         if task_fit.step2 is None:
             raise LadderError(f"task {task!r} has no accuracies; design scores accuracy (select tasks with --tasks)")
-        laws[task] = TaskLaw(task, task_fit.step1.as_dict(), task_fit.step2.as_dict(), task_fit.chance)
+        laws[task] = TaskLaw(task, task_fit.step1.as_dict(), task_fit.step2.as_dict(), task_fit.chance, options.method)
         loss_ckpt, acc_ckpt = checkpoint_noise(variance[variance["task"] == task])
         loss_run = acc_run = 0.0
         if pairs:
@@ -433,52 +434,88 @@ def run_positions(union: Grid, grid: Grid) -> np.ndarray:
         raise LadderError(f"grid {grid.label}: run {missing} is not among the simulated runs") from None
 
 
-def fit_draws(
-    law: TaskLaw, union: Grid, draws: Draws, grids: list[Grid], targets: list[Target], options: DesignOptions
-) -> tuple[np.ndarray, np.ndarray]:
-    """Fit every grid on every simulated ladder as the pipeline would, and predict the targets:
-    (loss, acc), each [G, S, T].
-
-    The draws are of `union` (every candidate run); a grid's ladder is its runs of the same
-    draw, so all grids see the same noise (common random numbers). Step 1 of every grid and
-    simulation runs in one batch: a grid's fit is the union's with weight 0 on the runs it lacks.
-    """
+def _law_points(law: str, union: Grid, draws: Draws, options: DesignOptions):
+    """A step-1 law's points of every run of `union`: (N [M], D [M], simulated loss [S, M], run of each point [M])."""
     sims, n_runs, checkpoints = draws.loss.shape
-    last_n = min(options.last_n, checkpoints)
     N = np.array([size.N for size, _, _ in union.runs])
-    D_final = draws.D[:, -1]
-    points1 = draws.loss[:, :, -last_n:].mean(axis=2)
-    problem1 = Step1Problem(N, D_final, law.loss(N, D_final), options.delta)
-    truth = np.array(
-        [
-            math.log(law.step1["A"]) - law.step1["alpha"] * problem1.log_n_ref,
-            law.step1["alpha"],
-            math.log(law.step1["B"]) - law.step1["beta"] * problem1.log_d_ref,
-            law.step1["beta"],
-            math.log(law.step1["E"]),
-        ]
-    )
-    theta0 = np.clip(truth, problem1.lower, problem1.upper)
-    starts = problem1.starts()
-    positions = [run_positions(union, grid) for grid in grids]
-    mask = np.zeros((len(grids), n_runs))
-    for g, where in enumerate(positions):
-        mask[g, where] = 1.0
-    theta1 = step1_module.refit_step1(
-        problem1,
-        np.tile(points1, (len(grids), 1)),
-        np.repeat(mask, sims, axis=0),
-        theta0,
-        starts[len(starts) // 2][None, :],
-    )
-    pred_loss = np.stack([step1_module.predict_theta(problem1, theta1, t.N, t.D) for t in targets], axis=1)
-    pred_loss = pred_loss.reshape(len(grids), sims, len(targets))
+    if law in methods.CHECKPOINT_LAWS:
+        skip = math.ceil(options.skip_fraction * checkpoints)
+        kept = checkpoints - skip
+        loss = draws.loss[:, :, skip:].reshape(sims, -1)
+        return np.repeat(N, kept), draws.D[:, skip:].reshape(-1), loss, np.repeat(np.arange(n_runs), kept)
+    last_n = min(options.last_n, checkpoints)
+    return N, draws.D[:, -1], draws.loss[:, :, -last_n:].mean(axis=2), np.arange(n_runs)
 
+
+def _refit(problem, loss: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """A step-1 law (`problem`, on the noise-free points of every candidate run) refitted on every
+    grid x simulated ladder [G * S, P], grid-major: loss [S, M], mask [G, M] (1 on the points of
+    the runs a grid has, 0 elsewhere), from the law's fit to the noise-free points of every run.
+
+    The paper's law, as the bootstrap refits it, also from a generic start, every grid in one batch
+    (a grid's points weighted 1, the others 0). The other laws, as the bootstrap refits them, by
+    Newton steps from that fit alone (a generic start too moved the paper data's expected errors by
+    at most 0.03 points, on grids of 6-12 runs, for 1.5x the time), each grid on its own points
+    (`step1.subset`, same parametrisation): their hundreds of points make that 1.2-1.9x faster
+    than weighting them 0, where the paper law's 25 make one batch 3x faster than 60."""
+    prior = step1_module.fit_problem(problem, "design: the prior law's noise-free ladder")
+    if isinstance(problem, Step1Problem):
+        starts = problem.starts()
+        weights = np.repeat(mask, len(loss), axis=0)
+        return step1_module.refit_step1(
+            problem, np.tile(loss, (len(mask), 1)), weights, prior.theta, starts[len(starts) // 2][None, :]
+        )
+    thetas = []
+    for row in mask:
+        points = np.flatnonzero(row)
+        part = step1_module.subset(problem, points)
+        ones = np.ones((len(loss), len(points)))
+        no_others = np.zeros((0, len(prior.theta)))
+        thetas.append(step1_module.refit_step1(part, loss[:, points], ones, prior.theta, no_others, newton=True))
+    return np.concatenate(thetas)
+
+
+def _at_targets(predict, theta: np.ndarray, targets: list[Target], n_grids: int) -> np.ndarray:
+    """`predict(theta, N, D)` at every target, [G, S, T]."""
+    return np.stack([predict(theta, t.N, t.D) for t in targets], axis=1).reshape(n_grids, -1, len(targets))
+
+
+def _shared_predictions(
+    laws: dict[str, TaskLaw], union: Grid, draws: dict[str, Draws], mask: np.ndarray, targets: list[Target], options
+) -> dict[str, np.ndarray]:
+    """Per task, the shared-exponent law's predicted loss [G, S, T], refitted on every task's
+    simulated ladders at once (the law couples the tasks, as in `ladder fit`)."""
+    tasks = list(laws)
+    points = {task: _law_points("shared", union, draws[task], options) for task in tasks}
+    N, D, _, _ = points[tasks[0]]
+    problem = SharedProblem(
+        np.tile(N, len(tasks)),
+        np.tile(D, len(tasks)),
+        np.concatenate([laws[task].loss(N, D) for task in tasks]),
+        np.repeat(np.arange(len(tasks)), len(N)),
+        tasks,
+        options.delta,
+    )
+    loss = np.concatenate([points[task][2] for task in tasks], axis=1)
+    theta = _refit(problem, loss, np.tile(mask, (1, len(tasks))))
+    return {
+        task: _at_targets(lambda th, n, d, i=i: problem.predict_task(th, i, n, d), theta, targets, len(mask))
+        for i, task in enumerate(tasks)
+    }
+
+
+def step2_predictions(
+    law: TaskLaw, union: Grid, draws: Draws, grids: list[Grid], pred_loss: np.ndarray, options: DesignOptions
+) -> np.ndarray:
+    """Every grid's predicted accuracy [G, S, T] at its predicted loss `pred_loss` [G, S, T]: step 2
+    refitted on each grid's smoothed checkpoints of every simulated ladder, from the prior law."""
+    sims, _, checkpoints = draws.loss.shape
     skip = math.ceil(options.skip_fraction * checkpoints)
     smoothed_loss = trailing_mean(draws.loss[:, :, skip:], options.window)
     smoothed_acc = trailing_mean(draws.acc[:, :, skip:], options.window)
     pred_acc = np.empty_like(pred_loss)
-    for g, where in enumerate(positions):
+    for g, grid in enumerate(grids):
+        where = run_positions(union, grid)
         x = np.concatenate([smoothed_loss[:, where].reshape(sims, -1), np.zeros((sims, 1))], axis=1)  # + the anchor
         y = np.concatenate([smoothed_acc[:, where].reshape(sims, -1), np.ones((sims, 1))], axis=1)
         problem2 = Step2Problem(x[:, :-1].max(axis=0), y[0, :-1], law.chance)
@@ -495,7 +532,47 @@ def fit_draws(
         )
         a, k, L0, b = (theta2[:, i : i + 1] for i in range(4))
         pred_acc[g] = sigmoid(pred_loss[g], a, k, L0, b)
-    return pred_loss, pred_acc
+    return pred_acc
+
+
+def fit_draws(
+    laws: dict[str, TaskLaw],
+    union: Grid,
+    draws: dict[str, Draws],
+    grids: list[Grid],
+    targets: list[Target],
+    options: DesignOptions,
+    progress=None,
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Fit every grid on every simulated ladder of every task as the pipeline would, and predict
+    the targets: per task (loss, acc), each [G, S, T].
+
+    Step 1: the method's laws refitted, combined as the method combines them. The draws are of
+    `union` (every candidate run); a grid's ladder is its runs of the same draw, so all grids see
+    the same noise (common random numbers). Each law's refits of every grid and simulation run in
+    one batch: a grid's fit is the union's with weight 0 on the runs it lacks.
+    """
+    mask = np.zeros((len(grids), len(union.runs)))
+    for g, grid in enumerate(grids):
+        mask[g, run_positions(union, grid)] = 1.0
+    logs: dict[str, list[np.ndarray]] = {task: [] for task in laws}
+    for name in methods.LAWS[options.method]:
+        if name == "shared":
+            for task, loss in _shared_predictions(laws, union, draws, mask, targets, options).items():
+                logs[task].append(np.log(loss))
+        else:
+            for task, law in laws.items():
+                N, D, loss, run = _law_points(name, union, draws[task], options)
+                problem = methods.CHECKPOINT_LAWS.get(name, Step1Problem)(N, D, law.loss(N, D), options.delta)
+                theta = _refit(problem, loss, mask[:, run])
+                logs[task].append(np.log(_at_targets(problem.predict, theta, targets, len(grids))))
+        if progress is not None:
+            progress(f"step 1, {name} law refitted")
+    pred_loss = {task: np.exp(np.mean(values, axis=0)) for task, values in logs.items()}
+    return {
+        task: (pred_loss[task], step2_predictions(law, union, draws[task], grids, pred_loss[task], options))
+        for task, law in laws.items()
+    }
 
 
 # ---------------------------------------------------------------- scoring
@@ -530,16 +607,16 @@ def union_grid(grids: list[Grid]) -> Grid:
     return make_grid(sizes, sorted({m for grid in grids for m in grid.multipliers}))
 
 
-def score_task(
-    law: TaskLaw, noise: Noise, grids: list[Grid], targets: list[Target], options: DesignOptions
+def score_rows(
+    task: str,
+    draws: Draws,
+    pred_loss: np.ndarray,
+    pred_acc: np.ndarray,
+    grids: list[Grid],
+    targets: list[Target],
+    options: DesignOptions,
 ) -> list[dict]:
-    """Rows of `DesignResult.tasks` for one task and every grid."""
-    union = union_grid(grids)
-    noise = noise if options.law_error else noise.without_law_error()
-    draws = draw(
-        law, noise, union, targets, options.sims, options.checkpoints, np.random.default_rng(_seed(options, law.task))
-    )
-    pred_loss, pred_acc = fit_draws(law, union, draws, grids, targets, options)
+    """Rows of `DesignResult.tasks` for one task and every grid, from its predictions [G, S, T]."""
     error = 100.0 * (pred_acc - draws.truth_acc[None])
     loss_error = 100.0 * (pred_loss / draws.truth_loss[None] - 1.0)
     tail = (1.0 - options.level) / 2.0
@@ -551,7 +628,7 @@ def score_task(
             rows.append(
                 {
                     "grid": grid.label,
-                    "task": law.task,
+                    "task": task,
                     "target": target.name,
                     "abs_err": float(np.mean(np.abs(finite))),
                     "p90_abs_err": float(np.quantile(np.abs(finite), 0.9)),
@@ -595,11 +672,23 @@ def design(
     missing = [task for task in laws if task not in noises]
     if missing:
         raise LadderError(f"no noise model for task(s) {', '.join(missing)}")
+    union = union_grid(candidates)
+    draws = {
+        task: draw(
+            law,
+            noises[task] if options.law_error else noises[task].without_law_error(),
+            union,
+            targets,
+            options.sims,
+            options.checkpoints,
+            np.random.default_rng(_seed(options, task)),
+        )
+        for task, law in laws.items()
+    }
+    fitted = fit_draws(laws, union, draws, candidates, targets, options, progress)
     task_rows = []
-    for task, law in laws.items():
-        task_rows += score_task(law, noises[task], candidates, targets, options)
-        if progress is not None:
-            progress(task)
+    for task, (pred_loss, pred_acc) in fitted.items():
+        task_rows += score_rows(task, draws[task], pred_loss, pred_acc, candidates, targets, options)
     tasks = pd.DataFrame(task_rows)
     per_grid = tasks.groupby("grid", sort=False)[["abs_err", "p90_abs_err", "width"]].mean()
     target_flops = sum(t.flops for t in targets)
@@ -684,18 +773,7 @@ def interval_coverage(
     """How often `ladder fit`'s bootstrap intervals hold the simulated truth: per task and target,
     over `sims` simulated tables fitted by the pipeline itself. Columns: task, target, sims,
     coverage (share), median_width (points), mean_abs_err (points)."""
-    from ladder.fit.pipeline import FitOptions, fit_table
-
-    fit_options = FitOptions(
-        bootstrap=bootstrap,
-        level=options.level,
-        last_n=options.last_n,
-        skip_fraction=options.skip_fraction,
-        window=options.window,
-        delta=options.delta,
-        seed=options.seed,
-        method="paper",
-    )  # the simulated law is the paper's
+    fit_options = options.fit_options(bootstrap=bootstrap)
     rng = np.random.default_rng([options.seed, sims, bootstrap])
     noises = noises if options.law_error else {task: noise.without_law_error() for task, noise in noises.items()}
     rows = []

@@ -32,7 +32,7 @@ import numpy as np
 from scipy.optimize import nnls
 
 from ladder.fit import batched
-from ladder.fit.step1 import BOUND_TOLERANCE, EXPONENT_BOUNDS
+from ladder.fit.step1 import EXPONENT_BOUNDS, at_bound
 
 COMPUTE_PER_TOKEN = 6.0  # C = 6 N D training FLOPs
 EXPONENT_GRID = (0.03, 0.06, 0.1, 0.15, 0.22, 0.3, 0.4, 0.55, 0.75, 1.0, 1.4)  # starts of each exponent
@@ -83,6 +83,18 @@ def _flat(N, D) -> tuple[np.ndarray, np.ndarray, tuple]:
     return N.reshape(-1), D.reshape(-1), N.shape
 
 
+def _size_and_data(problem, a, alpha, b, beta, e, N, D) -> np.ndarray:
+    """A / N^alpha + B / D^beta + E [B, *shape of N and D] from conditioned parameters (each [B, 1])
+    about `problem`'s reference point (its log_n_ref and log_d_ref)."""
+    n, d, shape = _flat(N, D)
+    value = (
+        np.exp(a - alpha * (np.log(n) - problem.log_n_ref))
+        + np.exp(b - beta * (np.log(d) - problem.log_d_ref))
+        + np.exp(e)
+    )
+    return value.reshape(len(a), *shape)
+
+
 def _term_bounds(loss: np.ndarray) -> tuple[float, float]:
     scale = math.log(float(np.mean(loss)))
     return math.log(1e-6) + scale, math.log(100.0) + scale
@@ -92,13 +104,11 @@ def _floor_bounds(loss: np.ndarray) -> tuple[float, float]:
     return math.log(1e-6 * float(np.min(loss))), math.log(float(np.max(loss)))
 
 
-def _at_bound(theta: np.ndarray, lower: np.ndarray, upper: np.ndarray, names: list[str]) -> list[str]:
-    span = upper - lower
-    return [
-        names[i]
-        for i in range(len(theta))
-        if min(theta[i] - lower[i], upper[i] - theta[i]) <= BOUND_TOLERANCE * max(span[i], 1.0)
-    ]
+def _law_fit(problem, law: str, params: dict[str, float], theta: np.ndarray, converged: bool, n_starts: int) -> LawFit:
+    """The fit of `problem` at `theta` (its parameters `params` in the law's units), with its diagnostics."""
+    objective, rmse, count = _summary(problem, theta)
+    bounded = at_bound(theta, problem.lower, problem.upper, problem.names)
+    return LawFit(law, params, objective, rmse, count, n_starts, converged, bounded, theta.copy(), problem)
 
 
 def _summary(problem, theta: np.ndarray, points: np.ndarray | slice = slice(None)) -> tuple[float, float, int]:
@@ -118,6 +128,7 @@ class TiedProblem:
     loss: np.ndarray
     delta: float = 1e-3
     names = ("A", "alpha", "B", "E")
+    point_arrays = ("N", "D", "loss", "log_n", "log_d")  # one value per point (step1.subset)
 
     def __post_init__(self) -> None:
         self.N, self.D, self.loss = (np.asarray(v, dtype=float) for v in (self.N, self.D, self.loss))
@@ -155,14 +166,8 @@ class TiedProblem:
         return np.clip(np.array(grid), self.lower, self.upper)
 
     def predict(self, theta: np.ndarray, N, D) -> np.ndarray:
-        n, d, shape = _flat(N, D)
         a, alpha, b, e = (theta[:, i : i + 1] for i in range(4))
-        value = (
-            np.exp(a - alpha * (np.log(n) - self.log_n_ref))
-            + np.exp(b - alpha * (np.log(d) - self.log_d_ref))
-            + np.exp(e)
-        )
-        return value.reshape(len(theta), *shape)
+        return _size_and_data(self, a, alpha, b, alpha, e, N, D)
 
     def to_fit(self, theta: np.ndarray, converged: bool, n_starts: int) -> LawFit:
         a, alpha, b, e = (float(v) for v in theta)
@@ -172,19 +177,7 @@ class TiedProblem:
             "B": math.exp(b + alpha * self.log_d_ref),
             "E": math.exp(e),
         }
-        objective, rmse, count = _summary(self, theta)
-        return LawFit(
-            "ic-tied",
-            params,
-            objective,
-            rmse,
-            count,
-            n_starts,
-            converged,
-            _at_bound(theta, self.lower, self.upper, list(self.names)),
-            theta.copy(),
-            self,
-        )
+        return _law_fit(self, "ic-tied", params, theta, converged, n_starts)
 
 
 @dataclass
@@ -196,6 +189,7 @@ class ComputeProblem:
     loss: np.ndarray
     delta: float = 1e-3
     names = ("A", "gamma", "E")
+    point_arrays = ("N", "D", "loss", "log_c")
 
     def __post_init__(self) -> None:
         self.N, self.D, self.loss = (np.asarray(v, dtype=float) for v in (self.N, self.D, self.loss))
@@ -240,19 +234,7 @@ class ComputeProblem:
     def to_fit(self, theta: np.ndarray, converged: bool, n_starts: int) -> LawFit:
         a, gamma, e = (float(v) for v in theta)
         params = {"A": math.exp(a + gamma * self.log_c_ref), "gamma": gamma, "E": math.exp(e)}
-        objective, rmse, count = _summary(self, theta)
-        return LawFit(
-            "ic-compute",
-            params,
-            objective,
-            rmse,
-            count,
-            n_starts,
-            converged,
-            _at_bound(theta, self.lower, self.upper, list(self.names)),
-            theta.copy(),
-            self,
-        )
+        return _law_fit(self, "ic-compute", params, theta, converged, n_starts)
 
 
 @dataclass
@@ -266,6 +248,7 @@ class SharedProblem:
     """the task (index into `tasks`) of each point"""
     tasks: list[str]
     delta: float = 1e-3
+    point_arrays = ("N", "D", "loss", "task_index", "log_n", "log_d")
 
     def __post_init__(self) -> None:
         self.N, self.D, self.loss = (np.asarray(v, dtype=float) for v in (self.N, self.D, self.loss))
@@ -280,11 +263,9 @@ class SharedProblem:
             upper += [term[1], term[1], floor[1]]
         self.lower, self.upper = np.array(lower), np.array(upper)
         self.names = ["alpha", "beta"] + [f"{name}[{task}]" for task in self.tasks for name in ("A", "B", "E")]
-        self._columns = np.arange(len(self.loss))
         # Row of each compact-Jacobian row (alpha, beta, then the point's task's a, b, e) in the full one, per task.
         tasks = np.arange(len(self.tasks))
         self._rows = np.vstack([np.zeros_like(tasks), np.ones_like(tasks), *(2 + 3 * tasks + own for own in range(3))])
-        self._task_onehot = (self.task_index[:, None] == tasks[None, :]).astype(float)  # [M, T]
         pairs = [(k, m) for k in range(5) for m in range(5) if max(k, m) >= 2]  # pairs that are not alpha/beta's own
         self._pair_index = [5 * k + m for k, m in pairs]
         self._pair_rows = np.array([self._rows[k] for k, _ in pairs])  # [pairs, T]
@@ -295,9 +276,9 @@ class SharedProblem:
         residual, compact = self.compact_residuals(theta, log_loss)
         jacobian = np.zeros((len(theta), len(self.lower), len(self.loss)))
         jacobian[:, 0:2, :] = compact[:, 0:2, :]
-        first = 2 + 3 * self.task_index
+        first, columns = 2 + 3 * self.task_index, np.arange(len(self.loss))
         for own in range(3):
-            jacobian[:, first + own, self._columns] = compact[:, 2 + own, :]
+            jacobian[:, first + own, columns] = compact[:, 2 + own, :]
         return residual, jacobian
 
     def compact_residuals(self, theta: np.ndarray, log_loss: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -320,13 +301,14 @@ class SharedProblem:
         the 5 x 5 products, placed in the full matrix (26 parameters for 8 tasks: 30x fewer
         multiplications than the full Jacobian's)."""
         n_sets, n_tasks = len(compact), len(self.tasks)
-        per_task = np.matmul(compact * gradient_weights[:, None, :], self._task_onehot)  # [B, 5, T]
+        task_onehot = (self.task_index[:, None] == np.arange(n_tasks)[None, :]).astype(float)  # [M, T]
+        per_task = np.matmul(compact * gradient_weights[:, None, :], task_onehot)  # [B, 5, T]
         gradient = np.empty((n_sets, len(self.lower)))
         gradient[:, 0:2] = per_task[:, 0:2].sum(axis=2)
         gradient[:, 2:] = per_task[:, 2:].transpose(0, 2, 1).reshape(n_sets, 3 * n_tasks)
         weighted = compact * curvature_weights[:, None, :]
         pairs = (weighted[:, :, None, :] * compact[:, None, :, :]).reshape(n_sets, 25, -1)
-        pair_sums = np.matmul(pairs, self._task_onehot)  # [B, 25, T]
+        pair_sums = np.matmul(pairs, task_onehot)  # [B, 25, T]
         normal = np.zeros((n_sets, len(self.lower), len(self.lower)))
         normal[:, 0:2, 0:2] = pair_sums[:, [0, 1, 5, 6]].sum(axis=2).reshape(n_sets, 2, 2)
         normal[:, self._pair_rows, self._pair_columns] = pair_sums[:, self._pair_index]
@@ -351,15 +333,9 @@ class SharedProblem:
         return np.clip(np.array(grid), self.lower, self.upper)
 
     def predict_task(self, theta: np.ndarray, task: int, N, D) -> np.ndarray:
-        n, d, shape = _flat(N, D)
         alpha, beta = theta[:, 0:1], theta[:, 1:2]
         a, b, e = (theta[:, 2 + 3 * task + i : 3 + 3 * task + i] for i in range(3))
-        value = (
-            np.exp(a - alpha * (np.log(n) - self.log_n_ref))
-            + np.exp(b - beta * (np.log(d) - self.log_d_ref))
-            + np.exp(e)
-        )
-        return value.reshape(len(theta), *shape)
+        return _size_and_data(self, a, alpha, b, beta, e, N, D)
 
     def to_fit(self, theta: np.ndarray, converged: bool, n_starts: int) -> LawFit:
         params = {"alpha": float(theta[0]), "beta": float(theta[1])}
@@ -371,19 +347,7 @@ class SharedProblem:
                     if name in ("A", "B", "E")
                 }
             )
-        objective, rmse, count = _summary(self, theta)
-        return LawFit(
-            "shared",
-            params,
-            objective,
-            rmse,
-            count,
-            n_starts,
-            converged,
-            _at_bound(theta, self.lower, self.upper, self.names),
-            theta.copy(),
-            self,
-        )
+        return _law_fit(self, "shared", params, theta, converged, n_starts)
 
     def task_params(self, theta: np.ndarray, task: int) -> dict[str, float]:
         alpha, beta = float(theta[0]), float(theta[1])

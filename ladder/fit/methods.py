@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ladder.errors import LadderError
-from ladder.fit.laws import ComputeProblem, LawFit, SharedProblem, TiedProblem
+from ladder.fit.laws import COMPUTE_PER_TOKEN, ComputeProblem, LawFit, SharedProblem, TiedProblem
 from ladder.fit.points import CheckpointPoints, Step1Points
 from ladder.fit.step1 import check_points, fit_problem
 
@@ -36,6 +36,12 @@ LAWS = {
     "ensemble": ("ic-tied", "ic-compute", "shared"),
 }
 CHECKPOINT_LAWS = {"ic-tied": TiedProblem, "ic-compute": ComputeProblem}
+LAW_PARAMS = {
+    "paper": ("A", "alpha", "B", "beta", "E"),
+    "ic-tied": ("A", "alpha", "B", "E"),
+    "ic-compute": ("A", "gamma", "E"),
+    "shared": ("A", "alpha", "B", "beta", "E"),
+}
 
 
 def uses_checkpoints(method: str) -> bool:
@@ -44,6 +50,32 @@ def uses_checkpoints(method: str) -> bool:
 
 def uses_shared(method: str) -> bool:
     return "shared" in LAWS[method]
+
+
+def param_names(method: str) -> list[str]:
+    """The names of a method's step-1 parameters, as its fit's `as_dict` (and params.csv) spell them."""
+    if method == "paper":
+        return list(LAW_PARAMS["paper"])
+    return [f"{law}.{param}" for law in LAWS[method] for param in LAW_PARAMS[law]]
+
+
+def law_loss(law: str, params: dict[str, float], N, D) -> np.ndarray:
+    """One law's L(N, D) from its parameters in the law's own units (LAW_PARAMS)."""
+    N, D = np.asarray(N, dtype=float), np.asarray(D, dtype=float)
+    if law == "ic-compute":
+        return params["A"] / (COMPUTE_PER_TOKEN * N * D) ** params["gamma"] + params["E"]
+    data_exponent = params["alpha"] if law == "ic-tied" else params["beta"]
+    return params["A"] / N ** params["alpha"] + params["B"] / D**data_exponent + params["E"]
+
+
+def method_loss(method: str, params: dict[str, float], N, D) -> np.ndarray:
+    """A method's step-1 prediction from its parameters (`param_names`): the geometric mean of its laws'."""
+    if method == "paper":
+        return law_loss("paper", params, N, D)
+    logs = [
+        np.log(law_loss(law, {name: params[f"{law}.{name}"] for name in LAW_PARAMS[law]}, N, D)) for law in LAWS[method]
+    ]
+    return np.exp(np.mean(logs, axis=0))
 
 
 @dataclass

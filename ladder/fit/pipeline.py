@@ -85,7 +85,41 @@ NEAR_CHANCE_MARGIN = 0.02  # accuracy barely above chance, or rising less than t
 
 
 @dataclass
-class FitOptions:
+class StepOptions:
+    """How both steps fit a ladder: the options `ladder fit` shares with the ladders `ladder design` simulates."""
+
+    method: str = methods.DEFAULT_METHOD
+    """step-1 method (methods.METHODS): `paper` reproduces the paper, `ensemble` is the default"""
+    last_n: int = 5
+    """checkpoints averaged into each run's step-1 point (and a target's actual values)"""
+    skip_fraction: float = 0.1
+    """share of each run's first checkpoints left out of step 2 (and of the checkpoint laws)"""
+    window: int = 5
+    """trailing moving-average window of step 2"""
+    delta: float = 1e-3
+    """Huber threshold of step 1 (on log residuals)"""
+    level: float = 0.9
+    """coverage of the prediction intervals"""
+    seed: int = 0
+    """bootstrap seed"""
+
+    def check(self) -> None:
+        if self.method not in methods.METHODS:
+            raise LadderError(f"--method must be one of {', '.join(methods.METHODS)}, got {self.method!r}")
+        if self.last_n < 1 or self.window < 1:
+            raise LadderError(f"--last-n and --window must be >= 1, got {self.last_n} and {self.window}")
+        if self.seed < 0:
+            raise LadderError(f"--seed must be >= 0, got {self.seed}")
+        if not 0.0 <= self.skip_fraction < 1.0:
+            raise LadderError(f"--skip must lie in [0, 1), got {self.skip_fraction}")
+        if not 0.0 < self.level < 1.0:
+            raise LadderError(f"--level must lie in (0, 1), got {self.level}")
+        if not self.delta > 0:
+            raise LadderError(f"--delta must be > 0, got {self.delta}")
+
+
+@dataclass
+class FitOptions(StepOptions):
     """What to fit and how (the `ladder fit` options)."""
 
     sizes: list[str] | None = None
@@ -98,53 +132,28 @@ class FitOptions:
     """use runs marked `rerun` as further ladder runs"""
     chance: float | None = None
     """chance accuracy for tasks with no `chance` column that are not the paper's (default 0.25)"""
-    last_n: int = 5
-    """checkpoints averaged into each run's step-1 point (and a target's actual values)"""
-    skip_fraction: float = 0.1
-    """share of each run's first checkpoints left out of step 2"""
-    window: int = 5
-    """trailing moving-average window of step 2"""
-    delta: float = 1e-3
-    """Huber threshold of step 1 (on log residuals)"""
     bootstrap: int = 1000
     """bootstrap replicates for the prediction intervals (0: none)"""
-    level: float = 0.9
-    """coverage of the prediction intervals"""
-    seed: int = 0
-    """bootstrap seed"""
     variance_window: int = 10
     """last checkpoints of each run used by the variance analysis"""
     workers: int = DEFAULT_WORKERS
     """processes sharing the bootstrap's refits (the tasks', the shared law's replicates); default one per
     CPU core this process may use; 1: none"""
-    method: str = methods.DEFAULT_METHOD
-    """step-1 method (methods.METHODS): `paper` reproduces the paper, `ensemble` is the default"""
     kappa: float = DEFAULT_KAPPA
     """accuracy points of error per unit of extrapolation, for the kappa intervals (calibration.py)"""
     early_target: bool = False
     """also predict each target shifted by its early checkpoints' offset (early.py)"""
 
     def check(self) -> None:
-        if self.method not in methods.METHODS:
-            raise LadderError(f"--method must be one of {', '.join(methods.METHODS)}, got {self.method!r}")
+        super().check()
         if not (math.isfinite(self.kappa) and self.kappa >= 0):
             raise LadderError(f"--kappa must be a finite number >= 0, got {self.kappa}")
-        if self.last_n < 1 or self.window < 1:
-            raise LadderError(f"--last-n and --window must be >= 1, got {self.last_n} and {self.window}")
         if self.variance_window < 2:
             raise LadderError(f"variance_window must be >= 2, got {self.variance_window}")
-        if self.seed < 0:
-            raise LadderError(f"--seed must be >= 0, got {self.seed}")
-        if not 0.0 <= self.skip_fraction < 1.0:
-            raise LadderError(f"--skip must lie in [0, 1), got {self.skip_fraction}")
-        if not 0.0 < self.level < 1.0:
-            raise LadderError(f"--level must lie in (0, 1), got {self.level}")
         if self.bootstrap < 0:
             raise LadderError(f"--bootstrap must be >= 0, got {self.bootstrap}")
         if self.chance is not None and not 0.0 <= self.chance < 1.0:
             raise LadderError(f"--chance must lie in [0, 1), got {self.chance}")
-        if not self.delta > 0:
-            raise LadderError(f"--delta must be > 0, got {self.delta}")
         if self.workers < 1:
             raise LadderError(f"--workers must be >= 1, got {self.workers}")
 

@@ -14,6 +14,7 @@ times the mean loss at the reference point; E between 1e-6 times the smallest lo
 
 from __future__ import annotations
 
+import copy
 import itertools
 import math
 from dataclasses import dataclass, field
@@ -90,6 +91,7 @@ class Step1Problem:
     """observed loss of each point"""
     delta: float = 1e-3
     """Huber threshold on log residuals"""
+    point_arrays = ("N", "D", "loss", "log_n", "log_d")  # one value per point (`subset`)
 
     def __post_init__(self) -> None:
         self.N, self.D, self.loss = (np.asarray(v, dtype=float) for v in (self.N, self.D, self.loss))
@@ -133,12 +135,6 @@ class Step1Problem:
     def to_fit(self, theta: np.ndarray, converged: bool, n_starts: int) -> Step1Fit:
         residual, _ = self.residuals(theta[None, :], np.log(self.loss)[None, :])
         value = float(batched.objective(residual, np.ones_like(residual), huber=True)[0]) * self.delta**2
-        span = self.upper - self.lower
-        at_bound = [
-            PARAMS[i]
-            for i in range(N_PARAMS)
-            if min(theta[i] - self.lower[i], self.upper[i] - theta[i]) <= BOUND_TOLERANCE * max(span[i], 1.0)
-        ]
         a, alpha, b, beta, e = (float(v) for v in theta)
         return Step1Fit(
             A=math.exp(a + alpha * self.log_n_ref),
@@ -151,9 +147,19 @@ class Step1Problem:
             n_points=len(self.loss),
             n_starts=n_starts,
             converged=converged,
-            at_bound=at_bound,
+            at_bound=at_bound(theta, self.lower, self.upper, PARAMS),
             theta=theta.copy(),
         )
+
+
+def at_bound(theta: np.ndarray, lower: np.ndarray, upper: np.ndarray, names) -> list[str]:
+    """The names of the parameters that ended on a bound (within BOUND_TOLERANCE of its span)."""
+    span = upper - lower
+    return [
+        names[i]
+        for i in range(len(theta))
+        if min(theta[i] - lower[i], upper[i] - theta[i]) <= BOUND_TOLERANCE * max(span[i], 1.0)
+    ]
 
 
 def check_points(N: np.ndarray, D: np.ndarray, loss: np.ndarray, what: str, n_params: int = N_PARAMS) -> None:
@@ -203,16 +209,15 @@ def fit_problem(problem, what: str):
     # best distinct end points (running it from all starts costs ~25x more and ends in the same place).
     starts = problem.starts()
     residuals, products = solver_form(problem)
-    ends, values = batched.solve(
-        lambda t, rows: residuals(t, log_loss),
+    ends, values, order = run_starts(
+        lambda t: residuals(t, log_loss),
         starts,
-        np.ones((len(starts), len(problem.loss))),
+        len(problem.loss),
         problem.lower,
         problem.upper,
         huber=True,
         products=products,
     )
-    order = np.argsort(np.where(np.isfinite(values), values, np.inf))
     alternatives = _distinct(ends[order[np.isfinite(values[order])]], ALTERNATIVES + 1)
     polish_from = [ends[i] for i in order[:POLISHED]] + [starts[order[0]]]
     bounds = list(zip(problem.lower, problem.upper))
@@ -234,6 +239,32 @@ def fit_problem(problem, what: str):
     others = [a for a in alternatives if np.abs(a - best.x).max() > DISTINCT]
     fit.alternatives = np.array(others).reshape(-1, n_params)[:ALTERNATIVES]  # [0, P] when the optimum is unique
     return fit
+
+
+def run_starts(
+    residuals,
+    starts: np.ndarray,
+    n_points: int,
+    lower: np.ndarray,
+    upper: np.ndarray,
+    *,
+    huber: bool,
+    products: batched.Products | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every start [S, P] of a multi-start grid run at once by the vectorised solver on the same
+    `n_points` points (`residuals(theta [B, P])` -> residuals, Jacobian as for batched.solve, which
+    `products` reduces when it is compact): (end points [S, P], their objectives [S], the ends'
+    order from the best, non-finite last)."""
+    ends, values = batched.solve(
+        lambda t, rows: residuals(t),
+        starts,
+        np.ones((len(starts), n_points)),
+        lower,
+        upper,
+        huber=huber,
+        products=products,
+    )
+    return ends, values, np.argsort(np.where(np.isfinite(values), values, np.inf))
 
 
 def solver_form(problem) -> tuple:
@@ -279,11 +310,11 @@ def refit_step1(
     theta0 = np.concatenate([near[:, None, :], np.broadcast_to(others, (n_sets, len(others), n_params))], axis=1)
     residuals, products = solver_form(problem)
 
-    def solve(starts: np.ndarray, sets_weights: np.ndarray, sets_log_loss: np.ndarray, max_iter: int, rtol: float):
+    def solve(set_log_loss: np.ndarray, theta_start: np.ndarray, set_weights: np.ndarray, max_iter: int, rtol: float):
         return batched.solve(
-            lambda t, rows: residuals(t, rows_of(sets_log_loss, rows)),
-            starts,
-            sets_weights,
+            lambda t, rows: residuals(t, rows_of(set_log_loss, rows)),
+            theta_start,
+            set_weights,
             problem.lower,
             problem.upper,
             huber=True,
@@ -297,12 +328,21 @@ def refit_step1(
     # reweighting converges linearly, and stopping early would bias the intervals).
     rows_log_loss = log_loss if shared else np.repeat(log_loss, n_starts, axis=0)
     fitted, value = solve(
-        theta0.reshape(-1, n_params), np.repeat(weights, n_starts, axis=0), rows_log_loss, SCREEN_ITERATIONS, 1e-8
+        rows_log_loss, theta0.reshape(-1, n_params), np.repeat(weights, n_starts, axis=0), SCREEN_ITERATIONS, 1e-8
     )
     best = np.argmin(value.reshape(n_sets, n_starts), axis=1)
     chosen = fitted.reshape(n_sets, n_starts, n_params)[np.arange(n_sets), best]
-    refitted, _ = solve(chosen, weights, log_loss, REFIT_ITERATIONS, 1e-12)
-    return refitted
+    return solve(log_loss, chosen, weights, REFIT_ITERATIONS, 1e-12)[0]
+
+
+def subset(problem, points: np.ndarray):
+    """A step-1 problem on some of its points (`points`: indices), in the same parametrisation and
+    bounds, so that its thetas and the whole problem's are interchangeable: every array of its
+    `point_arrays` taken at `points`."""
+    part = copy.copy(problem)
+    for name in problem.point_arrays:
+        setattr(part, name, getattr(problem, name)[points])
+    return part
 
 
 def predict_theta(problem: Step1Problem, theta: np.ndarray, N: float, D: float) -> np.ndarray:

@@ -20,12 +20,12 @@ from scipy.special import expit
 
 from ladder.errors import LadderError
 from ladder.fit import batched
+from ladder.fit.step1 import at_bound, run_starts
 
 PARAMS = ("a", "k", "L0", "b")
 N_PARAMS = len(PARAMS)
 ANCHOR = (0.0, 1.0)  # (loss, accuracy) of a perfect model
 K_MAX = 1e3
-BOUND_TOLERANCE = 1e-6
 POLISHED = 2  # best grid end points that scipy polishes (besides the paper's start)
 REFIT_ITERATIONS = 30  # bootstrap refits start at the full-data optimum
 
@@ -136,15 +136,7 @@ def fit_step2(loss, acc, chance: float, *, what: str = "step 2") -> Step2Fit:
     problem = Step2Problem(loss, acc, chance)
     check_points(np.asarray(loss), np.asarray(acc), what)
     starts = problem.starts()
-    ends, values = batched.solve(
-        lambda t, rows: problem.residuals(t),
-        starts,
-        np.ones((len(starts), len(problem.x))),
-        problem.lower,
-        problem.upper,
-        huber=False,
-    )
-    order = np.argsort(np.where(np.isfinite(values), values, np.inf))
+    ends, _, order = run_starts(problem.residuals, starts, len(problem.x), problem.lower, problem.upper, huber=False)
     best = None
     for start in [starts[0]] + [ends[i] for i in order[:POLISHED]]:
         # least_squares needs a start strictly inside the bounds.
@@ -167,12 +159,6 @@ def fit_step2(loss, acc, chance: float, *, what: str = "step 2") -> Step2Fit:
         raise LadderError(f"{what}: the optimiser failed from every start (non-finite residuals)")
     theta = best.x
     residual = problem.residuals(theta[None, :])[0][0]
-    span = problem.upper - problem.lower
-    at_bound = [
-        PARAMS[i]
-        for i in range(N_PARAMS)
-        if min(theta[i] - problem.lower[i], problem.upper[i] - theta[i]) <= BOUND_TOLERANCE * max(span[i], 1.0)
-    ]
     return Step2Fit(
         a=float(theta[0]),
         k=float(theta[1]),
@@ -184,7 +170,7 @@ def fit_step2(loss, acc, chance: float, *, what: str = "step 2") -> Step2Fit:
         n_points=len(problem.x) - 1,
         n_starts=len(starts),
         converged=bool(best.status > 0),
-        at_bound=at_bound,
+        at_bound=at_bound(theta, problem.lower, problem.upper, PARAMS),
     )
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 import pandas as pd
 
 from ladder.errors import ArgumentParser, LadderError
+from ladder.fit.methods import DEFAULT_METHOD, METHODS
 from ladder.report.cli import _add_selection, _numbers, _options, parse_target
 
 DESIGN_FILES = ("design.csv", "design_tasks.csv", "coverage.csv", "design.png")
@@ -244,6 +245,13 @@ def design_main(argv: list[str]) -> int:
         help="without a budget: error within this share of the best (default 0.1)",
     )
     sim = parser.add_argument_group("simulation")
+    sim.add_argument(
+        "--method",
+        choices=METHODS,
+        default=DEFAULT_METHOD,
+        help=f"step-1 method of the prior law and of the simulated ladders' fits, as in `ladder fit` (default "
+        f"{DEFAULT_METHOD})",
+    )
     sim.add_argument("--sims", type=int, default=32, help="simulated ladders per grid (default 32)")
     sim.add_argument("--checkpoints", type=int, default=40, help="evaluations per simulated run (default 40)")
     sim.add_argument("--no-law-error", action="store_true", help="simulate checkpoint and seed noise only")
@@ -268,7 +276,12 @@ def design_main(argv: list[str]) -> int:
     targets = _targets(args.target)
     sizes = design_module.sizes_of([p.strip() for p in args.sizes.split(",") if p.strip()])
     options = design_module.DesignOptions(
-        sims=args.sims, checkpoints=args.checkpoints, seed=args.seed, level=args.level, law_error=not args.no_law_error
+        method=args.method,
+        sims=args.sims,
+        checkpoints=args.checkpoints,
+        seed=args.seed,
+        level=args.level,
+        law_error=not args.no_law_error,
     )
     options.check()
     if args.coverage < 0 or args.coverage_bootstrap < 20:
@@ -297,18 +310,10 @@ def design_main(argv: list[str]) -> int:
 
     started = time.perf_counter()
     if args.table is not None:
-        from ladder.fit.pipeline import FitOptions
         from ladder.results import read_table
 
         laws, noises = design_module.laws_and_noise_from_table(
-            read_table(args.table),
-            FitOptions(
-                sizes=args.prior_sizes,
-                tasks=args.tasks,
-                last_n=options.last_n,
-                skip_fraction=options.skip_fraction,
-                window=options.window,
-            ),
+            read_table(args.table), options.fit_options(sizes=args.prior_sizes, tasks=args.tasks)
         )
     else:
         params, variance = _read_csv(args.params), _read_csv(args.variance)
@@ -317,12 +322,12 @@ def design_main(argv: list[str]) -> int:
             if unknown:
                 raise LadderError(f"--tasks: {', '.join(unknown)} not in {args.params}")
             params = params[params["task"].isin(args.tasks)]
-        laws = design_module.laws_from_params(params, args.params)
+        laws = design_module.laws_from_params(params, args.params, options.method)
         noises = design_module.noise_from_variance(variance, params, options, args.variance)
     print(f"design: {len(candidates)} grids x {len(laws)} tasks x {options.sims} simulated ladders", file=sys.stderr)
 
-    def progress(task: str) -> None:
-        print(f"design: {task} scored ({time.perf_counter() - started:.0f} s)", file=sys.stderr, flush=True)
+    def progress(what: str) -> None:
+        print(f"design: {what} ({time.perf_counter() - started:.0f} s)", file=sys.stderr, flush=True)
 
     result = design_module.design(
         laws,

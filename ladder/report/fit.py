@@ -4,8 +4,10 @@
                                              # report.md, step1.png, step2.png, pred_vs_actual.png
 
 The tables are `LadderFit.predictions`, `.params` and `.variance` as they are (unrounded,
-accuracies as fractions); report.md shows the readable predictions, the parameters, the flags,
-the variance summary and the plots. `fit_markdown(fit, images)` is the report's text, for a
+accuracies as fractions); report.md says what step 1 is under the fit's method (each law, and how
+the ensemble combines them) and which accuracy interval is the headline and why, then shows the
+readable predictions, a table of parameters per law (the shared law's common exponents above its
+per-task terms) and step 2's, the flags, the variance summary and the plots. `fit_markdown(fit, images)` is the report's text, for a
 report that embeds it (the demo's).
 """
 
@@ -14,7 +16,11 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from ladder.fit.pipeline import LadderFit
+import pandas as pd
+
+from ladder.fit import methods
+from ladder.fit.calibration import DEFAULT_KAPPA
+from ladder.fit.pipeline import LadderFit, TaskFit
 from ladder.fit.variance import variance_summary
 from ladder.report import folder
 from ladder.report.plots import FIT_PLOTS, plot_fit
@@ -24,8 +30,109 @@ FIT_TABLES = ("predictions.csv", "params.csv", "variance.csv")
 REPORT_FILE = "report.md"
 OUTPUT_FILES = (*FIT_TABLES, REPORT_FILE, *FIT_PLOTS)
 """every file a fit report may write"""
-PARAM_COLUMNS = ["task", "chance", "A", "alpha", "B", "beta", "E", "a", "k", "L0", "b", "step1_rmse_log", "step2_rmse"]
-"""the columns of params.csv that report.md shows"""
+RUN_POINTS = "one point per run (the mean of its last {last_n} checkpoints)"
+CHECKPOINTS = "every checkpoint after the first {skip} of each run"
+LAWS = {
+    "paper": ("L = A / N^alpha + B / D^beta + E", RUN_POINTS, ()),
+    "ic-tied": ("L = A / N^alpha + B / D^alpha + E", CHECKPOINTS, ()),
+    "ic-compute": ("L = A / C^gamma + E, C = 6 N D", CHECKPOINTS, ()),
+    "shared": ("L_t = A_t / N^alpha + B_t / D^beta + E_t", RUN_POINTS + ", every task in one fit", ("alpha", "beta")),
+}
+"""per step-1 law (ladder.fit.methods.LAWS): its equation, the points it fits, the parameters
+common to every task"""
+STEP2_COLUMNS = ["task", "chance", "a", "k", "L0", "b", "step2_points", "step2_rmse"]
+"""the columns of params.csv that report.md shows for step 2"""
+
+
+def _law_parts(task_fit: TaskFit) -> dict:
+    """A task's step-1 laws by name: the paper's fit, or each law of another method."""
+    if isinstance(task_fit.step1, methods.CombinedStep1):
+        return task_fit.step1.laws
+    return {"paper": task_fit.step1}
+
+
+def _step1_lines(fit: LadderFit) -> list[str]:
+    """What step 1 is under the fit's method: each law's equation and points, and how they combine."""
+    options = fit.options
+    names = methods.LAWS[options.method]
+    described = []
+    for name in names:
+        equation, points, _ = LAWS[name]
+        described.append(f"{equation}, on {points.format(skip=f'{options.skip_fraction:.0%}', last_n=options.last_n)}")
+    huber = f"Huber(delta={options.delta:g}) on log residuals"
+    if len(names) == 1:
+        return [f"Step 1, --method {options.method}: {described[0]}; {huber}."]
+    return [
+        f"Step 1, --method {options.method}: the geometric mean of {len(names)} laws' predictions, "
+        f"L = exp(mean of their log L), each fitted by {huber}:",
+        *(f"- {name}: {text}" for name, text in zip(names, described)),
+    ]
+
+
+def _interval_lines(options) -> list[str]:
+    """Which accuracy interval is the headline, and why."""
+    if options.bootstrap == 0:
+        return ["Intervals: none (--bootstrap 0)."]
+    kappa = f"kappa = {options.kappa:g} points per unit of d" + (
+        " (the default, measured by `ladder backtest` on the paper's ladder; it measures this ladder's too)"
+        if options.kappa == DEFAULT_KAPPA
+        else ""
+    )
+    return [
+        f"Accuracy intervals ({options.level:.0%}): the headline is the kappa interval (`acc interval %`; "
+        "`pred_acc_lo_kappa`, `pred_acc_hi_kappa` in predictions.csv): the bootstrap's spread widened by how far "
+        f"the target lies beyond the ladder (the `extrapolation` d), {kappa}. It is the headline because the "
+        "error grows with d and the bootstrap's spread does not: `ladder backtest` measures kappa and the kappa "
+        "intervals' coverage on held-out runs, out of sample. The bootstrap interval (`bootstrap interval %`; "
+        f"`pred_acc_lo`, `pred_acc_hi`; {options.bootstrap} replicates over runs and checkpoints) is shown beside "
+        "it: how much the prediction depends on which runs the ladder had; it falls short of its level at a "
+        'distance (docs/fit.md, "Intervals that hold at the target").',
+    ]
+
+
+def _assignments(values: dict, names) -> str:
+    return ", ".join(f"{name} = {values[name]:.4g}" for name in names)
+
+
+def _parameter_lines(fit: LadderFit) -> list[str]:
+    """Per step-1 law, a table of each task's parameters (common ones above it); then step 2's."""
+    options = fit.options
+    lines = [
+        "Step 1"
+        + (" (params.csv: `A` ... `E`)" if options.method == "paper" else ", law by law (params.csv: `<law>.<name>`)")
+        + "; rmse_log: root mean square of the law's log residuals over its points.",
+        "",
+    ]
+    for name in methods.LAWS[options.method]:
+        equation, _, common = LAWS[name]
+        laws = {task: _law_parts(task_fit)[name] for task, task_fit in fit.tasks.items()}
+        first = next(iter(laws.values()))
+        own = [param for param in first.as_dict() if param not in common]
+        heading = f"**{name}**: {equation}"
+        if common:
+            heading += f"; common to every task: {_assignments(first.as_dict(), common)}"
+        rows = pd.DataFrame(
+            [
+                {
+                    "task": task,
+                    **{param + ("_t" if common else ""): law.as_dict()[param] for param in own},
+                    "points": law.n_points,
+                    "rmse_log": law.rmse_log,
+                    "at bound": " ".join(law.at_bound),
+                }
+                for task, law in laws.items()
+            ]
+        )
+        lines += [heading, "", markdown_table(rows), ""]
+    step2 = fit.params[fit.params["step2_points"] > 0]
+    if len(step2):
+        lines += [
+            "**step 2**: Acc = a / (1 + exp(-k (L - L0))) + b (per task, on the runs' smoothed checkpoints)",
+            "",
+            markdown_table(step2[STEP2_COLUMNS].rename(columns={"step2_points": "points", "step2_rmse": "rmse"})),
+            "",
+        ]
+    return lines
 
 
 def fit_markdown(fit: LadderFit, images: list[Path] | None = None) -> str:
@@ -35,12 +142,12 @@ def fit_markdown(fit: LadderFit, images: list[Path] | None = None) -> str:
         "# Ladder fit",
         "",
         f"Ladder runs ({len(fit.ladder_runs)}): {', '.join(fit.ladder_runs)}.",
-        f"Step 1: mean of the last {options.last_n} checkpoints per run, Huber(delta={options.delta:g}) on log residuals.",
+        "",
+        *_step1_lines(fit),
+        "",
         f"Step 2: first {options.skip_fraction:.0%} of each run dropped, trailing mean of {options.window}, anchor (0, 1).",
-        f"Step-1 method: {options.method} (docs/fit.md; its laws' parameters are in params.csv).",
-        f"Intervals: {options.level:.0%}; acc interval: the bootstrap's spread widened by the extrapolation, "
-        f"kappa = {options.kappa:g} points per unit (the headline); bootstrap interval: over runs and checkpoints, "
-        f"{options.bootstrap} replicates.",
+        "",
+        *_interval_lines(options),
         "",
         "## Predictions",
         "",
@@ -51,7 +158,7 @@ def fit_markdown(fit: LadderFit, images: list[Path] | None = None) -> str:
         "",
     ]
     lines += [markdown_table(predictions_table(fit.predictions)) if not fit.predictions.empty else "(no targets)", ""]
-    lines += ["## Parameters", "", markdown_table(fit.params[PARAM_COLUMNS]), ""]
+    lines += ["## Parameters", "", *_parameter_lines(fit)]
     flagged = fit.params[fit.params["flags"] != ""]
     if len(flagged):
         lines += ["## Flags", ""] + [f"- {row.task}: {row.flags}" for row in flagged.itertuples()] + [""]

@@ -6,9 +6,11 @@ backend (pyplot's state is never touched).
 
 Each function draws one figure into one file and returns its path:
 - `plot_loss_curves(df, path, x, y, by)`: one line per group of a tidy frame (training curves);
-- `plot_step1(fit, path)`: loss vs D per task, one line per size, targets marked;
+- `plot_step1(fit, path)`: loss vs D per task, the method's law per size (the ensemble's combined
+  law), targets marked (`step1_figure(fit)`: the figure, unsaved);
 - `plot_step2(fit, path)`: accuracy vs loss per task, the sigmoid through the points;
-- `plot_pred_vs_actual(fit, path)`: predicted vs actual accuracy of every target and task;
+- `plot_pred_vs_actual(fit, path)`: predicted vs actual accuracy of every target and task, with the
+  headline (kappa) and bootstrap intervals (`pred_vs_actual_figure(fit)`: the figure, unsaved);
 - `plot_fit(fit, out_dir)`: those of the three that the fit has data for (`fit_plots(fit)`).
 """
 
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import math
 import os
+import textwrap
 from pathlib import Path
 
 import matplotlib
@@ -25,9 +28,12 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.ticker import NullFormatter
 
+from ladder.fit import methods
 from ladder.fit.pipeline import LadderFit
+from ladder.report.tables import ACC_INTERVALS, HEADLINE_INTERVAL
 
 COLORS = matplotlib.colormaps["viridis"]
+TARGET_COLOR = "crimson"
 
 
 def _grid(count: int) -> tuple[Figure, list[Axes]]:
@@ -54,6 +60,21 @@ def _label_task_panel(axis: Axes, task: str, x: str, y: str) -> None:
     axis.set_ylabel(y)
     axis.grid(alpha=0.3)
     axis.legend(fontsize=6)
+
+
+def _mark_target(axis: Axes, run: str, predicted: tuple[float, float], actual: tuple[float, float]) -> None:
+    """A target's predicted point (o) and, where it was trained, its actual one (x)."""
+    axis.scatter(
+        *([v] for v in predicted),
+        color=TARGET_COLOR,
+        marker="o",
+        facecolors="none",
+        s=40,
+        label=f"{run} predicted",
+        zorder=4,
+    )
+    if all(math.isfinite(v) for v in actual):
+        axis.scatter(*([v] for v in actual), color=TARGET_COLOR, marker="x", s=40, label=f"{run} actual", zorder=4)
 
 
 def _save(figure: Figure, path: str | os.PathLike) -> Path:
@@ -94,46 +115,63 @@ def plot_loss_curves(
     return _save(figure, path)
 
 
+def step1_title(method: str) -> str:
+    """What step1.png's lines are: the law the method predicts with (for the ensemble, the combination)."""
+    laws = methods.LAWS[method]
+    if len(laws) == 1:
+        return f"step 1, --method {method}: dashed lines, its law at each size's N"
+    return (
+        f"step 1, --method {method}: dashed lines, the geometric mean of {', '.join(laws[:-1])} and {laws[-1]} "
+        "at each size's N (the law that predicts)"
+    )
+
+
 def plot_step1(fit: LadderFit, path: str | os.PathLike) -> Path:
-    """Per task: step-1 points (loss vs D), the fitted L(N, D) per size, targets actual (x) and predicted (o)."""
+    """step1.png: `step1_figure` saved."""
+    return _save(step1_figure(fit), path)
+
+
+def step1_figure(fit: LadderFit) -> Figure:
+    """Per task: step-1 points (loss vs D; the checkpoints too where the method fits them), the
+    method's L(N, D) per size (for the ensemble the combined law, the one that predicts), targets
+    actual (x) and predicted (o)."""
     figure, axes = _grid(len(fit.tasks))
     for axis, task_fit in zip(axes, fit.tasks.values()):
-        points = task_fit.points1
+        points, checkpoints = task_fit.points1, task_fit.checkpoints
         targets = fit.targets.get(task_fit.task, [])
         d_max = max([points.D.max()] + [t.D for t in targets])
-        d_grid = np.geomspace(points.D.min() * 0.8, d_max * 1.2, 100)
+        d_min = points.D.min() if checkpoints is None else min(points.D.min(), checkpoints.D.min())
+        d_grid = np.geomspace(d_min * 0.8, d_max * 1.2, 100)
         sizes = list(dict.fromkeys(points.sizes))
         for position, size in enumerate(sizes):
             color = COLORS(position / max(len(sizes) - 1 + bool(targets), 1))
             members = [i for i, s in enumerate(points.sizes) if s == size]
             axis.scatter(points.D[members], points.loss[members], color=color, s=18, label=size, zorder=3)
             axis.plot(d_grid, task_fit.step1.predict(points.N[members[0]], d_grid), color=color, lw=1, ls="--")
-        for target in targets:
-            color = "crimson"
-            axis.plot(d_grid, task_fit.step1.predict(target.N, d_grid), color=color, lw=1, ls=":")
-            axis.scatter(
-                [target.D],
-                [task_fit.step1.predict(target.N, target.D)],
-                color=color,
-                marker="o",
-                facecolors="none",
-                s=40,
-                label=f"{target.run} predicted",
-                zorder=4,
-            )
-            if math.isfinite(target.actual_loss):
+            if checkpoints is not None:
+                mine = np.isin(checkpoints.run_index, members)
                 axis.scatter(
-                    [target.D],
-                    [target.actual_loss],
+                    checkpoints.D[mine],
+                    checkpoints.loss[mine],
                     color=color,
-                    marker="x",
-                    s=40,
-                    label=f"{target.run} actual",
-                    zorder=4,
+                    s=2,
+                    alpha=0.3,
+                    label="checkpoints fitted" if position == 0 else "_nolegend_",
+                    zorder=2,
                 )
+        for target in targets:
+            axis.plot(d_grid, task_fit.step1.predict(target.N, d_grid), color=TARGET_COLOR, lw=1, ls=":")
+            _mark_target(
+                axis,
+                target.run,
+                (target.D, float(task_fit.step1.predict(target.N, target.D))),
+                (target.D, target.actual_loss),
+            )
         _log_x(axis)
         _label_task_panel(axis, task_fit.task, "tokens D", "task loss (bpb)")
-    return _save(figure, path)
+    # About 12 characters of 9-point text to the inch: the title wraps inside a narrow grid.
+    figure.suptitle(textwrap.fill(step1_title(fit.options.method), int(12 * figure.get_figwidth())), fontsize=9)
+    return figure
 
 
 def plot_step2(fit: LadderFit, path: str | os.PathLike) -> Path:
@@ -166,55 +204,65 @@ def plot_step2(fit: LadderFit, path: str | os.PathLike) -> Path:
         axis.axhline(task_fit.chance, color="grey", lw=0.8, ls=":")
         for target in targets:
             pred_loss = float(task_fit.step1.predict(target.N, target.D))
-            axis.scatter(
-                [pred_loss],
-                [task_fit.step2.predict(pred_loss)],
-                color="crimson",
-                marker="o",
-                facecolors="none",
-                s=40,
-                label=f"{target.run} predicted",
-                zorder=4,
+            _mark_target(
+                axis,
+                target.run,
+                (pred_loss, float(task_fit.step2.predict(pred_loss))),
+                (target.actual_loss, target.actual_acc),
             )
-            if math.isfinite(target.actual_acc):
-                axis.scatter(
-                    [target.actual_loss],
-                    [target.actual_acc],
-                    color="crimson",
-                    marker="x",
-                    s=40,
-                    label=f"{target.run} actual",
-                    zorder=4,
-                )
         _label_task_panel(axis, task_fit.task, "task loss (bpb)", "accuracy")
     return _save(figure, path)
 
 
 def plot_pred_vs_actual(fit: LadderFit, path: str | os.PathLike) -> Path:
-    """Predicted (with its interval) against actual accuracy, one point per task x target."""
-    rows = fit.predictions.dropna(subset=["pred_acc", "actual_acc"])
+    """pred_vs_actual.png: `pred_vs_actual_figure` saved."""
+    return _save(pred_vs_actual_figure(fit), path)
+
+
+def pred_vs_actual_figure(fit: LadderFit) -> Figure:
+    """Predicted against actual accuracy, one point per task x target, with both accuracy
+    intervals: the headline (kappa) interval as a solid bar on the point, the bootstrap interval
+    as a thin dotted bar just right of it; the legend names each (`interval_label`)."""
+    rows = fit.predictions.dropna(subset=["pred_acc", "actual_acc"]).reset_index(drop=True)
     figure = Figure(figsize=(5.2, 5.0))
     axis = figure.subplots()
     markers = "osD^v<>P*X"
-    for position, (target, group) in enumerate(rows.groupby("target")):
-        errors = np.vstack([group["pred_acc"] - group["pred_acc_lo"], group["pred_acc_hi"] - group["pred_acc"]])
-        errors = np.where(np.isfinite(errors), np.maximum(errors, 0), 0)
-        axis.errorbar(
+    targets = list(dict.fromkeys(rows["target"]))
+    colors = [f"C{targets.index(target) % 10}" for target in rows["target"]]
+    for position, target in enumerate(targets):
+        group = rows[rows["target"] == target]
+        axis.plot(
             group["actual_acc"],
             group["pred_acc"],
-            yerr=errors,
-            fmt=markers[position % len(markers)],
+            markers[position % len(markers)],
+            color=f"C{position % 10}",
             ms=5,
-            capsize=2,
-            lw=0.8,
             label=str(target),
+            zorder=3,
         )
         for _, row in group.iterrows():
             axis.annotate(
                 row["task"], (row["actual_acc"], row["pred_acc"]), fontsize=6, xytext=(3, 3), textcoords="offset points"
             )
-    values = pd.concat([rows["actual_acc"], rows["pred_acc"]]) if len(rows) else pd.Series([0.0, 1.0])
+    bounds = [rows[column] for columns in ACC_INTERVALS.values() for column in columns]
+    values = pd.concat([rows["actual_acc"], rows["pred_acc"], *bounds]).dropna() if len(rows) else pd.Series([0.0, 1.0])
     low, high = float(values.min()) - 0.05, float(values.max()) + 0.05
+    for kind, (lo, hi) in ACC_INTERVALS.items():
+        known = (rows[lo].notna() & rows[hi].notna()).to_numpy()
+        if not known.any():
+            continue  # no bootstrap: no intervals
+        headline = kind == HEADLINE_INTERVAL
+        bars = axis.vlines(
+            rows["actual_acc"][known] + (0.0 if headline else 0.008 * (high - low)),
+            rows[lo][known],
+            rows[hi][known],
+            colors=[color for color, keep in zip(colors, known) if keep],
+            lw=1.6 if headline else 0.9,
+            linestyles="solid" if headline else "dotted",
+            label=interval_label(kind, fit.options.level),
+            zorder=2,
+        )
+        bars.set_gid(kind)  # which interval the bars are, for a reader of the figure (the tests)
     axis.plot([low, high], [low, high], color="grey", lw=0.8, ls="--")
     axis.set_xlim(low, high)
     axis.set_ylim(low, high)
@@ -223,7 +271,12 @@ def plot_pred_vs_actual(fit: LadderFit, path: str | os.PathLike) -> Path:
     axis.grid(alpha=0.3)
     if len(rows):
         axis.legend(fontsize=7)
-    return _save(figure, path)
+    return figure
+
+
+def interval_label(kind: str, level: float) -> str:
+    """The legend's name of an accuracy interval kind (ACC_INTERVALS), the headline marked."""
+    return f"{level:.0%} {kind} interval" + (" (headline)" if kind == HEADLINE_INTERVAL else "")
 
 
 def fit_plots(fit: LadderFit) -> list[str]:

@@ -3,7 +3,8 @@
 - `predictions_table(predictions)`: prediction rows (`LadderFit.predictions`, `LadderFit.predict`)
   as shown: loss in bits per byte with its interval, accuracies and errors in percentage points,
   the kappa interval (the headline) and the bootstrap interval, early-target columns when present;
-- `format_predictions(predictions)`: that table as `ladder fit`, `predict` and the demo print it;
+- `format_predictions(predictions)`: that table as `ladder fit`, `predict` and the demo print it,
+  with a line naming the headline interval;
 - `markdown_table(frame)`: a pipe table of any frame, numbers to 4 significant places.
 """
 
@@ -13,6 +14,17 @@ import math
 
 import numpy as np
 import pandas as pd
+
+ACC_INTERVALS = {"kappa": ("pred_acc_lo_kappa", "pred_acc_hi_kappa"), "bootstrap": ("pred_acc_lo", "pred_acc_hi")}
+"""the two kinds of accuracy interval of a prediction row, by kind: its (low, high) columns"""
+HEADLINE_INTERVAL = "kappa"
+"""the interval kind shown first (`acc interval %`) and drawn on the point: the one widened by the
+target's extrapolation, whose coverage `ladder backtest` checks out of sample (docs/fit.md)"""
+HEADLINE_NOTE = (
+    "acc interval: the kappa interval, the headline (the bootstrap's spread widened by how far the target lies "
+    "beyond the ladder); bootstrap interval: the bootstrap's alone, for comparison (docs/fit.md)"
+)
+"""the line under a printed predictions table that says which interval is the headline"""
 
 
 def _number(value, digits: int = 4) -> str:
@@ -44,8 +56,8 @@ def predictions_table(predictions: pd.DataFrame) -> pd.DataFrame:
             "loss interval": _interval(predictions["pred_loss_lo"], predictions["pred_loss_hi"], 1.0, 3),
             "actual loss": predictions["actual_loss"].map(lambda v: _number(v, 4)),
             "pred acc %": predictions["pred_acc"].map(lambda v: _number(100 * v, 2)),
-            "acc interval %": _interval(predictions["pred_acc_lo_kappa"], predictions["pred_acc_hi_kappa"], 100.0, 1),
-            "bootstrap interval %": _interval(predictions["pred_acc_lo"], predictions["pred_acc_hi"], 100.0, 1),
+            "acc interval %": _interval(*(predictions[c] for c in ACC_INTERVALS[HEADLINE_INTERVAL]), 100.0, 1),
+            "bootstrap interval %": _interval(*(predictions[c] for c in ACC_INTERVALS["bootstrap"]), 100.0, 1),
             "actual acc %": predictions["actual_acc"].map(lambda v: _number(100 * v, 2)),
             "abs err": predictions["abs_err"].map(signed),
             "single-step err": predictions["single_step_abs_err"].map(signed),
@@ -63,7 +75,10 @@ def format_predictions(predictions: pd.DataFrame) -> str:
         return "(no targets to predict)"
     table = predictions_table(predictions)
     empty = [column for column in table.columns if (table[column] == "").all()]  # no actuals: targets not trained
-    return table.drop(columns=empty).to_string(index=False)
+    text = table.drop(columns=empty).to_string(index=False)
+    if "acc interval %" not in empty:
+        text += "\n" + HEADLINE_NOTE
+    return text
 
 
 def markdown_table(frame: pd.DataFrame) -> str:

@@ -3,7 +3,8 @@
     config.yaml    resolved config          rung.json     the rung's record (`ladder.rungs.Rung.to_record`)
     metrics.jsonl  one record per logged step                eval.jsonl    results-table rows
     checkpoint/    step-<k>/ sharded checkpoints (format: ladder.train.checkpoint), the newest
-                   train.keep_checkpoints; diagnostic-step<k>/ after a NaN; model.pt (`ladder export`)
+                   train.keep_checkpoints; diagnostic-step<k>/ after a NaN; model.pt (`ladder export`);
+                   latest.pt in runs started before sharded checkpoints (resumed from once, then kept)
     DONE           written last: final step, tokens, loss, wall seconds
     FAILED         the error of a run that died (removed when it is resumed)
     RUNNING        host and process id while a session trains (removed when it ends)
@@ -39,7 +40,7 @@ CONFIG, RUNG, METRICS, DONE, FAILED, RUNNING = "config.yaml", "rung.json", "metr
 EVAL_ROWS = "eval.jsonl"
 LOCK = ".lock"
 CHECKPOINT_DIR = "checkpoint"
-LATEST = "latest.pt"
+LATEST = "latest.pt"  # the one-file checkpoint of runs started before sharded checkpoints
 log = logging.getLogger("ladder.runs")
 STEP_PREFIX = "step-"
 TEMPORARY_PREFIX = ".tmp-"  # a checkpoint being written; renamed when whole
@@ -82,6 +83,11 @@ RESUMABLE_CHANGES = (
     "data.prepared_root",
 )
 
+# Keys added since runs were first made, each with the value that computes what a run made before
+# it did: a config.yaml without the key counts as holding that value (so an older run resumes
+# with it, and with another value is refused like any other change).
+ADDED_KEYS = {"model.vocab_multiple": 1, "train.z_loss": 0.0}
+
 
 class RunBusy(LadderError):
     """Another process trains this run directory: it is theirs to finish or to mark failed."""
@@ -119,6 +125,12 @@ class RunDir:
     def latest_checkpoint(self) -> Path | None:
         """The newest complete checkpoint, or None."""
         return latest_checkpoint(self.checkpoint_dir)
+
+    @property
+    def legacy_checkpoint(self) -> Path | None:
+        """checkpoint/latest.pt of a run started before sharded checkpoints, or None."""
+        path = self.checkpoint_dir / LATEST
+        return path if path.is_file() else None
 
     def step_checkpoint(self, step: int) -> Path:
         return self.checkpoint_dir / f"{STEP_PREFIX}{step:08d}"
@@ -296,7 +308,8 @@ def latest_checkpoint(checkpoint_dir: Path) -> Path | None:
 
 def find_checkpoint(path: str | os.PathLike) -> Path:
     """A one-file checkpoint (.pt), a sharded checkpoint directory, or a run directory's newest
-    checkpoint (its exported model.pt when that is newer than its sharded checkpoints)."""
+    checkpoint (its exported model.pt when that is newer than its sharded checkpoints; latest.pt
+    when a run started before sharded checkpoints has no other)."""
     path = Path(path)
     if path.is_file() or is_checkpoint(path):
         return path
@@ -309,6 +322,8 @@ def find_checkpoint(path: str | os.PathLike) -> Path:
             return exported
         if sharded is not None:
             return sharded
+        if (folder / LATEST).is_file():
+            return folder / LATEST
     raise LadderError(
         f"{path}: no checkpoint (expected a .pt file, a checkpoint directory or a run directory with {CHECKPOINT_DIR}/)"
     )
@@ -373,6 +388,7 @@ def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
 def config_differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     """'key: old -> new' for every key that differs and would change what the run computes."""
     old_flat, new_flat = _flatten(old), _flatten(new)
+    old_flat = {key: value for key, value in ADDED_KEYS.items() if key in new_flat} | old_flat
     differences = []
     for key in sorted(set(old_flat) | set(new_flat)):
         if any(key == k or (k.endswith(".") and key.startswith(k)) for k in RESUMABLE_CHANGES):

@@ -8,6 +8,7 @@ and exportable to one file that `ladder eval` loads.
       step-00001000/        the newest `train.keep_checkpoints` are kept
       diagnostic-step<k>/   the state that produced a NaN (never pruned)
       model.pt              `ladder export`: the model alone, one plain file
+      latest.pt             a run started before sharded checkpoints (`legacy_checkpoint`)
 
 Atomic: a checkpoint is written into `.tmp-step-<k>/` and renamed when every rank has written its
 part (DCP's coordinator writes .metadata last), so a checkpoint directory is whole or absent; a
@@ -21,6 +22,14 @@ on 4, or 2 on 1: DCP reshards on load, and each rank reads only the pieces its s
 (never a whole copy per rank in host memory). Each rank's RNG state is saved under its rank; a
 rank that has none in the checkpoint (more ranks than at save time) keeps rank 0's CPU state, and
 a GPU state is restored only for the rank's own device, so fewer visible GPUs never fail.
+
+Runs started before sharded checkpoints have one file, `checkpoint/latest.pt`, written by rank 0
+with torch.save: {"model": the unwrapped model's state_dict, "optimizer": the optimizer's
+state_dict (parameters numbered in `param_groups` order), "schedule", "step", "tokens", "data":
+{"seed", "next_step"}, "rng": {"python": random.getstate(), "torch": the CPU generator,
+"cuda": every visible GPU's generator, when there were GPUs}, "stability", "elapsed",
+"last_loss", "config", "shape"}. Such a run resumes once through `legacy_checkpoint`, which
+turns the file into a sharded checkpoint's state (the file itself is kept).
 """
 
 from __future__ import annotations
@@ -53,12 +62,25 @@ from ladder.runs.directory import (
     is_checkpoint,
 )
 from ladder.sizes import ModelShape
+from ladder.train.optim import build_optimizer
 
 DCP_METADATA, TRAINER_STATE = CHECKPOINT_MARKERS  # the file names ladder.runs.directory checks for
+LEGACY_KEYS = ("model", "optimizer", "schedule", "step", "tokens", "data", "rng", "stability", "elapsed", "last_loss")
+SINGLE_PROCESS_WARNING = (
+    r"torch\.distributed is disabled, unavailable or uninitialized, "
+    r"assuming the intent is to (save|load) in a single process"
+)
 
 
-# DCP warns that it "assumes" one process whenever no process group is up: that is the intent here.
-warnings.filterwarnings("ignore", message="torch.distributed is disabled, unavailable or uninitialized")
+def _single_process(no_dist: bool) -> bool:
+    """`no_dist`, after silencing DCP's warning that it "assumes" one process: DCP gives it on every
+    call without a process group, even one told so (no_dist=True), and here that is the intent
+    (one training process, `ladder eval`, `ladder export`). Only this message is ignored; the filter
+    is set at the call, not at import, so that it holds whatever reset the filters since (pytest
+    does, per test), and before an asynchronous save, whose background thread warns later."""
+    if no_dist:
+        warnings.filterwarnings("ignore", message=SINGLE_PROCESS_WARNING, category=UserWarning)
+    return no_dist
 
 
 # -- writing ------------------------------------------------------------------------------------
@@ -90,12 +112,15 @@ class CheckpointWriter:
             if self.distributed and self._group is None:
                 self._group = dist.new_group(backend="gloo")
             future = dcp.async_save(
-                tensors, checkpoint_id=temporary, process_group=self._group, no_dist=not self.distributed
+                tensors,
+                checkpoint_id=temporary,
+                process_group=self._group,
+                no_dist=_single_process(not self.distributed),
             )
             self._pending = (future, temporary, final)
             self._prune_after = prune
             return final
-        dcp.save(tensors, checkpoint_id=temporary, no_dist=not self.distributed)
+        dcp.save(tensors, checkpoint_id=temporary, no_dist=_single_process(not self.distributed))
         self._commit(temporary, final, prune)
         return final
 
@@ -166,7 +191,7 @@ def load_into(
     rng = {key: value for key, value in own.items() if key in saved} or {
         k: v for k, v in fallback.items() if k in saved
     }
-    dcp.load({**state, **rng}, checkpoint_id=path, no_dist=not distributed)
+    dcp.load({**state, **rng}, checkpoint_id=path, no_dist=_single_process(not distributed))
     set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optimizer"])
     for key, value in rng.items():
         if key.endswith(".cpu"):
@@ -190,6 +215,72 @@ def _metadata(path: Path):
         return dcp.FileSystemReader(str(path)).read_metadata()
     except (OSError, EOFError, pickle.UnpicklingError, RuntimeError) as error:
         raise LadderError(f"{path}: not a readable ladder checkpoint ({type(error).__name__})") from None
+
+
+# -- checkpoints of runs started before sharded checkpoints ------------------------------------
+
+
+def legacy_checkpoint(
+    path: Path, cfg: DictConfig, shape: ModelShape, schedule: dict[str, Any], peak_lr: float
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(trainer state, tensors) of a one-file `latest.pt` (module docstring), laid out as a sharded
+    checkpoint's, for the run of `cfg` (its model `shape`, its learning-rate `schedule`).
+
+    The optimizer state is loaded as the old trainer loaded it, into an optimizer built over the
+    plain model (numbered in the same `param_groups` order), then keyed by parameter name like
+    any other. The CPU generator was every rank's after a resume, each GPU's generator its own
+    device's; the checkpoint says nothing of the world size, so it is recorded as the one process
+    that wrote it. Whatever would not continue the run exactly (another model shape, schedule or
+    data position) is refused in one line."""
+    legacy = read_checkpoint(path)
+    missing = [key for key in LEGACY_KEYS if key not in legacy]
+    if missing:
+        raise LadderError(f"{path}: not a ladder checkpoint (no {', '.join(missing)})")
+    step = int(legacy["step"])
+    restart = f"resume it with the ladder version that started it, or delete {path} to train it afresh"
+    saved_shape = ModelShape(**legacy["shape"])
+    if saved_shape != shape:
+        hint = " (runs started before model.vocab_multiple need model.vocab_multiple=1)"
+        hint = hint if saved_shape.vocab_size != shape.vocab_size else ""
+        raise LadderError(f"{path} holds a model of shape {saved_shape}, this config makes {shape}{hint}; {restart}")
+    if {key: legacy["schedule"].get(key) for key in schedule} != schedule:
+        raise LadderError(f"{path}: its schedule {legacy['schedule']} is not this config's {schedule}; {restart}")
+    if legacy["data"] != {"seed": cfg.seed, "next_step": step}:
+        raise LadderError(f"{path}: data position {legacy['data']} is not step {step} of seed {cfg.seed}; {restart}")
+    with torch.device("meta"):
+        model = decoder_from_config(shape, cfg.model)
+    model.to_empty(device="cpu")
+    optimizer = build_optimizer(cfg.optim, model, peak_lr, torch.device("cpu"))
+    try:
+        model.load_state_dict(legacy["model"])
+        optimizer.load_state_dict(legacy["optimizer"])
+    except (RuntimeError, ValueError, KeyError) as error:
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise LadderError(f"{path}: its model or optimizer state does not fit this run ({reason}); {restart}") from None
+    for param, state in optimizer.state.items():  # load_state_dict checks counts, not shapes
+        if any(torch.is_tensor(v) and v.dim() and v.shape != param.shape for v in state.values()):
+            raise LadderError(f"{path}: its optimizer state does not fit this run's parameters; {restart}")
+    rng = legacy["rng"]
+    tensors = model_and_optimizer_state(model, optimizer) | {"rng.rank0.cpu": rng["torch"]}
+    for rank, gpu_state in enumerate(rng.get("cuda", ())):
+        tensors |= {f"rng.rank{rank}.cpu": rng["torch"], f"rng.rank{rank}.cuda": gpu_state}
+    version, internal, gauss = rng["python"]
+    trainer_state = {
+        "schedule": schedule,
+        "step": step,
+        "tokens": int(legacy["tokens"]),
+        "data": legacy["data"],
+        "python_rng": [version, list(internal), gauss],
+        "stability": legacy["stability"],
+        "elapsed": float(legacy["elapsed"]),
+        "last_loss": legacy["last_loss"],
+        "pending_record": None,
+        "world_size": 1,
+        "parallel": "ddp",
+        "config": OmegaConf.to_container(cfg, resolve=True),
+        "shape": shape_to_dict(shape),
+    }
+    return trainer_state, tensors
 
 
 def shape_to_dict(shape: ModelShape) -> dict[str, Any]:
@@ -238,7 +329,7 @@ def load_model(path: str | os.PathLike) -> tuple[Decoder, DictConfig]:
     cfg = OmegaConf.create(trainer_state["config"])
     model = decoder_from_config(ModelShape(**trainer_state["shape"]), cfg.model)
     weights = {"model": model.state_dict()}
-    dcp.load(weights, checkpoint_id=found, no_dist=True)
+    dcp.load(weights, checkpoint_id=found, no_dist=_single_process(True))
     model.load_state_dict(weights["model"])
     return model.eval(), cfg
 

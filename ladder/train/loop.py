@@ -40,7 +40,7 @@ from ladder.memory import default_micro_batch
 from ladder.progress import progress
 from ladder.ranks import is_rank_zero
 from ladder.rungs import RUNG_RECORD_KEY, Rung, rung_from_config
-from ladder.runs.directory import RunDir, config_differences
+from ladder.runs.directory import ADDED_KEYS, RunDir, config_differences
 from ladder.sizes import BYTE_VOCAB, flops_per_token, padded_vocab
 from ladder.train import checkpoint as ckpt
 from ladder.train import distributed, parallel
@@ -117,12 +117,19 @@ def check_run(cfg: DictConfig, rung: Rung | None = None) -> Rung:
         raise LadderError(f"run_dir {path}: {existing} is not writable")
     run_dir = RunDir(path)
     run_dir.read_done()  # a DONE that is not a record is refused here
-    if run_dir.has_config() or run_dir.latest_checkpoint is not None:  # no config beside a checkpoint: refused
-        differences = config_differences(run_dir.read_config(), OmegaConf.to_container(cfg, resolve=True))
+    # No config beside a checkpoint (sharded, or an older run's latest.pt): refused.
+    if run_dir.has_config() or run_dir.latest_checkpoint is not None or run_dir.legacy_checkpoint is not None:
+        previous = run_dir.read_config()
+        differences = config_differences(previous, OmegaConf.to_container(cfg, resolve=True))
+        if cfg.data.tokenizer == "byte" and cfg.model.vocab_size is None:
+            # Another vocab_multiple that pads the byte vocabulary to the same size changes nothing.
+            old_multiple = previous.get("model", {}).get("vocab_multiple", ADDED_KEYS["model.vocab_multiple"])
+            if padded_vocab(BYTE_VOCAB, old_multiple) == padded_vocab(BYTE_VOCAB, cfg.model.vocab_multiple):
+                differences = [d for d in differences if not d.startswith("model.vocab_multiple:")]
         if differences:
             raise LadderError(
                 f"{path} holds a run with another config ({'; '.join(differences[:3])}); "
-                "use another run_dir to train this one"
+                "set those back to resume it, or use another run_dir to train this one"
             )
     return rung
 
@@ -350,12 +357,7 @@ class _Trainer:
     def trainer_state(self) -> dict[str, Any]:
         """Everything but the tensors: plain data (the checkpoint's trainer.json)."""
         return {
-            "schedule": {
-                "peak_lr": self.schedule.peak_lr,
-                "warmup_steps": self.schedule.warmup_steps,
-                "total_steps": self.schedule.total_steps,
-                "final_ratio": self.schedule.final_ratio,
-            },
+            "schedule": dataclasses.asdict(self.schedule),
             "step": self.step,
             "tokens": self.step * self.rung.batch_tokens,
             "data": {"seed": self.cfg.seed, "next_step": self.step},  # the loader is a function of (seed, step)
@@ -374,13 +376,36 @@ class _Trainer:
 
     def save(self, path: Path | None = None) -> Path:
         """Checkpoint (every rank writes its shards) at this step, or to `path` (a diagnostic one);
-        returns the checkpoint, whole on return unless asynchronous."""
+        returns the checkpoint, whole on return unless asynchronous. The losses of the steps since
+        the last host sync are read first (one sync, cheap beside a checkpoint): a non-finite one
+        stops the run here, so that no checkpoint holds a state trained past it."""
+        if path is None and self.pending:
+            self.flush(self.step, before_update=False)
         tensors = ckpt.model_and_optimizer_state(self.model, self.optimizer) | ckpt.rng_tensors(
             self.ctx.rank, self.device
         )
         final = path or self.run_dir.step_checkpoint(self.step)
         self.last_checkpoint = time.monotonic()
         return self.checkpoints.save(final, self.trainer_state(), tensors, prune=path is None)
+
+    def convert_legacy(self, legacy: Path) -> Path:
+        """The checkpoint of a run started before sharded checkpoints (its latest.pt), written once
+        as checkpoint/step-<k>/ to resume from; the file is kept. Rank 0 writes it; every rank reads
+        the file (as the old trainer did), so that all of them refuse alike."""
+        state, tensors = ckpt.legacy_checkpoint(
+            legacy, self.cfg, self.rung.shape, dataclasses.asdict(self.schedule), self.rung.peak_lr
+        )
+        path = self.run_dir.step_checkpoint(state["step"])
+        if self.ctx.is_main:
+            writer = ckpt.CheckpointWriter(
+                self.run_dir.checkpoint_dir, rank=0, distributed=False, keep=1, asynchronous=False
+            )
+            writer.save(path, state, tensors, prune=False)
+            log.info(
+                "%s (step %d) written as %s, the sharded checkpoint the run resumes from", legacy, state["step"], path
+            )
+        self.ctx.barrier()
+        return path
 
     def resume(self, path: Path) -> None:
         state = ckpt.load_into(
@@ -412,6 +437,8 @@ class _Trainer:
             self.tracker = self.make_tracker(resolved)
         try:
             latest = self.run_dir.latest_checkpoint
+            if latest is None and self.run_dir.legacy_checkpoint is not None:
+                latest = self.convert_legacy(self.run_dir.legacy_checkpoint)
             if latest is not None:
                 self.resume(latest)
             elif ctx.is_main:
@@ -541,26 +568,27 @@ class _Trainer:
             grad_norm = grad_norm.full_tensor()
         self.pending.append(torch.stack((loss_sum / self.n_micro, grad_norm.to(loss_sum.dtype))))
         if sync:
-            self.flush()
+            self.flush(self.step + 1, before_update=True)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.throughput.end_step(self.rung.batch_tokens)
         return lr
 
-    def flush(self) -> None:
-        """Read the pending steps' losses (averaged over ranks) and gradient norms: one host sync
-        and one all-reduce for all of them; stop on the first non-finite one, before this step's update."""
+    def flush(self, newest: int, before_update: bool) -> None:
+        """Read the pending steps' losses (averaged over ranks) and gradient norms, up to step
+        `newest` (1-based; `before_update`: its optimizer step is still to come): one host sync and
+        one all-reduce for all of them; stop on the first non-finite one."""
         values = torch.stack(self.pending).double()
         if self.ctx.distributed:
             losses = values[:, 0].contiguous()
             dist.all_reduce(losses)
             values[:, 0] = losses / self.ctx.world_size
-        first = self.step + 2 - len(self.pending)  # 1-based number of the oldest pending step
+        first = newest + 1 - len(self.pending)  # 1-based number of the oldest pending step
         self.pending = []
         for offset, (loss, grad_norm) in enumerate(values.tolist()):
             step = first + offset
             if not is_finite(loss, grad_norm):
-                self.nonfinite(step, loss, grad_norm)
+                self.nonfinite(step, loss, grad_norm, seen=newest, diagnosable=step == newest and before_update)
             self.last_loss = loss
             self.clipped_since_log += int(0 < self.cfg.optim.grad_clip < grad_norm)
             if self.stability.record(step, loss, grad_norm) and self.ctx.is_main:
@@ -568,17 +596,25 @@ class _Trainer:
                     "loss spike at step %d: %.4f > %.1f x recent median", step, loss, self.cfg.train.spike_factor
                 )
 
-    def nonfinite(self, step: int, loss: float, grad_norm: float) -> None:
-        """Save the state that produced the NaN/inf and stop with a clear error. With
-        train.log_interval=1 that is the state before the failing update; otherwise the updates
-        since the last log step have been applied."""
-        path = self.save(self.run_dir.diagnostic_checkpoint(step))
-        self.checkpoints.wait()
+    def nonfinite(self, step: int, loss: float, grad_norm: float, seen: int, diagnosable: bool) -> None:
+        """Stop with a clear error naming the first non-finite step (read at step `seen`). When that
+        step's update is still to come (`diagnosable`), the state that produced it is saved as a
+        diagnostic checkpoint; once updates past it are applied (losses are read every
+        train.log_interval steps, or at a checkpoint), no checkpoint is written from it."""
+        self.checkpoints.wait()  # a background save of an earlier, finite step
+        if diagnosable:
+            diagnostic = f"diagnostic checkpoint {self.save(self.run_dir.diagnostic_checkpoint(step))}"
+            self.checkpoints.wait()
+        else:
+            diagnostic = (
+                f"read at step {seen}, past updates made with it, so no diagnostic checkpoint "
+                "(train.log_interval=1 keeps one)"
+            )
         latest = self.run_dir.latest_checkpoint
         good = f"the last good checkpoint is {latest}" if latest is not None else "no earlier checkpoint"
         raise LadderError(
             f"step {step}: loss {loss} / gradient norm {grad_norm} is not finite "
-            f"(learning rate {self.schedule.lr_at(step - 1):.3g}); diagnostic checkpoint {path}; "
+            f"(learning rate {self.schedule.lr_at(step - 1):.3g}); {diagnostic}; "
             f"{good} (try a lower optim.lr or optim.grad_clip)"
         )
 

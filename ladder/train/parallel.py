@@ -45,34 +45,26 @@ def resolve_plan(
     """The memory plan of this run. On CUDA the declared GPU memory is enforced (one-line refusal);
     on CPU `auto` keeps DDP (host memory is not the GPU's) and the plan only describes the step."""
     train = cfg.train
-    checkpointing = train.activation_checkpointing
+    common = dict(
+        world_size=world_size,
+        micro_batch=micro_batch,
+        checkpointing=train.activation_checkpointing,
+        precision=precision,
+        optimizer=cfg.optim.name,
+        shard_size=train.fsdp_shard_size,
+    )
     if device_type == "cuda":
         return choose_plan(
             shape,
             parallel=train.parallel,
-            world_size=world_size,
             per_rank=per_rank,
-            micro_batch=micro_batch,
-            checkpointing=checkpointing,
-            precision=precision,
-            optimizer=cfg.optim.name,
             gpu_memory_gb=train.gpu_memory_gb,
-            shard_size=train.fsdp_shard_size,
             what=f"the {shape.name} rung on {world_size} GPU{'s' * (world_size > 1)}",
             compiled_loss=cfg.train.compile is not False,
+            **common,
         )
     parallel = "ddp" if train.parallel == "auto" else train.parallel
-    return memory_plan(
-        shape,
-        parallel=parallel,
-        world_size=world_size,
-        micro_batch=micro_batch,
-        checkpointing=checkpointing,
-        precision=precision,
-        optimizer=cfg.optim.name,
-        shard_size=train.fsdp_shard_size,
-        kernels="composed" if precision == "bf16" else "cpu",
-    )
+    return memory_plan(shape, parallel=parallel, kernels="composed" if precision == "bf16" else "cpu", **common)
 
 
 @dataclass

@@ -11,6 +11,7 @@ from fit_synthetic import OLMO_DIR, STEP1, STEP2, loss_law, make_table, sigmoid_
 
 from ladder.fit.compare import compare, decision_accuracy, split_recipes
 from ladder.fit.design import Target
+from ladder.fit.methods import DEFAULT_METHOD, CombinedStep1
 
 pytestmark = pytest.mark.slow  # trains models, spawns processes or refits the paper data
 
@@ -82,6 +83,10 @@ def test_one_table_with_a_recipe_column_and_decision_accuracy():
     names, table_a, table_b = split_recipes(table)
     assert names == ("good", "bad") and "recipe" not in table_a
     comparison = compare(table_a, table_b, [TARGET], bootstrap=40, names=names)
+    # Both ladders are fitted by the default method, as `ladder fit` fits them.
+    for fit in comparison.fits:
+        assert fit.options.method == DEFAULT_METHOD == "ensemble"
+        assert all(isinstance(task.step1, CombinedStep1) for task in fit.tasks.values())
     decisions = comparison.decisions
     assert list(decisions["size"]) == ["s1", "s2", "s3"] and (decisions["agreement"] == 1.0).all()
     assert decision_accuracy(*comparison.fits).equals(decisions)

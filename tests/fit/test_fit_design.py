@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 from fit_synthetic import OLMO_DIR, STEP1, STEP2, make_table
 
+from ladder.errors import LadderError
 from ladder.fit import design as d
 from ladder.fit.pipeline import fit_table
 
@@ -18,27 +19,30 @@ TARGET = d.Target("big", 2e9, 2e9 * 20 * 5)
 NOISE = d.Noise(loss_ckpt=0.003, acc_ckpt=0.004, loss_run=0.003, acc_run=0.003, loss_size=0.002, acc_size=0.002)
 
 
-def test_noiseless_ladders_predict_the_law():
+@pytest.mark.parametrize("method, tolerance", [("paper", 0.01), ("ensemble", 0.015)])
+def test_noiseless_ladders_predict_the_law(method, tolerance):
     grid = d.make_grid(SIZES, [1, 2, 5, 10])
-    options = d.DesignOptions(sims=8, checkpoints=20)
+    options = d.DesignOptions(sims=8, checkpoints=20, method=method)
     draws = d.draw(LAW, d.Noise(), grid, [TARGET], 8, 20, np.random.default_rng(0))
-    pred_loss, pred_acc = d.fit_draws(LAW, grid, draws, [grid], [TARGET], options)
+    pred_loss, pred_acc = d.fit_draws({"synth": LAW}, grid, {"synth": draws}, [grid], [TARGET], options)["synth"]
     # The step-1 point is the mean of the last checkpoints (at up to 20% fewer tokens than the
-    # final one), as in the pipeline: a small bias in loss, no noise.
+    # final one), as in the pipeline: a small bias in loss, no noise. The ensemble's laws are not
+    # the simulated paper law: a bias of their own.
     assert pred_loss.shape == (1, 8, 1) and np.ptp(pred_loss) < 1e-9
-    assert abs(pred_loss[0, 0, 0] / draws.truth_loss[0, 0] - 1) < 0.01
-    assert abs(pred_acc[0, 0, 0] - draws.truth_acc[0, 0]) < 0.01
+    assert abs(pred_loss[0, 0, 0] / draws.truth_loss[0, 0] - 1) < tolerance
+    assert abs(pred_acc[0, 0, 0] - draws.truth_acc[0, 0]) < tolerance
 
 
-def test_a_grid_fitted_inside_the_union_equals_its_own_fit():
+@pytest.mark.parametrize("method", ["paper", "ensemble"])
+def test_a_grid_fitted_inside_the_union_equals_its_own_fit(method):
     union = d.make_grid(SIZES, [1, 2, 5, 10])
     grid = d.make_grid(SIZES[1:], [2, 5, 10])
-    options = d.DesignOptions(sims=8, checkpoints=20)
+    options = d.DesignOptions(sims=8, checkpoints=20, method=method)
     draws = d.draw(LAW, NOISE, union, [TARGET], 8, 20, np.random.default_rng(1))
     where = d.run_positions(union, grid)
     own = d.Draws(draws.loss[:, where], draws.acc[:, where], draws.D[where], draws.truth_loss, draws.truth_acc)
-    in_union = d.fit_draws(LAW, union, draws, [union, grid], [TARGET], options)[1][1]
-    alone = d.fit_draws(LAW, grid, own, [grid], [TARGET], options)[1][0]
+    in_union = d.fit_draws({"synth": LAW}, union, {"synth": draws}, [union, grid], [TARGET], options)["synth"][1][1]
+    alone = d.fit_draws({"synth": LAW}, grid, {"synth": own}, [grid], [TARGET], options)["synth"][1][0]
     np.testing.assert_allclose(in_union, alone, atol=2e-4)
 
 
@@ -74,22 +78,30 @@ def test_law_error_makes_the_target_less_predictable():
     assert with_error.grids["expected_abs_err"][0] > 2 * without.grids["expected_abs_err"][0]
 
 
-def test_laws_and_noise_from_a_table_and_from_its_params():
+@pytest.mark.parametrize("method, alpha", [("paper", "alpha"), ("ensemble", "ic-tied.alpha")])
+def test_laws_and_noise_from_a_table_and_from_its_params(method, alpha):
     table = make_table(loss_noise=0.003, acc_noise=0.004, checkpoints=80, seed=3)
     rerun = table[table["run"] == "s2-1xC"].copy()
     rng = np.random.default_rng(0)
     rerun["run"], rerun["rerun"] = "s2-1xC-rerun", True
     rerun["loss"] *= 1 + 0.003 * rng.standard_normal(len(rerun))
     table = pd.concat([table.assign(rerun=False), rerun], ignore_index=True)
-    laws, noises = d.laws_and_noise_from_table(table)
-    assert laws["synth"].step1["alpha"] == pytest.approx(STEP1["alpha"], rel=0.3)
+    laws, noises = d.laws_and_noise_from_table(table, d.DesignOptions(method=method).fit_options())
+    assert laws["synth"].method == method
+    assert laws["synth"].step1[alpha] == pytest.approx(STEP1["alpha"], rel=0.3)
     assert noises["synth"].loss_ckpt == pytest.approx(0.003, rel=0.3)
     assert noises["synth"].acc_ckpt == pytest.approx(0.004, rel=0.3)
-    fit = fit_table(table, bootstrap=0, method="paper")
-    from_params = d.laws_from_params(fit.params)
+    # The prior's loss is the fit's own prediction (for the ensemble, its laws' geometric mean).
+    fit = fit_table(table, bootstrap=0, method=method)
+    n, dd = np.array([1e8, 2e9]), np.array([2e9, 4e10])
+    np.testing.assert_allclose(laws["synth"].loss(n, dd), fit.tasks["synth"].step1.predict(n, dd), rtol=1e-12)
+    from_params = d.laws_from_params(fit.params, method=method)
     assert from_params["synth"].step1 == pytest.approx(laws["synth"].step1)
-    noise = d.noise_from_variance(fit.variance, fit.params, d.DesignOptions())["synth"]
+    noise = d.noise_from_variance(fit.variance, fit.params, d.DesignOptions(method=method))["synth"]
     assert noise.loss_ckpt == pytest.approx(noises["synth"].loss_ckpt)
+    other = "ensemble" if method == "paper" else "paper"
+    with pytest.raises(LadderError, match=f"no step-1 law of --method {other}"):
+        d.laws_from_params(fit.params, method=other)
 
 
 @pytest.mark.slow
@@ -103,8 +115,6 @@ def test_interval_coverage_runs_the_pipeline_on_simulated_tables():
 
 
 def test_bad_design_inputs_are_one_line_errors():
-    from ladder.errors import LadderError
-
     with pytest.raises(LadderError, match="not a preset"):
         d.sizes_of(["190M", "huge"])
     with pytest.raises(LadderError, match="fewer than --min-sizes"):
@@ -125,7 +135,7 @@ def _cli(capsys, *argv: str) -> tuple[int, str, str]:
 
 @pytest.fixture
 def prior_files(tmp_path):
-    fit = fit_table(make_table(loss_noise=0.003, acc_noise=0.004, seed=5), bootstrap=0, method="paper")
+    fit = fit_table(make_table(loss_noise=0.003, acc_noise=0.004, seed=5), bootstrap=0)  # the default method, as design
     fit.params.to_csv(tmp_path / "params.csv", index=False)
     fit.variance.to_csv(tmp_path / "variance.csv", index=False)
     return tmp_path / "params.csv", tmp_path / "variance.csv"
@@ -187,6 +197,7 @@ def test_design_writes_a_grid_that_plan_takes_as_is(tmp_path, capsys, prior_file
         (["--name", "../escape"], "--name"),
         (["--sims", "2"], "--sims must be"),
         (["--sizes", "femto,s=2e7,pico", "--name", "ok"], "size presets"),
+        (["--method", "paper"], "no step-1 law of --method paper"),  # the prior files are the default method's
     ],
 )
 def test_design_bad_input_one_line_exit_2_nothing_written(tmp_path, capsys, prior_files, extra, message):

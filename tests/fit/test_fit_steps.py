@@ -39,13 +39,17 @@ def test_step1_recovers_known_parameters(truth, sizes):
     )
 
 
-def test_step1_batched_refit_matches_lbfgsb():
-    truth, sizes = CASES[0]
+def _noisy(case: int, seed: int):
+    """A case's grid with 1% noise on its loss: (N, D, loss, the multi-start fit, the problem, the rng drawn from)."""
+    truth, sizes = CASES[case]
     n, d = _grid(sizes)
-    rng = np.random.default_rng(1)
+    rng = np.random.default_rng(seed)
     loss = loss_law(truth, n, d) * (1 + 0.01 * rng.standard_normal(len(n)))
-    fit = fit_step1(n, d, loss)
-    problem = Step1Problem(n, d, loss)
+    return n, d, loss, fit_step1(n, d, loss), Step1Problem(n, d, loss), rng
+
+
+def test_step1_batched_refit_matches_lbfgsb():
+    n, d, loss, fit, problem, _ = _noisy(0, seed=1)
     theta = refit_step1(problem, loss[None, :], np.ones((1, len(n))), problem.starts()[0], problem.starts()[::40])
     refit = problem.to_fit(theta[0], converged=True, n_starts=1)
     assert refit.objective == pytest.approx(fit.objective, rel=1e-5)
@@ -104,12 +108,7 @@ def test_points_follow_the_paper_preparation():
 
 @pytest.mark.slow
 def test_bootstrap_refits_reach_the_full_multistart_optimum():
-    truth, sizes = CASES[1]
-    n, d = _grid(sizes)
-    rng = np.random.default_rng(2)
-    loss = loss_law(truth, n, d) * (1 + 0.01 * rng.standard_normal(len(n)))
-    fit = fit_step1(n, d, loss)
-    problem = Step1Problem(n, d, loss)
+    n, d, loss, fit, problem, rng = _noisy(1, seed=2)
     weights = rng.multinomial(len(n), np.full(len(n), 1 / len(n)), size=12).astype(float)
     others = np.vstack([fit.alternatives, problem.starts()[len(problem.starts()) // 2]])
     theta = refit_step1(problem, np.tile(loss, (12, 1)), weights, fit.theta, others)

@@ -30,6 +30,16 @@ def test_with_intervals(table):
     assert f"{kappa_share:.0%} of 12 held-out accuracies (kappa) fell inside their 90% intervals" in text
     assert "kappa from these errors:" in text and "leave-one-cut-out" in text
     assert "== by task, over every cut" in text and lines[-1].startswith("the table's targets (big) were predicted")
+    by_task = lines[lines.index("== by task, over every cut") + 1 :]
+    assert by_task[0].split() == [
+        "predictions",
+        "in_loss_interval",
+        "in_acc_interval",
+        "in_acc_interval_kappa",  # the headline interval's coverage, task by task
+        "median_abs_err",
+    ]
+    alpha = next(line for line in by_task if line.startswith("alpha"))
+    assert alpha.split()[4] == f"{kappa_share:.0%}"
 
 
 def test_without_intervals_there_are_no_share_columns(table):

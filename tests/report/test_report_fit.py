@@ -9,6 +9,7 @@ from fit_synthetic import BIG, demo_shaped_table, make_table
 from ladder.errors import LadderError
 from ladder.fit.pipeline import fit_table
 from ladder.report.fit import check_out_dir, fit_markdown, write_fit_report
+from ladder.report.tables import HEADLINE_NOTE, format_predictions
 
 
 @pytest.fixture(scope="module")
@@ -78,3 +79,63 @@ def test_an_out_dir_holding_results_is_refused_unless_overwriting(fit, tmp_path)
     (tmp_path / "afile").write_text("x")
     with pytest.raises(LadderError, match="exists and is not a directory"):
         check_out_dir(tmp_path / "afile", overwrite=True)
+
+
+def _table_under(text: str, line_start: str) -> list[dict[str, str]]:
+    """The rows of the first pipe table after the line of report.md that starts with `line_start`."""
+    lines = text.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(line_start))
+    table = []
+    for line in lines[start + 1 :]:
+        if line.startswith("|"):
+            table.append([cell.strip() for cell in line.strip("|").split("|")])
+        elif table:
+            break
+    header, _, *body = table
+    return [dict(zip(header, row)) for row in body]
+
+
+def test_report_md_of_the_ensemble_shows_each_laws_parameters_and_names_the_headline_interval(fit):
+    text = fit_markdown(fit, [])
+    laws = fit.tasks["synth"].step1.laws
+    assert list(laws) == ["ic-tied", "ic-compute", "shared"]
+    assert "Step 1, --method ensemble: the geometric mean of 3 laws' predictions" in text
+    expected = {
+        "ic-tied": ["A", "alpha", "B", "E"],
+        "ic-compute": ["A", "gamma", "E"],
+        "shared": ["A_t", "B_t", "E_t"],  # per task; alpha and beta, common to every task, above the table
+    }
+    for name, columns in expected.items():
+        (row,) = _table_under(text, f"**{name}**")
+        assert list(row)[1 : 1 + len(columns)] == columns
+        for column in columns:
+            assert float(row[column]) == pytest.approx(laws[name].params[column.removesuffix("_t")], rel=1e-3)
+        assert int(row["points"]) == laws[name].n_points
+        assert float(row["rmse_log"]) == pytest.approx(laws[name].rmse_log, rel=1e-3, abs=1e-4)
+    shared = laws["shared"].params
+    assert f"common to every task: alpha = {shared['alpha']:.4g}, beta = {shared['beta']:.4g}" in text
+    (step2,) = _table_under(text, "**step 2**")
+    assert float(step2["k"]) == pytest.approx(fit.tasks["synth"].step2.k, rel=1e-3)
+    assert "the headline is the kappa interval (`acc interval %`; `pred_acc_lo_kappa`, `pred_acc_hi_kappa`" in text
+    (prediction,) = _table_under(text, "## Predictions")
+    row = fit.predictions.iloc[0]
+    assert (
+        prediction["acc interval %"] == f"[{100 * row['pred_acc_lo_kappa']:.1f}, {100 * row['pred_acc_hi_kappa']:.1f}]"
+    )
+
+
+def test_report_md_of_the_paper_method_shows_its_five_parameters_and_no_intervals_without_bootstrap():
+    fit = fit_table(make_table(targets={"big": BIG}, checkpoints=8), bootstrap=0, method="paper")
+    text = fit_markdown(fit, [])
+    assert "Step 1, --method paper: L = A / N^alpha + B / D^beta + E, on one point per run" in text
+    (row,) = _table_under(text, "**paper**")
+    for column in ("A", "alpha", "B", "beta", "E"):
+        assert float(row[column]) == pytest.approx(fit.params[column].iloc[0], rel=1e-3)
+    assert "Intervals: none (--bootstrap 0)." in text and "headline" not in text
+
+
+def test_the_printed_predictions_name_the_headline_interval_when_there_is_one(fit):
+    lines = format_predictions(fit.predictions).splitlines()
+    assert "acc interval %" in lines[0] and lines[-1] == HEADLINE_NOTE
+    without = fit.predictions.assign(pred_acc_lo_kappa=float("nan"), pred_acc_hi_kappa=float("nan"))
+    assert HEADLINE_NOTE not in format_predictions(without)

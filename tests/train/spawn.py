@@ -4,6 +4,7 @@ environment torchrun gives (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR/PORT)."""
 import json
 import os
 import socket
+from pathlib import Path
 
 import torch.multiprocessing as mp
 
@@ -55,4 +56,4 @@ def train_in_processes(cfg, world_size: int, report=None) -> dict | None:
         nprocs=world_size,
         join=True,
     )
-    return json.loads(open(report).read()) if report is not None else None
+    return json.loads(Path(report).read_text()) if report is not None else None

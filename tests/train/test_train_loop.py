@@ -8,14 +8,14 @@ import time
 
 import pytest
 import torch
-from conftest import FEMTO_BATCH_TOKENS, femto_overrides, losses
+from conftest import FEMTO_BATCH_TOKENS, femto_overrides, losses, write_legacy_checkpoint
 from conftest import REFERENCE_STEPS as STEPS
 
 from ladder import cli
 from ladder.errors import LadderError
 from ladder.results import REQUIRED_COLUMNS
 from ladder.rungs import make_rung, rung_from_config
-from ladder.runs.directory import RunDir, read_eval_rows
+from ladder.runs.directory import RunDir, find_checkpoint, read_eval_rows
 from ladder.train import run_training
 from ladder.train.checkpoint import load_model
 
@@ -96,12 +96,62 @@ def test_sigterm_checkpoints_and_the_same_command_resumes_exactly(tmp_path, make
     assert finished.loss == pytest.approx(losses(reference)[STEPS], abs=1e-6)
 
 
+def test_a_run_started_before_sharded_checkpoints_resumes_from_its_latest_pt_exactly(tmp_path, make_cfg, reference):
+    run_dir = tmp_path / "femto"
+    run_training(make_cfg(run_dir, *femto_overrides(STEPS), "train.max_steps=23"))
+    legacy = write_legacy_checkpoint(run_dir, make_cfg(run_dir, *femto_overrides(STEPS)))
+    assert find_checkpoint(run_dir) == legacy and load_model(run_dir)[1].model.preset == "femto"  # `ladder eval`
+    # Its config predates model.vocab_multiple (as 1): a multiple that pads the byte vocabulary to
+    # another size is refused; today's default (128) keeps 256 and resumes.
+    with pytest.raises(LadderError, match=r"another config \(model.vocab_multiple: 1 -> 384\); set those back"):
+        run_training(make_cfg(run_dir, *femto_overrides(STEPS), "model.vocab_multiple=384"))
+    outcome = run_training(make_cfg(run_dir, *femto_overrides(STEPS)))
+    assert (outcome.status, outcome.step) == ("done", STEPS)
+    expected, got = losses(reference), losses(run_dir)
+    assert sorted(got) == list(range(1, STEPS + 1))  # no step logged twice or lost
+    assert max(abs(got[s] - expected[s]) for s in expected) < 1e-6
+    assert legacy.is_file() and (run_dir / "checkpoint" / "step-00000023" / "trainer.json").is_file()
+
+
+def test_a_latest_pt_that_cannot_continue_the_run_is_refused_not_restarted(tmp_path, make_cfg):
+    run_dir = tmp_path / "femto"
+    overrides = (*femto_overrides(10), "model.vocab_multiple=1")
+    run_training(make_cfg(run_dir, *overrides, "train.max_steps=2"))
+    legacy = write_legacy_checkpoint(run_dir, make_cfg(run_dir, *overrides))
+    state = torch.load(legacy, weights_only=True)
+    torch.save(state | {"shape": state["shape"] | {"n_layers": 3}}, legacy)
+    with pytest.raises(LadderError, match=r"latest.pt holds a model of shape .* n_layers=3.*; resume it with the"):
+        run_training(make_cfg(run_dir, *overrides))
+    legacy.write_bytes(legacy.read_bytes()[:1000])  # truncated
+    with pytest.raises(LadderError, match=r"latest.pt: not a readable ladder checkpoint"):
+        run_training(make_cfg(run_dir, *overrides))
+    assert [p.name for p in (run_dir / "checkpoint").iterdir()] == ["latest.pt"]  # nothing written
+    assert sorted(losses(run_dir)) == [1, 2]
+
+
 def test_nonfinite_loss_stops_with_a_clear_error_and_a_diagnostic_checkpoint(tmp_path, make_cfg):
     run_dir = tmp_path / "diverge"
     with pytest.raises(LadderError, match=r"step 2: loss nan .* not finite .*diagnostic checkpoint"):
         run_training(make_cfg(run_dir, *femto_overrides(10), "optim.lr=1e30"))
     assert (run_dir / "checkpoint" / "diagnostic-step2" / ".metadata").is_file()
     assert "not finite" in json.loads((run_dir / "FAILED").read_text())["error"]
+    assert not (run_dir / "DONE").exists()
+
+
+def test_a_nonfinite_loss_between_host_syncs_is_named_and_never_checkpointed(tmp_path, make_cfg):
+    # Losses are read every 5 steps; a checkpoint due by the clock (every step here) reads them first.
+    run_dir = tmp_path / "diverge"
+    overrides = (*femto_overrides(10), "optim.lr=1e30", "train.log_interval=5")
+    with pytest.raises(LadderError, match=r"^step 2: loss (nan|inf) .* not finite .*read at step 2, past updates"):
+        run_training(make_cfg(run_dir, *overrides, "train.checkpoint_minutes=1e-9"))
+    assert [p.name for p in (run_dir / "checkpoint").iterdir()] == ["step-00000001"]  # before the first bad step
+    failed = json.loads((run_dir / "FAILED").read_text())
+    assert failed["error"].startswith("LadderError: step 2: ") and "no diagnostic checkpoint" in failed["error"]
+    # No checkpoint in between: read at the next log step, the first bad step is still the one named.
+    run_dir = tmp_path / "diverge-later"
+    with pytest.raises(LadderError, match=r"^step 2: loss (nan|inf) .* read at step 5, .*no earlier checkpoint"):
+        run_training(make_cfg(run_dir, *overrides))
+    assert not (run_dir / "checkpoint").exists() and (run_dir / "FAILED").is_file()
     assert not (run_dir / "DONE").exists()
 
 

@@ -5,7 +5,7 @@ initialisation: tests/model/test_model_decoder_init.py)."""
 import json
 
 import pytest
-from conftest import REFERENCE_STEPS, femto_overrides, losses
+from conftest import REFERENCE_STEPS, femto_overrides, losses, write_legacy_checkpoint
 from spawn import train_in_processes
 
 pytestmark = pytest.mark.slow  # trains models, spawns processes or refits the paper data
@@ -95,3 +95,17 @@ def test_asynchronous_checkpoints_resume_exactly(tmp_path, make_cfg, reference):
     assert run_training(make_cfg(run_dir, *overrides, "train.max_steps=8")).step == 8
     expected, got = losses(reference), losses(run_dir)
     assert max(abs(got[s] - expected[s]) for s in got) < 1e-6
+
+
+def test_a_latest_pt_resumes_on_two_fsdp_processes(tmp_path, make_cfg, reference):
+    # A run started before sharded checkpoints (one process) goes on sharded over two.
+    from ladder.train import run_training
+
+    run_dir = tmp_path / "femto-legacy"
+    overrides = (*femto_overrides(REFERENCE_STEPS), "model.vocab_multiple=1")
+    run_training(make_cfg(run_dir, *overrides, "train.max_steps=3"))
+    write_legacy_checkpoint(run_dir, make_cfg(run_dir, *overrides))
+    train_in_processes(make_cfg(run_dir, *overrides, "train.max_steps=6", "train.parallel=fsdp"), 2)
+    expected, got = losses(reference), losses(run_dir)
+    assert sorted(got) == list(range(1, 7))
+    assert max(abs(got[s] - expected[s]) for s in got) < 1e-5  # FSDP's reduction order: as two processes from the start

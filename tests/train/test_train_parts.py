@@ -54,6 +54,9 @@ def test_stability_monitor_spikes_and_suggested_clip():
     assert restored.suggested_clip() == 18.0 and restored.spikes == [21]
 
 
+# "error": DCP's warning that it assumes one process (the intent here) must not reach the user,
+# nor any other warning; an asynchronous save warns from its background thread.
+@pytest.mark.filterwarnings("error")
 def test_checkpoints_are_atomic_pruned_and_export_to_one_file_for_eval(tmp_path):
     from ladder.hydra_app import compose_config
     from ladder.runs.directory import latest_checkpoint
@@ -101,6 +104,12 @@ def test_checkpoints_are_atomic_pruned_and_export_to_one_file_for_eval(tmp_path)
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), fresh.state_dict().values()))
     moments = [fresh_optimizer.state[p]["exp_avg"] for p in fresh.parameters()]
     assert all(torch.equal(a, optimizer.state[p]["exp_avg"]) for a, p in zip(moments, model.parameters()))
+    in_background = CheckpointWriter(tmp_path / "async", rank=0, distributed=False, keep=2, asynchronous=True)
+    in_background.save(
+        tmp_path / "async" / "step-00000007", trainer, checkpoint_module.model_and_optimizer_state(model, optimizer)
+    )
+    in_background.wait()
+    assert latest_checkpoint(tmp_path / "async").name == "step-00000007"
     # `ladder eval` loads the sharded checkpoint directly, or its one-file export.
     exported = export_checkpoint(tmp_path)
     assert exported == folder / "model.pt"
@@ -118,6 +127,15 @@ def test_config_differences_ignore_what_does_not_change_the_run():
     old = {"optim": {"lr": 0.1}, "train": {"max_steps": 5, "batch_size": None}, "wandb": {"mode": "offline"}}
     new = {"optim": {"lr": 0.2}, "train": {"max_steps": None, "batch_size": None}, "wandb": {"mode": "disabled"}}
     assert config_differences(old, new) == ["optim.lr: 0.1 -> 0.2"]
+    # A key added since a run was made counts as the value that computes what that run did.
+    made_before = {"model": {"preset": "femto"}, "train": {"max_steps": 5}}
+    assert (
+        config_differences(made_before, {"model": {"preset": "femto", "vocab_multiple": 1}, "train": {"max_steps": 5}})
+        == []
+    )
+    assert config_differences(
+        made_before, {"model": {"preset": "femto"}, "train": {"max_steps": 5, "z_loss": 1e-5}}
+    ) == ["train.z_loss: 0.0 -> 1e-05"]
 
 
 def test_wandb_id_is_stable_per_run_dir(tmp_path):
