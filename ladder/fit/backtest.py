@@ -18,6 +18,7 @@ import pandas as pd
 
 from ladder.errors import LadderError
 from ladder.fit.calibration import kappa_from_rows, leave_one_cut_out
+from ladder.fit.chain import SingleStepFit
 from ladder.fit.methods import METHODS
 from ladder.fit.pipeline import FitOptions, fit_table, select_ladder
 from ladder.fit.points import size_labels
@@ -28,7 +29,12 @@ MIN_FITTED_SIZES = 2  # step 1 separates the N and D terms only with two sizes o
 
 
 def backtest(
-    table: pd.DataFrame, options: FitOptions | None = None, *, min_sizes: int = 3, **overrides
+    table: pd.DataFrame,
+    options: FitOptions | None = None,
+    *,
+    min_sizes: int = 3,
+    baselines: dict[str, dict[str, SingleStepFit | None]] | None = None,
+    **overrides,
 ) -> pd.DataFrame:
     """Predictions of held-out ladder runs (and the table's targets) from fits on smaller sizes.
 
@@ -36,7 +42,9 @@ def backtest(
     `fit_sizes` (the sizes fitted, comma-separated), `held_out` (True for a ladder run of a larger
     size, False for a table target) and `in_loss_interval` / `in_acc_interval` /
     `in_acc_interval_kappa` (NaN where the fit has no interval or the actual value is missing).
-    Options as for `fit_table`.
+    Options as for `fit_table`. `baselines`, by cut (its `fit_sizes`): the single-step baselines of
+    an earlier backtest of the same table and options but another method, reused (they do not
+    depend on the method); the cuts it lacks are added to it.
     """
     options = replace(options or FitOptions(), **overrides)
     options.check()
@@ -59,8 +67,12 @@ def backtest(
         fitted, held = sizes[:cut], sizes[cut:]
         held_rows = ladder[labels.isin(held)].assign(role="target")
         cut_table = pd.concat([ladder[labels.isin(fitted)], held_rows, own_targets], ignore_index=True)
-        predictions = fit_table(cut_table, per_cut).predictions
-        predictions.insert(0, "fit_sizes", ",".join(fitted))
+        fit_sizes = ",".join(fitted)
+        fit = fit_table(cut_table, per_cut, baselines=None if baselines is None else baselines.get(fit_sizes))
+        if baselines is not None:
+            baselines.setdefault(fit_sizes, {task: task_fit.single for task, task_fit in fit.tasks.items()})
+        predictions = fit.predictions
+        predictions.insert(0, "fit_sizes", fit_sizes)
         after_target = predictions.columns.get_loc("target") + 1
         predictions.insert(after_target, "held_out", predictions["target"].isin(set(held_rows["run"])))
         frames.append(predictions)
@@ -74,11 +86,13 @@ def backtest(
 def compare_methods(
     table: pd.DataFrame, options: FitOptions | None = None, *, min_sizes: int = 3, **overrides
 ) -> pd.DataFrame:
-    """`backtest` once per step-1 method (methods.METHODS), its rows under a leading `method` column."""
+    """`backtest` once per step-1 method (methods.METHODS), its rows under a leading `method` column;
+    the single-step baselines, the same for every method, are fitted once."""
     options = replace(options or FitOptions(), **overrides)
     frames = []
+    baselines: dict[str, dict] = {}
     for method in METHODS:
-        rows = backtest(table, replace(options, method=method), min_sizes=min_sizes)
+        rows = backtest(table, replace(options, method=method), min_sizes=min_sizes, baselines=baselines)
         rows.insert(0, "method", method)
         frames.append(rows)
     return pd.concat(frames, ignore_index=True)

@@ -12,6 +12,7 @@ and iterate together until each has stopped improving.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -22,6 +23,9 @@ STRAGGLERS = 1 / 8  # share of a chunk's problems left still improving, to be po
 
 ResidualFn = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
 """(theta [B, P], rows [B]) -> (residuals [B, M], Jacobian [B, P, M]: one row per parameter)"""
+Products = Callable[[np.ndarray, np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
+"""(Jacobian in the residual function's own form, gradient weights g [B, M], curvature weights
+c [B, M]) -> (J g [B, P], J diag(c) J^T [B, P, P]), for a Jacobian with structure (mostly zeros)"""
 
 
 def objective(residuals: np.ndarray, weights: np.ndarray, huber: bool) -> np.ndarray:
@@ -42,6 +46,8 @@ def solve(
     max_iter: int = 200,
     rtol: float = 1e-10,
     newton: bool = False,
+    products: Products | None = None,
+    gain_damping: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Minimise every problem from its start; returns (theta [B, P], objective [B]).
 
@@ -57,9 +63,22 @@ def solve(
     still improving (a few, for a hundred iterations or more: a floor sliding to its bound) are
     pooled with the other chunks' and solved together, so that their long tail of iterations is
     paid once rather than once per chunk. Every problem takes the same steps as if solved alone.
+    Between steps a problem keeps only its objective, gradient and normal matrix (reduced from
+    its residuals and Jacobian while they are in the cache), not the Jacobian itself. `products`:
+    how to reduce a Jacobian that `residual_fn` returns in a compact form (default: a full one).
+
+    The damping falls by 3 after an accepted step and rises by 4 after a rejected one; with
+    `gain_damping` it follows instead how well the step's quadratic model predicted the decrease
+    (Nielsen's rule: rho = actual / predicted decrease, an accepted step scales it by
+    max(1/3, 1 - (2 rho - 1)^3), each rejection in a row by 2, 4, 8, ...). Where a floor slides to
+    its bound the fixed factors alternate between an overshoot and short steps; the gain ratio
+    damps the steps the model over-predicts before they overshoot (the ic-compute law's refits on
+    the paper's ladder: 21 steps per replicate on average instead of 31, the 99th percentile 102
+    instead of 270).
     """
+    settings = _Settings(residual_fn, weights, lower, upper, huber, rtol, newton, products, gain_damping)
     size = max(1, CHUNK_ELEMENTS // (weights.shape[1] * theta0.shape[1]))
-    batch = _Batch(residual_fn, theta0, weights, lower, upper, huber=huber, rtol=rtol, newton=newton)
+    batch = _Batch(settings, theta0)
     pending = [
         batch.evaluate(np.arange(start, min(start + size, len(theta0)))) for start in range(0, len(theta0), size)
     ]
@@ -71,56 +90,67 @@ def solve(
     return batch.theta, batch.value
 
 
-class _Batch:
-    """Every problem's state (parameters, residuals, Jacobian, objective, damping, iterations done)."""
+@dataclass(frozen=True)
+class _Settings:
+    """What every problem of a `solve` shares: see its arguments."""
 
-    def __init__(
-        self,
-        residual_fn: ResidualFn,
-        theta0: np.ndarray,
-        weights: np.ndarray,
-        lower: np.ndarray,
-        upper: np.ndarray,
-        *,
-        huber: bool,
-        rtol: float,
-        newton: bool,
-    ) -> None:
-        self.residual_fn, self.weights, self.lower, self.upper = residual_fn, weights, lower, upper
-        self.huber, self.rtol, self.newton = huber, rtol, newton
-        self.theta = np.clip(theta0.astype(float), lower, upper)
+    residual_fn: ResidualFn
+    weights: np.ndarray
+    lower: np.ndarray
+    upper: np.ndarray
+    huber: bool
+    rtol: float
+    newton: bool
+    products: Products | None
+    gain_damping: bool
+
+    def statistics(self, theta: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Objective [B], gradient [B, P] and (IRLS or Newton) normal matrix [B, P, P] of the problems
+        `rows` at `theta`."""
+        residuals, jacobian = self.residual_fn(theta, rows)
+        weights = self.weights[rows]
+        value = objective(residuals, weights, self.huber)
+        irls = weights * np.minimum(1.0, 1.0 / np.maximum(np.abs(residuals), 1e-300)) if self.huber else weights
+        curvature = weights * (np.abs(residuals) <= 1.0) + NEWTON_FLOOR * irls if self.newton else irls
+        if self.products is not None:
+            return value, *self.products(jacobian, irls * residuals, curvature)
+        weighted = jacobian * irls[:, None, :]
+        gradient = np.matmul(weighted, residuals[:, :, None])[:, :, 0]
+        if self.newton:
+            weighted = jacobian * curvature[:, None, :]
+        return value, gradient, np.matmul(weighted, jacobian.transpose(0, 2, 1))
+
+
+class _Batch:
+    """Every problem's state (parameters, objective, gradient, normal matrix, damping, iterations done)."""
+
+    def __init__(self, settings: _Settings, theta0: np.ndarray) -> None:
+        self.settings = settings
+        self.theta = np.clip(theta0.astype(float), settings.lower, settings.upper)
         self.value = np.full(len(theta0), np.nan)
+        self.gradient = np.zeros(theta0.shape)
+        self.normal = np.zeros((*theta0.shape, theta0.shape[1]))
         self.damping = np.full(len(theta0), INITIAL_DAMPING)
+        self.rejection_factor = np.full(len(theta0), 2.0)  # gain damping: the next rejection's factor
         self.iterations = np.zeros(len(theta0), dtype=int)
-        self.residuals: np.ndarray | None = None
-        self.jacobian: np.ndarray | None = None
         self.identity = np.eye(theta0.shape[1])
-        self.slack = 1e-7 * np.where(np.isfinite(upper - lower), upper - lower, 1.0)  # "on the bound", within rounding
+        span = settings.upper - settings.lower
+        self.slack = 1e-7 * np.where(np.isfinite(span), span, 1.0)  # "on the bound", within rounding
 
     def evaluate(self, rows: np.ndarray) -> np.ndarray:
         """Evaluate the problems `rows` at their starts; returns those with a finite objective."""
-        residuals, jacobian = self.residual_fn(self.theta[rows], rows)
-        if self.residuals is None:
-            self.residuals = np.empty((len(self.theta), *residuals.shape[1:]))
-            self.jacobian = np.empty((len(self.theta), *jacobian.shape[1:]))
-        self.residuals[rows], self.jacobian[rows] = residuals, jacobian
-        self.value[rows] = objective(residuals, self.weights[rows], self.huber)
+        self.value[rows], self.gradient[rows], self.normal[rows] = self.settings.statistics(self.theta[rows], rows)
         return rows[np.isfinite(self.value[rows])]
 
     def iterate(self, active: np.ndarray, max_iter: int, stop_at: float) -> np.ndarray:
         """Step the problems `active` until no more than `stop_at` of them are still improving
         within `max_iter` iterations each; returns those."""
-        lower, upper, identity, slack = self.lower, self.upper, self.identity, self.slack
+        settings, identity, slack = self.settings, self.identity, self.slack
+        lower, upper = settings.lower, settings.upper
         active = active[self.iterations[active] < max_iter]
         while len(active) > stop_at:
             self.iterations[active] += 1
-            r, jac, w = self.residuals[active], self.jacobian[active], self.weights[active]
-            irls = w * np.minimum(1.0, 1.0 / np.maximum(np.abs(r), 1e-300)) if self.huber else w
-            weighted = jac * irls[:, None, :]
-            gradient = np.matmul(weighted, r[:, :, None])[:, :, 0]
-            if self.newton:
-                weighted = jac * (w * (np.abs(r) <= 1.0) + NEWTON_FLOOR * irls)[:, None, :]
-            normal = np.matmul(weighted, jac.transpose(0, 2, 1))
+            gradient, normal = self.gradient[active], self.normal[active]
             diagonal = np.diagonal(normal, axis1=1, axis2=2)
             system = normal + self.damping[active, None, None] * (diagonal[:, :, None] * identity + 1e-12 * identity)
             # Parameters on a bound whose descent direction leaves the box are held there (active set),
@@ -135,23 +165,37 @@ class _Batch:
             except np.linalg.LinAlgError:
                 step = -gradient / np.maximum(np.abs(diagonal), 1e-12)
             step = np.where(np.isfinite(step), step, 0.0)
+            # Decrease the quadratic model predicts (the held parameters do not move).
+            curvature = np.matmul(normal, step[:, :, None])[:, :, 0] * free
+            predicted = -np.sum(gradient * step, axis=1) - 0.5 * np.sum(step * curvature, axis=1)
             candidate = np.clip(np.where(pinned, np.clip(current, lower, upper), current + step), lower, upper)
-            new_residuals, new_jacobian = self.residual_fn(candidate, active)
-            new_value = objective(new_residuals, w, self.huber)
+            new_value, new_gradient, new_normal = settings.statistics(candidate, active)
             new_value = np.where(np.isfinite(new_value), new_value, np.inf)
+            decrease = self.value[active] - new_value
             better = new_value < self.value[active]
             improved = active[better]
             settled = np.zeros(len(active), dtype=bool)
-            settled[better] = self.value[improved] - new_value[better] <= self.rtol * np.maximum(
+            settled[better] = self.value[improved] - new_value[better] <= settings.rtol * np.maximum(
                 self.value[improved], 1e-300
             )
             self.theta[improved] = candidate[better]
-            self.residuals[improved] = new_residuals[better]
-            self.jacobian[improved] = new_jacobian[better]
             self.value[improved] = new_value[better]
-            self.damping[active] = np.where(better, self.damping[active] / 3.0, self.damping[active] * 4.0)
+            self.gradient[improved] = new_gradient[better]
+            self.normal[improved] = new_normal[better]
+            self._update_damping(active, better, decrease / np.maximum(predicted, 1e-300))
             active = active[(self.damping[active] < 1e12) & ~settled & (self.iterations[active] < max_iter)]
         return active
+
+    def _update_damping(self, active: np.ndarray, better: np.ndarray, gain: np.ndarray) -> None:
+        """After a step of the problems `active`: accepted (`better`) or not, `gain` its actual over
+        its predicted decrease."""
+        if not self.settings.gain_damping:
+            self.damping[active] = np.where(better, self.damping[active] / 3.0, self.damping[active] * 4.0)
+            return
+        accepted = np.maximum(1.0 / 3.0, 1.0 - (2.0 * np.minimum(gain, 1.0) - 1.0) ** 3)
+        factor = self.rejection_factor[active]
+        self.damping[active] *= np.where(better, accepted, factor)
+        self.rejection_factor[active] = np.where(better, 2.0, 2.0 * factor)
 
 
 def newton_starts(

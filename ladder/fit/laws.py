@@ -263,8 +263,27 @@ class SharedProblem:
             upper += [term[1], term[1], floor[1]]
         self.lower, self.upper = np.array(lower), np.array(upper)
         self.names = ["alpha", "beta"] + [f"{name}[{task}]" for task in self.tasks for name in ("A", "B", "E")]
+        # Row of each compact-Jacobian row (alpha, beta, then the point's task's a, b, e) in the full one, per task.
+        tasks = np.arange(len(self.tasks))
+        self._rows = np.vstack([np.zeros_like(tasks), np.ones_like(tasks), *(2 + 3 * tasks + own for own in range(3))])
+        pairs = [(k, m) for k in range(5) for m in range(5) if max(k, m) >= 2]  # pairs that are not alpha/beta's own
+        self._pair_index = [5 * k + m for k, m in pairs]
+        self._pair_rows = np.array([self._rows[k] for k, _ in pairs])  # [pairs, T]
+        self._pair_columns = np.array([self._rows[m] for _, m in pairs])
 
     def residuals(self, theta: np.ndarray, log_loss: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Residuals [B, M] in units of delta and the Jacobian [B, P, M]."""
+        residual, compact = self.compact_residuals(theta, log_loss)
+        jacobian = np.zeros((len(theta), len(self.lower), len(self.loss)))
+        jacobian[:, 0:2, :] = compact[:, 0:2, :]
+        first, columns = 2 + 3 * self.task_index, np.arange(len(self.loss))
+        for own in range(3):
+            jacobian[:, first + own, columns] = compact[:, 2 + own, :]
+        return residual, jacobian
+
+    def compact_residuals(self, theta: np.ndarray, log_loss: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Residuals [B, M] and the compact Jacobian [B, 5, M]: each point's derivatives by alpha, beta
+        and its own task's a, b, e (the others are 0); `products` reduces it for batched.solve."""
         alpha, beta = theta[:, 0:1], theta[:, 1:2]
         per_task = theta[:, 2:].reshape(len(theta), len(self.tasks), 3)[:, self.task_index, :]  # [B, M, 3]
         size_term = np.exp(per_task[:, :, 0] - alpha * self.log_n)
@@ -272,15 +291,28 @@ class SharedProblem:
         floor = np.exp(per_task[:, :, 2])
         predicted = size_term + data_term + floor
         residual = (np.log(predicted) - log_loss) / self.delta
-        jacobian = np.zeros((len(theta), len(self.lower), len(self.loss)))
-        jacobian[:, 0, :] = -size_term * self.log_n
-        jacobian[:, 1, :] = -data_term * self.log_d
-        first = 2 + 3 * self.task_index
-        columns = np.arange(len(self.loss))
-        jacobian[:, first, columns] = size_term
-        jacobian[:, first + 1, columns] = data_term
-        jacobian[:, first + 2, columns] = floor
+        jacobian = np.stack([-size_term * self.log_n, -data_term * self.log_d, size_term, data_term, floor], axis=1)
         return residual, jacobian / (predicted * self.delta)[:, None, :]
+
+    def products(
+        self, compact: np.ndarray, gradient_weights: np.ndarray, curvature_weights: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """J g [B, P] and J diag(c) J^T [B, P, P] from the compact Jacobian [B, 5, M]: per task sums of
+        the 5 x 5 products, placed in the full matrix (26 parameters for 8 tasks: 30x fewer
+        multiplications than the full Jacobian's)."""
+        n_sets, n_tasks = len(compact), len(self.tasks)
+        task_onehot = (self.task_index[:, None] == np.arange(n_tasks)[None, :]).astype(float)  # [M, T]
+        per_task = np.matmul(compact * gradient_weights[:, None, :], task_onehot)  # [B, 5, T]
+        gradient = np.empty((n_sets, len(self.lower)))
+        gradient[:, 0:2] = per_task[:, 0:2].sum(axis=2)
+        gradient[:, 2:] = per_task[:, 2:].transpose(0, 2, 1).reshape(n_sets, 3 * n_tasks)
+        weighted = compact * curvature_weights[:, None, :]
+        pairs = (weighted[:, :, None, :] * compact[:, None, :, :]).reshape(n_sets, 25, -1)
+        pair_sums = np.matmul(pairs, task_onehot)  # [B, 25, T]
+        normal = np.zeros((n_sets, len(self.lower), len(self.lower)))
+        normal[:, 0:2, 0:2] = pair_sums[:, [0, 1, 5, 6]].sum(axis=2).reshape(n_sets, 2, 2)
+        normal[:, self._pair_rows, self._pair_columns] = pair_sums[:, self._pair_index]
+        return gradient, normal
 
     def starts(self) -> np.ndarray:
         grid = []

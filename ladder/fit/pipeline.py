@@ -371,8 +371,10 @@ def fit_task(
     options: FitOptions,
     seed: list[int],
     joint: JointInputs | None = None,
+    baselines: dict[str, SingleStepFit | None] | None = None,
 ) -> TaskFit:
-    """Both steps, the baseline and the bootstrap for one task's ladder rows."""
+    """Both steps, the baseline and the bootstrap for one task's ladder rows; the baseline is taken
+    from `baselines` (by task) when it has the task's."""
     what = f"task {task!r}"
     points1 = step1_points(ladder, options.last_n)
     paper_step1 = None
@@ -403,7 +405,9 @@ def fit_task(
         rise = float(fit.step2.predict(points2.loss.min()) - fit.step2.predict(points2.loss.max()))
         if rise < NEAR_CHANCE_MARGIN or float(np.quantile(points2.acc, 0.9)) < chance + NEAR_CHANCE_MARGIN:
             fit.flags.append("accuracy near chance or flat across the ladder: step 2 is unreliable")
-        if np.isfinite(points1.acc).all() and len(points1.runs) >= 5:
+        if baselines is not None and task in baselines:
+            fit.single = baselines[task]
+        elif np.isfinite(points1.acc).all() and len(points1.runs) >= 5:
             # The baseline starts from the paper's step 1 whatever the method, so it is the same baseline.
             if paper_step1 is None:
                 paper_step1 = fit_step1(points1.N, points1.D, points1.loss, delta=options.delta, what=what)
@@ -472,11 +476,19 @@ def _run_jobs(jobs: list[tuple], pool: Executor | None) -> list[TaskFit]:
     return list(progress(fits, total=len(jobs), desc="fit", unit="task", leave=False))
 
 
-def fit_table(table: pd.DataFrame, options: FitOptions | None = None, **overrides) -> LadderFit:
+def fit_table(
+    table: pd.DataFrame,
+    options: FitOptions | None = None,
+    *,
+    baselines: dict[str, SingleStepFit | None] | None = None,
+    **overrides,
+) -> LadderFit:
     """Fit every (selected) task of a results table and predict its targets.
 
     Options come as a FitOptions and/or keyword overrides of its fields, e.g.
-    `fit_table(table, sizes=["190M", "370M"], bootstrap=0)`.
+    `fit_table(table, sizes=["190M", "370M"], bootstrap=0)`. `baselines`: single-step baselines
+    fitted already on the same ladder rows and options, by task (they do not depend on the
+    method: a comparison of methods fits them once); a task not in it is fitted here.
     """
     options = replace(options or FitOptions(), **overrides)
     options.check()
@@ -499,9 +511,8 @@ def fit_table(table: pd.DataFrame, options: FitOptions | None = None, **override
         jobs = []
         for task in tasks:
             task_joint = None if joint is None else replace(joint[0], shared=joint[1].get(task))
-            jobs.append(
-                (task, rows_of[task], chance_level(table, task, options.chance), options, seeds[task], task_joint)
-            )
+            chance = chance_level(table, task, options.chance)
+            jobs.append((task, rows_of[task], chance, options, seeds[task], task_joint, baselines))
         fits = dict(zip(tasks, _run_jobs(jobs, pool)))
     targets = {}
     for task in tasks:

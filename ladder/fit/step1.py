@@ -208,8 +208,15 @@ def fit_problem(problem, what: str):
     # Every start of the grid is run at once by the vectorised solver; L-BFGS-B then polishes the
     # best distinct end points (running it from all starts costs ~25x more and ends in the same place).
     starts = problem.starts()
+    residuals, products = solver_form(problem)
     ends, values, order = run_starts(
-        lambda t: problem.residuals(t, log_loss), starts, len(problem.loss), problem.lower, problem.upper, huber=True
+        lambda t: residuals(t, log_loss),
+        starts,
+        len(problem.loss),
+        problem.lower,
+        problem.upper,
+        huber=True,
+        products=products,
     )
     alternatives = _distinct(ends[order[np.isfinite(values[order])]], ALTERNATIVES + 1)
     polish_from = [ends[i] for i in order[:POLISHED]] + [starts[order[0]]]
@@ -235,15 +242,37 @@ def fit_problem(problem, what: str):
 
 
 def run_starts(
-    residuals, starts: np.ndarray, n_points: int, lower: np.ndarray, upper: np.ndarray, *, huber: bool
+    residuals,
+    starts: np.ndarray,
+    n_points: int,
+    lower: np.ndarray,
+    upper: np.ndarray,
+    *,
+    huber: bool,
+    products: batched.Products | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Every start [S, P] of a multi-start grid run at once by the vectorised solver on the same
-    `n_points` points (`residuals(theta [B, P])` -> residuals, Jacobian as for batched.solve):
-    (end points [S, P], their objectives [S], the ends' order from the best, non-finite last)."""
+    `n_points` points (`residuals(theta [B, P])` -> residuals, Jacobian as for batched.solve, which
+    `products` reduces when it is compact): (end points [S, P], their objectives [S], the ends'
+    order from the best, non-finite last)."""
     ends, values = batched.solve(
-        lambda t, rows: residuals(t), starts, np.ones((len(starts), n_points)), lower, upper, huber=huber
+        lambda t, rows: residuals(t),
+        starts,
+        np.ones((len(starts), n_points)),
+        lower,
+        upper,
+        huber=huber,
+        products=products,
     )
     return ends, values, np.argsort(np.where(np.isfinite(values), values, np.inf))
+
+
+def solver_form(problem) -> tuple:
+    """The residual function and Jacobian products (batched.solve's `products`) to solve `problem`
+    with: its compact Jacobian where it has one (the shared-exponent law's), else its full one."""
+    if hasattr(problem, "compact_residuals"):
+        return problem.compact_residuals, problem.products
+    return problem.residuals, None
 
 
 def _distinct(thetas: np.ndarray, count: int) -> np.ndarray:
@@ -279,10 +308,11 @@ def refit_step1(
     near = batched.newton_starts(residual, jacobian[0], weights, theta, problem.lower, problem.upper, huber=True)
     n_sets, n_starts = len(weights), 1 + len(others)
     theta0 = np.concatenate([near[:, None, :], np.broadcast_to(others, (n_sets, len(others), n_params))], axis=1)
+    residuals, products = solver_form(problem)
 
     def solve(set_log_loss: np.ndarray, theta_start: np.ndarray, set_weights: np.ndarray, max_iter: int, rtol: float):
         return batched.solve(
-            lambda t, rows: problem.residuals(t, rows_of(set_log_loss, rows)),
+            lambda t, rows: residuals(t, rows_of(set_log_loss, rows)),
             theta_start,
             set_weights,
             problem.lower,
@@ -291,6 +321,7 @@ def refit_step1(
             max_iter=max_iter,
             rtol=rtol,
             newton=newton,
+            products=products,
         )
 
     # Every start runs briefly; only the best per data set is then run to convergence (Huber's

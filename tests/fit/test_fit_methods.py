@@ -11,9 +11,11 @@ from fit_synthetic import OLMO_DIR, STEP2, make_table, sigmoid_law
 
 from ladder.cli import main
 from ladder.errors import LadderError
-from ladder.fit.backtest import compare_methods, comparison
+from ladder.fit import pipeline
+from ladder.fit.backtest import backtest, compare_methods, comparison
 from ladder.fit.bootstrap import checkpoint_weights, refit_checkpoint_law
 from ladder.fit.calibration import estimate_kappa, kappa_interval, leave_one_cut_out
+from ladder.fit.chain import fit_single_step
 from ladder.fit.laws import ComputeProblem, SharedProblem, TiedProblem
 from ladder.fit.methods import METHODS
 from ladder.fit.pipeline import EARLY_COLUMNS, PREDICTION_COLUMNS, fit_table
@@ -252,7 +254,9 @@ def test_kappa_is_estimated_from_excess_squared_errors_and_holds_leave_one_cut_o
     assert set(kappas) == {"a,b", "a,b,c"} and inside.mean() == pytest.approx(0.9, abs=0.02)
 
 
-def test_backtest_compares_every_method(tmp_path, capsys):
+def test_backtest_compares_every_method(tmp_path, capsys, monkeypatch):
+    baseline_fits = []
+    monkeypatch.setattr(pipeline, "fit_single_step", lambda *args: baseline_fits.append(args) or fit_single_step(*args))
     table = make_table(
         sizes={"s1": 2e7, "s2": 5e7, "s3": 1.2e8, "s4": 3e8, "s5": 7e8},
         checkpoints=6,
@@ -263,6 +267,13 @@ def test_backtest_compares_every_method(tmp_path, capsys):
     )
     rows = compare_methods(table, min_sizes=3, bootstrap=3)
     assert list(dict.fromkeys(rows["method"])) == list(METHODS)
+    # The single-step baseline does not depend on the method: fitted once per cut and task, the same in every row.
+    assert len(baseline_fits) == 2 * 2
+    for method in METHODS:
+        own = rows[rows["method"] == method]["single_step_acc"].to_numpy()
+        np.testing.assert_array_equal(own, rows[rows["method"] == "paper"]["single_step_acc"].to_numpy())
+    alone = backtest(table, min_sizes=3, bootstrap=0, method="paper")["single_step_acc"].to_numpy()
+    np.testing.assert_allclose(rows[rows["method"] == "paper"]["single_step_acc"].to_numpy(), alone, rtol=1e-12)
     frame = comparison(rows, 0.9)
     assert frame.index.tolist() == list(METHODS) and (frame["held-out"] == 24).all()
     assert frame["targets_mean_abs_err"].notna().all()
