@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import torch
 from child_processes import child_env, torchrun, wait_for_steps
-from conftest import femto_overrides, losses
+from femto_runs import femto_overrides, losses
 from spawn import free_port
 from torchrun_worker import femto_for_eval, val_bpb
 

@@ -5,7 +5,7 @@ import subprocess
 
 import pytest
 from child_processes import child_env, torchrun
-from conftest import REFERENCE_STEPS, femto_overrides, losses
+from femto_runs import REFERENCE_STEPS, femto_overrides, losses
 
 pytestmark = pytest.mark.slow  # trains models, spawns processes or refits the paper data
 

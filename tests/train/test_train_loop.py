@@ -8,8 +8,8 @@ import time
 
 import pytest
 import torch
-from conftest import FEMTO_BATCH_TOKENS, femto_overrides, losses, write_legacy_checkpoint
-from conftest import REFERENCE_STEPS as STEPS
+from femto_runs import FEMTO_BATCH_TOKENS, femto_overrides, losses, write_legacy_checkpoint
+from femto_runs import REFERENCE_STEPS as STEPS
 
 from ladder import cli
 from ladder.errors import LadderError

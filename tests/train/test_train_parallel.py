@@ -5,7 +5,7 @@ initialisation: tests/model/test_model_decoder_init.py)."""
 import json
 
 import pytest
-from conftest import REFERENCE_STEPS, femto_overrides, losses, write_legacy_checkpoint
+from femto_runs import REFERENCE_STEPS, femto_overrides, losses, write_legacy_checkpoint
 from spawn import train_in_processes
 
 pytestmark = pytest.mark.slow  # trains models, spawns processes or refits the paper data
