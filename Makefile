@@ -25,7 +25,7 @@ demo: venv
 test: venv
 	$(PY) -m pytest -q
 
-# The quick subset (no training, no subprocesses, no paper refits): about 45 s on 2 cores.
+# The quick subset (no training, no subprocesses, no paper refits): about 50 s on 2 cores.
 test-quick: venv
 	$(PY) -m pytest -q -m "not slow"
 
