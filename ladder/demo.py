@@ -3,7 +3,7 @@
     ladder demo [OVERRIDES...]      (what `make demo` runs)
 
 1. prepares the default corpus (Shakespeare and the KJV Bible, byte-level tokens);
-2. sweeps the `demo` grid (conf/ladder/demo.yaml: 3 sizes x 3 token multiples) and its held-out
+2. sweeps the `demo` grid (conf/ladder/demo.yaml: 3 sizes x 4 token multiples) and its held-out
    target, a model several times bigger than the largest rung, trained to its own budget;
 3. collects the run directories into `results/demo/results.csv`;
 4. fits both steps on the ladder rungs only and predicts the target;
