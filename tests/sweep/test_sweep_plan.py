@@ -113,8 +113,8 @@ def test_bad_grid_is_refused_by_sweep_before_any_job(tmp_path, capsys):
 def test_grid_rungs_and_train_selection(paper):
     cfg = compose_config(["ladder=demo"])
     names = [rung.name for rung in grid_rungs(cfg)]
-    assert names[:3] == ["atto-0.5xC", "atto-1xC", "atto-2xC"] and names[-1] == "mini-0.5xC"
-    assert len(names) == 10
+    assert names[:4] == ["atto-0.5xC", "atto-1xC", "atto-2xC", "atto-4xC"] and names[-1] == "mini-0.5xC"
+    assert len(names) == 13  # 3 sizes x 4 multiples and the target
     assert len(rungs_to_train(paper)) == 16  # the paper's targets are not trained by default
     only = compose_config(["ladder=demo", "ladder.only=[mini-0.5xC,femto-2xC]"])
     assert [rung.name for rung in rungs_to_train(only)] == ["mini-0.5xC", "femto-2xC"]
